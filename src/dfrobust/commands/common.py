@@ -1,0 +1,36 @@
+"""Shared pieces of the command-line interface: subcommand creation and common options."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+RawHelp = argparse.RawDescriptionHelpFormatter
+
+
+def add_command(
+    subparsers: Any,
+    name: str,
+    help: str,
+    examples: list[str],
+    description: str | None = None,
+) -> argparse.ArgumentParser:
+    """Add a subcommand whose ``--help`` ends with worked examples."""
+    epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples)
+    return subparsers.add_parser(
+        name,
+        help=help,
+        description=description or help,
+        epilog=epilog,
+        formatter_class=lambda prog: RawHelp(prog, max_help_position=32),
+    )
+
+
+def add_device_arg(parser: argparse.ArgumentParser) -> None:
+    """``--device auto|cpu|cuda[:N]``."""
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N (default: auto)")
+
+
+def add_seed_arg(parser: argparse.ArgumentParser, default: int = 0) -> None:
+    """``--seed N``."""
+    parser.add_argument("--seed", type=int, default=default, help=f"random seed (default: {default})")

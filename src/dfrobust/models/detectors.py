@@ -1,0 +1,151 @@
+"""Detectors: any torchvision classifier with a 2-logit head, taking pixels in ``[0, 1]``.
+
+Every detector is a :class:`Detector`: an optional normalisation layer followed by a backbone
+whose last linear layer outputs 2 logits (fake = 0, real = 1). Attacks and defenses therefore
+work in pixel space and never need to know how a model normalises its input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dfrobust.errors import DfrobustError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NORMALIZATIONS = ("none", "imagenet")
+
+
+class TinyCNN(nn.Module):
+    """A very small CNN (a few thousand parameters) for tests and smoke runs."""
+
+    def __init__(self, num_classes: int = 1000, width: int = 8) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.fc = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+def _torchvision(name: str) -> Callable[[], nn.Module]:
+    def make() -> nn.Module:
+        import torchvision
+
+        return torchvision.models.get_model(name, weights=None)
+
+    return make
+
+
+#: Architecture name -> constructor of the backbone with its original head (weights random).
+ARCHITECTURES: dict[str, Callable[[], nn.Module]] = {
+    "vgg16": _torchvision("vgg16"),
+    "vgg16_bn": _torchvision("vgg16_bn"),
+    "resnet18": _torchvision("resnet18"),
+    "resnet50": _torchvision("resnet50"),
+    "efficientnet_b0": _torchvision("efficientnet_b0"),
+    "mobilenet_v3_small": _torchvision("mobilenet_v3_small"),
+    "tiny": TinyCNN,
+}
+
+
+def available_architectures() -> list[str]:
+    """Names accepted by :func:`build_detector` (any other torchvision classifier name works too)."""
+    return sorted(ARCHITECTURES)
+
+
+class Detector(nn.Module):
+    """Normalisation (inside the model) + backbone with a 2-logit head.
+
+    Args:
+        backbone: a classifier whose last linear layer already outputs ``num_classes`` logits.
+        arch: architecture name (recorded in checkpoints).
+        normalization: ``"none"`` (the paper: raw ``[0, 1]`` pixels) or ``"imagenet"``.
+    """
+
+    def __init__(self, backbone: nn.Module, arch: str, normalization: str = "none") -> None:
+        super().__init__()
+        if normalization not in NORMALIZATIONS:
+            raise DfrobustError(f"unknown normalization {normalization!r}; use one of {NORMALIZATIONS}")
+        self.backbone = backbone
+        self.arch = arch
+        self.normalization = normalization
+        if normalization == "imagenet":
+            self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+            self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``N x 2`` for images ``N x 3 x H x W`` in ``[0, 1]``."""
+        if self.normalization == "imagenet":
+            x = (x - self.mean) / self.std
+        return self.backbone(x)
+
+
+def _replace_last_linear(model: nn.Module, num_classes: int) -> None:
+    """Swap the last ``nn.Linear`` of ``model`` for one with ``num_classes`` outputs."""
+    last_name = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            last_name = name
+    if last_name is None:
+        raise DfrobustError("this architecture has no linear classification layer to replace")
+    parent_name, _, attr = last_name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    old = getattr(parent, attr)
+    setattr(parent, attr, nn.Linear(old.in_features, num_classes, bias=old.bias is not None))
+
+
+def build_detector(
+    arch: str,
+    num_classes: int = 2,
+    normalization: str = "none",
+    init: str | Path | None = None,
+) -> Detector:
+    """Build a detector: a classifier of architecture ``arch`` with a ``num_classes``-logit head.
+
+    Args:
+        arch: ``vgg16``, ``resnet18``, ``resnet50``, ``efficientnet_b0``, ``mobilenet_v3_small``,
+            ``tiny`` (tests), or any other torchvision classification model name.
+        num_classes: logits of the new head (2 for real/fake).
+        normalization: ``"none"`` (pixels in ``[0, 1]`` as the paper) or ``"imagenet"``.
+        init: a local torchvision state dict (``.safetensors`` or ``.pth``, e.g. ImageNet weights)
+            loaded before the head is replaced. Nothing is downloaded.
+
+    >>> model = build_detector("resnet18")
+    >>> model(torch.rand(2, 3, 64, 64)).shape
+    torch.Size([2, 2])
+    """
+    if arch in ARCHITECTURES:
+        backbone = ARCHITECTURES[arch]()
+    else:
+        import torchvision
+
+        if arch not in torchvision.models.list_models(module=torchvision.models):
+            raise DfrobustError(
+                f"unknown architecture {arch!r}; use one of {available_architectures()} or a torchvision classifier name"
+            )
+        backbone = torchvision.models.get_model(arch, weights=None)
+    if init is not None:
+        from dfrobust.models.checkpoint import load_state_dict_file
+
+        state = load_state_dict_file(init)
+        missing, unexpected = backbone.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise DfrobustError(
+                f"--init {init} does not fit {arch}: {len(missing)} missing and {len(unexpected)} unexpected keys "
+                f"(e.g. {(missing or unexpected)[0]}); give a state dict of the same torchvision architecture"
+            )
+    _replace_last_linear(backbone, num_classes)
+    return Detector(backbone, arch, normalization)

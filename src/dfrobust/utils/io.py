@@ -1,0 +1,174 @@
+"""File input/output shared by every stage: atomic writes, JSON, CSV, lossless PNG, hashing.
+
+Every writer here writes to a temporary name in the destination folder and renames it into
+place, so an interrupted run never leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+PathLike = str | os.PathLike
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
+
+    Works for files and folders: whatever the block creates at the temporary path replaces
+    ``path`` at the end. On an exception the temporary file or folder is removed.
+
+    >>> with atomic_path("out.json") as tmp:  # doctest: +SKIP
+    ...     tmp.write_text("{}")
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    tmp.unlink()  # the block decides whether it is a file or a folder
+    try:
+        yield tmp
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def to_json(obj: Any) -> str:
+    """Serialise ``obj`` to stable JSON text (sorted keys, 2-space indent, numpy/torch aware)."""
+    return json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
+
+
+def write_json(path: PathLike, obj: Any) -> Path:
+    """Write ``obj`` as JSON to ``path`` atomically and return the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(to_json(obj), encoding="utf-8")
+    return Path(path)
+
+
+def read_json(path: PathLike) -> Any:
+    """Read a JSON file."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def write_csv(path: PathLike, rows: Iterable[Mapping[str, Any]], columns: Sequence[str] | None = None) -> Path:
+    """Write dict rows as CSV atomically.
+
+    ``columns`` fixes the first columns (and their order); keys found in rows but not in
+    ``columns`` follow in first-seen order. Floats are written with full precision.
+    """
+    rows = list(rows)
+    cols = list(columns or [])
+    for row in rows:
+        for key in row:
+            if key not in cols:
+                cols.append(key)
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=cols, extrasaction="raise")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: _csv_value(row.get(k, "")) for k in cols})
+    return Path(path)
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        value = value.item()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def read_csv(path: PathLike) -> list[dict[str, str]]:
+    """Read a CSV file into a list of dicts (values stay strings)."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Quantise float images in ``[0, 1]`` to ``uint8`` (round to nearest, clipped)."""
+    return (x.detach().clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def quantize(x: torch.Tensor) -> torch.Tensor:
+    """Round float images in ``[0, 1]`` to the nearest 8-bit level, staying float.
+
+    This is exactly what saving as PNG and loading again gives, so an evaluation on
+    ``quantize(x)`` is an evaluation on the stored images.
+    """
+    return to_uint8(x).to(x.dtype if x.is_floating_point() else torch.float32) / 255.0
+
+
+def save_png(path: PathLike, image: torch.Tensor | np.ndarray) -> Path:
+    """Save one image losslessly as an 8-bit RGB PNG, atomically.
+
+    ``image`` is a float tensor ``3 x H x W`` in ``[0, 1]``, a ``uint8`` tensor ``3 x H x W``,
+    or a ``uint8`` array ``H x W x 3``.
+    """
+    if isinstance(image, torch.Tensor):
+        arr = (image if image.dtype == torch.uint8 else to_uint8(image)).permute(1, 2, 0).cpu().numpy()
+    else:
+        arr = np.asarray(image)
+        if arr.dtype != np.uint8:
+            raise TypeError("numpy images must be uint8 H x W x 3")
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(arr), mode="RGB").save(tmp, format="PNG")
+    return Path(path)
+
+
+def load_image(path: PathLike) -> torch.Tensor:
+    """Load an image file as a float tensor ``3 x H x W`` in ``[0, 1]`` (converted to RGB)."""
+    with Image.open(path) as im:
+        arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255.0
