@@ -1,4 +1,4 @@
-"""`dfrobust report`: placeholder until issue 6 lands (replace this module)."""
+"""``dfrobust report``: write the report of a run folder."""
 
 from __future__ import annotations
 
@@ -6,15 +6,24 @@ import argparse
 from typing import Any
 
 from dfrobust.commands.common import add_command
-from dfrobust.errors import DfrobustError
 
 
 def register(subparsers: Any) -> None:
-    """Add the `report` subcommand."""
-    parser = add_command(subparsers, "report", "Write the report of a run (not built yet)", ["dfrobust report --help"])
-    parser.set_defaults(func=run)
+    """Add the ``report`` subcommand."""
+    p = add_command(
+        subparsers,
+        "report",
+        "Write RUN/report/report.html (self-contained), report.md and results.json from a run's own files",
+        ["dfrobust report runs/quick"],
+    )
+    p.add_argument("run_dir", help="a run folder made by `dfrobust reproduce`")
+    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Not built yet."""
-    raise DfrobustError("`dfrobust report` is not built yet (issue 6)")
+    """Render the report."""
+    from dfrobust.report.render import write_report
+
+    out = write_report(args.run_dir)
+    print(f"report: {out / 'report.html'}")
+    return 0

@@ -1,4 +1,4 @@
-"""`dfrobust status`: placeholder until issue 6 lands (replace this module)."""
+"""``dfrobust status``: which stages of a run are done."""
 
 from __future__ import annotations
 
@@ -6,15 +6,31 @@ import argparse
 from typing import Any
 
 from dfrobust.commands.common import add_command
-from dfrobust.errors import DfrobustError
 
 
 def register(subparsers: Any) -> None:
-    """Add the `status` subcommand."""
-    parser = add_command(subparsers, "status", "Show which stages of a run are done (not built yet)", ["dfrobust status --help"])
-    parser.set_defaults(func=run)
+    """Add the ``status`` subcommand."""
+    p = add_command(subparsers, "status", "Show which stages of a run are done, partial or still to do",
+                    ["dfrobust status --run runs/quick"])
+    p.add_argument("--run", required=True, help="the run folder given to `dfrobust reproduce`")
+    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Not built yet."""
-    raise DfrobustError("`dfrobust status` is not built yet (issue 6)")
+    """Print one line per stage: state, seconds, output."""
+    from pathlib import Path
+
+    from dfrobust.pipeline import load_run_config, plan_study
+    from dfrobust.stages import StageRunner
+
+    stored = load_run_config(args.run)
+    data_arg = Path(stored["data_arg"]) if stored.get("data_arg") else None
+    plan = plan_study(stored["config"], Path(args.run), data_arg, stored.get("device", "auto"))
+    rows = StageRunner(args.run, log=lambda s: None).table(plan.stages)
+    width = max(len(r["stage"]) for r in rows)
+    for r in rows:
+        secs = f"{r['seconds']:8.1f} s" if r["seconds"] is not None else " " * 10
+        print(f"{r['stage']:<{width}}  {r['state']:<8} {secs}  {r['output']}")
+    done = sum(r["state"] == "done" for r in rows)
+    print(f"{done}/{len(rows)} stages done" + ("" if done < len(rows) else f"; report: {Path(args.run) / 'report' / 'report.html'}"))
+    return 0

@@ -1,0 +1,112 @@
+"""Study configuration: presets shipped as TOML files, plus ``--set key=value`` overrides.
+
+A study config is a nested dict with the sections ``run``, ``data``, ``train``, ``attack``,
+``dip`` (see ``presets/paper.toml`` for every key and the paper's values). Presets may
+``extends = "other"`` to start from another preset. Overrides use dotted keys and TOML values:
+``--set attack.cw.max_steps=200 --set train.epochs=3 --set data.size=48``.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from dfrobust.errors import DfrobustError
+
+SECTIONS = ("run", "data", "train", "attack", "dip")
+
+
+def available_presets() -> list[str]:
+    """Names of the presets shipped with the package."""
+    return sorted(p.name.removesuffix(".toml") for p in resources.files("dfrobust.presets").iterdir() if p.name.endswith(".toml"))
+
+
+def _read_preset_file(name_or_path: str) -> dict[str, Any]:
+    path = Path(name_or_path)
+    if path.suffix == ".toml" and path.is_file():
+        text = path.read_text(encoding="utf-8")
+    else:
+        res = resources.files("dfrobust.presets") / f"{name_or_path}.toml"
+        if not res.is_file():
+            raise DfrobustError(f"unknown preset {name_or_path!r}; use one of {available_presets()} or a path to a .toml file")
+        text = res.read_text(encoding="utf-8")
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise DfrobustError(f"preset {name_or_path} is not valid TOML: {exc}") from exc
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with ``update`` merged in, recursively for nested dicts."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_preset(name_or_path: str) -> dict[str, Any]:
+    """Load a preset by name (``quick``, ``cpu``, ``paper``, ``tiny``) or path, resolving ``extends``."""
+    raw = _read_preset_file(name_or_path)
+    parent = raw.pop("extends", None)
+    cfg = deep_merge(load_preset(parent), raw) if parent else raw
+    cfg.setdefault("run", {})["preset"] = Path(name_or_path).stem
+    return cfg
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``a.b.c=value`` into (``["a", "b", "c"]``, value) with the value read as TOML.
+
+    Bare words that are not valid TOML are taken as strings (``--set data.source=synth``).
+    """
+    if "=" not in text:
+        raise DfrobustError(f"--set wants KEY=VALUE (e.g. attack.cw.max_steps=200), got {text!r}")
+    key, _, value = text.partition("=")
+    keys = [k.strip() for k in key.strip().split(".") if k.strip()]
+    if not keys:
+        raise DfrobustError(f"--set {text!r} has an empty key")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return keys, parsed
+
+
+def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``--set`` overrides; a key that the preset does not have is an error (catches typos)."""
+    out = copy.deepcopy(cfg)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = out
+        for i, k in enumerate(keys[:-1]):
+            if not isinstance(node.get(k), dict):
+                raise DfrobustError(f"--set {text}: no section {'.'.join(keys[: i + 1])!r} in the preset")
+            node = node[k]
+        free = keys[:-1] in (["train", "vgg16"], ["train", "resnet18"])  # per-role training settings
+        if keys[-1] not in node and not free:
+            known = ", ".join(sorted(node)) or "none"
+            raise DfrobustError(f"--set {text}: unknown key {'.'.join(keys)!r} (known here: {known})")
+        old = node.get(keys[-1])
+        if isinstance(old, dict):
+            raise DfrobustError(f"--set {text}: {'.'.join(keys)!r} is a section; set one of its keys")
+        if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if old is not None and not isinstance(value, type(old)) and not (isinstance(old, float) and isinstance(value, float)):
+            raise DfrobustError(f"--set {text}: {'.'.join(keys)} expects {type(old).__name__}, got {type(value).__name__}")
+        node[keys[-1]] = value
+    return out
+
+
+def study_config(preset: str, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The full config of a study: the preset with overrides applied and checked."""
+    cfg = apply_overrides(load_preset(preset), overrides or [])
+    missing = [s for s in SECTIONS if s not in cfg]
+    if missing:
+        raise DfrobustError(f"preset {preset} lacks section(s) {missing}")
+    cfg["run"]["overrides"] = list(overrides or [])
+    return cfg

@@ -1,0 +1,157 @@
+"""Cached, resumable stages of a run folder.
+
+A stage is a function of (config, upstream stages) that writes one output (a file or a
+folder) in the run folder. The :class:`StageRunner` keys each stage by a hash of its config
+and of the fingerprints of the stages it depends on:
+
+* finished with the same key -> skipped;
+* never finished (killed) with the same key -> run again; the stage function resumes from
+  its own partial files (training epochs, attack and DIP batches);
+* key changed (a setting changed, or an upstream stage was redone) -> its output is removed
+  and it runs from scratch, and so does everything downstream (their keys change too).
+
+Bookkeeping lives in ``RUN/.stages/<name>.json`` (one file per stage, written atomically).
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dfrobust.utils.io import read_json, sha256_bytes, to_json, write_json
+
+
+@dataclass
+class Stage:
+    """One unit of cached work.
+
+    Attributes:
+        name: unique name, ``group/item`` (e.g. ``train/resnet18-lip50``).
+        config: everything that determines the output (JSON-serialisable).
+        output: the file or folder it writes.
+        fn: does the work (writes ``output``; may resume from its own partial files).
+        deps: names of the stages whose outputs it reads.
+        extra_paths: other paths that belong to the output (e.g. a model's sidecar and its
+            partial-training files) and are removed with it when the key changes.
+    """
+
+    name: str
+    config: dict[str, Any]
+    output: Path
+    fn: Callable[[], Any]
+    deps: list[str] = field(default_factory=list)
+    extra_paths: list[Path] = field(default_factory=list)
+
+
+class StageRunner:
+    """Runs stages in a run folder with caching and resumption (see the module docstring)."""
+
+    def __init__(self, run_dir: str | Path, force: set[str] | None = None, log: Callable[[str], None] = print) -> None:
+        self.run_dir = Path(run_dir)
+        self.book = self.run_dir / ".stages"
+        self.force = set(force or ())
+        self.log = log
+        self.stages: dict[str, Stage] = {}
+        self._forced_done: set[str] = set()
+
+    def _book_file(self, name: str) -> Path:
+        return self.book / f"{name.replace('/', '__')}.json"
+
+    def record(self, name: str) -> dict[str, Any] | None:
+        """The bookkeeping record of a stage, or ``None`` if it never started."""
+        path = self._book_file(name)
+        return read_json(path) if path.is_file() else None
+
+    def key(self, stage: Stage) -> str:
+        """Hash of the stage's config and of its upstream fingerprints."""
+        deps = {d: self.fingerprint(d) for d in sorted(stage.deps)}
+        return sha256_bytes(to_json({"name": stage.name, "config": stage.config, "deps": deps}).encode())[:16]
+
+    def fingerprint(self, name: str) -> str | None:
+        """``key:token`` of a finished stage (the token changes whenever it is redone)."""
+        rec = self.record(name)
+        if not rec or rec.get("state") != "done":
+            return None
+        return f"{rec['key']}:{rec['token']}"
+
+    def state(self, stage: Stage) -> str:
+        """``done``, ``stale`` (done under another key), ``partial`` (started, unfinished) or ``todo``."""
+        rec = self.record(stage.name)
+        if rec is None:
+            return "todo"
+        key = self.key(stage)
+        if rec.get("key") != key:
+            return "stale"
+        return "done" if rec.get("state") == "done" and stage.output.exists() else "partial"
+
+    def _matches_force(self, name: str) -> bool:
+        return any(name == f or name.startswith(f.rstrip("/") + "/") for f in self.force)
+
+    def _clear(self, stage: Stage) -> None:
+        for path in [stage.output, *stage.extra_paths]:
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+
+    def run(self, stage: Stage) -> bool:
+        """Run ``stage`` unless it is done; returns ``True`` if it ran."""
+        self.stages[stage.name] = stage
+        missing = [d for d in stage.deps if self.fingerprint(d) is None]
+        if missing:
+            raise RuntimeError(f"stage {stage.name} runs before its inputs {missing}")
+        forced = self._matches_force(stage.name) and stage.name not in self._forced_done
+        state = self.state(stage)
+        if state == "done" and not forced:
+            self.log(f"[skip] {stage.name} (done)")
+            return False
+        key = self.key(stage)
+        if state == "stale" or forced:
+            self._clear(stage)
+        if forced:
+            self._forced_done.add(stage.name)
+        self.log(f"[run]  {stage.name}" + (" (resuming)" if state == "partial" else ""))
+        prev = self.record(stage.name) or {}
+        seconds_before = prev.get("seconds", 0.0) if state == "partial" else 0.0
+        write_json(self._book_file(stage.name), {"name": stage.name, "key": key, "state": "running", "config": stage.config, "seconds": seconds_before})
+        t0 = time.perf_counter()
+        try:
+            stage.fn()
+        except BaseException:
+            rec = {"name": stage.name, "key": key, "state": "interrupted", "config": stage.config}
+            rec["seconds"] = seconds_before + time.perf_counter() - t0
+            write_json(self._book_file(stage.name), rec)
+            raise
+        seconds = seconds_before + time.perf_counter() - t0
+        write_json(
+            self._book_file(stage.name),
+            {
+                "name": stage.name,
+                "key": key,
+                "token": secrets.token_hex(4),
+                "state": "done",
+                "config": stage.config,
+                "output": str(stage.output.relative_to(self.run_dir) if stage.output.is_relative_to(self.run_dir) else stage.output),
+                "seconds": round(seconds, 3),
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+        )
+        return True
+
+    def table(self, stages: list[Stage]) -> list[dict[str, Any]]:
+        """Status rows (name, state, seconds, output) for ``stages`` in order.
+
+        The state of a stage whose upstream is not done is reported from its record alone.
+        """
+        rows = []
+        for st in stages:
+            rec = self.record(st.name) or {}
+            ready = all(self.fingerprint(d) is not None for d in st.deps)
+            state = self.state(st) if ready else ("waiting" if not rec else rec.get("state", "todo"))
+            rows.append({"stage": st.name, "state": state, "seconds": rec.get("seconds"), "output": str(st.output)})
+        return rows
