@@ -20,7 +20,9 @@ from dfrobust.models.checkpoint import save_detector
 from dfrobust.models.detectors import build_detector
 
 os.environ.setdefault("DFROBUST_QUIET", "1")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One intra-op thread: the tests run many tiny ops, for which a second OpenMP thread costs more
+# than it gives (and on a loaded 2-core machine two threads wait on each other).
+torch.set_num_threads(1)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 FFHQ_DIR = SHARED / "data" / "ffhq-real-200"

@@ -1,0 +1,329 @@
+"""Deep Image Prior purification: fit a fresh generator to each (possibly adversarial) image.
+
+Each image ``x`` gets its own network ``f(theta, z)``, trained with Adam to minimise
+``MSE(f(theta, z + noise), x)``; the image generated at an intermediate iteration ``T`` is
+what the classifier sees (the paper: 10,000 iterations, classify at 6,000). Many images are
+purified at once (:class:`~dfrobust.defenses.dip_net.DipNet` holds one network per image), and
+a batch follows the same trajectory as separate runs with the same seeds: the loss is the sum
+of per-image MSEs, so each image's gradients, and Adam's elementwise updates, are its own.
+
+>>> traj = purify_batch(torch.rand(2, 3, 32, 32), seeds=[0, 1], cfg=DipConfig(iterations=20))  # doctest: +SKIP
+>>> traj.final.shape  # doctest: +SKIP
+torch.Size([2, 3, 32, 32])
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from dfrobust.defenses.dip_net import DipNet, crop_back, padded_size, reflect_pad_to
+from dfrobust.errors import DfrobustError
+from dfrobust.models.inference import p_real
+from dfrobust.utils.runtime import progress
+
+#: Derived-seed offset of the per-iteration noise stream (kept apart from the init stream).
+_NOISE_STREAM = 0x5EED_0D1B
+
+
+@dataclass
+class DipConfig:
+    """Every option of the DIP purifier; the defaults are the paper authors' settings.
+
+    JSON-serialisable with :func:`dataclasses.asdict`.
+    """
+
+    iterations: int = 10_000  #: optimisation steps (the paper: 10,000)
+    lr: float = 0.01  #: Adam learning rate
+    input_channels: int = 32  #: channels of the noise input z
+    input_noise: str = "uniform"  #: distribution of z: "uniform" or "normal"
+    input_scale: float = 0.1  #: z = U[0, 1) * input_scale
+    reg_noise_std: float = 1.0 / 30.0  #: fresh N(0, 1) * std added to z every iteration
+    channels_down: tuple[int, ...] = (8, 16, 32, 64, 128)
+    channels_up: tuple[int, ...] = (8, 16, 32, 64, 128)
+    channels_skip: tuple[int, ...] = (0, 0, 0, 4, 4)
+    kernel_down: int = 3
+    kernel_up: int = 3
+    kernel_skip: int = 1
+    upsample: str = "bilinear"
+    pad: str = "reflect"
+    act_slope: float = 0.2
+    need1x1_up: bool = True
+    ema_weight: float = 0.99  #: exponential average of outputs: avg = w * avg + (1 - w) * out
+    record_every: int = 10  #: record P(real), MSE and PSNR every k iterations
+    dtype: str = "float32"  #: generator precision ("float64" for exactness checks)
+    amp: str = "none"  #: "bf16" runs the generator under bfloat16 autocast (CUDA)
+    channels_last: bool = False  #: channels-last memory format for the generator (CUDA)
+
+    def __post_init__(self) -> None:
+        for name in ("channels_down", "channels_up", "channels_skip"):
+            setattr(self, name, tuple(int(c) for c in getattr(self, name)))
+        if self.iterations < 1 or self.record_every < 1:
+            raise DfrobustError("DIP needs --iterations >= 1 and --record-every >= 1")
+        if self.input_noise not in ("uniform", "normal"):
+            raise DfrobustError(f"input_noise must be uniform or normal, got {self.input_noise!r}")
+        if self.dtype not in ("float32", "float64"):
+            raise DfrobustError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        if self.amp not in ("none", "bf16"):
+            raise DfrobustError(f"amp must be none or bf16, got {self.amp!r}")
+        if not 0.0 <= self.ema_weight < 1.0:
+            raise DfrobustError(f"ema_weight must lie in [0, 1), got {self.ema_weight}")
+
+
+def build_dip_net(cfg: DipConfig, groups: int) -> DipNet:
+    """The generator of ``cfg`` holding ``groups`` independent networks (weights not yet seeded)."""
+    return DipNet(
+        groups=groups,
+        in_channels=cfg.input_channels,
+        channels_down=cfg.channels_down,
+        channels_up=cfg.channels_up,
+        channels_skip=cfg.channels_skip,
+        kernel_down=cfg.kernel_down,
+        kernel_up=cfg.kernel_up,
+        kernel_skip=cfg.kernel_skip,
+        upsample=cfg.upsample,
+        pad=cfg.pad,
+        act_slope=cfg.act_slope,
+        need1x1_up=cfg.need1x1_up,
+    )
+
+
+@dataclass
+class DipTrajectory:
+    """What one batch's optimisation recorded.
+
+    Attributes:
+        iterations: the recorded iterations (1-based: iteration ``t`` is the ``t``-th forward
+            pass, made with the parameters after ``t - 1`` Adam steps).
+        p_real_raw, p_real_avg: ``B x R`` classifier P(real) of the output and of the exponential
+            average of outputs (empty ``B x 0`` when no classifier was given).
+        mse_input, psnr_input: ``B x R`` MSE and PSNR (dB, peak 1) of the output to the input.
+        psnr_clean: ``B x R`` PSNR of the output to the clean image, or ``None``.
+        snapshots: iteration -> ``B x 3 x H x W`` outputs kept at the requested iterations.
+        final, final_avg: output and exponential average at the last iteration run.
+        seconds: wall time of the optimisation loop.
+    """
+
+    iterations: list[int]
+    p_real_raw: torch.Tensor
+    p_real_avg: torch.Tensor
+    mse_input: torch.Tensor
+    psnr_input: torch.Tensor
+    psnr_clean: torch.Tensor | None
+    snapshots: dict[int, torch.Tensor] = field(default_factory=dict)
+    final: torch.Tensor | None = None
+    final_avg: torch.Tensor | None = None
+    seconds: float = 0.0
+
+    def index(self, iteration: int) -> int:
+        """Position of ``iteration`` among the recorded iterations (KeyError if not recorded)."""
+        try:
+            return self.iterations.index(iteration)
+        except ValueError:
+            raise KeyError(f"iteration {iteration} was not recorded") from None
+
+
+def recorded_iterations(end: int, every: int, extra: Sequence[int] = ()) -> list[int]:
+    """Iterations to record: multiples of ``every`` up to ``end``, plus ``extra`` (those <= ``end``)."""
+    return sorted(set(range(every, end + 1, every)) | {int(t) for t in extra if 1 <= t <= end})
+
+
+def psnr(mse: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB of images in ``[0, 1]`` from their MSE (peak 1); ``inf`` for an exact match."""
+    return 10.0 * torch.log10(1.0 / mse.clamp_min(0.0))
+
+
+def _mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a.float() - b.float()).pow(2).flatten(1).mean(1)
+
+
+def _generators(seeds: Sequence[int], offset: int, device: torch.device) -> list[torch.Generator]:
+    return [torch.Generator(device=device).manual_seed((int(s) + offset) % (2**63)) for s in seeds]
+
+
+def _draw_input(cfg: DipConfig, gens: Sequence[torch.Generator], h: int, w: int) -> torch.Tensor:
+    z = torch.empty(len(gens), cfg.input_channels, h, w)
+    for b, gen in enumerate(gens):  # draws only: each image has its own random stream
+        (z[b].uniform_(generator=gen) if cfg.input_noise == "uniform" else z[b].normal_(generator=gen))
+    return z * cfg.input_scale
+
+
+class DipRun:
+    """The optimisation state of one batch: B seeded networks, their inputs, Adam, the running average.
+
+    :meth:`step` runs one iteration for every image and returns the outputs (cropped back to
+    the images' size). :func:`purify_batch` drives it and records the trajectory; benchmarks
+    time :meth:`step` directly.
+    """
+
+    def __init__(self, images: torch.Tensor, seeds: Sequence[int], cfg: DipConfig, device: str | torch.device | None = None) -> None:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be B x 3 x H x W, got {tuple(images.shape)}")
+        if len(seeds) != len(images):
+            raise ValueError(f"need one seed per image: {len(seeds)} seeds for {len(images)} images")
+        self.cfg = cfg
+        self.device = dev = torch.device(device) if device is not None else images.device
+        self.dtype = dtype = getattr(torch, cfg.dtype)
+        bsz, _, h, w = images.shape
+        net = build_dip_net(cfg, bsz)
+        hp, wp = padded_size(h, net.divisor), padded_size(w, net.divisor)
+        init_gens = _generators(seeds, 0, torch.device("cpu"))
+        net.init_(init_gens)  # on the CPU: the same init whatever the device
+        self.z = _draw_input(cfg, init_gens, hp, wp).to(dev, dtype)
+        self.net = net.to(dev, dtype)
+        if cfg.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+            self.net.memory_format = torch.channels_last
+        self.noise_gens = _generators(seeds, _NOISE_STREAM, dev)
+        self.noise = torch.empty(self.z.shape, device=dev)
+        self.x = images.to(dev, dtype)
+        self.target, self.pads = reflect_pad_to(self.x, hp, wp)
+        # fused Adam: one kernel over all parameters, the same elementwise update as per-image Adams
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, fused=dev.type in ("cpu", "cuda"))
+        self.autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16")
+        self.avg: torch.Tensor | None = None
+        self.t = 0
+
+    def step(self) -> torch.Tensor:
+        """One iteration: fresh input noise, forward, sum of per-image MSEs, Adam step; returns the output."""
+        cfg = self.cfg
+        for b, gen in enumerate(self.noise_gens):  # draws only: per-image random streams
+            self.noise[b].normal_(generator=gen)
+        net_in = self.z + self.noise.to(self.dtype) * cfg.reg_noise_std
+        with self.autocast:
+            out_p = self.net(net_in)
+        loss = (out_p.to(self.dtype) - self.target).pow(2).flatten(1).mean(1).sum()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        out = crop_back(out_p.detach().to(self.dtype), self.pads)
+        self.avg = out if self.avg is None else self.avg * cfg.ema_weight + out * (1.0 - cfg.ema_weight)
+        self.t += 1
+        return out
+
+
+def purify_batch(
+    images: torch.Tensor,
+    seeds: Sequence[int],
+    cfg: DipConfig | None = None,
+    classifier: nn.Module | None = None,
+    clean: torch.Tensor | None = None,
+    keep: Sequence[int] = (),
+    stop_at: int | None = None,
+    device: str | torch.device | None = None,
+    on_iteration: Callable[[int], None] | None = None,
+    show_progress: bool = True,
+    desc: str = "DIP",
+) -> DipTrajectory:
+    """Run DIP on ``B`` images at once, each with its own network seeded by ``seeds[b]``.
+
+    Args:
+        images: ``B x 3 x H x W`` in ``[0, 1]``, the images to fit (adversarial or clean). Sides
+            that the downsamplings cannot divide are reflection-padded and cropped back.
+        seeds: one seed per image; it fixes the image's network init, input ``z`` and noise
+            stream, so the image's trajectory does not depend on its batch.
+        cfg: the purifier's options (paper defaults).
+        classifier: a detector (eval mode) whose P(real) is recorded for the raw and the
+            averaged output every ``cfg.record_every`` iterations.
+        clean: the clean images ``B x 3 x H x W`` when known (PSNR to clean is recorded).
+        keep: iterations whose outputs are kept in ``snapshots`` (Fig 5); also recorded.
+        stop_at: stop after this iteration (default: ``cfg.iterations``).
+        device: where to run (default: the images' device).
+        on_iteration: called with the iteration number after each step (progress bars).
+        show_progress: show a tqdm bar with iterations/s.
+        desc: the progress bar's label.
+
+    Returns:
+        A :class:`DipTrajectory` with everything on the CPU.
+    """
+    cfg = cfg or DipConfig()
+    run = DipRun(images, seeds, cfg, device)
+    end = min(cfg.iterations, stop_at) if stop_at is not None else cfg.iterations
+    record = recorded_iterations(end, cfg.record_every, keep)
+    record_set, keep_set = set(record), {int(t) for t in keep}
+    bsz = len(images)
+    clean_d = clean.to(run.device, run.dtype) if clean is not None else None
+
+    rows: dict[str, list[torch.Tensor]] = {k: [] for k in ("raw", "avg", "mse", "psnr_clean")}
+    snapshots: dict[int, torch.Tensor] = {}
+    out = run.x
+    bar = progress(total=end, desc=f"{desc} ({bsz} images)", unit="it", disable=not show_progress or None)
+    start = time.perf_counter()
+    for t in range(1, end + 1):
+        out = run.step()
+        if t in record_set:
+            record_sample(rows, out, run.avg, run.x, clean_d, classifier)
+        if t in keep_set:
+            snapshots[t] = out.cpu()
+        bar.update(1)
+        if on_iteration is not None:
+            on_iteration(t)
+    bar.close()
+    seconds = time.perf_counter() - start
+    avg = run.avg
+
+    def stack(key: str) -> torch.Tensor:
+        return torch.stack(rows[key], 1) if rows[key] else torch.empty(bsz, 0)
+
+    mse = stack("mse")
+    return DipTrajectory(
+        iterations=record,
+        p_real_raw=stack("raw"),
+        p_real_avg=stack("avg"),
+        mse_input=mse,
+        psnr_input=psnr(mse),
+        psnr_clean=stack("psnr_clean") if clean is not None else None,
+        snapshots=snapshots,
+        final=out.cpu(),
+        final_avg=avg.cpu() if avg is not None else None,
+        seconds=seconds,
+    )
+
+
+@torch.no_grad()
+def record_sample(
+    rows: dict[str, list[torch.Tensor]],
+    out: torch.Tensor,
+    avg: torch.Tensor,
+    x: torch.Tensor,
+    clean: torch.Tensor | None,
+    classifier: nn.Module | None,
+) -> None:
+    """Append one recorded sample to ``rows`` (lists under ``raw``, ``avg``, ``mse``, ``psnr_clean``).
+
+    ``raw``/``avg``: the classifier's P(real) of the output and of the running average (when a
+    classifier is given); ``mse``: MSE to the input ``x``; ``psnr_clean``: PSNR to ``clean``.
+    """
+    if classifier is not None:
+        scores = p_real(classifier, torch.cat([out, avg]), batch_size=2 * len(out))
+        rows["raw"].append(scores[: len(out)])
+        rows["avg"].append(scores[len(out) :])
+    rows["mse"].append(_mse(out, x).cpu())
+    if clean is not None:
+        rows["psnr_clean"].append(psnr(_mse(out, clean)).cpu())
+
+
+def dip_purify(
+    images: torch.Tensor,
+    cfg: DipConfig | None = None,
+    seed: int = 0,
+    iteration: int | None = None,
+    device: str | torch.device | None = None,
+) -> torch.Tensor:
+    """Purify images with DIP and return the outputs at ``iteration`` (default: 60% of ``cfg.iterations``).
+
+    The same call shape as the input-transform purifiers (images in, images out); image ``i``
+    uses seed ``seed + i``.
+
+    >>> dip_purify(torch.rand(2, 3, 32, 32), DipConfig(iterations=10)).shape  # doctest: +SKIP
+    torch.Size([2, 3, 32, 32])
+    """
+    cfg = cfg or DipConfig()
+    at = iteration if iteration is not None else max(1, math.floor(0.6 * cfg.iterations))
+    traj = purify_batch(images, [seed + i for i in range(len(images))], cfg, stop_at=at, device=device, show_progress=False)
+    return traj.final

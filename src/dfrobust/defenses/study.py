@@ -1,0 +1,434 @@
+"""The paper's DIP study: purify a stratified subsample, classify at iteration T, Tables III/IV, Figs 5/6.
+
+``run_dip_study(data_dir, model_path, adv_dirs, out_dir, cfg)`` writes to ``out_dir``:
+
+* ``trajectories.csv``: image, category, iteration, p_real_raw, p_real_avg, mse_input, psnr_input, psnr_clean
+* ``predictions.csv``: one row per image with the score of every method
+* ``table3.csv``: accuracy, AUROC, precision/recall per class, per method and threshold
+* ``table4.csv``: accuracy per category (and aggregates), per method and threshold
+* ``sweep.csv``: accuracy per classification iteration T (the paper's 2,500 .. 7,500, scaled)
+* ``fig5.png``, ``fig6.png``, ``summary.json``
+* ``parts/`` and ``snapshots/``: finished batches (the run resumes from them) and kept outputs
+
+Batch ``k`` of the plan goes to rank ``k % world_size``; whichever rank finds every batch done
+merges the outputs. Tables and figures depend on ``classify_at``, ``thresholds`` and ``window``
+only, so changing those and running again re-merges without purifying anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dfrobust.constants import CLASS_NAMES, FAKE
+from dfrobust.data.dataset import ImageSet, load_split
+from dfrobust.data.manifest import manifest_hash, read_manifest
+from dfrobust.defenses.dip import DipConfig, purify_batch
+from dfrobust.defenses.dip_parts import PartStore, snapshot_path
+from dfrobust.defenses.dip_sampling import (
+    CLEAN_FAKE,
+    CLEAN_REAL,
+    AttackFolder,
+    StudyItem,
+    category_candidates,
+    model_name,
+    read_attack_folder,
+    sample_categories,
+    stable_seed,
+    unique_names,
+)
+from dfrobust.defenses.dip_tables import TABLE3_COLUMNS, sweep_points, sweep_rows, table3_rows, table4_rows, window_mean
+from dfrobust.defenses.transforms import transform_purifiers
+from dfrobust.errors import DfrobustError
+from dfrobust.models.checkpoint import load_detector
+from dfrobust.models.inference import p_real
+from dfrobust.report.dip_figures import CurvePanel, plot_fig5, plot_fig6
+from dfrobust.utils.io import load_image, read_json, sha256_bytes, sha256_file, to_json, write_csv, write_json
+from dfrobust.utils.runtime import resolve_device, versions
+
+TRAJECTORY_COLUMNS = ["image", "category", "iteration", "p_real_raw", "p_real_avg", "mse_input", "psnr_input", "psnr_clean"]
+#: Fig 5 iterations as fractions of the run (the paper's 10,000: 100, 1,000, 3,000, 6,000, 9,000, 10,000).
+KEEP_FRACTIONS = (0.01, 0.1, 0.3, 0.6, 0.9, 1.0)
+
+
+@dataclass
+class DipStudyConfig:
+    """Options of the DIP study (paper defaults); JSON-serialisable with :func:`dataclasses.asdict`."""
+
+    dip: DipConfig = field(default_factory=DipConfig)
+    per_category: int = 10  #: images per category
+    classify_at: int | None = None  #: T; default 60% of dip.iterations (6,000 of 10,000)
+    stop_at: int | None = None  #: stop the optimisation here (>= T); default: run dip.iterations
+    thresholds: tuple[float, ...] = (0.5, 0.25)
+    window: int = 10  #: recorded samples in the window average around T
+    keep: tuple[int, ...] | None = None  #: iterations whose outputs are kept (Fig 5); default KEEP_FRACTIONS
+    batch_size: int = 8  #: images purified at once (one network each)
+    seed: int = 0
+    device: str = "auto"
+    rank: int = 0
+    world_size: int = 1
+    transforms: bool = True  #: also score JPEG and blur purification (cheap baselines)
+    jpeg_quality: int = 75
+    blur_sigma: float | None = None  #: default: width / 256 px (at least 0.5)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.dip, dict):
+            self.dip = DipConfig(**self.dip)
+        self.thresholds = tuple(float(t) for t in self.thresholds)
+        if self.keep is not None:
+            self.keep = tuple(int(t) for t in self.keep)
+
+    @property
+    def end(self) -> int:
+        """The last iteration run."""
+        return min(self.dip.iterations, self.stop_at) if self.stop_at else self.dip.iterations
+
+    @property
+    def t(self) -> int:
+        """The classification iteration T."""
+        return self.classify_at if self.classify_at is not None else max(1, round(0.6 * self.dip.iterations))
+
+    def keep_iterations(self, with_t: bool = True) -> list[int]:
+        """Iterations whose outputs are kept: the Fig 5 ones (and T), up to the end."""
+        keep = self.keep if self.keep is not None else {max(1, round(f * self.dip.iterations)) for f in KEEP_FRACTIONS}
+        return sorted({t for t in keep if 1 <= t <= self.end} | ({self.t} if with_t else set()))
+
+    def validate(self) -> None:
+        """One-line errors for options that cannot work together."""
+        if self.t > self.end:
+            raise DfrobustError(f"--classify-at {self.t} lies after the last iteration {self.end}; lower it or raise --stop-at/--iterations")
+        if self.per_category < 1 or self.batch_size < 1 or self.window < 1:
+            raise DfrobustError("--per-category, --batch-size and the window need to be at least 1")
+        if not 0 <= self.rank < self.world_size:
+            raise DfrobustError(f"rank {self.rank} is not in 0..{self.world_size - 1}")
+
+
+@dataclass
+class StudyInputs:
+    """The planned study: its images and what is needed to purify and score them."""
+
+    items: list[StudyItem]
+    inputs: torch.Tensor  #: N x 3 x H x W, what DIP fits (adversarial or clean)
+    clean: torch.Tensor  #: N x 3 x H x W, the clean test images
+    attacks: list[AttackFolder]
+    notes: list[str]
+    candidates: dict[str, int]
+
+
+def _batched_p_real(model: torch.nn.Module, images: ImageSet | torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    if isinstance(images, torch.Tensor):
+        return p_real(model, images, batch_size)
+    return torch.cat([p_real(model, x, batch_size) for x, _, _ in images.batches(batch_size)])
+
+
+def _adv_scores(atk: AttackFolder, ok: set[str], model: torch.nn.Module, notes: list[str]) -> dict[str, float]:
+    """The classifier's P(real) on each usable adversarial image of ``atk`` (missing PNGs are skipped and counted)."""
+    usable = [p for p in atk.images if p in ok]
+    present = [p for p in usable if atk.image_path(p).is_file()]
+    if len(present) < len(usable):
+        notes.append(f"{atk.name}: {len(usable) - len(present)} adversarial image(s) missing under {atk.path / 'images'}")
+    scores: dict[str, float] = {}
+    for start in range(0, len(present), 64):
+        chunk = present[start : start + 64]
+        x = torch.stack([_load(atk.image_path(p)) for p in chunk])
+        scores.update(zip(chunk, p_real(model, x).tolist()))
+    return scores
+
+
+def _load(path: Path) -> torch.Tensor:
+    try:
+        return load_image(path)
+    except OSError as exc:
+        raise DfrobustError(f"cannot read {path}: {exc}; re-run the stage that wrote it") from exc
+
+
+def choose_items(test: ImageSet, model: torch.nn.Module, attacks: list[AttackFolder], cfg: DipStudyConfig) -> tuple[list[StudyItem], list[str], dict[str, int]]:
+    """Score the clean test split and the adversarial images, then draw the categories (seeded).
+
+    Returns the items in study order, notes (missing images, short categories) and the number
+    of candidates per category.
+    """
+    notes: list[str] = []
+    clean_p = _batched_p_real(model, test)
+    labels = test.y.tolist()
+    correct = [(p >= 0.5) == (y != FAKE) for p, y in zip(clean_p.tolist(), labels)]
+    ok = {p for p, c in zip(test.paths, correct) if c}
+    adv_p = {atk.name: _adv_scores(atk, ok, model, notes) for atk in attacks}
+    plan = sample_categories(category_candidates(test.paths, labels, correct, attacks, adv_p), cfg.per_category, cfg.seed)
+    notes.extend(plan.notes)
+    index = {p: i for i, p in enumerate(test.paths)}
+    items = []
+    for category, paths in plan.chosen.items():
+        for rel in paths:
+            key = f"{category}/{rel}"
+            if category in (CLEAN_FAKE, CLEAN_REAL):
+                source, score = "clean", float(clean_p[index[rel]])
+            else:
+                source = category.split("/")[0]
+                score = adv_p[source][rel]
+            items.append(StudyItem(key, rel, category, labels[index[rel]], source, score, stable_seed(cfg.seed, key)))
+    if not items:
+        raise DfrobustError("no test image qualifies for the study (the classifier gets none right?); check --model and --data")
+    return items, notes, plan.candidates
+
+
+def plan_study(
+    data_dir: Path,
+    model: torch.nn.Module,
+    model_path: Path,
+    adv_dirs: Sequence[str | Path],
+    cfg: DipStudyConfig,
+    manifest: str,
+    model_sha: str,
+    cache: Path | None = None,
+) -> StudyInputs:
+    """Choose the study's images and load what DIP fits for each.
+
+    The choice is kept in ``cache`` (``plan.json``) under a key of everything it depends on, so
+    a resumed run or another rank skips scoring the whole test split again.
+    """
+    attacks = unique_names([read_attack_folder(d, model_path, model_sha, manifest) for d in adv_dirs])
+    key = {
+        "model": model_sha,
+        "data": manifest,
+        "seed": cfg.seed,
+        "per_category": cfg.per_category,
+        "attacks": [(a.name, str(a.path.resolve()), sha256_file(a.path / "results.csv")) for a in attacks],
+    }
+    key_hash = sha256_bytes(to_json(key).encode())
+    cached = read_json(cache) if cache is not None and cache.is_file() else {}
+    if cached.get("key") == key_hash:
+        items = [StudyItem(**d) for d in cached["items"]]
+        notes, candidates = list(cached["notes"]), dict(cached["candidates"])
+    else:
+        items, notes, candidates = choose_items(load_split(data_dir, "test"), model, attacks, cfg)
+        if cache is not None:
+            write_json(cache, {"key": key_hash, "items": [it.to_json() for it in items], "notes": notes, "candidates": candidates})
+    by_name = {a.name: a for a in attacks}
+    clean = torch.stack([_load(data_dir / it.image) for it in items])
+    inputs = torch.stack([clean[i] if it.source == "clean" else _load(by_name[it.source].image_path(it.image)) for i, it in enumerate(items)])
+    return StudyInputs(items, inputs, clean, attacks, notes, candidates)
+
+
+def _fingerprint(cfg: DipStudyConfig, items: list[StudyItem], model_sha: str, manifest: str) -> str:
+    """What the purification results depend on (not T, thresholds or window: those only change the merge)."""
+    # T matters only when it lies off the recording grid (it is then recorded specially)
+    off_grid = {cfg.t} if cfg.t % cfg.dip.record_every else set()
+    record_extra = sorted(set(cfg.keep_iterations(with_t=False)) | off_grid)
+    key = {"dip": dataclasses.asdict(cfg.dip), "end": cfg.end, "keep": record_extra, "model": model_sha, "data": manifest}
+    key["items"] = [(it.key, it.seed) for it in items]
+    return sha256_bytes(to_json(key).encode())[:16]
+
+
+def run_dip_study(
+    data_dir: str | Path,
+    model_path: str | Path,
+    adv_dirs: Sequence[str | Path],
+    out_dir: str | Path,
+    cfg: DipStudyConfig | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) the DIP study and write its tables and figures to ``out_dir``.
+
+    Args:
+        data_dir: the dataset folder (its test split is sampled).
+        model_path: the classifier (the paper: the blur-augmented ResNet-18).
+        adv_dirs: attack output folders (FGSM and CW, blackbox and whitebox in the paper).
+        out_dir: where everything goes.
+        cfg: study options.
+
+    Returns:
+        The summary (also written as ``summary.json``); ``{"complete": False, ...}`` when this
+        rank finished its batches but others are still missing.
+    """
+    cfg = cfg or DipStudyConfig()
+    cfg.validate()
+    out_dir, model_path = Path(out_dir), Path(model_path)
+    device = resolve_device(cfg.device)
+    data_dir = Path(data_dir)
+    size = read_manifest(data_dir).get("image_size") or None
+    model, _ = load_detector(model_path, device, expect_input_size=size)
+    model_sha, manifest = sha256_file(model_path), manifest_hash(data_dir)
+    study = plan_study(data_dir, model, model_path, adv_dirs, cfg, manifest, model_sha, cache=out_dir / "plan.json")
+    fingerprint = _fingerprint(cfg, study.items, model_sha, manifest)
+    merge_key = {"fingerprint": fingerprint, "classify_at": cfg.t, "thresholds": cfg.thresholds, "window": cfg.window, "transforms": cfg.transforms}
+    summary_path = out_dir / "summary.json"
+    if summary_path.is_file():
+        previous = read_json(summary_path)
+        if previous.get("merge_key") == json_safe(merge_key):
+            return previous
+
+    store = PartStore(out_dir, fingerprint)
+    done = store.done_keys()
+    n_batches = math.ceil(len(study.items) / cfg.batch_size)
+    for k in range(cfg.rank, n_batches, cfg.world_size):
+        sl = slice(k * cfg.batch_size, (k + 1) * cfg.batch_size)
+        batch = study.items[sl]
+        if all(it.key in done for it in batch):
+            continue
+        traj = purify_batch(
+            study.inputs[sl],
+            [it.seed for it in batch],
+            cfg.dip,
+            classifier=model,
+            clean=study.clean[sl],
+            keep=cfg.keep_iterations(),
+            stop_at=cfg.end,
+            device=device,
+            desc=f"DIP batch {k + 1}/{n_batches}",
+        )
+        store.write(f"b{cfg.batch_size}-{k:04d}", [it.key for it in batch], traj, str(device))
+
+    curves = store.load()
+    missing = [it.key for it in study.items if it.key not in curves]
+    if missing:
+        return {"complete": False, "rank": cfg.rank, "world_size": cfg.world_size, "missing_images": len(missing), "out_dir": str(out_dir)}
+    summary = merge_study(study, curves, model, model_path, out_dir, cfg, device)
+    summary.update({"merge_key": json_safe(merge_key), "fingerprint": fingerprint, "model_sha256": model_sha, "data_manifest_hash": manifest})
+    summary["data_dir"] = str(data_dir)
+    summary = json_safe(summary)
+    write_json(summary_path, summary)
+    return summary
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` as it reads back from strict JSON: tuples become lists, NaN becomes ``None``."""
+
+    def clean(o: Any) -> Any:
+        if isinstance(o, float) and math.isnan(o):
+            return None
+        if isinstance(o, dict):
+            return {k: clean(v) for k, v in o.items()}
+        if isinstance(o, list):
+            return [clean(v) for v in o]
+        return o
+
+    return clean(json.loads(to_json(obj)))
+
+
+def merge_study(
+    study: StudyInputs,
+    curves: dict,
+    model: torch.nn.Module,
+    model_path: Path,
+    out_dir: Path,
+    cfg: DipStudyConfig,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Write trajectories, predictions, Tables III/IV, the sweep and the figures; return the summary."""
+    items = study.items
+    iterations = curves[items[0].key].iterations
+    if cfg.t not in iterations:
+        raise DfrobustError(f"iteration {cfg.t} was not recorded; use a --classify-at that is a multiple of --record-every")
+    ti = iterations.index(cfg.t)
+    stacked = {name: torch.stack([curves[it.key].curves[name] for it in items]).numpy() for name in curves[items[0].key].curves}
+    raw, avg = stacked["p_real_raw"], stacked["p_real_avg"]
+    win = window_mean(raw, cfg.window)
+    labels = np.array([it.label for it in items])
+    categories = [it.category for it in items]
+
+    scores: dict[str, np.ndarray] = {
+        "baseline": np.array([it.baseline_p_real for it in items]),
+        "dip": raw[:, ti],
+        "dip-window": win[:, ti],
+        "dip-ema": avg[:, ti],
+    }
+    if cfg.transforms:
+        for name, purifier in transform_purifiers(study.inputs.shape[-1], cfg.jpeg_quality, cfg.blur_sigma).items():
+            scores[name] = _batched_p_real(model, purifier(study.inputs)).numpy()
+
+    write_csv(out_dir / "trajectories.csv", _trajectory_rows(items, iterations, stacked), TRAJECTORY_COLUMNS)
+    pred_rows = [
+        {"image": it.image, "category": it.category, "label": CLASS_NAMES[it.label], "source": it.source, "seed": it.seed,
+         **{f"{m}_p_real": float(s[i]) for m, s in scores.items()},
+         "psnr_input_at_t": float(stacked["psnr_input"][i, ti]),
+         "psnr_clean_at_t": float(stacked["psnr_clean"][i, ti]) if "psnr_clean" in stacked else ""}
+        for i, it in enumerate(items)
+    ]  # fmt: skip
+    write_csv(out_dir / "predictions.csv", pred_rows)
+    table3 = table3_rows(labels, scores, cfg.thresholds)
+    write_csv(out_dir / "table3.csv", table3, TABLE3_COLUMNS)
+    table4 = table4_rows(categories, labels, scores, cfg.thresholds, cfg.per_category, order=list(study.candidates))
+    write_csv(out_dir / "table4.csv", table4)
+    points = sweep_points(cfg.dip.iterations, cfg.end, cfg.dip.record_every)
+    sweep = sweep_rows(iterations, labels, {"dip": raw, "dip-window": win, "dip-ema": avg}, points, cfg.thresholds)
+    write_csv(out_dir / "sweep.csv", sweep)
+    figures = _figures(study, iterations, raw, win, out_dir, cfg)
+
+    seconds = sum(curves[it.key].seconds for it in items)
+    return {
+        "complete": True,
+        "config": dataclasses.asdict(cfg),
+        "model": {"name": model_name(model_path), "path": str(model_path)},
+        "attacks": {a.name: {"path": str(a.path), "target": a.target} for a in study.attacks},
+        "classify_at": cfg.t,
+        "iterations_run": cfg.end,
+        "n_images": len(items),
+        "categories": {c: {"n": categories.count(c), "requested": cfg.per_category, "candidates": study.candidates.get(c, 0)} for c in dict.fromkeys(categories)},
+        "shortfalls": {c: cfg.per_category - n for c, n in ((c, categories.count(c)) for c in study.candidates) if n < cfg.per_category},
+        "notes": study.notes,
+        "table3": table3,
+        "table4": table4,
+        "best_sweep": max(sweep, key=lambda r: r.get(f"dip@{cfg.thresholds[-1]:g}", 0.0)) if sweep else None,
+        "figures": figures,
+        "timing": {
+            "seconds": seconds,
+            "seconds_per_image": seconds / len(items),
+            "images_per_hour": 3600.0 * len(items) / seconds if seconds else None,
+            "iterations_per_second_per_image": cfg.end * len(items) / seconds if seconds else None,
+            "batch_size": cfg.batch_size,
+            "device": sorted({curves[it.key].device for it in items}),
+        },
+        "versions": versions(),
+    }
+
+
+def _trajectory_rows(items: list[StudyItem], iterations: list[int], stacked: dict[str, np.ndarray]) -> list[dict]:
+    rows = []
+    for i, it in enumerate(items):
+        for j, t in enumerate(iterations):
+            row = {"image": it.image, "category": it.category, "iteration": t}
+            for name in TRAJECTORY_COLUMNS[3:]:
+                row[name] = float(stacked[name][i, j]) if name in stacked else ""
+            rows.append(row)
+    return rows
+
+
+def _pick(items: list[StudyItem], attack: str | None, clean_category: str | None = None) -> int | None:
+    """Index of the Fig 5/6 image: a perturbed fake of ``attack`` (whitebox fake-wrong first), or a clean one."""
+    if clean_category is not None:
+        return next((i for i, it in enumerate(items) if it.category == clean_category), None)
+    prefs = ("whitebox/fake-wrong", "/fake-wrong", "whitebox/fake-correct", "/fake-correct")
+    for suffix in prefs:
+        for i, it in enumerate(items):
+            if it.category.startswith(f"{attack}-") and it.category.endswith(suffix):
+                return i
+    return None
+
+
+def _figures(study: StudyInputs, iterations: list[int], raw: np.ndarray, win: np.ndarray, out_dir: Path, cfg: DipStudyConfig) -> dict:
+    items = study.items
+    picks = {"fgsm": _pick(items, "fgsm"), "cw": _pick(items, "cw"), "clean fake": _pick(items, None, CLEAN_FAKE), "clean real": _pick(items, None, CLEAN_REAL)}
+    panels = []
+    for label, i in picks.items():
+        if i is None:
+            panels.append(None)
+            continue
+        title = f"{label}: {items[i].category}" if label in ("fgsm", "cw") else label
+        panels.append(CurvePanel(title, iterations, raw[i].tolist(), win[i].tolist()))
+    plot_fig6(panels, out_dir / "fig6.png", threshold=cfg.thresholds[0], classify_at=cfg.t)
+
+    # Fig 5: the FGSM-perturbed fake of Fig 6 when there is one, else the first image
+    i5 = next((i for i in (picks["fgsm"], picks["cw"]) if i is not None), 0)
+    it5 = items[i5]
+    snaps = {t: load_image(snapshot_path(out_dir, it5.key, t)) for t in cfg.keep_iterations() if snapshot_path(out_dir, it5.key, t).is_file()}
+    scores = {t: float(raw[i5, iterations.index(t)]) for t in snaps if t in iterations}
+    plot_fig5(study.inputs[i5], snaps, out_dir / "fig5.png", study.clean[i5], scores, it5.baseline_p_real, title=f"{it5.category}/{it5.image}"[:120])
+    return {"fig5": {"image": it5.key}, "fig6": {k: (items[i].key if i is not None else None) for k, i in picks.items()}}

@@ -1,0 +1,102 @@
+"""Figures of the DIP study: Fig 5 (one image along the optimisation) and Fig 6 (P(real) over iterations)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from dfrobust.utils.io import atomic_path  # noqa: E402
+
+
+def _save(fig: plt.Figure, out_path: str | Path) -> Path:
+    with atomic_path(out_path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return Path(out_path)
+
+
+def _hwc(image: torch.Tensor) -> np.ndarray:
+    return image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+
+
+def plot_fig5(
+    input_image: torch.Tensor,
+    snapshots: Mapping[int, torch.Tensor],
+    out_path: str | Path,
+    clean_image: torch.Tensor | None = None,
+    p_real: Mapping[int, float] | None = None,
+    input_p_real: float | None = None,
+    title: str = "",
+) -> Path:
+    """Fig 5: the input, the generated image at each kept iteration, and the clean image, side by side.
+
+    Args:
+        input_image: ``3 x H x W`` image DIP was fitted to (e.g. an FGSM-perturbed fake).
+        snapshots: iteration -> ``3 x H x W`` generated image.
+        clean_image: the unperturbed image, shown last when given.
+        p_real: iteration -> classifier P(real) of the generated image (shown in the titles).
+        input_p_real: classifier P(real) of the input.
+    """
+    panels: list[tuple[str, torch.Tensor]] = [("input" + (f"\nP(real)={input_p_real:.2f}" if input_p_real is not None else ""), input_image)]
+    for it in sorted(snapshots):
+        score = f"\nP(real)={p_real[it]:.2f}" if p_real and it in p_real else ""
+        panels.append((f"iteration {it:,}{score}", snapshots[it]))
+    if clean_image is not None:
+        panels.append(("clean", clean_image))
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.0 * len(panels), 2.5), squeeze=False)
+    for ax, (label, img) in zip(axes[0], panels):
+        ax.imshow(_hwc(img), interpolation="nearest")
+        ax.set_title(label, fontsize=8)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _save(fig, out_path)
+
+
+@dataclass
+class CurvePanel:
+    """One panel of Fig 6: P(real) of the generated image over iterations for one image."""
+
+    title: str
+    iterations: Sequence[int]
+    raw: Sequence[float]
+    window: Sequence[float]
+
+
+def plot_fig6(
+    panels: Sequence[CurvePanel | None],
+    out_path: str | Path,
+    threshold: float = 0.5,
+    classify_at: int | None = None,
+) -> Path:
+    """Fig 6: per panel, P(real) at each recorded iteration (grey) and its window average (red).
+
+    A dashed line marks the threshold, a dotted one the classification iteration. ``None``
+    panels (no image of that kind in the study) are drawn empty with a note.
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 2.8), squeeze=False, sharey=True)
+    for ax, panel in zip(axes[0], panels):
+        ax.set_ylim(-0.03, 1.03)
+        ax.axhline(threshold, color="black", linestyle="--", linewidth=0.8, label=f"threshold {threshold:g}")
+        if panel is None:
+            ax.text(0.5, 0.5, "no such image\nin this study", ha="center", va="center", transform=ax.transAxes, fontsize=8)
+            continue
+        ax.plot(panel.iterations, panel.raw, color="0.6", linewidth=0.8, label="single iteration")
+        ax.plot(panel.iterations, panel.window, color="tab:red", linewidth=1.2, label="window average")
+        if classify_at is not None:
+            ax.axvline(classify_at, color="tab:blue", linestyle=":", linewidth=0.9, label=f"T = {classify_at:,}")
+        ax.set_title(panel.title, fontsize=9)
+        ax.set_xlabel("iteration")
+    axes[0][0].set_ylabel("P(real)")
+    drawn = [ax for ax, panel in zip(axes[0], panels) if panel is not None] or [axes[0][0]]
+    handles, labels = drawn[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, bbox_to_anchor=(0.5, -0.16))
+    return _save(fig, out_path)

@@ -1,0 +1,97 @@
+"""The whole study end to end on the ``tiny`` preset: every stage, every artifact, the report,
+caching and resumption; plus preset and override handling."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from dfrobust.cli import main
+from dfrobust.config import load_preset, study_config
+from dfrobust.errors import DfrobustError
+from dfrobust.pipeline import attack_plan, model_names, reproduce
+from dfrobust.stages import StageRunner
+from dfrobust.utils.io import read_csv, read_json
+
+RESULT_COLUMNS = ["image", "label", "attack", "source", "target", "setting", "clean_p_real", "adv_p_real", "clean_pred",
+                  "adv_pred", "l2", "linf", "psnr", "ssim", "success", "seconds"]
+
+
+def test_presets_extend_paper_and_overrides_are_checked() -> None:
+    paper = load_preset("paper")
+    quick = load_preset("quick")
+    assert paper["attack"]["cw"]["max_steps"] == 1000 and paper["dip"]["classify_at"] == 6000
+    assert set(quick) >= {"run", "data", "train", "attack", "dip"}
+    cfg = study_config("tiny", ["attack.cw.max_steps=7", "train.lr=0.5", "train.vgg16.lr=0.1"])
+    assert cfg["attack"]["cw"]["max_steps"] == 7 and cfg["train"]["lr"] == 0.5 and cfg["train"]["vgg16"]["lr"] == 0.1
+    with pytest.raises(DfrobustError, match="unknown key"):
+        study_config("tiny", ["attack.cw.max_stpes=7"])
+    with pytest.raises(DfrobustError, match="expects int"):
+        study_config("tiny", ["attack.cw.max_steps=many"])
+    with pytest.raises(DfrobustError, match="unknown preset"):
+        study_config("nope")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("run") / "tiny"
+    reproduce(study_config("tiny"), run, device="cpu")
+    return run
+
+
+def _tokens(run: Path) -> dict[str, str]:
+    return {r["name"]: r["token"] for r in map(read_json, (run / ".stages").glob("*.json"))}
+
+
+def test_every_stage_and_artifact(tiny_run: Path) -> None:
+    cfg = study_config("tiny")
+    for name in model_names(cfg):
+        side = read_json(tiny_run / "models" / f"{name}.json")
+        assert side["metrics"]["test"]["n"] > 0 and (tiny_run / "models" / f"{name}.safetensors").is_file()
+    for attack, source, targets in attack_plan(cfg):
+        folder = tiny_run / "attacks" / f"{attack}-{source}"
+        rows = read_csv(folder / "results.csv")
+        assert list(rows[0])[: len(RESULT_COLUMNS)] == RESULT_COLUMNS
+        assert {r["target"] for r in rows} == set(targets)
+        assert all((folder / "images" / r["image"]).with_suffix(".png").is_file() for r in rows)
+    for name in ("trajectories.csv", "table3.csv", "table4.csv", "sweep.csv", "fig5.png", "fig6.png", "summary.json"):
+        assert (tiny_run / "dip" / name).is_file(), name
+    runner = StageRunner(tiny_run, log=lambda s: None)
+    assert all(r["state"] == "done" for r in map(read_json, (tiny_run / ".stages").glob("*.json")))
+    assert runner.record("dip")["seconds"] > 0
+
+
+def test_report_is_self_contained_and_from_the_run(tiny_run: Path) -> None:
+    report = tiny_run / "report"
+    page = (report / "report.html").read_text()
+    assert "data:image/png;base64," in page and not re.search(r'src="(?!data:)', page)
+    for title in ("Table I.", "Table II.", "Table III.", "Table IV.", "Fig 2.", "Fig 3.", "Fig 4.", "Fig 5.", "Fig 6."):
+        assert title in page, title
+    results = read_json(report / "results.json")
+    vgg = next(r for r in results["table1"] if r["model"] == "vgg16")
+    assert vgg["accuracy"] == read_json(tiny_run / "models" / "vgg16.json")["metrics"]["test"]["accuracy"]
+    assert vgg["paper"]["accuracy"] == 99.7
+    assert any("32x32" in d for d in results["differences"])
+    md = (report / "report.md").read_text()
+    assert "(figs/fig3.png)" in md and (report / "figs" / "fig3.png").is_file()
+
+
+def test_rerun_skips_and_a_changed_setting_reruns_only_its_dependents(tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = _tokens(tiny_run)
+    reproduce(study_config("tiny"), tiny_run, device="cpu")
+    assert _tokens(tiny_run) == before
+    reproduce(study_config("tiny", ["attack.fgsm.eps=0.05"]), tiny_run, device="cpu")
+    after = _tokens(tiny_run)
+    changed = {name for name in before if after[name] != before[name]}
+    assert changed == {name for name in before if name.startswith("attack/fgsm")} | {"dip"}
+    capsys.readouterr()
+    assert main(["status", "--run", str(tiny_run)]) == 0
+    out = capsys.readouterr().out
+    assert "17/17 stages done" in out and "attack/cw-vgg16" in out
+
+
+def test_reproduce_rejects_a_missing_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["reproduce", "--preset", "tiny", "--run", str(tmp_path / "r"), "--data", str(tmp_path / "nope")])
+    assert code == 2 and "not a folder" in capsys.readouterr().err
