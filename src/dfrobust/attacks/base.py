@@ -1,0 +1,206 @@
+"""The attack API: one call, ``attack(model, x, y) -> AttackResult``, and a registry of attacks.
+
+Every attack is a small class configured with its parameters (torchattacks style). Calling it
+puts the model in eval mode with frozen weights for the duration of the call, moves the images
+to the model's device, runs the batched attack and returns an :class:`AttackResult` on the
+device the images came from. Pixels stay in ``[0, 1]``; randomness comes from the attack's
+``seed`` only, so a run is repeatable on the CPU.
+
+>>> attack = make_attack("fgsm", eps=0.02)  # doctest: +SKIP
+>>> result = attack(model, x, y)             # doctest: +SKIP
+>>> result.success.float().mean()            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from dfrobust.errors import DfrobustError
+
+
+@dataclass
+class AttackResult:
+    """What an attack returns for a batch of ``N`` images.
+
+    Attributes:
+        x_adv: adversarial images ``N x 3 x H x W`` in ``[0, 1]`` (float, not yet quantised).
+        success: ``bool`` per image: the model misclassifies ``x_adv[i]`` (label differs from ``y[i]``).
+        l2: L2 distance ``||x_adv - x||_2`` per image (over all pixels and channels).
+        linf: Linf distance per image.
+        settings: the attack's name and parameters (JSON-serialisable).
+        extras: per-image tensors of length ``N`` that a given attack adds (CW: ``c``,
+            ``kappa_reached``, ``margin`` ...).
+    """
+
+    x_adv: torch.Tensor
+    success: torch.Tensor
+    l2: torch.Tensor
+    linf: torch.Tensor
+    settings: dict[str, Any]
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.x_adv)
+
+    def to(self, device: str | torch.device) -> AttackResult:
+        """The same result with every tensor on ``device``."""
+        return dataclasses.replace(
+            self,
+            x_adv=self.x_adv.to(device),
+            success=self.success.to(device),
+            l2=self.l2.to(device),
+            linf=self.linf.to(device),
+            extras={k: v.to(device) for k, v in self.extras.items()},
+        )
+
+
+def perturbation_norms(x_adv: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image L2 and Linf norms of ``x_adv - x``."""
+    delta = (x_adv - x).flatten(1)
+    return delta.norm(dim=1), delta.abs().amax(dim=1)
+
+
+def logit_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``max_{i != y} Z_i - Z_y`` per row: positive when the prediction is not ``y``."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    others = logits.scatter(1, y[:, None], float("-inf"))
+    return others.amax(dim=1) - true
+
+
+@contextlib.contextmanager
+def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and no weight gradients inside the block; the model's previous state comes back after."""
+    was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of a model's first parameter (CPU for a model without parameters)."""
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+class Attack(ABC):
+    """Base class: subclasses set ``name`` and implement :meth:`perturb`.
+
+    The constructor arguments of a subclass are its parameters; :attr:`settings` reports them
+    with their resolved values. Subclasses store each parameter under an attribute of the
+    same name.
+    """
+
+    name: str = "attack"
+
+    @property
+    def label(self) -> str:
+        """The attack's name in result tables (``pgd`` tells its norm: ``pgd-l2``)."""
+        return self.name
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """``{"attack": name, <parameter>: value, ...}`` (JSON-serialisable)."""
+        params = {k: getattr(self, k) for k in inspect.signature(type(self).__init__).parameters if k != "self"}
+        return {"attack": self.name, **{k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}}
+
+    @abstractmethod
+    def perturb(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Return adversarial images (same device as ``x``) and per-image extras."""
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> AttackResult:
+        """Attack images ``x`` (``N x 3 x H x W`` in ``[0, 1]``) with true labels ``y`` on ``model``."""
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"images must be N x 3 x H x W, got shape {tuple(x.shape)}")
+        if len(x) != len(y):
+            raise ValueError(f"{len(x)} images but {len(y)} labels")
+        home = x.device
+        device = model_device(model)
+        x = x.detach().to(device, torch.float32)
+        y = y.detach().to(device, torch.long)
+        with frozen_eval(model):
+            x_adv, extras = self.perturb(model, x, y)
+            x_adv = x_adv.detach().clamp(0, 1)
+            with torch.no_grad():
+                success = model(x_adv).argmax(1) != y
+        l2, linf = perturbation_norms(x_adv, x)
+        result = AttackResult(x_adv, success, l2, linf, self.settings, {k: v.detach() for k, v in extras.items()})
+        return result.to(home)
+
+
+def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Gradient of the summed cross-entropy loss with respect to the images ``x``."""
+    x = x.detach().requires_grad_(True)
+    loss = nn.functional.cross_entropy(model(x), y, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, x)
+    return grad
+
+
+#: Attack name -> class; filled by :func:`register_attack`.
+ATTACKS: dict[str, type[Attack]] = {}
+
+
+def register_attack(cls: type[Attack]) -> type[Attack]:
+    """Class decorator: make an attack available to :func:`make_attack` under ``cls.name``."""
+    ATTACKS[cls.name] = cls
+    return cls
+
+
+def _load_builtin_attacks() -> None:
+    # importing the modules runs their @register_attack decorators
+    from dfrobust.attacks import cw, fgsm, pgd  # noqa: F401
+
+
+def available_attacks() -> list[str]:
+    """Names accepted by :func:`make_attack`."""
+    _load_builtin_attacks()
+    return sorted(ATTACKS)
+
+
+def attack_defaults(name: str) -> dict[str, Any]:
+    """The default parameters of attack ``name`` (the paper's values where the paper has one)."""
+    cls = attack_class(name)
+    return {
+        k: (list(p.default) if isinstance(p.default, tuple) else p.default)
+        for k, p in inspect.signature(cls.__init__).parameters.items()
+        if k != "self"
+    }
+
+
+def attack_class(name: str) -> type[Attack]:
+    """The class registered as ``name`` (one-line error naming the choices otherwise)."""
+    _load_builtin_attacks()
+    if name not in ATTACKS:
+        raise DfrobustError(f"unknown attack {name!r}; use one of {sorted(ATTACKS)}")
+    return ATTACKS[name]
+
+
+def make_attack(name: str, **params: Any) -> Attack:
+    """Build attack ``name`` with ``params`` (unknown parameters are a one-line error).
+
+    >>> make_attack("fgsm", eps=0.03).settings
+    {'attack': 'fgsm', 'eps': 0.03}
+    """
+    cls = attack_class(name)
+    allowed = set(attack_defaults(name))
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise DfrobustError(f"attack {name} has no parameter(s) {unknown}; its parameters are {sorted(allowed)}")
+    return cls(**params)

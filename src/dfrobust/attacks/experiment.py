@@ -1,0 +1,382 @@
+"""The attack stage: craft on a source model, save 8-bit PNGs, evaluate every target on them.
+
+:func:`run_attack` is what ``dfrobust attack`` and the pipeline call. One run attacks the
+chosen test images (by default the fakes: a fake made to pass as real) on the source model and
+evaluates each target on the quantised images, whitebox when the target is the source and
+blackbox (transfer) otherwise, so one run gives a whole row of the transfer matrix.
+
+Output folder::
+
+    OUT/run.json        the run's fingerprint (config, data, models): another run cannot reuse OUT
+    OUT/images/...      adversarial PNGs, mirroring the dataset's relative paths
+    OUT/parts/batch-00003.csv   rows of one finished batch (resume and sharding unit)
+    OUT/results.csv     one row per image and target (RESULT_COLUMNS first)
+    OUT/table2.csv      accuracy on perturbed images per target, attack and setting, beside clean
+    OUT/fig3.png        the paper's Fig 3
+    OUT/summary.json    config, manifest hash, models {name: {path, sha256}}, per-target aggregates
+
+Batch ``k`` belongs to rank ``k % world_size``; each finished batch is a part file, so a killed
+run resumes where it stopped, and the rank that finds every part present writes the merged files.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from skimage.metrics import structural_similarity
+
+from dfrobust.attacks.base import Attack, make_attack, perturbation_norms
+from dfrobust.attacks.tables import RESULT_COLUMNS, table2_rows, target_aggregates
+from dfrobust.data.dataset import ImageSet, load_split
+from dfrobust.data.manifest import manifest_hash
+from dfrobust.errors import DfrobustError
+from dfrobust.models.checkpoint import load_detector
+from dfrobust.models.inference import p_real
+from dfrobust.utils.io import (
+    quantize,
+    read_csv,
+    read_json,
+    save_png,
+    sha256_bytes,
+    sha256_file,
+    to_json,
+    to_uint8,
+    write_csv,
+    write_json,
+)
+from dfrobust.utils.runtime import progress, resolve_device, seed_everything, versions
+
+CLASS_CHOICES = {"fake": ["fake"], "real": ["real"], "both": ["fake", "real"]}
+#: Per-image attack extras copied into results.csv (when the attack reports them).
+EXTRA_COLUMNS = ("kappa_reached", "margin", "c", "c_lo", "c_hi", "adam_steps")
+
+
+@dataclass
+class AttackConfig:
+    """Settings of one attack run (JSON-serialisable with :func:`dataclasses.asdict`).
+
+    Attributes:
+        attack: ``fgsm``, ``cw`` or ``pgd`` (see :func:`dfrobust.attacks.base.available_attacks`).
+        params: the attack's parameters; missing ones take the paper's defaults, filled in on
+            creation so that the stored config is complete.
+        batch_size: images attacked together (one part file each).
+        classes: ``fake`` (the paper), ``real`` or ``both``: which test images are attacked.
+        max_images: attack a seeded subset of at most this many images.
+        seed: seeds the subset and any randomness of the attack.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        jpeg_quality: also evaluate after a JPEG round trip at this quality (reported beside).
+    """
+
+    attack: str = "fgsm"
+    params: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 32
+    classes: str = "fake"
+    max_images: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    jpeg_quality: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.classes not in CLASS_CHOICES:
+            raise DfrobustError(f"--classes must be one of {sorted(CLASS_CHOICES)}, got {self.classes!r}")
+        if self.batch_size < 1:
+            raise DfrobustError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.max_images is not None and self.max_images < 1:
+            raise DfrobustError(f"--max-images must be >= 1, got {self.max_images}")
+        if self.jpeg_quality is not None and not 1 <= self.jpeg_quality <= 100:
+            raise DfrobustError(f"--jpeg-quality must lie in 1..100, got {self.jpeg_quality}")
+        params = dict(self.params)
+        attack = make_attack(self.attack, **params)
+        if "seed" in attack.settings and "seed" not in params:
+            params["seed"] = self.seed
+            attack = make_attack(self.attack, **params)
+        self.params = {k: v for k, v in attack.settings.items() if k != "attack"}
+
+    def make(self, batch: int = 0) -> Attack:
+        """The configured attack; a seeded attack gets seed ``params.seed + batch`` (independent of sharding)."""
+        params = dict(self.params)
+        if "seed" in params:
+            params["seed"] = int(params["seed"]) + batch
+        return make_attack(self.attack, **params)
+
+
+@dataclass
+class _Model:
+    name: str
+    path: Path
+    sha256: str
+    model: torch.nn.Module
+
+
+def model_name(path: str | Path) -> str:
+    """A detector's name: its file stem (``models/resnet18-lip50.safetensors`` -> ``resnet18-lip50``)."""
+    return Path(path).stem
+
+
+def _load_models(source: Path, targets: list[Path], device: torch.device, size: tuple[int, int]) -> tuple[_Model, list[_Model]]:
+    """Load the source and the targets (the source is always evaluated too, first when not listed)."""
+    paths = [Path(p) for p in targets]
+    if not any(p.resolve() == Path(source).resolve() for p in paths):
+        paths.insert(0, Path(source))
+    seen: dict[str, Path] = {}
+    loaded: list[_Model] = []
+    for path in paths:
+        name = model_name(path)
+        if name in seen:
+            if seen[name].resolve() == path.resolve():
+                continue
+            raise DfrobustError(
+                f"two models are named {name!r} ({seen[name]} and {path}); model names are file stems, rename one"
+            )
+        seen[name] = path
+        model, _ = load_detector(path, device=device, expect_input_size=size)
+        loaded.append(_Model(name, path, sha256_file(path), model))
+    src = next(m for m in loaded if m.path.resolve() == Path(source).resolve())
+    return src, loaded
+
+
+def psnr(x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB of images in ``[0, 1]`` (``inf`` for identical images)."""
+    mse = (x_adv - x).flatten(1).pow(2).mean(1)
+    return 10 * torch.log10(1.0 / mse)
+
+
+def ssim(x_adv: torch.Tensor, x: torch.Tensor) -> list[float]:
+    """Per-image SSIM (scikit-image, channels averaged) of images in ``[0, 1]``."""
+    a, b = x_adv.cpu().numpy().astype(np.float64), x.cpu().numpy().astype(np.float64)
+    return [float(structural_similarity(p, q, channel_axis=0, data_range=1.0)) for p, q in zip(a, b)]
+
+
+def jpeg_round_trip(x: torch.Tensor, quality: int) -> torch.Tensor:
+    """Encode each image as JPEG at ``quality`` in memory and decode it (float ``[0, 1]`` again)."""
+    out = []
+    for img in to_uint8(x).permute(0, 2, 3, 1).cpu().numpy():
+        buf = io.BytesIO()
+        Image.fromarray(img, mode="RGB").save(buf, format="JPEG", quality=quality)
+        buf.seek(0)
+        with Image.open(buf) as im:
+            out.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 255.0
+
+
+def png_name(rel: str) -> str:
+    """Where an image's adversarial version goes under ``images/`` (same relative path, ``.png``)."""
+    return str(Path(rel).with_suffix(".png"))
+
+
+def _scores(
+    models: list[_Model], images: dict[str, torch.Tensor], batch_size: int, device: torch.device
+) -> dict[str, dict[str, torch.Tensor]]:
+    """``P(real)`` of every model on every named image batch: ``{model: {name: N scores}}``."""
+    return {m.name: {k: p_real(m.model, v, batch_size, device) for k, v in images.items()} for m in models}
+
+
+def _attack_batch(
+    cfg: AttackConfig, batch: int, images: ImageSet, src: _Model, models: list[_Model], device: torch.device, out_dir: Path
+) -> list[dict[str, Any]]:
+    """Attack one batch, save its PNGs, evaluate every model; returns its result rows."""
+    sl = slice(batch * cfg.batch_size, (batch + 1) * cfg.batch_size)
+    x, y, paths = images.images(sl), images.y[sl], images.paths[sl]
+    attack = cfg.make(batch)
+    start = time.perf_counter()
+    result = attack(src.model, x.to(device), y.to(device))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = (time.perf_counter() - start) / len(x)
+    result = result.to("cpu")
+    x_adv = quantize(result.x_adv)  # what the PNG holds; everything below is evaluated on it
+    for rel, img in zip(paths, x_adv):
+        save_png(out_dir / "images" / png_name(rel), img)
+
+    l2, linf = perturbation_norms(x_adv, x)
+    per_image = {"l2": l2.tolist(), "linf": linf.tolist(), "psnr": psnr(x_adv, x).tolist(), "ssim": ssim(x_adv, x)}
+    extras = {k: result.extras[k].tolist() for k in EXTRA_COLUMNS if k in result.extras and result.extras[k].ndim == 1}
+    batches = {"clean": x, "adv": x_adv}
+    if cfg.jpeg_quality:
+        batches.update(jpeg=jpeg_round_trip(x_adv, cfg.jpeg_quality), jpeg_clean=jpeg_round_trip(x, cfg.jpeg_quality))
+    scores = _scores(models, batches, cfg.batch_size, device)
+
+    rows: list[dict[str, Any]] = []
+    for i, rel in enumerate(paths):
+        label = int(y[i])
+        for m in models:
+            s = {k: float(v[i]) for k, v in scores[m.name].items()}
+            adv_pred = int(s["adv"] >= 0.5)  # REAL = 1 when P(real) >= 0.5, else FAKE = 0
+            row = {
+                "image": rel,
+                "label": label,
+                "attack": attack.label,
+                "source": src.name,
+                "target": m.name,
+                "setting": "whitebox" if m is src else "blackbox",
+                "clean_p_real": s["clean"],
+                "adv_p_real": s["adv"],
+                "clean_pred": int(s["clean"] >= 0.5),
+                "adv_pred": adv_pred,
+                **{k: v[i] for k, v in per_image.items()},
+                "success": int(adv_pred != label),
+                "seconds": seconds,
+                "attack_success": int(result.success[i]),  # on the float image, before quantisation
+                **{k: int(v[i]) if isinstance(v[i], bool) else v[i] for k, v in extras.items()},
+            }
+            if cfg.jpeg_quality:
+                row.update(
+                    jpeg_quality=cfg.jpeg_quality,
+                    jpeg_p_real=s["jpeg"],
+                    jpeg_pred=int(s["jpeg"] >= 0.5),
+                    jpeg_clean_pred=int(s["jpeg_clean"] >= 0.5),
+                )
+            rows.append(row)
+    return rows
+
+
+def _fingerprint(cfg: AttackConfig, data_hash: str, src: _Model, models: list[_Model], images: ImageSet) -> str:
+    """What makes two runs the same: config (minus device), data, models and chosen images."""
+    cfg_key = {k: v for k, v in asdict(cfg).items() if k != "device"}
+    key = {
+        "config": cfg_key,
+        "data": data_hash,
+        "source": src.sha256,
+        "targets": {m.name: m.sha256 for m in models},
+        "images": images.paths,
+    }
+    return sha256_bytes(to_json(key).encode())
+
+
+def _claim_out_dir(out_dir: Path, fingerprint: str, cfg: AttackConfig) -> None:
+    run_file = out_dir / "run.json"
+    if run_file.is_file():
+        if read_json(run_file).get("fingerprint") != fingerprint:
+            raise DfrobustError(
+                f"{out_dir} holds another attack run (different attack settings, data or models); "
+                "choose another --out or delete that folder"
+            )
+        return
+    write_json(run_file, {"fingerprint": fingerprint, "config": asdict(cfg)})
+
+
+def part_path(out_dir: Path, batch: int) -> Path:
+    """The part file of batch ``batch``."""
+    return out_dir / "parts" / f"batch-{batch:05d}.csv"
+
+
+def run_attack(
+    data_dir: str | Path,
+    source: str | Path,
+    targets: list[Path] | list[str],
+    cfg: AttackConfig,
+    out_dir: str | Path,
+    rank: int = 0,
+    world_size: int = 1,
+) -> dict[str, Any]:
+    """Craft adversarial test images on ``source`` and evaluate ``targets`` on them.
+
+    Args:
+        data_dir: dataset folder (its ``test`` split is attacked).
+        source: checkpoint the attack sees (whitebox on itself).
+        targets: checkpoints evaluated on the adversarial images (transfer for all but the
+            source); the source is added when missing, so its whitebox row is always there.
+        cfg: the attack settings.
+        out_dir: output folder (see the module docstring); a finished run is not redone.
+        rank, world_size: this process's shard; batch ``k`` goes to rank ``k % world_size``.
+
+    Returns:
+        ``summary.json``'s content once every batch is done, else
+        ``{"complete": False, "batches_done", "batches_total", "out_dir"}``.
+
+    >>> run_attack("data/synth", "models/vgg16.safetensors",
+    ...            ["models/vgg16.safetensors", "models/resnet18.safetensors"],
+    ...            AttackConfig("fgsm"), "attacks/fgsm-vgg16")  # doctest: +SKIP
+    """
+    if not 0 <= rank < world_size:
+        raise DfrobustError(f"rank {rank} is outside 0..{world_size - 1}")
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    images = load_split(data_dir, "test", CLASS_CHOICES[cfg.classes], limit=cfg.max_images, seed=cfg.seed)
+    data_hash = manifest_hash(data_dir)
+    src, models = _load_models(Path(source), [Path(t) for t in targets], device, images.image_size)
+    fingerprint = _fingerprint(cfg, data_hash, src, models, images)
+    summary_file = out_dir / "summary.json"
+    if summary_file.is_file() and read_json(summary_file).get("fingerprint") == fingerprint:
+        return read_json(summary_file)
+    _claim_out_dir(out_dir, fingerprint, cfg)
+
+    n_batches = math.ceil(len(images) / cfg.batch_size)
+    mine = [k for k in range(n_batches) if k % world_size == rank]
+    todo = [k for k in mine if not part_path(out_dir, k).is_file()]
+    done_ok = done_n = 0
+    bar = progress(total=len(mine), initial=len(mine) - len(todo), desc=f"{cfg.attack} on {src.name}", unit="batch")
+    for k in todo:
+        rows = _attack_batch(cfg, k, images, src, models, device, out_dir)
+        write_csv(part_path(out_dir, k), rows, RESULT_COLUMNS)
+        whitebox = [r for r in rows if r["target"] == src.name]
+        done_ok += sum(r["success"] for r in whitebox)
+        done_n += len(whitebox)
+        bar.set_postfix(success=f"{done_ok / done_n:.0%}")
+        bar.update()
+    bar.close()
+
+    missing = [k for k in range(n_batches) if not part_path(out_dir, k).is_file()]
+    if missing:
+        return {"complete": False, "batches_done": n_batches - len(missing), "batches_total": n_batches, "out_dir": str(out_dir)}
+    return _merge(out_dir, n_batches, cfg, fingerprint, data_dir, data_hash, images, src, models)
+
+
+def _merge(
+    out_dir: Path,
+    n_batches: int,
+    cfg: AttackConfig,
+    fingerprint: str,
+    data_dir: Path,
+    data_hash: str,
+    images: ImageSet,
+    src: _Model,
+    models: list[_Model],
+) -> dict[str, Any]:
+    """Join the parts into results.csv, table2.csv, fig3.png and summary.json (written last)."""
+    from dfrobust.report.attack_figures import plot_fig3
+
+    rows = [row for k in range(n_batches) for row in read_csv(part_path(out_dir, k))]
+    write_csv(out_dir / "results.csv", rows, RESULT_COLUMNS)
+    table = table2_rows(rows)
+    write_csv(out_dir / "table2.csv", table)
+    plot_fig3(table, out_dir / "fig3.png")
+    whitebox = [r for r in rows if r["setting"] == "whitebox"]
+    crafting: dict[str, Any] = {
+        "attack_success_rate": sum(int(r["attack_success"]) for r in whitebox) / len(whitebox),
+        "seconds_per_image": sum(float(r["seconds"]) for r in whitebox) / len(whitebox),
+    }
+    if whitebox and "kappa_reached" in whitebox[0]:
+        crafting["kappa_reached_rate"] = sum(int(float(r["kappa_reached"])) for r in whitebox) / len(whitebox)
+    attack = cfg.make()
+    summary = {
+        "complete": True,
+        "fingerprint": fingerprint,
+        "config": asdict(cfg),
+        "attack": {"label": attack.label, **attack.settings},
+        "dataset": {
+            "path": str(data_dir),
+            "manifest_hash": data_hash,
+            "split": "test",
+            "classes": CLASS_CHOICES[cfg.classes],
+            "n_images": len(images),
+            "image_size": list(images.image_size),
+        },
+        "source": {src.name: {"path": str(src.path), "sha256": src.sha256}},
+        "targets": {m.name: {"path": str(m.path), "sha256": m.sha256} for m in models},
+        "crafting": crafting,
+        "results": target_aggregates(rows),
+        "versions": versions(),
+    }
+    write_json(out_dir / "summary.json", summary)
+    return summary
+

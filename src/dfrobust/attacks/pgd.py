@@ -1,0 +1,95 @@
+"""PGD (Madry et al. 2018) in the Linf or L2 ball: the standard iterative baseline."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dfrobust.attacks.base import Attack, input_gradient, register_attack
+from dfrobust.errors import DfrobustError
+
+NORMS = ("linf", "l2")
+#: Radius used when ``eps`` is not given.
+DEFAULT_EPS = {"linf": 0.02, "l2": 1.0}
+
+
+def _per_image(v: torch.Tensor) -> torch.Tensor:
+    """Reshape a per-image vector ``N`` to broadcast over ``N x C x H x W``."""
+    return v.view(-1, 1, 1, 1)
+
+
+@register_attack
+class PGD(Attack):
+    """Untargeted projected gradient ascent on the cross-entropy loss, with a random start.
+
+    Args:
+        eps: radius of the ball (default 0.02 for ``linf``, the paper's FGSM budget; 1.0 for ``l2``).
+        norm: ``linf`` (signed steps, box projection) or ``l2`` (normalised steps, ball projection).
+        steps: number of gradient steps.
+        step_size: step length (default ``2.5 * eps / steps``, Madry et al.).
+        random_start: start from a uniform random point of the ball (seeded).
+        seed: seed of the random start.
+    """
+
+    name = "pgd"
+
+    def __init__(
+        self,
+        eps: float | None = None,
+        norm: str = "linf",
+        steps: int = 10,
+        step_size: float | None = None,
+        random_start: bool = True,
+        seed: int = 0,
+    ) -> None:
+        if norm not in NORMS:
+            raise DfrobustError(f"--norm must be one of {NORMS}, got {norm!r}")
+        if steps < 1:
+            raise DfrobustError(f"--steps must be >= 1, got {steps}")
+        self.norm = norm
+        self.eps = float(DEFAULT_EPS[norm] if eps is None else eps)
+        if self.eps < 0:
+            raise DfrobustError(f"--eps must be >= 0, got {eps}")
+        self.steps = int(steps)
+        self.step_size = float(2.5 * self.eps / self.steps if step_size is None else step_size)
+        self.random_start = bool(random_start)
+        self.seed = int(seed)
+
+    @property
+    def label(self) -> str:
+        """``pgd-linf`` or ``pgd-l2``."""
+        return f"pgd-{self.norm}"
+
+    def _project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        delta = x_adv - x
+        if self.norm == "linf":
+            delta = delta.clamp(-self.eps, self.eps)
+        else:
+            norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
+            delta = delta * _per_image((self.eps / norms).clamp(max=1.0))
+        # clipping to the image box after the ball keeps the point inside the ball (both are convex, centred on x)
+        return (x + delta).clamp(0, 1)
+
+    def _random_start(self, x: torch.Tensor) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.seed)  # on the CPU: the same start on any device
+        if self.norm == "linf":
+            delta = (torch.rand(x.shape, generator=gen) * 2 - 1) * self.eps
+        else:
+            direction = torch.randn(x.shape, generator=gen)
+            direction = direction / _per_image(direction.flatten(1).norm(dim=1).clamp_min(1e-12))
+            # radius U^(1/d) * eps: uniform in the volume of the ball
+            radius = torch.rand(len(x), generator=gen) ** (1.0 / x[0].numel()) * self.eps
+            delta = direction * _per_image(radius)
+        return (x + delta.to(x.device, x.dtype)).clamp(0, 1)
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``steps`` projected steps from a random start (or from ``x``)."""
+        x_adv = self._random_start(x) if self.random_start else x.clone()
+        for _ in range(self.steps):
+            grad = input_gradient(model, x_adv, y)
+            if self.norm == "linf":
+                step = grad.sign()
+            else:
+                step = grad / _per_image(grad.flatten(1).norm(dim=1).clamp_min(1e-12))
+            x_adv = self._project(x_adv + self.step_size * step, x)
+        return x_adv, {}

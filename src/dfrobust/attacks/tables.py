@@ -1,0 +1,155 @@
+"""Aggregates of attack result rows: per-target summaries, the paper's Table II (long and wide).
+
+The functions take ``results.csv`` rows as dicts, either fresh from an attack run (numbers) or
+read back with :func:`dfrobust.utils.io.read_csv` (strings), from one attack folder or several
+concatenated, and return plain dict rows ready for :func:`dfrobust.utils.io.write_csv`.
+
+>>> rows = read_csv("attacks/fgsm-vgg16/results.csv") + read_csv("attacks/cw-vgg16/results.csv")  # doctest: +SKIP
+>>> write_csv("table2.csv", table2_rows(rows))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from statistics import mean, median
+from typing import Any
+
+from dfrobust.constants import CLASS_NAMES
+
+#: The first columns of every ``results.csv`` (docs/architecture.md), in this order.
+RESULT_COLUMNS = (
+    "image", "label", "attack", "source", "target", "setting",
+    "clean_p_real", "adv_p_real", "clean_pred", "adv_pred",
+    "l2", "linf", "psnr", "ssim", "success", "seconds",
+)  # fmt: skip
+
+#: Order of settings in tables and figures (the paper: blackbox before whitebox).
+SETTINGS = ("blackbox", "whitebox")
+
+Row = Mapping[str, Any]
+
+
+def _f(value: Any) -> float:
+    return float(value)
+
+
+def _i(value: Any) -> int:
+    return int(float(value))
+
+
+def _has(row: Row, key: str) -> bool:
+    return key in row and row[key] not in ("", None)
+
+
+def _finite_mean(values: Iterable[float]) -> float | None:
+    vals = [v for v in values if math.isfinite(v)]
+    return mean(vals) if vals else None
+
+
+def _finite_median(values: Iterable[float]) -> float | None:
+    vals = [v for v in values if math.isfinite(v)]
+    return median(vals) if vals else None
+
+
+def _accuracy(rows: Sequence[Row], pred_key: str) -> float:
+    return sum(_i(r[pred_key]) == _i(r["label"]) for r in rows) / len(rows)
+
+
+def _classes_of(rows: Sequence[Row]) -> str:
+    labels = sorted({_i(r["label"]) for r in rows})
+    return CLASS_NAMES[labels[0]] if len(labels) == 1 else "both"
+
+
+def _group(rows: Iterable[Row], keys: Sequence[str]) -> dict[tuple, list[Row]]:
+    groups: dict[tuple, list[Row]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+    return groups
+
+
+def group_stats(rows: Sequence[Row]) -> dict[str, Any]:
+    """Aggregates of rows that share a target: accuracies, success rate, distances, image quality, time."""
+    stats: dict[str, Any] = {
+        "n": len(rows),
+        "images": _classes_of(rows),
+        "clean_accuracy": _accuracy(rows, "clean_pred"),
+        "perturbed_accuracy": _accuracy(rows, "adv_pred"),
+        "success_rate": sum(_i(r["success"]) for r in rows) / len(rows),
+        "mean_l2": _finite_mean(_f(r["l2"]) for r in rows),
+        "median_l2": _finite_median(_f(r["l2"]) for r in rows),
+        "mean_linf": _finite_mean(_f(r["linf"]) for r in rows),
+        "mean_psnr": _finite_mean(_f(r["psnr"]) for r in rows),
+        "mean_ssim": _finite_mean(_f(r["ssim"]) for r in rows),
+        "seconds_per_image": _finite_mean(_f(r["seconds"]) for r in rows),
+    }
+    if all(_has(r, "jpeg_pred") for r in rows):
+        stats["jpeg_quality"] = _i(rows[0]["jpeg_quality"])
+        stats["jpeg_accuracy"] = _accuracy(rows, "jpeg_pred")
+        stats["jpeg_clean_accuracy"] = _accuracy(rows, "jpeg_clean_pred")
+    return stats
+
+
+def target_aggregates(result_rows: Iterable[Row]) -> dict[str, dict[str, Any]]:
+    """Per target model name: its setting and :func:`group_stats` (one attack folder's rows)."""
+    out: dict[str, dict[str, Any]] = {}
+    for (target, setting), rows in _group(result_rows, ("target", "setting")).items():
+        out[target] = {"setting": setting, **group_stats(rows)}
+    return out
+
+
+def table2_rows(result_rows: Iterable[Row]) -> list[dict[str, Any]]:
+    """The paper's Table II in long form: one row per (target model, attack, setting, source).
+
+    Columns: ``model, attack, setting, source, images, n, clean_accuracy, perturbed_accuracy``
+    (fractions in ``[0, 1]``), then ``jpeg_quality, jpeg_accuracy`` when the run asked for a JPEG
+    round trip. ``images`` says which classes were attacked (the paper: ``fake``).
+    """
+    table = []
+    for (model, attack, setting, source), rows in _group(result_rows, ("target", "attack", "setting", "source")).items():
+        stats = group_stats(rows)
+        row = {
+            "model": model,
+            "attack": attack,
+            "setting": setting,
+            "source": source,
+            "images": stats["images"],
+            "n": stats["n"],
+            "clean_accuracy": stats["clean_accuracy"],
+            "perturbed_accuracy": stats["perturbed_accuracy"],
+        }
+        if "jpeg_accuracy" in stats:
+            row.update(jpeg_quality=stats["jpeg_quality"], jpeg_accuracy=stats["jpeg_accuracy"])
+        table.append(row)
+    order = {s: i for i, s in enumerate(SETTINGS)}
+    table.sort(key=lambda r: (r["model"], r["attack"], order.get(r["setting"], len(order)), r["source"]))
+    return table
+
+
+def column_key(attack: str, setting: str, source: str, ambiguous: bool) -> str:
+    """Column name of the wide table: ``fgsm_blackbox``; ``fgsm_blackbox_from_vgg16`` when one model
+    was attacked from several sources."""
+    key = f"{attack}_{setting}"
+    return f"{key}_from_{source}" if ambiguous else key
+
+
+def table2_wide(table2: Sequence[Row]) -> list[dict[str, Any]]:
+    """The paper's layout: one row per model, ``unperturbed`` then one column per attack and setting.
+
+    Takes :func:`table2_rows` output. ``unperturbed`` is the clean accuracy measured on the
+    largest group of images among the model's rows. Missing cells are absent from the dict.
+    """
+    sources: dict[tuple, set] = {}
+    for r in table2:
+        sources.setdefault((r["model"], r["attack"], r["setting"]), set()).add(r["source"])
+    wide: dict[str, dict[str, Any]] = {}
+    best_n: dict[str, int] = {}
+    for r in table2:
+        model = r["model"]
+        entry = wide.setdefault(model, {"model": model})
+        if _i(r["n"]) > best_n.get(model, -1):
+            best_n[model] = _i(r["n"])
+            entry["unperturbed"] = _f(r["clean_accuracy"])
+        ambiguous = len(sources[(model, r["attack"], r["setting"])]) > 1
+        entry[column_key(r["attack"], r["setting"], r["source"], ambiguous)] = _f(r["perturbed_accuracy"])
+    return list(wide.values())

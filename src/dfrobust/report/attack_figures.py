@@ -1,0 +1,81 @@
+"""Figures of the attack stage: the paper's Fig 3 (clean vs perturbed accuracy per model and setting)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+
+from dfrobust.attacks.tables import table2_wide  # noqa: E402
+from dfrobust.utils.io import atomic_path  # noqa: E402
+
+#: Display names of attacks in legends (others are shown upper-cased).
+ATTACK_NAMES = {"fgsm": "FGSM", "cw": "CW-L2", "pgd-linf": "PGD-Linf", "pgd-l2": "PGD-L2"}
+
+
+def _parse_column(column: str) -> tuple[str, str, str]:
+    """``fgsm_blackbox_from_vgg16`` -> ``("fgsm", "blackbox", "vgg16")`` (source empty when absent)."""
+    head, _, source = column.partition("_from_")
+    attack, _, setting = head.rpartition("_")
+    return attack, setting, source
+
+
+def series_label(column: str) -> str:
+    """``cw_whitebox`` -> ``CW-L2 whitebox``; ``fgsm_blackbox_from_vgg16`` -> ``FGSM blackbox (from vgg16)``."""
+    if column == "unperturbed":
+        return "Unperturbed"
+    attack, setting, source = _parse_column(column)
+    label = f"{ATTACK_NAMES.get(attack, attack.upper())} {setting}"
+    return f"{label} (from {source})" if source else label
+
+
+def _column_order(column: str) -> tuple:
+    """The paper's order: FGSM before CW (then other attacks by name), blackbox before whitebox."""
+    attack, setting, source = _parse_column(column)
+    rank = list(ATTACK_NAMES).index(attack) if attack in ATTACK_NAMES else len(ATTACK_NAMES)
+    return rank, attack, setting != "blackbox", setting, source
+
+
+def plot_fig3(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str | None = None) -> Path:
+    """Draw the paper's Fig 3 from Table II rows and save it as PNG (atomically).
+
+    Args:
+        rows: :func:`dfrobust.attacks.tables.table2_rows` output (one or several attack folders).
+        path: where the PNG goes.
+        title: figure title (default: the paper's caption, shortened).
+
+    One group of bars per model: unperturbed accuracy, then accuracy on perturbed images for
+    every attack and setting present, in percent.
+    """
+    wide = table2_wide(rows)
+    columns: list[str] = ["unperturbed"]
+    for entry in wide:
+        columns += [k for k in entry if k not in ("model", "unperturbed") and k not in columns]
+    columns = ["unperturbed"] + sorted(columns[1:], key=_column_order)
+    only_fakes = all(r.get("images", "fake") == "fake" for r in rows)
+
+    n_models, n_series = len(wide), len(columns)
+    width = 0.8 / max(n_series, 1)
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.2 + n_models * n_series * 0.45), 3.6), dpi=120)
+    cmap = plt.get_cmap("tab10")
+    for j, col in enumerate(columns):
+        xs = [i + (j - (n_series - 1) / 2) * width for i in range(n_models)]
+        heights = [100 * float(e[col]) if col in e else math.nan for e in wide]
+        bars = ax.bar(xs, heights, width=width * 0.95, label=series_label(col), color=cmap(j % 10))
+        ax.bar_label(bars, labels=["" if math.isnan(h) else f"{h:.0f}" for h in heights], fontsize=6, padding=1)
+    ax.set_xticks(range(n_models), [e["model"] for e in wide])
+    ax.set_ylim(0, 110)
+    ax.set_ylabel("Accuracy on fake images (%)" if only_fakes else "Accuracy on attacked images (%)")
+    ax.set_title(title or "Adversarial attack results (clean vs perturbed)", fontsize=9)
+    ax.legend(fontsize=7, ncol=min(3, n_series), loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)

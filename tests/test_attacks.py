@@ -1,0 +1,181 @@
+"""Tests of the attack API: FGSM, PGD and CW-L2 on small models."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from dfrobust.attacks.base import AttackResult, available_attacks, logit_margin, make_attack
+from dfrobust.data.dataset import load_split
+from dfrobust.errors import DfrobustError
+from dfrobust.models.checkpoint import load_detector
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread: these tensors are tiny, and with the cores shared two threads are many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class Linear(nn.Module):
+    """A linear 2-class model on flattened images: logits = W x + b."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        super().__init__()
+        self.lin = nn.Linear(weight.shape[1], 2)
+        with torch.no_grad():
+            self.lin.weight.copy_(weight)
+            self.lin.bias.copy_(bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x.flatten(1))
+
+
+def _linear_model(size: int = 8, seed: int = 0) -> Linear:
+    gen = torch.Generator().manual_seed(seed)
+    return Linear(torch.randn(2, 3 * size * size, generator=gen) * 0.1, torch.zeros(2))
+
+
+def _batch(n: int = 6, size: int = 8, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, size, size, generator=gen), torch.randint(0, 2, (n,), generator=gen)
+
+
+@pytest.fixture(scope="module")
+def toy_fakes(toy_dataset: Path, toy_model: Path) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    model, _ = load_detector(toy_model)
+    fakes = load_split(toy_dataset, "test", classes=["fake"], limit=12, seed=0)
+    return model, fakes.images(), fakes.y
+
+
+def test_registry_lists_attacks_and_rejects_unknown_parameters() -> None:
+    assert {"fgsm", "cw", "pgd"} <= set(available_attacks())
+    with pytest.raises(DfrobustError, match="no parameter"):
+        make_attack("fgsm", kappa=3)
+    with pytest.raises(DfrobustError, match="unknown attack"):
+        make_attack("deepfool")
+    cw = make_attack("cw").settings
+    assert cw == {
+        "attack": "cw", "kappa": 200.0, "c_range": [100.0, 10000.0], "search_steps": 5,
+        "max_steps": 1000, "lr": 0.01, "abort_early": True,
+    }  # fmt: skip
+    json.dumps(make_attack("pgd", norm="l2").settings)
+
+
+def test_fgsm_equals_closed_form_on_linear_model() -> None:
+    model = _linear_model()
+    x, y = _batch()
+    eps = 0.05
+    result = make_attack("fgsm", eps=eps)(model, x, y)
+    # d CE / d x = W^T (softmax(Wx + b) - onehot(y)) for a linear model
+    w, b = model.lin.weight.detach(), model.lin.bias.detach()
+    probs = (x.flatten(1) @ w.T + b).softmax(1)
+    grad = (probs - nn.functional.one_hot(y, 2).float()) @ w
+    expected = (x + eps * grad.sign().view_as(x)).clamp(0, 1)
+    assert isinstance(result, AttackResult)
+    assert torch.allclose(result.x_adv, expected, atol=1e-6)
+    assert torch.allclose(result.linf, (expected - x).flatten(1).abs().amax(1), atol=1e-6)
+    assert torch.allclose(result.l2, (expected - x).flatten(1).norm(dim=1), atol=1e-5)
+    assert torch.equal(result.success, model(result.x_adv).argmax(1) != y)
+    assert result.settings == {"attack": "fgsm", "eps": eps}
+
+
+def test_attack_leaves_model_state_alone() -> None:
+    model = _linear_model().train()
+    x, y = _batch()
+    make_attack("pgd", steps=2)(model, x, y)
+    assert model.training and all(p.requires_grad and p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.03), ("l2", 0.5)])
+def test_pgd_stays_in_its_ball_and_is_seeded(norm: str, eps: float) -> None:
+    model = _linear_model()
+    x, y = _batch()
+    x[0] = 0.0  # corners of the box: the projection must also keep pixels in [0, 1]
+    x[1] = 1.0
+    result = make_attack("pgd", norm=norm, eps=eps, steps=5, seed=3)(model, x, y)
+    assert result.x_adv.min() >= 0 and result.x_adv.max() <= 1
+    delta = (result.x_adv - x).flatten(1)
+    bound = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
+    assert (bound <= eps + 1e-5).all(), bound
+    assert (bound > 0.5 * eps).all()  # it moved
+    again = make_attack("pgd", norm=norm, eps=eps, steps=5, seed=3)(model, x, y)
+    assert torch.equal(result.x_adv, again.x_adv)
+    # the random start depends on the seed (a tiny step keeps it visible)
+    starts = [make_attack("pgd", norm=norm, eps=eps, steps=1, step_size=1e-4, seed=s)(model, x, y).x_adv for s in (3, 4)]
+    assert not torch.allclose(starts[0], starts[1])
+
+
+def test_pgd_beats_fgsm_budget_on_toy_model(toy_fakes: tuple) -> None:
+    model, x, y = toy_fakes
+    result = make_attack("pgd", eps=0.1, steps=10)(model, x, y)
+    assert result.success.float().mean() >= 0.9
+    assert (model(result.x_adv).argmax(1) != y).eq(result.success).all()
+
+
+def test_cw_fools_small_model_with_kappa_margin(toy_fakes: tuple) -> None:
+    model, x, y = toy_fakes
+    kappa, c_range = 2.0, (1.0, 100.0)
+    attack = make_attack("cw", kappa=kappa, c_range=c_range, search_steps=3, max_steps=100, lr=0.05)
+    result = attack(model, x, y)
+    assert result.x_adv.min() >= 0 and result.x_adv.max() <= 1
+    with torch.no_grad():
+        logits = model(result.x_adv)
+    accuracy = (logits.argmax(1) == y).float().mean().item()
+    assert accuracy < 0.1, accuracy
+    margin = logit_margin(logits, y)
+    ok = result.success
+    assert result.extras["kappa_reached"][ok].all()
+    assert (margin[ok] >= kappa - 1e-3).all(), margin
+    assert torch.allclose(result.extras["margin"], margin, atol=1e-4)
+    tried = result.extras["c_tried"]
+    tried = tried[~tried.isnan()]
+    assert len(tried) >= len(x) and (tried >= c_range[0]).all() and (tried <= c_range[1]).all()
+    assert ((result.extras["c"][ok] >= c_range[0]) & (result.extras["c"][ok] <= c_range[1])).all()
+    # the kept image is the lowest-L2 success: never worse than a plain run at the largest c
+    assert (result.l2[ok] > 0).all()
+
+
+def test_cw_flags_failures_and_raises_c_tenfold_within_range() -> None:
+    # a model that always says class 0, whatever the input: attacking class-0 images must fail
+    model = Linear(torch.zeros(2, 3 * 8 * 8), torch.tensor([5.0, 0.0]))
+    x, _ = _batch(n=4)
+    y = torch.zeros(4, dtype=torch.long)
+    result = make_attack("cw", kappa=1.0, c_range=(1.0, 100.0), search_steps=5, max_steps=20)(model, x, y)
+    assert not result.success.any()
+    assert not result.extras["kappa_reached"].any()
+    expected = torch.tensor([1.0, 10.0, 100.0]).expand(4, 3)
+    assert torch.equal(result.extras["c_tried"][:, :3], expected)
+    assert result.extras["c_tried"][:, 3:].isnan().all()  # converged at the top of the range, not beyond
+    assert torch.equal(result.extras["c_lo"], torch.full((4,), 100.0))
+    assert result.extras["c_hi"].isnan().all()
+
+
+def test_cw_binary_search_follows_carlini_rule() -> None:
+    # Z_0 = 0.5, Z_1 = mean(x): from x = 0.2 the margin reaches 0 when every pixel rises by 0.3;
+    # the optimum c / (2 D) per pixel gets there once c > 0.6 D = 115.2 (D = 192)
+    size = 8
+    weight = torch.zeros(2, 3 * size * size)
+    weight[1] = 1.0 / (3 * size * size)
+    model = Linear(weight, torch.tensor([0.5, 0.0]))
+    x = torch.full((2, 3, size, size), 0.2)
+    y = torch.zeros(2, dtype=torch.long)
+    result = make_attack("cw", kappa=0.0, c_range=(3.0, 1000.0), search_steps=5, max_steps=300)(model, x, y)
+    # fail at 3 and 30 (x10 while no upper bound), success at 300; bisect: success at 165, fail at 97.5
+    expected = torch.tensor([3.0, 30.0, 300.0, 165.0, 97.5])
+    assert torch.equal(result.extras["c_tried"], expected.expand(2, 5))
+    assert torch.equal(result.extras["c_lo"], torch.full((2,), 97.5))
+    assert torch.equal(result.extras["c_hi"], torch.full((2,), 165.0))
+    assert result.success.all() and result.extras["kappa_reached"].all()
+    assert (result.x_adv.mean((1, 2, 3)) >= 0.5 - 1e-4).all()
+    # the kept image is (close to) the smallest success: every pixel up by 0.3, L2 = 0.3 * sqrt(192)
+    assert (result.l2 <= 0.3 * 192**0.5 * 1.01).all(), result.l2
+    assert set(result.extras["c"].tolist()) <= {300.0, 165.0}
