@@ -1,20 +1,182 @@
-"""`dfrobust data`: placeholder until issue 2 lands (replace this module)."""
+"""`dfrobust data`: make dataset folders (synthetic faces, face swaps on photos, folder import)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from pathlib import Path
 from typing import Any
 
-from dfrobust.commands.common import add_command
-from dfrobust.errors import DfrobustError
+from dfrobust.commands.common import add_command, add_seed_arg
+from dfrobust.data.knobs import SwapKnobs
+
+SWAP_DEFAULTS = dataclasses.asdict(SwapKnobs())
 
 
 def register(subparsers: Any) -> None:
-    """Add the `data` subcommand."""
-    parser = add_command(subparsers, "data", "Make datasets (synthetic faces, face swap on photos, folder import) (not built yet)", ["dfrobust data --help"])
-    parser.set_defaults(func=run)
+    """Add the `data` subcommand and its own subcommands."""
+    parser = add_command(
+        subparsers, "data", "Make datasets: synthetic faces, face swaps on photos, or import a folder",
+        ["dfrobust data synth --out data/synth --n 2000 --size 64 --preview synth.png",
+         "dfrobust data faceswap --real photos/ --out data/swapped --size 128",
+         "dfrobust data import my_faces/ --out data/mine --size 128",
+         "dfrobust data preview data/synth --out sheet.png"],
+    )  # fmt: skip
+    parser.set_defaults(func=lambda args: _print_help(parser))
+    sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    _register_synth(sub)
+    _register_faceswap(sub)
+    _register_import(sub)
+    _register_preview(sub)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Not built yet."""
-    raise DfrobustError("`dfrobust data` is not built yet (issue 2)")
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _add_common(p: argparse.ArgumentParser, size: int | None, size_help: str) -> None:
+    p.add_argument("--out", type=Path, required=True, help="dataset folder to create")
+    p.add_argument("--size", type=int, default=size, help=size_help)
+    add_seed_arg(p)
+    p.add_argument("--test-fraction", type=float, default=0.25, help="fraction of each class in the test split (default: 0.25)")
+    p.add_argument("--preview", type=Path, metavar="FILE.png", help="also save a contact sheet of real and fake samples")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it holds a dataset made with other settings")
+
+
+def _add_swap_knobs(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("difficulty of the fakes (means; each fake varies around them)")
+    g.add_argument("--feather", type=float, default=SWAP_DEFAULTS["feather"],
+                   help="blend-edge width / face width; wider hides the seam (default: %(default)s)")
+    g.add_argument("--resample", type=float, default=SWAP_DEFAULTS["resample"],
+                   help="generator down-sampling factor; 1 = lossless (default: %(default)s)")
+    g.add_argument("--color-mismatch", type=float, default=SWAP_DEFAULTS["color_mismatch"],
+                   help="0 = full colour transfer to the target, 1 = none (default: %(default)s)")
+    g.add_argument("--artifacts", type=float, default=SWAP_DEFAULTS["artifacts"],
+                   help="amplitude of the generator's period-2 checkerboard (pixel units); 0 = none (default: %(default)s)")  # fmt: skip
+
+
+def _knobs(args: argparse.Namespace) -> dict[str, float]:
+    return {k: getattr(args, k) for k in SWAP_DEFAULTS}
+
+
+def _register_synth(sub: Any) -> None:
+    p = add_command(
+        sub, "synth", "Render procedural faces (real) and face swaps between them (fake)",
+        ["dfrobust data synth --out data/synth",
+         "dfrobust data synth --out data/hard --n 4000 --size 96 --artifacts 0.06 --feather 0.15 --preview hard.png"],
+        description="Render procedural faces with landmarks (real) and face swaps between identities (fake), "
+        "half and half, with a stratified train/test split over disjoint identities. Same seed: byte-identical files.",
+    )  # fmt: skip
+    p.add_argument("--n", type=int, default=2000, help="number of images, half real and half fake (default: 2000)")
+    _add_common(p, 64, "image side in pixels (default: 64)")
+    p.add_argument("--identities", type=int, help="number of distinct identities (default: n / 8)")
+    _add_swap_knobs(p)
+    p.set_defaults(func=run_synth)
+
+
+def _register_faceswap(sub: Any) -> None:
+    p = add_command(
+        sub, "faceswap", "Face swaps on a folder of real photos (dlib landmarks; extra 'faceswap')",
+        ["dfrobust data faceswap --real photos/ --out data/swapped",
+         "dfrobust data faceswap --real photos/ --out data/swapped64 --size 64 --resample 1.5"],
+        description="Each photo with a face becomes a real image and the target of one fake whose inner face comes "
+        "from another photo. Photos without a face are skipped and listed. Needs: pip install 'dfrobust[faceswap]'.",
+    )  # fmt: skip
+    p.add_argument("--real", type=Path, required=True, help="folder of real face photos")
+    _add_common(p, 128, "image side in pixels (default: 128)")
+    _add_swap_knobs(p)
+    p.set_defaults(func=run_faceswap)
+
+
+def _register_import(sub: Any) -> None:
+    p = add_command(
+        sub, "import", "Import a folder of real/fake images (SRC/{real,fake}/ or SRC/{train,test}/{real,fake}/)",
+        ["dfrobust data import my_faces/ --out data/mine",
+         "dfrobust data import my_faces/ --out data/mine128 --size 128 --test-fraction 0.2"],
+        description="Import SRC/real/ + SRC/fake/ (split here, stratified) or SRC/{train,test}/{real,fake}/ (split kept). "
+        "Any readable image becomes an RGB PNG, centre-cropped and resized to one size; unreadable files are skipped "
+        "and listed.",
+    )  # fmt: skip
+    p.add_argument("src", type=Path, metavar="SRC", help="source folder")
+    _add_common(p, None, "output side in pixels (default: shorter side of the most common image size)")
+    p.set_defaults(func=run_import)
+
+
+def _register_preview(sub: Any) -> None:
+    p = add_command(sub, "preview", "Save a contact sheet of a dataset folder's real and fake images",
+                    ["dfrobust data preview data/synth --out sheet.png"])  # fmt: skip
+    p.add_argument("data", type=Path, metavar="DATA", help="dataset folder")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE.png", help="PNG to write")
+    p.add_argument("--per-class", type=int, default=16, help="samples of each class (default: 16)")
+    add_seed_arg(p)
+    p.set_defaults(func=run_preview)
+
+
+def _summary(out: Path, preview: Path | None) -> None:
+    from dfrobust.data.manifest import read_manifest
+    from dfrobust.data.preview import contact_sheet
+
+    m = read_manifest(out)
+    c = m["counts"]
+    h, w = m["image_size"]
+    print(f"{out}: {sum(c['train'].values()) + sum(c['test'].values())} images {w}x{h}; "
+          f"train {c['train']['real']} real + {c['train']['fake']} fake, test {c['test']['real']} real + {c['test']['fake']} fake")  # fmt: skip
+    if preview is not None:
+        print(f"contact sheet: {contact_sheet(out, preview)}")
+
+
+def _print_skipped(skipped: list[dict[str, str]], total_note: str, show: int = 10) -> None:
+    if not skipped:
+        return
+    print(f"skipped {len(skipped)} {total_note}:")
+    for s in skipped[:show]:
+        print(f"  {s['path']}: {s['reason']}")
+    if len(skipped) > show:
+        print(f"  ... and {len(skipped) - show} more (all listed in manifest.json)")
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    """`dfrobust data synth`."""
+    from dfrobust.data.synthetic import generate_synthetic
+
+    out = generate_synthetic(args.out, n=args.n, size=args.size, seed=args.seed, test_fraction=args.test_fraction,
+                             overwrite=args.overwrite, identities=args.identities, **_knobs(args))  # fmt: skip
+    _summary(out, args.preview)
+    return 0
+
+
+def run_faceswap(args: argparse.Namespace) -> int:
+    """`dfrobust data faceswap`."""
+    from dfrobust.data.faceswap import make_faceswap_dataset
+    from dfrobust.data.manifest import read_manifest
+
+    out = make_faceswap_dataset(args.real, args.out, size=args.size, seed=args.seed, test_fraction=args.test_fraction,
+                                overwrite=args.overwrite, **_knobs(args))  # fmt: skip
+    info = read_manifest(out)["faceswap"]
+    _print_skipped(info["skipped"], f"of {info['n_photos']} photos (unreadable or no face found)")
+    _summary(out, args.preview)
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    """`dfrobust data import`."""
+    from dfrobust.data.folders import import_folder, import_report
+
+    out = import_folder(args.src, args.out, size=args.size, test_fraction=args.test_fraction, seed=args.seed,
+                        overwrite=args.overwrite)  # fmt: skip
+    report = import_report(out)
+    _print_skipped(report["skipped"], "unreadable files")
+    print(f"size {report['size']}x{report['size']} ({report['size_rule']}), layout {report['layout']}")
+    if report["imbalance"]:
+        print(f"warning: {report['imbalance']['note']}")
+    _summary(out, args.preview)
+    return 0
+
+
+def run_preview(args: argparse.Namespace) -> int:
+    """`dfrobust data preview`."""
+    from dfrobust.data.preview import contact_sheet
+
+    print(contact_sheet(args.data, args.out, per_class=args.per_class, seed=args.seed))
+    return 0

@@ -124,7 +124,8 @@ def count_records(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]
 def stratified_split(labels: Sequence[int], test_fraction: float, seed: int) -> list[str]:
     """Assign ``train``/``test`` per item so that each class keeps ``test_fraction`` in test.
 
-    Seeded and deterministic: the same labels, fraction and seed give the same split.
+    A class of two or more items keeps at least one item in each split. Seeded and
+    deterministic: the same labels, fraction and seed give the same split.
     """
     if not 0.0 < test_fraction < 1.0:
         raise DfrobustError(f"--test-fraction must lie strictly between 0 and 1, got {test_fraction}")
@@ -135,6 +136,8 @@ def stratified_split(labels: Sequence[int], test_fraction: float, seed: int) -> 
         idx = np.flatnonzero(labels_arr == cls)
         rng.shuffle(idx)
         n_test = int(round(len(idx) * test_fraction))
+        if len(idx) >= 2:
+            n_test = min(max(n_test, 1), len(idx) - 1)
         splits[idx[:n_test]] = "test"
     return splits.tolist()
 

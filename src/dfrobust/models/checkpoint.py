@@ -46,6 +46,7 @@ def save_detector(model: Detector, path: str | Path, meta: dict[str, Any]) -> Pa
         "format": FORMAT,
         "arch": model.arch,
         "normalization": model.normalization,
+        "activation": getattr(model, "activation", "relu"),
         "num_classes": int(_num_outputs(model)),
         "classes": {name: i for i, name in enumerate(CLASS_NAMES)},
         "versions": meta.get("versions", versions()),
@@ -95,7 +96,12 @@ def load_detector(
             f"{path} was trained on {meta['input_size'][0]}x{meta['input_size'][1]} images but the data is "
             f"{expect_input_size[0]}x{expect_input_size[1]}; retrain it or re-import the data with --size"
         )
-    model = build_detector(meta["arch"], num_classes=int(meta.get("num_classes", 2)), normalization=meta["normalization"])
+    model = build_detector(
+        meta["arch"],
+        num_classes=int(meta.get("num_classes", 2)),
+        normalization=meta["normalization"],
+        activation=meta.get("activation", "relu"),
+    )
     state = load_state_dict_file(path)
     try:
         model.load_state_dict(state, strict=True)

@@ -18,6 +18,26 @@ from dfrobust.errors import DfrobustError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 NORMALIZATIONS = ("none", "imagenet")
+ACTIVATIONS = ("relu", "halfhuber")
+
+
+class HalfHuberReLU(nn.Module):
+    """A smooth ReLU: ``0`` below 0, ``x^2 / (2 delta)`` on ``[0, delta]``, ``x - delta / 2`` above.
+
+    Its derivative is continuous, so second derivatives exist (the authors' code used it, with
+    ``delta = 0.5``, in the ResNets they trained with double backprop).
+    """
+
+    def __init__(self, delta: float = 0.5) -> None:
+        super().__init__()
+        self.delta = float(delta)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r = x.clamp(min=0)
+        return torch.where(r < self.delta, r * r / (2 * self.delta), r - self.delta / 2)
+
+    def extra_repr(self) -> str:
+        return f"delta={self.delta}"
 
 
 class TinyCNN(nn.Module):
@@ -73,15 +93,17 @@ class Detector(nn.Module):
         backbone: a classifier whose last linear layer already outputs ``num_classes`` logits.
         arch: architecture name (recorded in checkpoints).
         normalization: ``"none"`` (the paper: raw ``[0, 1]`` pixels) or ``"imagenet"``.
+        activation: recorded name of the backbone's activation (``"relu"`` or ``"halfhuber"``).
     """
 
-    def __init__(self, backbone: nn.Module, arch: str, normalization: str = "none") -> None:
+    def __init__(self, backbone: nn.Module, arch: str, normalization: str = "none", activation: str = "relu") -> None:
         super().__init__()
         if normalization not in NORMALIZATIONS:
             raise DfrobustError(f"unknown normalization {normalization!r}; use one of {NORMALIZATIONS}")
         self.backbone = backbone
         self.arch = arch
         self.normalization = normalization
+        self.activation = activation
         if normalization == "imagenet":
             self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
             self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -107,11 +129,22 @@ def _replace_last_linear(model: nn.Module, num_classes: int) -> None:
     setattr(parent, attr, nn.Linear(old.in_features, num_classes, bias=old.bias is not None))
 
 
+def _replace_relus(model: nn.Module, make: Callable[[], nn.Module]) -> int:
+    """Swap every ``nn.ReLU`` module of ``model`` for ``make()``; returns how many were swapped."""
+    names = [name for name, m in model.named_modules() if isinstance(m, nn.ReLU)]
+    for name in names:
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, attr, make())
+    return len(names)
+
+
 def build_detector(
     arch: str,
     num_classes: int = 2,
     normalization: str = "none",
     init: str | Path | None = None,
+    activation: str = "relu",
 ) -> Detector:
     """Build a detector: a classifier of architecture ``arch`` with a ``num_classes``-logit head.
 
@@ -122,11 +155,16 @@ def build_detector(
         normalization: ``"none"`` (pixels in ``[0, 1]`` as the paper) or ``"imagenet"``.
         init: a local torchvision state dict (``.safetensors`` or ``.pth``, e.g. ImageNet weights)
             loaded before the head is replaced. Nothing is downloaded.
+        activation: ``"relu"`` (default) or ``"halfhuber"``: every ``nn.ReLU`` becomes a
+            :class:`HalfHuberReLU` (``delta = 0.5``), smooth for double backprop as in the
+            authors' code. It has no weights, so ``--init`` state dicts still fit.
 
     >>> model = build_detector("resnet18")
     >>> model(torch.rand(2, 3, 64, 64)).shape
     torch.Size([2, 2])
     """
+    if activation not in ACTIVATIONS:
+        raise DfrobustError(f"unknown activation {activation!r}; use one of {ACTIVATIONS}")
     if arch in ARCHITECTURES:
         backbone = ARCHITECTURES[arch]()
     else:
@@ -141,11 +179,20 @@ def build_detector(
         from dfrobust.models.checkpoint import load_state_dict_file
 
         state = load_state_dict_file(init)
-        missing, unexpected = backbone.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = backbone.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # same names, other shapes
+            first = str(exc).split("size mismatch for ", 1)[-1].split(":", 1)[0]
+            raise DfrobustError(
+                f"--init {init} does not fit {arch}: tensor shapes differ (e.g. {first}); "
+                "give a state dict of the same torchvision architecture with its original head"
+            ) from exc
         if missing or unexpected:
             raise DfrobustError(
                 f"--init {init} does not fit {arch}: {len(missing)} missing and {len(unexpected)} unexpected keys "
                 f"(e.g. {(missing or unexpected)[0]}); give a state dict of the same torchvision architecture"
             )
     _replace_last_linear(backbone, num_classes)
-    return Detector(backbone, arch, normalization)
+    if activation == "halfhuber" and _replace_relus(backbone, HalfHuberReLU) == 0:
+        raise DfrobustError(f"{arch} has no ReLU to replace; use --activation relu")
+    return Detector(backbone, arch, normalization, activation)

@@ -6,6 +6,7 @@ study, the stage records) and writes ``RUN/report/``:
 * ``report.html``: self-contained (figures embedded as data URIs), opens offline;
 * ``report.md``: the same content, figures linked from ``figs/``;
 * ``results.json``: every number shown, machine-readable;
+* ``summary.md``: Table II and the DIP headline in a few lines (the README's table);
 * ``figs/``: Figs 2-6 as PNG.
 
 Missing parts (a stage not run yet) are reported as missing, never invented.
@@ -362,8 +363,13 @@ def build_sections(ctx: dict[str, Any], figs: Path) -> tuple[list[Section], dict
     s = Section("Deep Image Prior defense")
     if ctx["dip"]:
         summ = ctx["dip"]["summary"]
-        s.items.append(f"Classifier: the blur-augmented ResNet-18. Classification at iteration {summ.get('classify_at', '?')} "
-                       f"of {summ.get('iterations', summ.get('end', '?'))}.")
+        timing = summ.get("timing", {})
+        s.items.append(f"Classifier: the blur-augmented ResNet-18. {summ.get('n_images', '?')} images; classification at iteration "
+                       f"{summ.get('classify_at', '?')} of {summ.get('iterations_run', '?')} run; "
+                       f"{timing.get('seconds_per_image', float('nan')):.1f} s per image amortised on {', '.join(timing.get('device', ['?']))} "
+                       f"(batches of {timing.get('batch_size', '?')}; the paper: ~30 min per image on a K80).")
+        if summ.get("notes"):
+            s.items.append("Categories with fewer candidates than requested: " + "; ".join(summ["notes"]) + ".")
         s.items += [table3(ctx), table4(ctx)]
         sw = sweep_table(ctx)
         if sw:
@@ -430,6 +436,32 @@ def _html(title: str, sections: list[Section]) -> str:
     return f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{CSS}</style></head><body>{"".join(body)}</body></html>\n'
 
 
+def summary_markdown(ctx: dict[str, Any], results: dict[str, Any]) -> str:
+    """A short Markdown summary (Table II and the DIP headline) for a README or a chat message."""
+    import os
+
+    lines = []
+    wide = results.get("table2_wide", {})
+    if wide:
+        lines += ["| model | " + " | ".join(T2_LABELS) + " |", "|---" * (len(T2_KEYS) + 1) + "|"]
+        for name, row in wide.items():
+            theirs = paper.TABLE2_BEST_REGULARISED if name == LIP_BEST else dict(zip(paper.TABLE2_COLUMNS, paper.TABLE2.get(name, ())))
+            vals = [theirs.get(c) for c in paper.TABLE2_COLUMNS] if theirs else [None] * len(T2_KEYS)
+            lines.append(f"| {name} | " + " | ".join(_both(row.get(k), vals[i]) for i, k in enumerate(T2_KEYS)) + " |")
+        lines += ["", "Accuracy on fake test images, clean and perturbed; in parentheses the paper's numbers."]
+    t3 = {(r["method"], float(r["threshold"])): r for r in results.get("table3", [])}
+    if ("dip", 0.25) in t3 and ("baseline", 0.5) in t3:
+        wrong = next((r for r in results.get("table4", []) if r["category"] == "perturbed/fake-wrong"), {})
+        lines += ["", f"DIP defense ({t3[('dip', 0.25)]['n']} images, threshold 0.25): accuracy {pct(t3[('dip', 0.25)]['accuracy'])} "
+                      f"(paper 97.0%) vs {pct(t3[('baseline', 0.5)]['accuracy'])} undefended (paper 60.0%); on perturbed fakes that fooled "
+                      f"the detector: {pct(wrong.get('dip@0.25'))} (paper 95%)."]
+    total = sum(float(r.get("seconds") or 0) for r in ctx["stages"])
+    vers = ctx["stored"].get("versions", {})
+    lines += ["", f"Preset `{ctx['cfg']['run'].get('preset')}`, seed {ctx['cfg']['run']['seed']}, {total / 60:.1f} min of stage time on "
+                  f"{vers.get('gpu') or f'{os.cpu_count()} CPU cores'} ({vers.get('platform', '?')}), torch {vers.get('torch', '?')}."]
+    return "\n".join(lines) + "\n"
+
+
 def write_report(run_dir: str | Path) -> Path:
     """Write ``RUN/report/{report.html, report.md, results.json, figs/}``; returns the report folder."""
     from dfrobust.utils.io import atomic_path
@@ -450,4 +482,6 @@ def write_report(run_dir: str | Path) -> Path:
     with atomic_path(report_dir / "report.html") as tmp:
         tmp.write_text(_html(title, sections), encoding="utf-8")
     write_json(report_dir / "results.json", results)
+    with atomic_path(report_dir / "summary.md") as tmp:
+        tmp.write_text(summary_markdown(ctx, results), encoding="utf-8")
     return report_dir

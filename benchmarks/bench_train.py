@@ -1,0 +1,87 @@
+"""Training throughput: plain SGD steps vs Lipschitz-regularised steps, measured in the same run.
+
+Prints one JSON line per mode (images/s, median seconds per step) and one per Lipschitz mode
+with its cost ratio against the plain step (target: <= 3x at 64 px for ResNet-18). Modes are
+timed in interleaved rounds so that load from other processes hits them alike; the median
+over rounds is reported.
+
+    .venv/bin/python benchmarks/bench_train.py --arch resnet18 --size 64 --batch-size 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from dfrobust.models.detectors import build_detector
+from dfrobust.train.config import TrainConfig
+from dfrobust.train.loop import train_step
+from dfrobust.utils.runtime import resolve_device
+
+MODES = {
+    "plain": {"lipschitz": 0.0},
+    "lipschitz-exact": {"lipschitz": 50.0, "lipschitz_estimator": "exact"},
+    "lipschitz-rademacher": {"lipschitz": 50.0, "lipschitz_estimator": "rademacher"},
+    "lipschitz-exact-bn-eval": {"lipschitz": 50.0, "lipschitz_estimator": "exact", "lipschitz_batchnorm": "eval"},
+    "lipschitz-rademacher-bn-eval": {"lipschitz": 50.0, "lipschitz_estimator": "rademacher", "lipschitz_batchnorm": "eval"},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="resnet18")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=4, help="steps per mode per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+
+    device = resolve_device(args.device)
+    torch.manual_seed(0)
+    x = torch.rand(args.batch_size, 3, args.size, args.size, device=device)
+    y = torch.randint(0, 2, (args.batch_size,), device=device)
+    setups = {}
+    for name, extra in MODES.items():
+        model = build_detector(args.arch).to(device).train()
+        cfg = TrainConfig(arch=args.arch, **extra)
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+        setups[name] = (model, opt, cfg)
+    gen = torch.Generator().manual_seed(0)
+
+    def run(name: str, steps: int) -> float:
+        model, opt, cfg = setups[name]
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(steps):
+            train_step(model, opt, x, y, cfg, gen)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return (time.perf_counter() - start) / steps
+
+    for name in MODES:  # warm-up
+        run(name, 1)
+    times: dict[str, list[float]] = {name: [] for name in MODES}
+    for _ in range(args.rounds):
+        for name in MODES:
+            times[name].append(run(name, args.steps))
+    step = {name: statistics.median(t) for name, t in times.items()}
+    common = {"arch": args.arch, "size": args.size, "batch_size": args.batch_size, "device": str(device),
+              "threads": torch.get_num_threads(), "rounds": args.rounds, "steps_per_round": args.steps}
+    for name in MODES:
+        print(json.dumps({"bench": "train_throughput", "mode": name, "images_per_s": args.batch_size / step[name],
+                          "step_s": step[name], "step_s_rounds": times[name], **common}))
+    for name in MODES:
+        if name != "plain":
+            ratio = step[name] / step["plain"]
+            print(json.dumps({"bench": "train_cost_ratio", "mode": name, "vs": "plain", "ratio": ratio,
+                              "target": 3.0, "meets_target": ratio <= 3.0, **common}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Training-time augmentation on batches: horizontal flips and the paper's Gaussian blur.
+
+Everything works on a whole batch at once (float ``B x 3 x H x W`` in ``[0, 1]``), on the
+batch's device, with the random draws taken from a CPU generator so a seed gives the same
+augmentation on CPU and GPU.
+
+Blur: the paper blurred about 40% of the training images with ``sigma ~ U[3, 5]`` on
+300-px-wide images; at another width the sigma range is scaled by ``width / 300`` so that the
+blur covers the same fraction of the face.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from dfrobust.errors import DfrobustError
+
+#: Image width at which the paper's blur sigmas are given (its inputs were 368 x 300).
+PAPER_WIDTH = 300
+
+
+def scaled_sigma(sigma: tuple[float, float], width: int, reference_width: int = PAPER_WIDTH) -> tuple[float, float]:
+    """The sigma range ``sigma`` (given at ``reference_width`` pixels) for images ``width`` pixels wide."""
+    factor = width / reference_width
+    return float(sigma[0]) * factor, float(sigma[1]) * factor
+
+
+def blur_kernel_size(sigma: float) -> int:
+    """Odd kernel size covering +-3 sigma (at least 3)."""
+    return max(3, 2 * math.ceil(3 * sigma) + 1)
+
+
+def gaussian_blur_batch(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int | None = None) -> torch.Tensor:
+    """Blur each image of ``x`` with its own Gaussian ``sigma[b]``, in one grouped convolution.
+
+    Same kernel and reflect padding as ``torchvision.transforms.functional.gaussian_blur``
+    (which takes one sigma per call); ``kernel_size`` defaults to cover 3 of the largest sigma
+    and is capped to fit the image.
+    """
+    b, c, h, w = x.shape
+    if b == 0:
+        return x
+    sigma = sigma.to(x.device, torch.float32).clamp(min=1e-3)
+    ks = kernel_size or blur_kernel_size(float(sigma.max()))
+    ks = min(ks, 2 * (min(h, w) - 1) + 1)  # reflect padding needs pad < size
+    half = (ks - 1) * 0.5
+    pos = torch.linspace(-half, half, ks, device=x.device)
+    kernel = torch.exp(-0.5 * (pos[None] / sigma[:, None]) ** 2)
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (B*C) x ks
+    pad = ks // 2
+    flat = F.pad(x.reshape(1, b * c, h, w).float(), (pad, pad, pad, pad), mode="reflect")
+    flat = F.conv2d(flat, kernel.view(b * c, 1, 1, ks), groups=b * c)
+    flat = F.conv2d(flat, kernel.view(b * c, 1, ks, 1), groups=b * c)
+    return flat.view(b, c, h, w).to(x.dtype)
+
+
+@dataclass
+class Augment:
+    """Batch augmentation of the training loop.
+
+    Attributes:
+        hflip: flip each image left-right with probability 1/2 (the paper's only default).
+        blur_fraction: probability that an image is blurred (the paper's blur model: 0.4).
+        blur_sigma: sigma range in pixels of the images being augmented (already scaled; see
+            :func:`scaled_sigma`).
+    """
+
+    hflip: bool = True
+    blur_fraction: float = 0.0
+    blur_sigma: tuple[float, float] = (0.0, 0.0)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.blur_fraction <= 1.0:
+            raise DfrobustError(f"--blur-fraction must lie in [0, 1], got {self.blur_fraction}")
+        lo, hi = self.blur_sigma
+        if self.blur_fraction > 0 and not 0 < lo <= hi:
+            raise DfrobustError(f"--blur-sigma wants 0 < LO <= HI, got {lo} {hi}")
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Augment a batch; the draws come from ``generator`` (CPU), so results are seeded."""
+        n = len(x)
+        if self.blur_fraction > 0:
+            chosen = torch.rand(n, generator=generator) < self.blur_fraction
+            lo, hi = self.blur_sigma
+            sigma = lo + (hi - lo) * torch.rand(n, generator=generator)
+            if chosen.any():
+                idx = chosen.nonzero().squeeze(1).to(x.device)
+                x = x.index_copy(0, idx, gaussian_blur_batch(x[idx], sigma[chosen]))
+        if self.hflip:
+            flip = (torch.rand(n, generator=generator) < 0.5).to(x.device).view(n, 1, 1, 1)
+            x = torch.where(flip, x.flip(-1), x)
+        return x
