@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -15,16 +13,6 @@ from dfrobust.data.manifest import manifest_hash
 from dfrobust.utils.io import save_png, sha256_file, write_csv, write_json
 
 RESULT_COLUMNS = ["image", "label", "attack", "source", "target", "setting", "clean_p_real", "adv_p_real", "clean_pred", "adv_pred"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Run DIP tests on one intra-op thread: many tiny ops, and on a shared 2-core machine two
-    OpenMP threads wait on each other (measured 10-100x slower under load); results are the same."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def make_attack_folder(

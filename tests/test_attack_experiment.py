@@ -19,7 +19,6 @@ from dfrobust.models.checkpoint import load_detector, save_detector
 from dfrobust.models.inference import p_real
 from dfrobust.report.attack_figures import plot_fig3
 from dfrobust.utils.io import load_image, read_csv, read_json, sha256_file
-from test_attacks import _one_thread  # noqa: F401 - the autouse fixture applies here too
 
 PGD = AttackConfig("pgd", {"eps": 0.1, "steps": 5}, batch_size=4, max_images=10, device="cpu")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,15 +13,6 @@ from dfrobust.attacks.base import AttackResult, available_attacks, logit_margin,
 from dfrobust.data.dataset import load_split
 from dfrobust.errors import DfrobustError
 from dfrobust.models.checkpoint import load_detector
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: these tensors are tiny, and with the cores shared two threads are many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class Linear(nn.Module):

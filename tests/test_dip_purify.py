@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from dip_helpers import one_thread  # noqa: F401  (autouse fixture)
 
 from dfrobust.defenses.dip import DipConfig, dip_purify, psnr, purify_batch, recorded_iterations
 from dfrobust.defenses.transforms import blur_purify, jpeg_purify

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dip_helpers import make_attack_folder, one_thread  # noqa: F401  (autouse fixture)
+from dip_helpers import make_attack_folder
 
 from dfrobust.cli import main
 from dfrobust.data.manifest import manifest_hash

@@ -11,7 +11,7 @@ import pytest
 from dfrobust.cli import main
 from dfrobust.config import load_preset, study_config
 from dfrobust.errors import DfrobustError
-from dfrobust.pipeline import attack_plan, model_names, reproduce
+from dfrobust.pipeline import attack_plan, model_names, plan_study, reproduce
 from dfrobust.stages import StageRunner
 from dfrobust.utils.io import read_csv, read_json
 
@@ -32,6 +32,20 @@ def test_presets_extend_paper_and_overrides_are_checked() -> None:
         study_config("tiny", ["attack.cw.max_steps=many"])
     with pytest.raises(DfrobustError, match="unknown preset"):
         study_config("nope")
+
+
+@pytest.mark.parametrize("start", ["resnet18", "scratch"])
+def test_regularised_resnets_start_where_the_config_says(tmp_path: Path, start: str) -> None:
+    cfg = study_config("tiny", [f"train.lipschitz.start={start}", "train.lipschitz.epochs=3"])
+    stages = {s.name: s for s in plan_study(cfg, tmp_path / "run", device="cpu").stages}
+    lip = stages["train/resnet18-lip5"]
+    assert lip.config["epochs"] == 3 and lip.config["lipschitz"] == 5.0
+    if start == "resnet18":
+        assert "train/resnet18" in lip.deps and lip.config["resume_from"] == "resnet18"
+    else:
+        assert "train/resnet18" not in lip.deps and lip.config["resume_from"] is None
+    with pytest.raises(DfrobustError, match="train.lipschitz.start"):
+        plan_study(study_config("tiny", ["train.lipschitz.start=imagenet"]), tmp_path / "run", device="cpu")
 
 
 @pytest.fixture(scope="module")

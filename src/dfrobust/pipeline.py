@@ -197,8 +197,14 @@ def plan_study(cfg: dict[str, Any], run_dir: Path, data_arg: Path | None = None,
     t = cfg["train"]
     plan.stages.append(_train_stage(plan, VGG, _train_config(cfg, VGG, device), []))
     plan.stages.append(_train_stage(plan, RESNET, _train_config(cfg, RESNET, device), []))
-    for lam in t["lipschitz"]["lambdas"]:
-        plan.stages.append(_train_stage(plan, lip_name(lam), _train_config(cfg, RESNET, device, lipschitz=float(lam)), []))
+    lip = t["lipschitz"]
+    from_plain = lip["start"] == RESNET
+    if lip["start"] not in (RESNET, "scratch"):
+        raise DfrobustError(f"train.lipschitz.start must be {RESNET!r} (fine-tune the plain ResNet) or 'scratch', got {lip['start']!r}")
+    for lam in lip["lambdas"]:
+        start = {"resume_from": str(plan.model_path(RESNET))} if from_plain else {}
+        tc = _train_config(cfg, RESNET, device, lipschitz=float(lam), epochs=int(lip["epochs"]), **start)
+        plan.stages.append(_train_stage(plan, lip_name(lam), tc, [f"train/{RESNET}"] if from_plain else []))
     blur = t["blur"]
     blur_tc = _train_config(cfg, RESNET, device, epochs=int(blur["epochs"]), blur_fraction=float(blur["fraction"]),
                             blur_sigma=tuple(blur["sigma"]), resume_from=str(plan.model_path(RESNET)))

@@ -21,7 +21,6 @@ run resumes where it stopped, and the rank that finds every part present writes 
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,15 +29,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from skimage.metrics import structural_similarity
 
 from dfrobust.attacks.base import Attack, make_attack, perturbation_norms
 from dfrobust.attacks.tables import RESULT_COLUMNS, table2_rows, target_aggregates
 from dfrobust.data.dataset import ImageSet, load_split
 from dfrobust.data.manifest import manifest_hash
+from dfrobust.data.photo import jpeg_round_trip as photo_jpeg
 from dfrobust.errors import DfrobustError
-from dfrobust.models.checkpoint import load_detector
+from dfrobust.models.checkpoint import load_detector, model_name
 from dfrobust.models.inference import p_real
 from dfrobust.utils.io import (
     quantize,
@@ -116,11 +115,6 @@ class _Model:
     model: torch.nn.Module
 
 
-def model_name(path: str | Path) -> str:
-    """A detector's name: its file stem (``models/resnet18-lip50.safetensors`` -> ``resnet18-lip50``)."""
-    return Path(path).stem
-
-
 def _load_models(source: Path, targets: list[Path], device: torch.device, size: tuple[int, int]) -> tuple[_Model, list[_Model]]:
     """Load the source and the targets (the source is always evaluated too, first when not listed)."""
     paths = [Path(p) for p in targets]
@@ -157,13 +151,7 @@ def ssim(x_adv: torch.Tensor, x: torch.Tensor) -> list[float]:
 
 def jpeg_round_trip(x: torch.Tensor, quality: int) -> torch.Tensor:
     """Encode each image as JPEG at ``quality`` in memory and decode it (float ``[0, 1]`` again)."""
-    out = []
-    for img in to_uint8(x).permute(0, 2, 3, 1).cpu().numpy():
-        buf = io.BytesIO()
-        Image.fromarray(img, mode="RGB").save(buf, format="JPEG", quality=quality)
-        buf.seek(0)
-        with Image.open(buf) as im:
-            out.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
+    out = [photo_jpeg(img, quality) for img in to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()]
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 255.0
 
 

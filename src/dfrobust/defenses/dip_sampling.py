@@ -23,6 +23,7 @@ import numpy as np
 
 from dfrobust.constants import FAKE, REAL
 from dfrobust.errors import DfrobustError
+from dfrobust.models.checkpoint import model_name
 from dfrobust.utils.io import read_csv, read_json, sha256_file
 
 CLEAN_FAKE = "clean/fake-correct"
@@ -72,11 +73,6 @@ class SamplePlan:
     def shortfalls(self) -> dict[str, int]:
         """Categories that got fewer than ``requested`` images: category -> missing count."""
         return {c: self.requested - len(v) for c, v in self.chosen.items() if len(v) < self.requested}
-
-
-def model_name(model_path: str | Path) -> str:
-    """A detector's name: its file stem (``models/resnet18-blur.safetensors`` -> ``resnet18-blur``)."""
-    return Path(model_path).stem
 
 
 def find_target(summary: Mapping, row_targets: set[str], model_path: Path, model_sha: str | None = None) -> str | None:

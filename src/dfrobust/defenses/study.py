@@ -39,19 +39,33 @@ from dfrobust.defenses.dip_sampling import (
     AttackFolder,
     StudyItem,
     category_candidates,
-    model_name,
     read_attack_folder,
     sample_categories,
     stable_seed,
     unique_names,
 )
-from dfrobust.defenses.dip_tables import TABLE3_COLUMNS, sweep_points, sweep_rows, table3_rows, table4_rows, window_mean
+from dfrobust.defenses.dip_tables import (
+    TABLE3_COLUMNS,
+    sweep_points,
+    sweep_rows,
+    table3_rows,
+    table4_rows,
+    window_mean,
+)
 from dfrobust.defenses.transforms import transform_purifiers
 from dfrobust.errors import DfrobustError
-from dfrobust.models.checkpoint import load_detector
+from dfrobust.models.checkpoint import load_detector, model_name
 from dfrobust.models.inference import p_real
 from dfrobust.report.dip_figures import CurvePanel, plot_fig5, plot_fig6
-from dfrobust.utils.io import load_image, read_json, sha256_bytes, sha256_file, to_json, write_csv, write_json
+from dfrobust.utils.io import (
+    load_image,
+    read_json,
+    sha256_bytes,
+    sha256_file,
+    to_json,
+    write_csv,
+    write_json,
+)
 from dfrobust.utils.runtime import resolve_device, versions
 
 TRAJECTORY_COLUMNS = ["image", "category", "iteration", "p_real_raw", "p_real_avg", "mse_input", "psnr_input", "psnr_clean"]

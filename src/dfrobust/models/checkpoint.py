@@ -128,3 +128,8 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise DfrobustError(f"{path} does not hold a state dict")
     return state
+
+
+def model_name(path: str | Path) -> str:
+    """A detector's name in tables and folders: its file stem (``models/resnet18-lip50.safetensors`` -> ``resnet18-lip50``)."""
+    return Path(path).stem

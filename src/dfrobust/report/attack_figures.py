@@ -7,13 +7,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
-
-from dfrobust.attacks.tables import table2_wide  # noqa: E402
-from dfrobust.utils.io import atomic_path  # noqa: E402
+from dfrobust.attacks.tables import table2_wide
+from dfrobust.report.plotting import plt, save_figure
 
 #: Display names of attacks in legends (others are shown upper-cased).
 ATTACK_NAMES = {"fgsm": "FGSM", "cw": "CW-L2", "pgd-linf": "PGD-Linf", "pgd-l2": "PGD-L2"}
@@ -75,7 +70,4 @@ def plot_fig3(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str | 
     ax.set_title(title or "Adversarial attack results (clean vs perturbed)", fontsize=9)
     ax.legend(fontsize=7, ncol=min(3, n_series), loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", bbox_inches="tight")
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=100)

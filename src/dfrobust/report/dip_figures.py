@@ -6,21 +6,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from dfrobust.utils.io import atomic_path  # noqa: E402
-
-
-def _save(fig: plt.Figure, out_path: str | Path) -> Path:
-    with atomic_path(out_path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return Path(out_path)
+from dfrobust.report.plotting import plt, save_figure
 
 
 def _hwc(image: torch.Tensor) -> np.ndarray:
@@ -58,7 +47,7 @@ def plot_fig5(
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=9)
-    return _save(fig, out_path)
+    return save_figure(fig, out_path)
 
 
 @dataclass
@@ -99,4 +88,4 @@ def plot_fig6(
     drawn = [ax for ax, panel in zip(axes[0], panels) if panel is not None] or [axes[0][0]]
     handles, labels = drawn[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, bbox_to_anchor=(0.5, -0.16))
-    return _save(fig, out_path)
+    return save_figure(fig, out_path)

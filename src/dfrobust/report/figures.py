@@ -6,20 +6,9 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from dfrobust.utils.io import atomic_path  # noqa: E402
-
-
-def _save(fig: plt.Figure, path: str | Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return Path(path)
+from dfrobust.report.plotting import plt, save_figure
 
 
 def plot_fig2(rows: Sequence[tuple[str, Sequence[tuple[torch.Tensor, str]]]], path: str | Path) -> Path:
@@ -41,7 +30,7 @@ def plot_fig2(rows: Sequence[tuple[str, Sequence[tuple[torch.Tensor, str]]]], pa
                 ax.set_title(caption, fontsize=7)
         axes[r][0].text(-0.08, 0.5, label, transform=axes[r][0].transAxes, rotation=90, va="center", ha="right", fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_fig4(bars: Mapping[str, Mapping[str, float | None]], path: str | Path) -> Path:
@@ -69,4 +58,4 @@ def plot_fig4(bars: Mapping[str, Mapping[str, float | None]], path: str | Path) 
     ax.set_title("Regularisation results (ResNet-18, Lipschitz lambda)", fontsize=9)
     ax.legend(fontsize=7, ncol=len(series), loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

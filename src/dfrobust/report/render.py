@@ -240,11 +240,18 @@ def differences(ctx: dict[str, Any]) -> list[str]:
     for key, want in (("epochs", 5), ("batch_size", 16), ("lr", 1e-3), ("momentum", 0.9)):
         if tr.get(key) != want:
             out.append(f"Training {key} = {tr.get(key)} instead of the paper's {want}.")
-    for arch in ("vgg16", "resnet18"):
-        if tr.get(arch):
-            out.append(f"{arch} trained with {tr[arch]} on top of the common settings.")
+    for role in ("vgg16", "resnet18"):
+        own = dict(tr.get(role) or {})
+        arch = own.pop("arch", role)
+        if arch != role:
+            out.append(f"The {role} detector is a {arch} (the paper's {role} does not train reliably from random weights here).")
+        if own:
+            out.append(f"{arch} trained with {own} on top of the common settings.")
     if list(tr["lipschitz"]["lambdas"]) != [5.0, 50.0, 500.0, 5000.0]:
         out.append(f"Lipschitz lambdas {tr['lipschitz']['lambdas']} instead of 5, 50, 500, 5000.")
+    if tr["lipschitz"].get("start") == "resnet18":
+        out.append(f"The regularised ResNets start from the plain ResNet-18's weights and train {tr['lipschitz']['epochs']} more "
+                   "epochs with the penalty (the authors started from ImageNet weights).")
     if tr["blur"]["epochs"] != 10:
         out.append(f"The blur model trains {tr['blur']['epochs']} more epochs instead of 10.")
     if at.get("max_images"):
