@@ -455,7 +455,15 @@ def summary_markdown(ctx: dict[str, Any], results: dict[str, Any]) -> str:
             theirs = paper.TABLE2_BEST_REGULARISED if name == LIP_BEST else dict(zip(paper.TABLE2_COLUMNS, paper.TABLE2.get(name, ())))
             vals = [theirs.get(c) for c in paper.TABLE2_COLUMNS] if theirs else [None] * len(T2_KEYS)
             lines.append(f"| {name} | " + " | ".join(_both(row.get(k), vals[i]) for i, k in enumerate(T2_KEYS)) + " |")
-        lines += ["", "Accuracy on fake test images, clean and perturbed; in parentheses the paper's numbers."]
+        lines += ["", "Accuracy on the attacked fake test images, clean and perturbed; in parentheses the paper's numbers."]
+    models = ctx.get("models") or {}
+    if models:
+        parts = []
+        for name, meta in models.items():
+            arch = f" ({meta['arch']})" if meta.get("arch") and not name.startswith(meta["arch"]) else ""
+            m = meta.get("metrics", {})
+            parts.append(f"{name}{arch} {pct(m.get('test', {}).get('accuracy'))}, gradient norm {m.get('input_grad_norm', float('nan')):.2f}")
+        lines += ["", "Whole test split, both classes (Table I): " + "; ".join(parts) + "."]
     t3 = {(r["method"], float(r["threshold"])): r for r in results.get("table3", [])}
     if ("dip", 0.25) in t3 and ("baseline", 0.5) in t3:
         wrong = next((r for r in results.get("table4", []) if r["category"] == "perturbed/fake-wrong"), {})
