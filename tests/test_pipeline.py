@@ -48,6 +48,14 @@ def test_regularised_resnets_start_where_the_config_says(tmp_path: Path, start: 
         plan_study(study_config("tiny", ["train.lipschitz.start=imagenet"]), tmp_path / "run", device="cpu")
 
 
+def test_swap_knobs_reach_the_data_stage(tmp_path: Path) -> None:
+    cfg = study_config("tiny", ["data.swap.artifacts=0.05"])
+    data = plan_study(cfg, tmp_path / "run", device="cpu").stages[0]
+    assert data.name == "data" and data.config["swap"] == {"artifacts": 0.05}
+    with pytest.raises(DfrobustError, match="unknown data.swap knob"):
+        plan_study(study_config("tiny", ["data.swap.sharpness=1"]), tmp_path / "run", device="cpu")
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("run") / "tiny"

@@ -87,7 +87,8 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             if not isinstance(node.get(k), dict):
                 raise DfrobustError(f"--set {text}: no section {'.'.join(keys[: i + 1])!r} in the preset")
             node = node[k]
-        free = keys[:-1] in (["train", "vgg16"], ["train", "resnet18"])  # per-role training settings
+        # per-role training settings and the synthetic data's swap knobs are open sections
+        free = keys[:-1] in (["train", "vgg16"], ["train", "resnet18"], ["data", "swap"])
         if keys[-1] not in node and not free:
             known = ", ".join(sorted(node)) or "none"
             raise DfrobustError(f"--set {text}: unknown key {'.'.join(keys)!r} (known here: {known})")

@@ -30,6 +30,8 @@ VGG = "vgg16"
 RESNET = "resnet18"
 BLUR = "resnet18-blur"
 CONFIG_FILE = "config.json"
+#: Knobs of the built-in fakes a preset may set under ``[data.swap]``.
+SWAP_KNOBS = ("feather", "resample", "color_mismatch", "artifacts")
 
 
 def lip_name(lam: float) -> str:
@@ -68,10 +70,15 @@ def _data_stage(cfg: dict[str, Any], run_dir: Path, data_arg: Path | None) -> tu
     seed = int(cfg["run"]["seed"])
     if data_arg is None:
         out = run_dir / "data"
-        conf = {"source": "synthetic", "n": d["n"], "size": d["size"], "test_fraction": d["test_fraction"], "seed": seed}
+        swap = {k: float(v) for k, v in (d.get("swap") or {}).items()}
+        unknown = sorted(set(swap) - set(SWAP_KNOBS))
+        if unknown:
+            raise DfrobustError(f"unknown data.swap knob(s) {unknown}; use {', '.join(SWAP_KNOBS)}")
+        conf = {"source": "synthetic", "n": d["n"], "size": d["size"], "test_fraction": d["test_fraction"], "seed": seed, "swap": swap}
 
         def make() -> None:
-            generate_synthetic(out, n=int(d["n"]), size=int(d["size"]), seed=seed, test_fraction=float(d["test_fraction"]), overwrite=True)
+            generate_synthetic(out, n=int(d["n"]), size=int(d["size"]), seed=seed, test_fraction=float(d["test_fraction"]),
+                               overwrite=True, **swap)
 
         return Stage("data", conf, out, make), out
     data_arg = data_arg.resolve()

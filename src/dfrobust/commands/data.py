@@ -64,7 +64,7 @@ def _register_synth(sub: Any) -> None:
     p = add_command(
         sub, "synth", "Render procedural faces (real) and face swaps between them (fake)",
         ["dfrobust data synth --out data/synth",
-         "dfrobust data synth --out data/hard --n 4000 --size 96 --artifacts 0.06 --feather 0.15 --preview hard.png"],
+         "dfrobust data synth --out data/hard --n 4000 --size 96 --color-mismatch 0.4 --feather 0.15 --preview hard.png"],
         description="Render procedural faces with landmarks (real) and face swaps between identities (fake), "
         "half and half, with a stratified train/test split over disjoint identities. Same seed: byte-identical files.",
     )  # fmt: skip

@@ -19,10 +19,13 @@ class SwapKnobs:
         artifacts: amplitude of the generator's period-2 checkerboard, in pixel units (0 = none).
     """
 
+    # Defaults: low-frequency cues (a blurry, off-colour inner face), no checkerboard. With the
+    # old default checkerboard (artifacts 0.12) detectors keyed on a pattern larger than the
+    # paper's FGSM eps, so FGSM barely moved them and DIP erased the cue (see the README).
     feather: float = 0.08
-    resample: float = 2.0
-    color_mismatch: float = 0.3
-    artifacts: float = 0.12
+    resample: float = 3.0
+    color_mismatch: float = 0.6
+    artifacts: float = 0.0
 
     def validate(self) -> None:
         """One-line errors for knob values that make no sense."""

@@ -232,6 +232,8 @@ def differences(ctx: dict[str, Any]) -> list[str]:
         out.append(f"Data: the user's folder {ctx['stored']['data_arg']} instead of CelebA reals and few-shot face-translation GAN fakes.")
     else:
         out.append(f"Data: {d['n']} built-in synthetic faces (procedural renderer, face-swap fakes) instead of 5,000 CelebA reals and 5,000 GAN fakes.")
+        if d.get("swap"):
+            out.append(f"The built-in fakes use the swap knobs {d['swap']} instead of dfrobust's defaults.")
     size = man.get("image_size")
     if size:
         out.append(f"Input size {size[0]}x{size[1]} px instead of the authors' 368x300.")
