@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Put a run's generated summary (RUN/report/summary.md) into README.md between the markers.
 
-Usage: .venv/bin/python scripts/readme_table.py runs/quick
+Usage: .venv/bin/python scripts/readme_table.py runs/quick          (between <!-- quick-run:... -->)
+       .venv/bin/python scripts/readme_table.py runs/cpu cpu-run  (between <!-- cpu-run:... -->)
 
 The README's table is therefore the tool's own output, never typed in by hand.
 """
@@ -12,10 +13,8 @@ import re
 import sys
 from pathlib import Path
 
-BEGIN, END = "<!-- quick-run:begin -->", "<!-- quick-run:end -->"
-
-
-def main(run_dir: str) -> None:
+def main(run_dir: str, marker: str = "quick-run") -> None:
+    BEGIN, END = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
     summary = (Path(run_dir) / "report" / "summary.md").read_text(encoding="utf-8")
     readme = Path(__file__).resolve().parents[1] / "README.md"
     text = readme.read_text(encoding="utf-8")
@@ -27,6 +26,6 @@ def main(run_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    if len(sys.argv) not in (2, 3):
         sys.exit(__doc__)
-    main(sys.argv[1])
+    main(*sys.argv[1:])
