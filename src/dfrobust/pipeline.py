@@ -18,10 +18,11 @@ whitebox.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from dfrobust.data.knobs import SwapKnobs
 from dfrobust.errors import DfrobustError
 from dfrobust.stages import Stage, StageRunner
 from dfrobust.utils.io import read_json, write_json
@@ -30,8 +31,8 @@ VGG = "vgg16"
 RESNET = "resnet18"
 BLUR = "resnet18-blur"
 CONFIG_FILE = "config.json"
-#: Knobs of the built-in fakes a preset may set under ``[data.swap]``.
-SWAP_KNOBS = ("feather", "resample", "color_mismatch", "artifacts")
+#: Knobs of the built-in fakes a preset may set under ``[data.swap]`` (the fields of SwapKnobs).
+SWAP_KNOBS = tuple(f.name for f in fields(SwapKnobs))
 
 
 def lip_name(lam: float) -> str:
