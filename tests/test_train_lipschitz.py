@@ -71,6 +71,21 @@ def test_rademacher_estimator_is_unbiased() -> None:
     assert max(draws) != min(draws)  # it is random, not the exact value in disguise
 
 
+def test_rademacher_under_batchnorm_estimates_the_batch_penalty() -> None:
+    """In train mode BatchNorm couples the images: shared signs are unbiased, per-image ones are not."""
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    model.train()
+    x = torch.rand(6, 3, 12, 12).requires_grad_(True)
+    z = model(x)
+    exact = lipschitz_penalty(z, x).item()
+    gen = torch.Generator().manual_seed(0)
+    shared = [lipschitz_penalty(z, x, "rademacher", gen, coupled=True).item() for _ in range(400)]
+    per_image = [lipschitz_penalty(z, x, "rademacher", gen, coupled=False).item() for _ in range(400)]
+    assert abs(sum(shared) / len(shared) - exact) < 0.1 * exact
+    assert abs(sum(per_image) / len(per_image) - exact) > 0.2 * exact  # the bias the shared signs avoid
+
+
 def test_training_loss_adds_lambda_times_penalty() -> None:
     torch.manual_seed(3)
     model = build_detector("tiny")

@@ -8,8 +8,13 @@ respect to the weights flows back through them.
 
 Batching: one backward pass per logit on the batch-summed logit gives every image's gradient
 at once (no loop over images). With ``estimator="rademacher"`` a single backward pass on
-``sum_b v_b . Z(x_b)``, with random signs ``v_b`` in ``{-1, 1}^C`` drawn per image, gives an
-unbiased estimate of the same sum (``E[(v . g)^2] = sum_i g_i^2``) at about half the cost.
+``sum_b v_b . Z(x_b)``, with random signs ``v_b`` in ``{-1, 1}^C``, gives an unbiased estimate
+of the same sum (``E[(v . g)^2] = sum_i g_i^2``) at about half the cost. The signs are drawn per
+image where the images are independent, and once per batch (shared by its images) where
+BatchNorm's batch statistics couple them: per-image signs would then estimate another quantity
+(the coupling terms no longer cancel as they do in the batch-summed gradient), a penalty
+several times stronger than the exact one. On ResNet-18 at 64 px and lambda 5000 that biased
+version left the detector near chance (~60%), while shared signs train like the exact penalty.
 
 BatchNorm (``batchnorm`` argument): with ``"batch"`` (default, as the authors did) the penalty
 is computed on the training forward pass, BatchNorm in train mode. The batch statistics then
@@ -41,6 +46,7 @@ def lipschitz_penalty(
     x: torch.Tensor,
     estimator: str = "exact",
     generator: torch.Generator | None = None,
+    coupled: bool = False,
 ) -> torch.Tensor:
     """The bracket of eq. (7) without lambda: ``mean_b 1/(C N) sum_i ||grad_x Z_i(x_b)||^2``.
 
@@ -50,6 +56,8 @@ def lipschitz_penalty(
         estimator: ``"exact"`` (one backward per logit) or ``"rademacher"`` (one backward in
             all, unbiased).
         generator: CPU generator for the random signs of ``"rademacher"``.
+        coupled: whether the images of the batch are coupled (BatchNorm in train mode); then
+            ``"rademacher"`` shares one sign vector across the batch.
 
     Returns:
         A scalar that is differentiable with respect to the model's weights.
@@ -59,7 +67,11 @@ def lipschitz_penalty(
     if estimator == "exact":
         sq = logit_input_gradients(logits, x, create_graph=True).float().pow(2).sum()
     elif estimator == "rademacher":
-        signs = torch.randint(0, 2, logits.shape, generator=generator).to(logits.device, logits.dtype) * 2 - 1
+        # one sign vector per image where images are independent; one per batch where BatchNorm's
+        # batch statistics couple them (then only shared signs estimate the batch-summed gradient)
+        shape = (1, classes) if coupled else logits.shape
+        signs = torch.randint(0, 2, shape, generator=generator).to(logits.device, logits.dtype) * 2 - 1
+        signs = signs.expand_as(logits)
         (g,) = torch.autograd.grad(logits, x, grad_outputs=signs, create_graph=True)
         sq = g.float().pow(2).sum()
     else:
@@ -104,5 +116,6 @@ def training_loss(
     else:
         x = x.detach().requires_grad_(True)
         logits = model(x)
-        penalty = lipschitz_penalty(logits, x, estimator, generator)
+        coupled = model.training and has_batchnorm(model)
+        penalty = lipschitz_penalty(logits, x, estimator, generator, coupled)
     return F.cross_entropy(logits.float(), y) + lam * penalty, logits, penalty
