@@ -55,7 +55,7 @@ def test_registry_lists_attacks_and_rejects_unknown_parameters() -> None:
     cw = make_attack("cw").settings
     assert cw == {
         "attack": "cw", "kappa": 200.0, "c_range": [100.0, 10000.0], "search_steps": 5,
-        "max_steps": 1000, "lr": 0.01, "abort_early": True,
+        "max_steps": 1000, "lr": 0.01, "abort_early": True, "unreached": "min-l2",
     }  # fmt: skip
     json.dumps(make_attack("pgd", norm="l2").settings)
 
@@ -132,6 +132,22 @@ def test_cw_fools_small_model_with_kappa_margin(toy_fakes: tuple) -> None:
     assert ((result.extras["c"][ok] >= c_range[0]) & (result.extras["c"][ok] <= c_range[1])).all()
     # the kept image is the lowest-L2 success: never worse than a plain run at the largest c
     assert (result.l2[ok] > 0).all()
+
+
+def test_cw_unreached_kappa_returns_lowest_l2_or_highest_margin(toy_fakes: tuple) -> None:
+    model, x, y = toy_fakes
+    kw = dict(kappa=1e4, c_range=(1.0, 100.0), search_steps=2, max_steps=60, lr=0.05)  # kappa out of reach
+    low = make_attack("cw", **kw)(model, x, y)
+    high = make_attack("cw", unreached="max-margin", **kw)(model, x, y)
+    assert not low.extras["kappa_reached"].any() and not high.extras["kappa_reached"].any()
+    both = low.success & high.success
+    assert both.sum() >= len(x) // 2
+    # same trajectories, another pick: the confident image is farther away, the closest one is less confident
+    assert (high.extras["margin"][both] >= low.extras["margin"][both] - 1e-4).all()
+    assert (high.l2[both] >= low.l2[both] - 1e-5).all()
+    assert (high.extras["margin"] > low.extras["margin"] + 1e-3).any()
+    with pytest.raises(DfrobustError, match="unreached"):
+        make_attack("cw", unreached="clean")
 
 
 def test_cw_flags_failures_and_raises_c_tenfold_within_range() -> None:

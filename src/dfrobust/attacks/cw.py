@@ -13,9 +13,11 @@ inside the given range:
 Adam state and perturbation restart at every search step. Early abort is per image: every
 ``max_steps // 10`` steps an image whose loss has not improved by 0.01% leaves the batch, and
 the batch stops when no image is left. Across all steps, the lowest-L2 image that reached the
-``kappa`` margin is kept. An image that never reached it returns its lowest-L2 misclassified
-image if it had one (``success`` true, ``kappa_reached`` false), else its closest attempt, and
-is reported as failed; it is never returned clean and counted as a success.
+``kappa`` margin is kept. For an image that never reached it, ``unreached`` decides:
+``"min-l2"`` returns its lowest-L2 misclassified image if it had one (``success`` true,
+``kappa_reached`` false), ``"max-margin"`` its highest-margin image (the attempt closest to
+the ``kappa`` goal; larger, but confident, perturbations); with neither, its closest attempt,
+reported as failed. An image is never returned clean and counted as a success.
 
 Differences from the authors' code (SPEC section 2), on purpose: per-search-step Adam restart,
 c never leaves ``c_range``, abort checked per image, no silent clean image on failure.
@@ -35,6 +37,8 @@ from dfrobust.utils.runtime import progress
 
 #: Relative loss improvement an image must make between two abort checks to keep going.
 ABORT_TOLERANCE = 1e-4
+#: What an image that never reaches the kappa margin returns (see the module docstring).
+UNREACHED = ("min-l2", "max-margin")
 
 
 class _Keeper:
@@ -80,6 +84,8 @@ class CarliniWagnerL2(Attack):
         max_steps: Adam steps per search step at most (the paper: 1,000).
         lr: Adam learning rate (the paper: 0.01).
         abort_early: stop an image's optimisation when its loss stops improving.
+        unreached: what an image that never reaches ``kappa`` returns: ``"min-l2"`` (its
+            lowest-L2 misclassified image) or ``"max-margin"`` (its highest-margin image).
 
     Extras in the result (per image): ``c`` (the constant that found the returned image),
     ``c_lo``/``c_hi`` (final search bounds, ``c_hi`` NaN while unknown), ``c_tried``
@@ -97,6 +103,7 @@ class CarliniWagnerL2(Attack):
         max_steps: int = 1000,
         lr: float = 0.01,
         abort_early: bool = True,
+        unreached: str = "min-l2",
     ) -> None:
         lo, hi = (float(v) for v in c_range)
         if not 0 < lo <= hi:
@@ -109,6 +116,9 @@ class CarliniWagnerL2(Attack):
         self.max_steps = int(max_steps)
         self.lr = float(lr)
         self.abort_early = bool(abort_early)
+        if unreached not in UNREACHED:
+            raise DfrobustError(f"--unreached must be one of {', '.join(UNREACHED)}, got {unreached!r}")
+        self.unreached = unreached
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Binary search over ``c`` (per image), each step a full Adam optimisation."""
@@ -143,7 +153,7 @@ class CarliniWagnerL2(Attack):
         bar.close()
 
         use_kappa = keep_kappa.found
-        use_mis = ~use_kappa & keep_mis.found
+        use_mis = ~use_kappa & keep_mis.found & (self.unreached == "min-l2")
         x_adv = _choose(use_kappa, use_mis, keep_kappa.images, keep_mis.images, keep_any.images)
         chosen_c = _choose(use_kappa, use_mis, keep_kappa.c, keep_mis.c, keep_any.c)
         with torch.no_grad():

@@ -17,6 +17,7 @@ PARAM_FLAGS = {
     "search_steps": ("cw",),
     "max_steps": ("cw",),
     "lr": ("cw",),
+    "unreached": ("cw",),
     "norm": ("pgd",),
     "steps": ("pgd",),
     "step_size": ("pgd",),
@@ -59,6 +60,7 @@ def register(subparsers: Any) -> None:
     grp.add_argument("--search-steps", type=int, help="CW binary-search steps (5)")
     grp.add_argument("--max-steps", type=int, help="CW Adam steps per search step (1000)")
     grp.add_argument("--lr", type=float, help="CW Adam learning rate (0.01)")
+    grp.add_argument("--unreached", choices=["min-l2", "max-margin"], help="CW image for an image that never reaches kappa: its lowest-L2 misclassified one, or its highest-margin one (min-l2)")
     grp.add_argument("--norm", choices=["linf", "l2"], help="PGD norm (linf)")
     grp.add_argument("--steps", type=int, help="PGD steps (10)")
     grp.add_argument("--step-size", type=float, help="PGD step size (2.5 * eps / steps)")

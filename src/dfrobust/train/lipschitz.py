@@ -11,10 +11,11 @@ at once (no loop over images). With ``estimator="rademacher"`` a single backward
 ``sum_b v_b . Z(x_b)``, with random signs ``v_b`` in ``{-1, 1}^C``, gives an unbiased estimate
 of the same sum (``E[(v . g)^2] = sum_i g_i^2``) at about half the cost. The signs are drawn per
 image where the images are independent, and once per batch (shared by its images) where
-BatchNorm's batch statistics couple them: per-image signs would then estimate another quantity
-(the coupling terms no longer cancel as they do in the batch-summed gradient), a penalty
-several times stronger than the exact one. On ResNet-18 at 64 px and lambda 5000 that biased
-version left the detector near chance (~60%), while shared signs train like the exact penalty.
+BatchNorm's batch statistics couple them. Per-image signs would then estimate another penalty:
+each image's own gradient through the batch statistics (``per_image_train`` in
+``benchmarks/bench_lipschitz_batchnorm.py``), where the component the batch shares no longer
+cancels. It constrains far more: on ResNet-18 at 64 px and lambda 5000 it left the detector
+near chance (~60%), while shared signs train like the exact penalty (~90%).
 
 BatchNorm (``batchnorm`` argument): with ``"batch"`` (default, as the authors did) the penalty
 is computed on the training forward pass, BatchNorm in train mode. The batch statistics then
