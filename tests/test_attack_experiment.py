@@ -61,6 +61,7 @@ def test_config_fills_paper_defaults_and_serialises() -> None:
     cfg = AttackConfig("cw", {"kappa": 5})
     assert cfg.params == {
         "kappa": 5.0, "c_range": [100.0, 10000.0], "search_steps": 5, "max_steps": 1000, "lr": 0.01, "abort_early": True,
+        "unreached": "min-l2",
     }  # fmt: skip
     assert json.loads(json.dumps(dataclasses.asdict(cfg)))["attack"] == "cw"
     assert AttackConfig("pgd", seed=7).params["seed"] == 7
