@@ -98,6 +98,10 @@ def test_report_is_self_contained_and_from_the_run(tiny_run: Path) -> None:
     assert any("32x32" in d for d in results["differences"])
     md = (report / "report.md").read_text()
     assert "(figs/fig3.png)" in md and (report / "figs" / "fig3.png").is_file()
+    # the summary's DIP line quotes the run's own Table III, real-image recall included
+    dip = next(r for r in read_csv(tiny_run / "dip" / "table3.csv") if r["method"] == "dip" and float(r["threshold"]) == 0.25)
+    summary = (report / "summary.md").read_text()
+    assert f"real images kept as real: {100 * float(dip['real_recall']):.1f}% (paper 90.0%)" in summary
 
 
 def test_rerun_skips_and_a_changed_setting_reruns_only_its_dependents(tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -469,9 +469,12 @@ def summary_markdown(ctx: dict[str, Any], results: dict[str, Any]) -> str:
     t3 = {(r["method"], float(r["threshold"])): r for r in results.get("table3", [])}
     if ("dip", 0.25) in t3 and ("baseline", 0.5) in t3:
         wrong = next((r for r in results.get("table4", []) if r["category"] == "perturbed/fake-wrong"), {})
-        lines += ["", f"DIP defense ({t3[('dip', 0.25)]['n']} images, threshold 0.25): accuracy {pct(t3[('dip', 0.25)]['accuracy'])} "
-                      f"(paper 97.0%) vs {pct(t3[('baseline', 0.5)]['accuracy'])} undefended (paper 60.0%); on perturbed fakes that fooled "
-                      f"the detector: {pct(wrong.get('dip@0.25'))} (paper 95%)."]
+        dip, theirs = t3[("dip", 0.25)], dict(zip(paper.TABLE3_COLUMNS, paper.TABLE3["dip@0.25"]))
+        lines += ["", f"DIP defense ({dip['n']} images, threshold 0.25): accuracy {pct(dip['accuracy'])} "
+                      f"(paper {theirs['accuracy']:.1f}%) vs {pct(t3[('baseline', 0.5)]['accuracy'])} undefended "
+                      f"(paper {paper.TABLE3['baseline'][0]:.1f}%); on perturbed fakes that fooled the detector: "
+                      f"{pct(wrong.get('dip@0.25'))} (paper {paper.TABLE4_TEXT['perturbed fake-wrong, DIP @0.25']:.0f}%); "
+                      f"real images kept as real: {pct(dip['real_recall'])} (paper {theirs['real_recall']:.1f}%)."]
     total = sum(float(r.get("seconds") or 0) for r in ctx["stages"])
     vers = ctx["stored"].get("versions", {})
     lines += ["", f"Preset `{ctx['cfg']['run'].get('preset')}`, seed {ctx['cfg']['run']['seed']}, {total / 60:.1f} min of stage time on "
