@@ -39,7 +39,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="training batch size (default: 16)")
     p.add_argument("--eval-batch-size", type=int, default=64, help="batch size for validation and test (default: 64)")
     p.add_argument("--lipschitz", type=float, default=0.0, metavar="LAMBDA", help="Lipschitz regularisation strength, eq. (7) of the paper; the paper used 5, 50, 500, 5000 (default: 0 = off)")
-    p.add_argument("--lipschitz-estimator", choices=["exact", "rademacher"], default="rademacher", help="rademacher: one backward pass with random signs, an unbiased estimate of eq. (7), ~2.6x a plain step; exact: one backward pass per logit, ~3.9x (default: rademacher)")
+    p.add_argument("--lipschitz-estimator", choices=["exact", "rademacher"], default="rademacher", help="rademacher: one backward pass with random signs, an unbiased estimate of eq. (7), ~2.7x a plain step; exact: one backward pass per logit, ~4x (default: rademacher)")
     p.add_argument("--lipschitz-batchnorm", choices=["batch", "eval"], default="batch", help="batch: penalty on the training pass, BatchNorm on batch statistics (the authors'); eval: on a second pass with running statistics, each image's own gradient (default: batch)")
     p.add_argument("--blur-fraction", type=float, default=0.0, metavar="F", help="fraction of training images Gaussian-blurred, e.g. 0.4 for the paper's blur model (default: 0)")
     p.add_argument("--blur-sigma", type=float, nargs=2, default=(3.0, 5.0), metavar=("LO", "HI"), help="blur sigma ~ U[LO, HI] in pixels of a 300-px-wide image (the paper's width); scaled by width/300 for the dataset's width (default: 3 5)")

@@ -41,8 +41,8 @@ class TrainConfig:
         lipschitz: lambda of eq. (7) (0 = off; the paper's set is 5, 50, 500, 5000).
         lipschitz_estimator: ``rademacher`` (default: one backward pass with random signs per
             logit, shared by the batch where BatchNorm couples its images, an unbiased estimate
-            of eq. (7) and of its gradient, ~2.6x a plain step on the CPU) or ``exact`` (one
-            backward per logit, ~3.9x).
+            of eq. (7) and of its gradient, ~2.7x a plain step on the CPU) or ``exact`` (one
+            backward per logit, ~4x).
         lipschitz_batchnorm: ``batch`` (penalty on the training pass, BatchNorm on batch
             statistics, as the authors) or ``eval`` (a second pass on running statistics: each
             image's own gradient, as at test time); see :mod:`dfrobust.train.lipschitz`.
