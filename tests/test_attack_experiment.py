@@ -157,6 +157,34 @@ def test_out_dir_of_another_run_is_refused(reference_run: Path, toy_dataset: Pat
         run_attack(toy_dataset, models[0], list(models), other, reference_run)
 
 
+def test_new_targets_rescore_the_stored_images_without_crafting(
+    reference_run: Path, toy_dataset: Path, models: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = dataclasses.replace(PGD, jpeg_quality=75)
+    out = tmp_path / "run"
+    run_attack(toy_dataset, models[0], [models[0]], cfg, out)  # whitebox only
+    assert {r["target"] for r in read_csv(out / "results.csv")} == {"tiny-a"}
+    crafted: list[int] = []
+    real_batch = experiment._attack_batch
+    monkeypatch.setattr(experiment, "_attack_batch", lambda *a: crafted.append(a[1]) or real_batch(*a))
+    summary = run_attack(toy_dataset, models[0], list(models), cfg, out)  # one more target
+    assert crafted == [] and summary["complete"] and set(summary["targets"]) == {"tiny-a", "tiny-b"}
+    # the same rows as a run that had both targets from the start
+    assert _rows_without_time(out / "results.csv") == _rows_without_time(reference_run / "results.csv")
+
+
+def test_other_crafting_is_refused_or_replaced(toy_dataset: Path, models: tuple[Path, Path], tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run_attack(toy_dataset, models[0], [models[0]], PGD, out)
+    other = dataclasses.replace(PGD, params={**PGD.params, "eps": 0.05})
+    with pytest.raises(DfrobustError, match="holds another attack run"):
+        run_attack(toy_dataset, models[0], [models[0]], other, out)
+    summary = run_attack(toy_dataset, models[0], [models[0]], other, out, replace=True)
+    assert summary["complete"] and summary["attack"]["eps"] == 0.05
+    linf = [float(r["linf"]) for r in read_csv(out / "results.csv")]
+    assert len(linf) == 10 and max(linf) <= 0.05 + 1 / 255
+
+
 def test_cw_run_records_search_columns(toy_dataset: Path, toy_model: Path, tmp_path: Path) -> None:
     cfg = AttackConfig(
         "cw", {"kappa": 2.0, "c_range": (1.0, 100.0), "search_steps": 2, "max_steps": 40, "lr": 0.05}, max_images=4, device="cpu"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
-from dfrobust.defenses.dip_net import DipNet, crop_back, padded_size, reflect_pad_to
+from dfrobust.defenses.dip_net import DipNet, GroupedConv2d, crop_back, grouped_conv, padded_size, reflect_pad_to
 
 
 def _convs(net: nn.Module) -> list[nn.Conv2d]:
@@ -38,6 +39,35 @@ def test_shape_contract_and_sigmoid_range() -> None:
     assert 0 < out.min() and out.max() < 1
     n1 = sum(p.numel() for p in DipNet(groups=1).parameters())
     assert sum(p.numel() for p in net.parameters()) == 2 * n1
+
+
+@pytest.mark.parametrize(
+    ("cin", "cout", "kernel", "stride", "side"),
+    [(128, 16, 3, 1, 2), (132, 8, 3, 1, 4), (120, 4, 3, 2, 8), (16, 8, 1, 1, 8), (8, 4, 3, 1, 8)],
+)
+def test_grouped_conv_fast_paths_equal_the_grouped_convolution(
+    cin: int, cout: int, kernel: int, stride: int, side: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The unfold and 1x1 matmul paths give the grouped convolution's outputs and gradients."""
+    taken: list[str] = []
+    for path in ("_unfold_bmm", "_bmm_1x1"):
+        original = getattr(GroupedConv2d, path)
+        monkeypatch.setattr(GroupedConv2d, path, lambda self, *a, _f=original, _p=path: taken.append(_p) or _f(self, *a))
+    torch.manual_seed(0)
+    conv = grouped_conv(3, cin, cout, kernel, stride).double()
+    x = torch.randn(1, 3 * cin, side, side, dtype=torch.float64, requires_grad=True)
+    fan_in, pixels = cin * kernel * kernel, (-(-side // stride)) ** 2
+    unfolds = kernel > 1 and fan_in >= GroupedConv2d.UNFOLD_MIN_FAN_IN and pixels <= GroupedConv2d.UNFOLD_MAX_PIXELS
+    out = conv(x)
+    assert taken == (["_unfold_bmm"] if unfolds else ["_bmm_1x1"] if kernel == 1 else [])
+    assert unfolds == (cin >= 120)  # the cases above cover the unfold path and both others
+    ref = nn.Conv2d.forward(conv, x)  # PyTorch's own grouped convolution
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-10)
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad(out, (x, conv.weight, conv.bias), g)
+    ref_grads = torch.autograd.grad(ref, (x, conv.weight, conv.bias), g)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
 
 
 #: a 2-level network with the same structure, small enough for exact float64 checks

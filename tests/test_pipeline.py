@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+import dfrobust.attacks.experiment as experiment
+import dfrobust.defenses.study as study
 from dfrobust.cli import main
 from dfrobust.config import load_preset, study_config
 from dfrobust.errors import DfrobustError
@@ -15,6 +17,7 @@ from dfrobust.pipeline import attack_plan, model_names, plan_study, reproduce
 from dfrobust.stages import StageRunner
 from dfrobust.utils.io import read_csv, read_json
 
+VGG_NAME = "vgg16"
 RESULT_COLUMNS = ["image", "label", "attack", "source", "target", "setting", "clean_p_real", "adv_p_real", "clean_pred",
                   "adv_pred", "l2", "linf", "psnr", "ssim", "success", "seconds"]
 
@@ -116,6 +119,27 @@ def test_rerun_skips_and_a_changed_setting_reruns_only_its_dependents(tiny_run: 
     assert main(["status", "--run", str(tiny_run)]) == 0
     out = capsys.readouterr().out
     assert "17/17 stages done" in out and "attack/cw-vgg16" in out
+
+
+def test_a_retrained_target_is_rescored_not_recrafted(tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = study_config("tiny", ["attack.fgsm.eps=0.05"])  # the settings the test above left
+    reproduce(cfg, tiny_run, device="cpu")
+    crafted: list[str] = []
+    purified: list[int] = []
+    craft, purify = experiment._attack_batch, study.purify_batch
+    monkeypatch.setattr(experiment, "_attack_batch", lambda c, k, i, src, *a: crafted.append(src.name) or craft(c, k, i, src, *a))
+    monkeypatch.setattr(study, "purify_batch", lambda *a, **kw: purified.append(1) or purify(*a, **kw))
+    before = _tokens(tiny_run)
+    reproduce(cfg, tiny_run, device="cpu", force={"train/resnet18-lip5"})
+    after = _tokens(tiny_run)
+    changed = {name for name in before if after[name] != before[name]}
+    # every attack that evaluates the retrained model ran again, and so did the DIP stage ...
+    assert {"train/resnet18-lip5", "attack/fgsm-vgg16", "attack/cw-vgg16", "attack/cw-resnet18-lip5", "dip"} <= changed
+    assert "attack/cw-resnet18" not in changed
+    # ... but the VGG-16's adversarial images were re-scored, not crafted again, and DIP reused its batches
+    assert VGG_NAME not in crafted and purified == []
+    rows = read_csv(tiny_run / "attacks" / "cw-vgg16" / "results.csv")
+    assert "resnet18-lip5" in {r["target"] for r in rows}
 
 
 def test_reproduce_rejects_a_missing_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

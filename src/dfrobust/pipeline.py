@@ -146,10 +146,11 @@ def _attack_stage(plan: Plan, cfg: dict[str, Any], attack: str, source: str, tar
     conf = {k: v for k, v in ac.__dict__.items() if k != "device"} | {"source": source, "targets": targets}
 
     def run() -> None:
-        run_attack(plan.data_dir, plan.model_path(source), [plan.model_path(t) for t in targets], ac, out)
+        run_attack(plan.data_dir, plan.model_path(source), [plan.model_path(t) for t in targets], ac, out, replace=True)
 
     deps = ["data", *sorted({f"train/{m}" for m in [source, *targets]})]
-    return Stage(f"attack/{attack}-{source}", conf, out, run, deps=deps)
+    # keep_output: a retrained target only re-scores the stored images (run_attack checks the crafting)
+    return Stage(f"attack/{attack}-{source}", conf, out, run, deps=deps, keep_output=True)
 
 
 def attack_plan(cfg: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
@@ -194,7 +195,8 @@ def _dip_stage(plan: Plan, cfg: dict[str, Any], device: str) -> Stage:
 
     conf = {k: v for k, v in asdict(sc).items() if k != "device"} | {"adv": [p.name for p in adv], "model": BLUR}
     deps = ["data", f"train/{BLUR}", *(f"attack/{p.name}" for p in adv)]
-    return Stage("dip", conf, out, run, deps=deps)
+    # keep_output: the purified batches are reused while the images, classifier and settings are unchanged
+    return Stage("dip", conf, out, run, deps=deps, keep_output=True)
 
 
 def plan_study(cfg: dict[str, Any], run_dir: Path, data_arg: Path | None = None, device: str = "auto") -> Plan:

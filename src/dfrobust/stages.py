@@ -9,6 +9,9 @@ and of the fingerprints of the stages it depends on:
   its own partial files (training epochs, attack and DIP batches);
 * key changed (a setting changed, or an upstream stage was redone) -> its output is removed
   and it runs from scratch, and so does everything downstream (their keys change too).
+  A stage marked ``keep_output`` keeps its output and runs again: its function checks its own
+  finer fingerprints and redoes only what changed (an attack re-scores its stored images on a
+  retrained target; the DIP study keeps its batches while its input images are unchanged).
 
 Bookkeeping lives in ``RUN/.stages/<name>.json`` (one file per stage, written atomically).
 """
@@ -38,6 +41,8 @@ class Stage:
         deps: names of the stages whose outputs it reads.
         extra_paths: other paths that belong to the output (e.g. a model's sidecar and its
             partial-training files) and are removed with it when the key changes.
+        keep_output: on a key change, leave the output for ``fn`` to reuse what is still valid
+            (``fn`` must check that itself); ``--force`` still removes it.
     """
 
     name: str
@@ -46,6 +51,7 @@ class Stage:
     fn: Callable[[], Any]
     deps: list[str] = field(default_factory=list)
     extra_paths: list[Path] = field(default_factory=list)
+    keep_output: bool = False
 
 
 class StageRunner:
@@ -111,7 +117,7 @@ class StageRunner:
             self.log(f"[skip] {stage.name} (done)")
             return False
         key = self.key(stage)
-        if state == "stale" or forced:
+        if forced or (state == "stale" and not stage.keep_output):
             self._clear(stage)
         if forced:
             self._forced_done.add(stage.name)

@@ -7,7 +7,7 @@ blackbox (transfer) otherwise, so one run gives a whole row of the transfer matr
 
 Output folder::
 
-    OUT/run.json        the run's fingerprint (config, data, models): another run cannot reuse OUT
+    OUT/run.json        the run's fingerprints: crafting (config, data, source, images) and targets
     OUT/images/...      adversarial PNGs, mirroring the dataset's relative paths
     OUT/parts/batch-00003.csv   rows of one finished batch (resume and sharding unit)
     OUT/results.csv     one row per image and target (RESULT_COLUMNS first)
@@ -17,11 +17,14 @@ Output folder::
 
 Batch ``k`` belongs to rank ``k % world_size``; each finished batch is a part file, so a killed
 run resumes where it stopped, and the rank that finds every part present writes the merged files.
+A run whose crafting is unchanged but whose targets changed (a retrained target model, one
+more target) re-scores the stored PNGs instead of crafting them again.
 """
 
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,6 +43,7 @@ from dfrobust.errors import DfrobustError
 from dfrobust.models.checkpoint import load_detector, model_name
 from dfrobust.models.inference import p_real
 from dfrobust.utils.io import (
+    load_image,
     quantize,
     read_csv,
     read_json,
@@ -167,11 +171,20 @@ def _scores(
     return {m.name: {k: p_real(m.model, v, batch_size, device) for k, v in images.items()} for m in models}
 
 
+#: Columns of a result row that depend on the target model; every other column describes the crafted image.
+TARGET_COLUMNS = ("target", "setting", "clean_p_real", "adv_p_real", "clean_pred", "adv_pred", "success",
+                  "jpeg_quality", "jpeg_p_real", "jpeg_pred", "jpeg_clean_pred")  # fmt: skip
+
+
+def _batch_slice(cfg: AttackConfig, batch: int) -> slice:
+    return slice(batch * cfg.batch_size, (batch + 1) * cfg.batch_size)
+
+
 def _attack_batch(
     cfg: AttackConfig, batch: int, images: ImageSet, src: _Model, models: list[_Model], device: torch.device, out_dir: Path
 ) -> list[dict[str, Any]]:
     """Attack one batch, save its PNGs, evaluate every model; returns its result rows."""
-    sl = slice(batch * cfg.batch_size, (batch + 1) * cfg.batch_size)
+    sl = _batch_slice(cfg, batch)
     x, y, paths = images.images(sl), images.y[sl], images.paths[sl]
     attack = cfg.make(batch)
     start = time.perf_counter()
@@ -187,33 +200,55 @@ def _attack_batch(
     l2, linf = perturbation_norms(x_adv, x)
     per_image = {"l2": l2.tolist(), "linf": linf.tolist(), "psnr": psnr(x_adv, x).tolist(), "ssim": ssim(x_adv, x)}
     extras = {k: result.extras[k].tolist() for k in EXTRA_COLUMNS if k in result.extras and result.extras[k].ndim == 1}
+    crafted = []
+    for i, rel in enumerate(paths):
+        crafted.append({
+            "image": rel,
+            "label": int(y[i]),
+            "attack": attack.label,
+            "source": src.name,
+            **{k: v[i] for k, v in per_image.items()},
+            "seconds": seconds,
+            "attack_success": int(result.success[i]),  # on the float image, before quantisation
+            **{k: int(v[i]) if isinstance(v[i], bool) else v[i] for k, v in extras.items()},
+        })  # fmt: skip
+    return _target_rows(cfg, crafted, x, x_adv, src, models, device)
+
+
+def _target_rows(
+    cfg: AttackConfig,
+    crafted: list[dict[str, Any]],
+    x: torch.Tensor,
+    x_adv: torch.Tensor,
+    src: _Model,
+    models: list[_Model],
+    device: torch.device,
+) -> list[dict[str, Any]]:
+    """One result row per image and model: the image's crafting columns plus the model's scores."""
     batches = {"clean": x, "adv": x_adv}
     if cfg.jpeg_quality:
         batches.update(jpeg=jpeg_round_trip(x_adv, cfg.jpeg_quality), jpeg_clean=jpeg_round_trip(x, cfg.jpeg_quality))
     scores = _scores(models, batches, cfg.batch_size, device)
 
     rows: list[dict[str, Any]] = []
-    for i, rel in enumerate(paths):
-        label = int(y[i])
+    for i, image in enumerate(crafted):
+        head = {k: image[k] for k in ("image", "label", "attack", "source")}
+        tail = {k: v for k, v in image.items() if k not in head}
+        label = int(head["label"])
         for m in models:
             s = {k: float(v[i]) for k, v in scores[m.name].items()}
             adv_pred = int(s["adv"] >= 0.5)  # REAL = 1 when P(real) >= 0.5, else FAKE = 0
             row = {
-                "image": rel,
-                "label": label,
-                "attack": attack.label,
-                "source": src.name,
+                **head,
                 "target": m.name,
                 "setting": "whitebox" if m is src else "blackbox",
                 "clean_p_real": s["clean"],
                 "adv_p_real": s["adv"],
                 "clean_pred": int(s["clean"] >= 0.5),
                 "adv_pred": adv_pred,
-                **{k: v[i] for k, v in per_image.items()},
+                **{k: tail[k] for k in ("l2", "linf", "psnr", "ssim")},
                 "success": int(adv_pred != label),
-                "seconds": seconds,
-                "attack_success": int(result.success[i]),  # on the float image, before quantisation
-                **{k: int(v[i]) if isinstance(v[i], bool) else v[i] for k, v in extras.items()},
+                **{k: v for k, v in tail.items() if k not in ("l2", "linf", "psnr", "ssim")},
             }
             if cfg.jpeg_quality:
                 row.update(
@@ -226,29 +261,54 @@ def _attack_batch(
     return rows
 
 
-def _fingerprint(cfg: AttackConfig, data_hash: str, src: _Model, models: list[_Model], images: ImageSet) -> str:
-    """What makes two runs the same: config (minus device), data, models and chosen images."""
+def _rescore_part(
+    cfg: AttackConfig, batch: int, images: ImageSet, src: _Model, models: list[_Model], device: torch.device, out_dir: Path
+) -> None:
+    """Re-evaluate a finished batch on a new set of targets from its stored PNGs (no crafting)."""
+    rows = read_csv(part_path(out_dir, batch))
+    crafted = [{k: v for k, v in r.items() if k not in TARGET_COLUMNS} for r in rows if r["setting"] == "whitebox"]
+    sl = _batch_slice(cfg, batch)
+    if [c["image"] for c in crafted] != images.paths[sl]:
+        raise DfrobustError(f"{part_path(out_dir, batch)} does not hold this run's images; delete {out_dir} and rerun")
+    x_adv = torch.stack([load_image(out_dir / "images" / png_name(c["image"])) for c in crafted])
+    write_csv(part_path(out_dir, batch), _target_rows(cfg, crafted, images.images(sl), x_adv, src, models, device), RESULT_COLUMNS)
+
+
+def _craft_key(cfg: AttackConfig, data_hash: str, src: _Model, images: ImageSet) -> str:
+    """What the crafted images depend on: config (minus device), data, source model and chosen images."""
     cfg_key = {k: v for k, v in asdict(cfg).items() if k != "device"}
-    key = {
-        "config": cfg_key,
-        "data": data_hash,
-        "source": src.sha256,
-        "targets": {m.name: m.sha256 for m in models},
-        "images": images.paths,
-    }
+    key = {"config": cfg_key, "data": data_hash, "source": src.sha256, "images": images.paths}
     return sha256_bytes(to_json(key).encode())
 
 
-def _claim_out_dir(out_dir: Path, fingerprint: str, cfg: AttackConfig) -> None:
+def _fingerprint(craft: str, models: list[_Model]) -> str:
+    """What the whole run depends on: the crafting and the targets."""
+    return sha256_bytes(to_json({"craft": craft, "targets": {m.name: m.sha256 for m in models}}).encode())
+
+
+def _claim_out_dir(out_dir: Path, fingerprint: str, craft: str, cfg: AttackConfig, replace: bool) -> bool:
+    """Make ``out_dir`` this run's; returns ``True`` when its finished batches need re-scoring on new targets.
+
+    A folder of another run is refused, or emptied when ``replace`` (the pipeline's own folders).
+    """
     run_file = out_dir / "run.json"
+    rescore = False
     if run_file.is_file():
-        if read_json(run_file).get("fingerprint") != fingerprint:
+        previous = read_json(run_file)
+        if previous.get("fingerprint") == fingerprint:
+            return False
+        if previous.get("craft") == craft:
+            rescore = True
+        elif replace:
+            for name in ("images", "parts"):
+                shutil.rmtree(out_dir / name, ignore_errors=True)
+        else:
             raise DfrobustError(
-                f"{out_dir} holds another attack run (different attack settings, data or models); "
+                f"{out_dir} holds another attack run (different attack settings, data or source model); "
                 "choose another --out or delete that folder"
             )
-        return
-    write_json(run_file, {"fingerprint": fingerprint, "config": asdict(cfg)})
+    write_json(run_file, {"fingerprint": fingerprint, "craft": craft, "config": asdict(cfg)})
+    return rescore
 
 
 def part_path(out_dir: Path, batch: int) -> Path:
@@ -264,6 +324,7 @@ def run_attack(
     out_dir: str | Path,
     rank: int = 0,
     world_size: int = 1,
+    replace: bool = False,
 ) -> dict[str, Any]:
     """Craft adversarial test images on ``source`` and evaluate ``targets`` on them.
 
@@ -275,6 +336,9 @@ def run_attack(
         cfg: the attack settings.
         out_dir: output folder (see the module docstring); a finished run is not redone.
         rank, world_size: this process's shard; batch ``k`` goes to rank ``k % world_size``.
+        replace: empty ``out_dir`` when it holds a run with other crafting (else that is an error).
+            A run with the same crafting and other targets is always continued: its stored
+            images are re-scored on the new targets.
 
     Returns:
         ``summary.json``'s content once every batch is done, else
@@ -292,13 +356,19 @@ def run_attack(
     images = load_split(data_dir, "test", CLASS_CHOICES[cfg.classes], limit=cfg.max_images, seed=cfg.seed)
     data_hash = manifest_hash(data_dir)
     src, models = _load_models(Path(source), [Path(t) for t in targets], device, images.image_size)
-    fingerprint = _fingerprint(cfg, data_hash, src, models, images)
+    craft = _craft_key(cfg, data_hash, src, images)
+    fingerprint = _fingerprint(craft, models)
     summary_file = out_dir / "summary.json"
     if summary_file.is_file() and read_json(summary_file).get("fingerprint") == fingerprint:
         return read_json(summary_file)
-    _claim_out_dir(out_dir, fingerprint, cfg)
-
     n_batches = math.ceil(len(images) / cfg.batch_size)
+    if _claim_out_dir(out_dir, fingerprint, craft, cfg, replace):
+        summary_file.unlink(missing_ok=True)
+        stored = [k for k in range(n_batches) if part_path(out_dir, k).is_file()]
+        # every rank re-scores every stored batch: the parts must agree on the targets before a merge
+        for k in progress(stored, desc=f"re-scoring {cfg.attack} on {src.name}", unit="batch"):
+            _rescore_part(cfg, k, images, src, models, device, out_dir)
+
     mine = [k for k in range(n_batches) if k % world_size == rank]
     todo = [k for k in mine if not part_path(out_dir, k).is_file()]
     done_ok = done_n = 0

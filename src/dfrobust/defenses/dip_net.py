@@ -40,23 +40,56 @@ class GroupedBlock(nn.Sequential):
 
 
 class GroupedConv2d(nn.Conv2d):
-    """``nn.Conv2d`` with ``groups`` independent filters; 1x1 kernels run as one batched matmul.
+    """``nn.Conv2d`` with ``groups`` independent filters, with two CPU fast paths.
 
-    (PyTorch's CPU backend sends grouped 1x1 convolutions to a slow path that loops over the
-    groups; ``baddbmm`` over the groups is the same arithmetic in one call.)
+    - 1x1 kernels run as one batched matmul: PyTorch's CPU backend sends grouped 1x1
+      convolutions to a slow path that loops over the groups.
+    - Wide kernels on small maps (the deep levels: ``cin * k * k >= 1024`` per group and at most
+      64 output pixels) run as pad -> unfold -> batched matmul. There the work is all weights,
+      and oneDNN's grouped kernel was 2x slower than this (``benchmarks/bench_dip.py``).
+
+    Both are the same arithmetic as the grouped convolution (tested against it).
     """
 
+    #: the unfold path is taken when a group's ``cin * k * k`` reaches this ...
+    UNFOLD_MIN_FAN_IN = 1024
+    #: ... and the output has at most this many pixels
+    UNFOLD_MAX_PIXELS = 64
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kernel_size != (1, 1) or self.stride != (1, 1) or self.groups == 1:
+        if self.groups == 1 or x.device.type != "cpu":
             return super().forward(x)
-        g, (h, w) = self.groups, x.shape[-2:]
-        weight = self.weight.view(g, self.out_channels // g, self.in_channels // g)
-        cols = x.reshape(g, self.in_channels // g, h * w)
+        if self.kernel_size == (1, 1) and self.stride == (1, 1):
+            return self._bmm_1x1(x)
+        if self.weight[0].numel() >= self.UNFOLD_MIN_FAN_IN and self.dilation == (1, 1):
+            h, w = x.shape[-2:]
+            (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+            out_h, out_w = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+            if out_h * out_w <= self.UNFOLD_MAX_PIXELS:
+                return self._unfold_bmm(x, out_h, out_w)
+        return super().forward(x)
+
+    def _bmm(self, cols: torch.Tensor) -> torch.Tensor:
+        """Per-group ``weight @ cols`` (+ bias) for ``cols`` of shape ``groups x fan_in x pixels``."""
+        g = self.groups
+        weight = self.weight.reshape(g, self.out_channels // g, -1)
         if self.bias is None:
-            y = torch.bmm(weight, cols)
-        else:
-            y = torch.baddbmm(self.bias.view(g, -1, 1), weight, cols)
+            return torch.bmm(weight, cols)
+        return torch.baddbmm(self.bias.view(g, -1, 1), weight, cols)
+
+    def _bmm_1x1(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        y = self._bmm(x.reshape(self.groups, self.in_channels // self.groups, h * w))
         return y.reshape(1, self.out_channels, h, w)
+
+    def _unfold_bmm(self, x: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
+        ph, pw = self.padding
+        if self.padding_mode != "zeros":
+            x = F.pad(x, (pw, pw, ph, ph), mode=self.padding_mode)
+            ph = pw = 0
+        cols = F.unfold(x, self.kernel_size, padding=(ph, pw), stride=self.stride)
+        y = self._bmm(cols.view(self.groups, -1, out_h * out_w))
+        return y.reshape(1, self.out_channels, out_h, out_w)
 
 
 def grouped_conv(groups: int, cin: int, cout: int, kernel: int, stride: int = 1, pad: str = "reflect") -> nn.Conv2d:

@@ -232,13 +232,14 @@ def plan_study(
     return StudyInputs(items, inputs, clean, attacks, notes, candidates)
 
 
-def _fingerprint(cfg: DipStudyConfig, items: list[StudyItem], model_sha: str, manifest: str) -> str:
+def _fingerprint(cfg: DipStudyConfig, items: list[StudyItem], inputs: torch.Tensor, model_sha: str, manifest: str) -> str:
     """What the purification results depend on (not T, thresholds or window: those only change the merge)."""
     # T matters only when it lies off the recording grid (it is then recorded specially)
     off_grid = {cfg.t} if cfg.t % cfg.dip.record_every else set()
     record_extra = sorted(set(cfg.keep_iterations(with_t=False)) | off_grid)
     key = {"dip": dataclasses.asdict(cfg.dip), "end": cfg.end, "keep": record_extra, "model": model_sha, "data": manifest}
     key["items"] = [(it.key, it.seed) for it in items]
+    key["inputs"] = sha256_bytes(inputs.float().contiguous().numpy().tobytes())  # the pixels DIP fits
     return sha256_bytes(to_json(key).encode())[:16]
 
 
@@ -271,7 +272,7 @@ def run_dip_study(
     model, _ = load_detector(model_path, device, expect_input_size=size)
     model_sha, manifest = sha256_file(model_path), manifest_hash(data_dir)
     study = plan_study(data_dir, model, model_path, adv_dirs, cfg, manifest, model_sha, cache=out_dir / "plan.json")
-    fingerprint = _fingerprint(cfg, study.items, model_sha, manifest)
+    fingerprint = _fingerprint(cfg, study.items, study.inputs, model_sha, manifest)
     merge_key = {"fingerprint": fingerprint, "classify_at": cfg.t, "thresholds": cfg.thresholds, "window": cfg.window, "transforms": cfg.transforms}
     summary_path = out_dir / "summary.json"
     if summary_path.is_file():
