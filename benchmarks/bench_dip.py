@@ -3,8 +3,9 @@
 For each image size (64 and 128 px by default) and batch size (1, 8, 32), times DIP iterations
 of :class:`dfrobust.defenses.dip.DipRun` (the paper's network, one per image). The serial
 baseline is the same code with one image at a time (batch 1). Configurations are timed in
-interleaved rounds so that load from other processes hits them alike; the median over rounds
-is reported. One JSON line per (size, batch) with iterations/s per image, images/hour at the
+interleaved rounds so that load from other processes hits them alike, each round over about
+the same number of image-iterations (a serial step is short: timed over a few steps only, it
+swung between 13 and 21 ms here); the median over rounds is reported. One JSON line per (size, batch) with iterations/s per image, images/hour at the
 paper's 10,000 iterations and the ratio against serial (target: >= 3x at 64 px on the 2-core
 CPU). ``--compare-vmap`` also times the alternative design (torch.func.vmap over stacked
 parameters of single-image networks) at the same batch sizes.
@@ -71,7 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--steps", type=int, default=3, help="timed iterations per configuration per round")
+    parser.add_argument("--steps", type=int, default=3, help="timed iterations of the largest batch per round (smaller batches run proportionally more)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--compare-vmap", action="store_true", help="also time the vmap design at batch sizes > 1")
@@ -92,6 +93,10 @@ def main() -> None:
             if args.compare_vmap and bsz > 1:
                 runs[("vmap", bsz)] = VmapRun(images, seeds, cfg, device).step
         times: dict[tuple[str, int], list[float]] = {k: [] for k in runs}
+        # every configuration purifies about the same number of image-iterations per round, so
+        # the short serial steps are not timed over a window that one scheduler hiccup dominates
+        largest = max(b for _, b in runs)
+        steps = {key: max(args.steps, round(args.steps * largest / key[1])) for key in runs}
         for step in runs.values():
             step()  # warm-up: kernel selection, allocator
         for _ in range(args.rounds):
@@ -99,11 +104,11 @@ def main() -> None:
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 start = time.perf_counter()
-                for _ in range(args.steps):
+                for _ in range(steps[key]):
                     step()
                 if device.type == "cuda":
                     torch.cuda.synchronize()
-                times[key].append((time.perf_counter() - start) / args.steps)
+                times[key].append((time.perf_counter() - start) / steps[key])
         serial = statistics.median(times[("grouped", 1)])
         for (engine, bsz), ts in times.items():
             sec = statistics.median(ts)
