@@ -42,11 +42,11 @@ def test_shape_contract_and_sigmoid_range() -> None:
 
 
 @pytest.mark.parametrize(
-    ("cin", "cout", "kernel", "stride", "side"),
-    [(128, 16, 3, 1, 2), (132, 8, 3, 1, 4), (120, 4, 3, 2, 8), (16, 8, 1, 1, 8), (8, 4, 3, 1, 8)],
+    ("cin", "cout", "kernel", "stride", "side", "pad"),
+    [(128, 16, 3, 1, 2, "reflect"), (132, 8, 3, 1, 4, "zeros"), (120, 4, 3, 2, 8, "reflect"), (16, 8, 1, 1, 8, "reflect"), (8, 4, 3, 1, 8, "reflect")],
 )
 def test_grouped_conv_fast_paths_equal_the_grouped_convolution(
-    cin: int, cout: int, kernel: int, stride: int, side: int, monkeypatch: pytest.MonkeyPatch
+    cin: int, cout: int, kernel: int, stride: int, side: int, pad: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The unfold and 1x1 matmul paths give the grouped convolution's outputs and gradients."""
     taken: list[str] = []
@@ -54,7 +54,7 @@ def test_grouped_conv_fast_paths_equal_the_grouped_convolution(
         original = getattr(GroupedConv2d, path)
         monkeypatch.setattr(GroupedConv2d, path, lambda self, *a, _f=original, _p=path: taken.append(_p) or _f(self, *a))
     torch.manual_seed(0)
-    conv = grouped_conv(3, cin, cout, kernel, stride).double()
+    conv = grouped_conv(3, cin, cout, kernel, stride, pad).double()
     x = torch.randn(1, 3 * cin, side, side, dtype=torch.float64, requires_grad=True)
     fan_in, pixels = cin * kernel * kernel, (-(-side // stride)) ** 2
     unfolds = kernel > 1 and fan_in >= GroupedConv2d.UNFOLD_MIN_FAN_IN and pixels <= GroupedConv2d.UNFOLD_MAX_PIXELS

@@ -290,16 +290,17 @@ def _claim_out_dir(out_dir: Path, fingerprint: str, craft: str, cfg: AttackConfi
     """Make ``out_dir`` this run's; returns ``True`` when its finished batches need re-scoring on new targets.
 
     A folder of another run is refused, or emptied when ``replace`` (the pipeline's own folders).
+    When re-scoring is due, ``run.json`` is left as it is: the caller writes it once the stored
+    batches agree with the new targets, so a parallel rank cannot merge parts of both kinds.
     """
     run_file = out_dir / "run.json"
-    rescore = False
     if run_file.is_file():
         previous = read_json(run_file)
         if previous.get("fingerprint") == fingerprint:
             return False
         if previous.get("craft") == craft:
-            rescore = True
-        elif replace:
+            return True
+        if replace:
             for name in ("images", "parts"):
                 shutil.rmtree(out_dir / name, ignore_errors=True)
         else:
@@ -307,8 +308,12 @@ def _claim_out_dir(out_dir: Path, fingerprint: str, craft: str, cfg: AttackConfi
                 f"{out_dir} holds another attack run (different attack settings, data or source model); "
                 "choose another --out or delete that folder"
             )
-    write_json(run_file, {"fingerprint": fingerprint, "craft": craft, "config": asdict(cfg)})
-    return rescore
+    _write_run_file(out_dir, fingerprint, craft, cfg)
+    return False
+
+
+def _write_run_file(out_dir: Path, fingerprint: str, craft: str, cfg: AttackConfig) -> None:
+    write_json(out_dir / "run.json", {"fingerprint": fingerprint, "craft": craft, "config": asdict(cfg)})
 
 
 def part_path(out_dir: Path, batch: int) -> Path:
@@ -365,9 +370,9 @@ def run_attack(
     if _claim_out_dir(out_dir, fingerprint, craft, cfg, replace):
         summary_file.unlink(missing_ok=True)
         stored = [k for k in range(n_batches) if part_path(out_dir, k).is_file()]
-        # every rank re-scores every stored batch: the parts must agree on the targets before a merge
         for k in progress(stored, desc=f"re-scoring {cfg.attack} on {src.name}", unit="batch"):
             _rescore_part(cfg, k, images, src, models, device, out_dir)
+        _write_run_file(out_dir, fingerprint, craft, cfg)
 
     mine = [k for k in range(n_batches) if k % world_size == rank]
     todo = [k for k in mine if not part_path(out_dir, k).is_file()]

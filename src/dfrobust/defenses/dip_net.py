@@ -46,7 +46,9 @@ class GroupedConv2d(nn.Conv2d):
       convolutions to a slow path that loops over the groups.
     - Wide kernels on small maps (the deep levels: ``cin * k * k >= 1024`` per group and at most
       64 output pixels) run as pad -> unfold -> batched matmul. There the work is all weights,
-      and oneDNN's grouped kernel was 2x slower than this (``benchmarks/bench_dip.py``).
+      and oneDNN's grouped kernel was 2x slower than this on the project's 2-core CPU (128 -> 128
+      channels at 2x2, 32 groups, forward + backward: 19.6 ms against 9.7 ms); a DIP step at
+      batch 32, 64 px, got 8-10% faster.
 
     Both are the same arithmetic as the grouped convolution (tested against it).
     """
