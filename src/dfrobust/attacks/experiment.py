@@ -176,6 +176,10 @@ TARGET_COLUMNS = ("target", "setting", "clean_p_real", "adv_p_real", "clean_pred
                   "jpeg_quality", "jpeg_p_real", "jpeg_pred", "jpeg_clean_pred")  # fmt: skip
 
 
+#: Per-image distances, placed between the prediction columns and ``success`` in a result row.
+IMAGE_METRICS = ("l2", "linf", "psnr", "ssim")
+
+
 def _batch_slice(cfg: AttackConfig, batch: int) -> slice:
     return slice(batch * cfg.batch_size, (batch + 1) * cfg.batch_size)
 
@@ -246,9 +250,9 @@ def _target_rows(
                 "adv_p_real": s["adv"],
                 "clean_pred": int(s["clean"] >= 0.5),
                 "adv_pred": adv_pred,
-                **{k: tail[k] for k in ("l2", "linf", "psnr", "ssim")},
+                **{k: tail[k] for k in IMAGE_METRICS},
                 "success": int(adv_pred != label),
-                **{k: v for k, v in tail.items() if k not in ("l2", "linf", "psnr", "ssim")},
+                **{k: v for k, v in tail.items() if k not in IMAGE_METRICS},
             }
             if cfg.jpeg_quality:
                 row.update(
