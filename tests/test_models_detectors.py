@@ -26,6 +26,24 @@ def test_two_logit_head_on_pixels_in_unit_range(arch: str) -> None:
     assert out.shape == (3, 2) and torch.isfinite(out).all()
 
 
+def test_global_pooling_vgg_is_vgg_with_its_replicated_features_folded() -> None:
+    # at 32 px VGG's features end in 1x1, which the 7x7 pooling replicates 49 times: summing the
+    # first classifier layer's weights over those 49 positions gives the global-pooling network
+    torch.manual_seed(0)
+    vgg = build_detector("vgg16_bn").eval()
+    gap = build_detector("vgg16_bn_gap").eval()
+    state = dict(vgg.state_dict())
+    w = state["backbone.classifier.0.weight"]
+    state["backbone.classifier.0.weight"] = w.view(w.shape[0], 512, 49).sum(-1)
+    gap.load_state_dict(state)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(gap(x), vgg(x), atol=1e-4)
+    assert sum(p.numel() for p in vgg.parameters()) - sum(p.numel() for p in gap.parameters()) == 4096 * 512 * 48
+    # at 64 px the 2x2 map is spread over 49 cells: not the same network, but the head still fits
+    assert gap(torch.rand(1, 3, 64, 64)).shape == (1, 2)
+
+
 def test_imagenet_normalization_lives_inside_the_model() -> None:
     torch.manual_seed(0)
     model = build_detector("tiny", normalization="imagenet").eval()

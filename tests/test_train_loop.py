@@ -43,6 +43,18 @@ def test_config_has_paper_defaults_and_serialises() -> None:
         TrainConfig(init="a.pth", resume_from="b.safetensors")
     with pytest.raises(DfrobustError, match="val-fraction"):
         TrainConfig(val_fraction=1.0)
+    with pytest.raises(DfrobustError, match="unknown optimizer"):
+        TrainConfig(optimizer="rmsprop")
+
+
+def test_the_optimizer_is_the_configured_one() -> None:
+    model = build_detector("tiny")
+    sgd = loop.make_optimizer(model, TrainConfig(lr=0.1, momentum=0.8))
+    adam = loop.make_optimizer(model, TrainConfig(optimizer="adam", lr=0.01, weight_decay=1e-4))
+    assert type(sgd) is torch.optim.SGD and sgd.param_groups[0]["momentum"] == 0.8
+    assert type(adam) is torch.optim.Adam and (adam.param_groups[0]["lr"], adam.param_groups[0]["weight_decay"]) == (0.01, 1e-4)
+    # the optimizer only enters the identity when it is not the paper's, so older models stay valid
+    assert "optimizer" not in TrainConfig().identity() and TrainConfig(optimizer="adam").identity()["optimizer"] == "adam"
 
 
 def test_validation_split_is_stratified_seeded_and_disjoint(toy_dataset: Path) -> None:
@@ -92,10 +104,11 @@ def test_sidecar_records_everything_and_selection_uses_validation(small_data: Pa
     assert metrics["val"]["accuracy"] == pytest.approx(best["val_accuracy"])
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_interrupted_training_resumes_to_the_same_weights(
-    small_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    small_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, optimizer: str
 ) -> None:
-    cfg = TrainConfig(**QUICK, blur_fraction=0.5, lipschitz=1.0, lipschitz_estimator="rademacher")
+    cfg = TrainConfig(**QUICK, blur_fraction=0.5, lipschitz=1.0, lipschitz_estimator="rademacher", optimizer=optimizer)
     straight = train_detector(small_data, cfg, tmp_path / "straight.safetensors")
 
     real_epoch = loop.train_one_epoch
@@ -128,8 +141,15 @@ def test_finished_model_is_not_retrained(small_data: Path, tmp_path: Path, monke
 
     monkeypatch.setattr(loop, "train_one_epoch", boom)
     assert train_detector(small_data, TrainConfig(**QUICK, device="cpu"), out) == first
-    with pytest.raises(AssertionError, match="trained again"):
-        train_detector(small_data, TrainConfig(**{**QUICK, "seed": 1}), out)
+    # a sidecar written before the optimizer setting existed still counts as SGD's
+    sidecar = out.with_suffix(".json")
+    old = json.loads(sidecar.read_text())
+    del old["training"]["optimizer"]
+    sidecar.write_text(json.dumps(old))
+    assert train_detector(small_data, TrainConfig(**QUICK), out)["training"] == old["training"]
+    for other in ({"seed": 1}, {"optimizer": "adam"}):
+        with pytest.raises(AssertionError, match="trained again"):
+            train_detector(small_data, TrainConfig(**{**QUICK, **other}), out)
 
 
 def test_resume_from_continues_an_existing_model(small_data: Path, tmp_path: Path) -> None:

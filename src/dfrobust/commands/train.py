@@ -31,11 +31,12 @@ def register(subparsers: Any) -> None:
     p = add_command(subparsers, "train", "Train a detector (Table I models)", EXAMPLES, DESCRIPTION)
     p.add_argument("--data", required=True, metavar="DIR", help="dataset folder (from `dfrobust data ...`)")
     p.add_argument("--out", required=True, metavar="FILE", help="output FILE.safetensors (sidecar FILE.json beside it)")
-    p.add_argument("--arch", default=None, help="vgg16, resnet18, resnet50, efficientnet_b0, mobilenet_v3_small, any torchvision classifier, tiny (default: resnet18, or that of --resume-from)")
+    p.add_argument("--arch", default=None, help="vgg16, vgg16_bn, vgg16_bn_gap (global pooling before the classifier: for small images), resnet18, resnet50, efficientnet_b0, mobilenet_v3_small, any torchvision classifier, tiny (default: resnet18, or that of --resume-from)")
     p.add_argument("--epochs", type=int, default=5, help="epochs to train; with --resume-from, epochs added (default: 5)")
-    p.add_argument("--lr", type=float, default=1e-3, help="SGD learning rate (default: 1e-3)")
+    p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd", help="sgd: SGD with --momentum, as the paper; adam: Adam, which trains small images in fewer epochs (default: sgd)")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default: 0.9)")
-    p.add_argument("--weight-decay", type=float, default=0.0, help="SGD weight decay (default: 0)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="weight decay (default: 0)")
     p.add_argument("--batch-size", type=int, default=16, help="training batch size (default: 16)")
     p.add_argument("--eval-batch-size", type=int, default=64, help="batch size for validation and test (default: 64)")
     p.add_argument("--lipschitz", type=float, default=0.0, metavar="LAMBDA", help="Lipschitz regularisation strength, eq. (7) of the paper; the paper used 5, 50, 500, 5000 (default: 0 = off)")
@@ -74,6 +75,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     return TrainConfig(
         **chosen,
         epochs=args.epochs,
+        optimizer=args.optimizer,
         lr=args.lr,
         momentum=args.momentum,
         weight_decay=args.weight_decay,

@@ -239,14 +239,20 @@ def differences(ctx: dict[str, Any]) -> list[str]:
         out.append(f"Input size {size[0]}x{size[1]} px instead of the authors' 368x300.")
     out.append("Detectors start from random weights (the authors' code used ImageNet weights); the model is selected on a "
                "validation split carved from training data, never on the test set as the authors' code did.")
+    adam = tr.get("optimizer", "sgd") == "adam"
+    if adam:
+        out.append("Detectors train with Adam instead of the paper's SGD with momentum (SGD needs more epochs at small sizes).")
     for key, want in (("epochs", 5), ("batch_size", 16), ("lr", 1e-3), ("momentum", 0.9)):
-        if tr.get(key) != want:
+        if tr.get(key) != want and not (adam and key == "momentum"):
             out.append(f"Training {key} = {tr.get(key)} instead of the paper's {want}.")
     for role in ("vgg16", "resnet18"):
         own = dict(tr.get(role) or {})
         arch = own.pop("arch", role)
         if arch != role:
-            out.append(f"The {role} detector is a {arch} (the paper's {role} does not train reliably from random weights here).")
+            why = "the paper's " + role + " does not train reliably from random weights here"
+            if arch.endswith("_gap"):
+                why += "; global pooling before the classifier makes it several times cheaper on small images"
+            out.append(f"The {role} detector is a {arch} ({why}).")
         if own:
             out.append(f"{arch} trained with {own} on top of the common settings.")
     if list(tr["lipschitz"]["lambdas"]) != [5.0, 50.0, 500.0, 5000.0]:

@@ -13,6 +13,13 @@ from dfrobust.train.lipschitz import BATCHNORM_MODES, ESTIMATORS
 #: whether a finished model or a partial run belongs to this config).
 EXECUTION_FIELDS = ("device", "eval_batch_size")
 
+#: Optimizers a detector can train with (the paper: SGD with momentum).
+OPTIMIZERS = ("sgd", "adam")
+
+#: Settings added after models were first trained, with their defaults: left out of the identity
+#: while at that default, so that models and run folders made before they existed stay valid.
+LATER_FIELDS = {"optimizer": "sgd"}
+
 
 @dataclass
 class TrainConfig:
@@ -24,7 +31,9 @@ class TrainConfig:
     Attributes:
         arch: torchvision architecture name (``resnet18``, ``vgg16``, ...; ``tiny`` for tests).
         epochs: epochs to train (with ``resume_from``: epochs added to that model).
-        lr, momentum, weight_decay: SGD settings.
+        optimizer: ``sgd`` (the paper: SGD with ``momentum``) or ``adam`` (Adam with default
+            betas; ``momentum`` is unused).
+        lr, momentum, weight_decay: optimizer settings.
         batch_size: training batch size.
         eval_batch_size: batch size of validation and test evaluation.
         normalization: ``none`` (the paper) or ``imagenet`` (a layer inside the model).
@@ -56,6 +65,7 @@ class TrainConfig:
 
     arch: str = "resnet18"
     epochs: int = 5
+    optimizer: str = "sgd"
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 0.0
@@ -83,6 +93,8 @@ class TrainConfig:
             raise DfrobustError(f"--epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 2:
             raise DfrobustError(f"--batch-size must be at least 2, got {self.batch_size}")
+        if self.optimizer not in OPTIMIZERS:
+            raise DfrobustError(f"unknown optimizer {self.optimizer!r}; use one of {OPTIMIZERS}")
         if self.lr <= 0:
             raise DfrobustError(f"--lr must be positive, got {self.lr}")
         if self.lipschitz < 0:
@@ -113,4 +125,5 @@ class TrainConfig:
 
     def identity(self) -> dict[str, Any]:
         """The settings that determine the result (without :data:`EXECUTION_FIELDS`)."""
-        return {k: v for k, v in self.to_dict().items() if k not in EXECUTION_FIELDS}
+        return {k: v for k, v in self.to_dict().items()
+                if k not in EXECUTION_FIELDS and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}

@@ -1,4 +1,4 @@
-"""Training a detector: SGD epochs, model selection on a validation split, Table I metrics.
+"""Training a detector: SGD (or Adam) epochs, model selection on a validation split, Table I metrics.
 
 ``train_detector(data_dir, cfg, out_path)`` writes ``out_path`` (safetensors) and its JSON
 sidecar, and returns the sidecar. It
@@ -101,6 +101,13 @@ def _amp(device: torch.device, enabled: bool) -> tuple[torch.dtype | None, torch
     return torch.float16, torch.amp.GradScaler("cuda")
 
 
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer ``cfg`` names over the model's parameters (SGD with momentum, or Adam)."""
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
 def build_augment(cfg: TrainConfig, width: int) -> Augment:
     """The training augmentation of ``cfg`` for images ``width`` pixels wide (blur sigma scaled to it)."""
     return Augment(cfg.hflip, cfg.blur_fraction, scaled_sigma(cfg.blur_sigma, width, cfg.blur_reference_width))
@@ -122,7 +129,7 @@ def train_step(
     amp_dtype: torch.dtype | None = None,
     scaler: torch.amp.GradScaler | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """One SGD step on a batch (with the Lipschitz penalty when ``cfg.lipschitz > 0``); returns (loss, logits, penalty)."""
+    """One optimizer step on a batch (with the Lipschitz penalty when ``cfg.lipschitz > 0``); returns (loss, logits, penalty)."""
     with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         loss, logits, penalty = training_loss(
             model, x, y, cfg.lipschitz, cfg.lipschitz_estimator, generator, cfg.lipschitz_batchnorm
@@ -255,7 +262,7 @@ def train_detector(
     size = train.image_size
 
     model = _initial_model(cfg, size, device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(model, cfg)
     amp_dtype, scaler = _amp(device, cfg.amp)
     augment = build_augment(cfg, size[1])
 
