@@ -13,14 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import torch
 
 from dfrobust.models.detectors import build_detector
 from dfrobust.train.config import TrainConfig
-from dfrobust.train.loop import train_step
-from dfrobust.utils.runtime import resolve_device
+from train_timing import add_timing_args, random_batch, time_steps
 
 MODES = {
     "plain": {"lipschitz": 0.0},
@@ -34,42 +32,17 @@ MODES = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="resnet18")
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=4, help="steps per mode per round")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--device", default="auto")
+    add_timing_args(parser, size=64)
     args = parser.parse_args()
 
-    device = resolve_device(args.device)
-    torch.manual_seed(0)
-    x = torch.rand(args.batch_size, 3, args.size, args.size, device=device)
-    y = torch.randint(0, 2, (args.batch_size,), device=device)
+    device, x, y = random_batch(args)
     setups = {}
     for name, extra in MODES.items():
         model = build_detector(args.arch).to(device).train()
         cfg = TrainConfig(arch=args.arch, **extra)
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
         setups[name] = (model, opt, cfg)
-    gen = torch.Generator().manual_seed(0)
-
-    def run(name: str, steps: int) -> float:
-        model, opt, cfg = setups[name]
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(steps):
-            train_step(model, opt, x, y, cfg, gen)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return (time.perf_counter() - start) / steps
-
-    for name in MODES:  # warm-up
-        run(name, 1)
-    times: dict[str, list[float]] = {name: [] for name in MODES}
-    for _ in range(args.rounds):
-        for name in MODES:
-            times[name].append(run(name, args.steps))
+    times = time_steps(setups, x, y, args.rounds, args.steps)
     step = {name: statistics.median(t) for name, t in times.items()}
     common = {"arch": args.arch, "size": args.size, "batch_size": args.batch_size, "device": str(device),
               "threads": torch.get_num_threads(), "rounds": args.rounds, "steps_per_round": args.steps}

@@ -37,6 +37,17 @@ def test_presets_extend_paper_and_overrides_are_checked() -> None:
         study_config("nope")
 
 
+def test_differences_name_the_quick_presets_optimizer_and_vgg() -> None:
+    from dfrobust.report.render import differences
+
+    quick = differences({"cfg": study_config("quick"), "manifest": {"image_size": [32, 32]}, "stored": {}})
+    assert any("Adam instead of the paper's SGD" in d for d in quick)
+    assert any("vgg16_bn_gap" in d and "global pooling" in d for d in quick)
+    assert not any(d.startswith("Training momentum") for d in quick)  # unused by Adam
+    paper = differences({"cfg": study_config("paper"), "manifest": {"image_size": [256, 256]}, "stored": {}})
+    assert not any("train with Adam" in d for d in paper)
+
+
 @pytest.mark.parametrize("start", ["resnet18", "scratch"])
 def test_regularised_resnets_start_where_the_config_says(tmp_path: Path, start: str) -> None:
     cfg = study_config("tiny", [f"train.lipschitz.start={start}", "train.lipschitz.epochs=3"])
