@@ -10,6 +10,7 @@ from dfrobust.commands.common import add_command, add_device_arg, add_seed_arg
 EXAMPLES = [
     "dfrobust train --data data/synth --arch resnet18 --out models/resnet18.safetensors",
     "dfrobust train --data data/synth --arch vgg16 --out models/vgg16.safetensors",
+    "dfrobust train --data data/small --arch vgg16_bn_gap --optimizer adam --lr 1e-4 --out models/vgg16.safetensors  # 32 px",
     "dfrobust train --data data/synth --arch resnet18 --lipschitz 50 --out models/resnet18-lip50.safetensors",
     "dfrobust train --data data/synth --resume-from models/resnet18.safetensors --epochs 10 \\\n"
     "      --blur-fraction 0.4 --blur-sigma 3 5 --out models/resnet18-blur.safetensors",
