@@ -13,7 +13,8 @@ import dfrobust.defenses.study as study
 from dfrobust.cli import main
 from dfrobust.config import load_preset, study_config
 from dfrobust.errors import DfrobustError
-from dfrobust.pipeline import attack_plan, model_names, plan_study, reproduce
+from dfrobust.pipeline import attack_plan, plan_study, reproduce
+from dfrobust.roles import study_roles
 from dfrobust.stages import StageRunner
 from dfrobust.utils.io import read_csv, read_json
 
@@ -43,9 +44,13 @@ def test_differences_name_the_quick_presets_optimizer_and_vgg() -> None:
     quick = differences({"cfg": study_config("quick"), "manifest": {"image_size": [32, 32]}, "stored": {}})
     assert any("Adam instead of the paper's SGD" in d for d in quick)
     assert any("vgg16_bn_gap" in d and "global pooling" in d for d in quick)
-    assert not any(d.startswith("Training momentum") for d in quick)  # unused by Adam
+    assert any("`attack.cw.kappa` = 10.0 (the paper: 200.0)" in d for d in quick)
+    assert any("`dip.classify_at` = 600 (the paper: 6000)" in d for d in quick)
+    assert not any("`train.momentum`" in d for d in quick)  # unused by Adam
     paper = differences({"cfg": study_config("paper"), "manifest": {"image_size": [256, 256]}, "stored": {}})
-    assert not any("train with Adam" in d for d in paper)
+    assert not any("train with Adam" in d or "`" in d for d in paper)  # the paper preset differs from itself nowhere
+    custom = differences({"cfg": study_config("paper", ["train.momentum=0.5"]), "manifest": {}, "stored": {}})
+    assert any("`train.momentum` = 0.5 (the paper: 0.9)" in d for d in custom)
 
 
 @pytest.mark.parametrize("start", ["resnet18", "scratch"])
@@ -83,7 +88,7 @@ def _tokens(run: Path) -> dict[str, str]:
 
 def test_every_stage_and_artifact(tiny_run: Path) -> None:
     cfg = study_config("tiny")
-    for name in model_names(cfg):
+    for name in (r.name for r in study_roles(cfg)):
         side = read_json(tiny_run / "models" / f"{name}.json")
         assert side["metrics"]["test"]["n"] > 0 and (tiny_run / "models" / f"{name}.safetensors").is_file()
     for attack, source, targets in attack_plan(cfg):
@@ -92,7 +97,7 @@ def test_every_stage_and_artifact(tiny_run: Path) -> None:
         assert list(rows[0])[: len(RESULT_COLUMNS)] == RESULT_COLUMNS
         assert {r["target"] for r in rows} == set(targets)
         assert all((folder / "images" / r["image"]).with_suffix(".png").is_file() for r in rows)
-    for name in ("trajectories.csv", "table3.csv", "table4.csv", "sweep.csv", "fig5.png", "fig6.png", "summary.json"):
+    for name in ("trajectories.csv", "table3.csv", "table4.csv", "sweep.csv", "figures.json", "summary.json"):
         assert (tiny_run / "dip" / name).is_file(), name
     runner = StageRunner(tiny_run, log=lambda s: None)
     assert all(r["state"] == "done" for r in map(read_json, (tiny_run / ".stages").glob("*.json")))
@@ -125,11 +130,11 @@ def test_rerun_skips_and_a_changed_setting_reruns_only_its_dependents(tiny_run: 
     reproduce(study_config("tiny", ["attack.fgsm.eps=0.05"]), tiny_run, device="cpu")
     after = _tokens(tiny_run)
     changed = {name for name in before if after[name] != before[name]}
-    assert changed == {name for name in before if name.startswith("attack/fgsm")} | {"dip"}
+    assert changed == {name for name in before if name.startswith("attack/fgsm")} | {"samples", "dip"}
     capsys.readouterr()
     assert main(["status", "--run", str(tiny_run)]) == 0
     out = capsys.readouterr().out
-    assert "17/17 stages done" in out and "attack/cw-vgg16" in out
+    assert "18/18 stages done" in out and "attack/cw-vgg16" in out
 
 
 def test_a_retrained_target_is_rescored_not_recrafted(tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -156,3 +161,43 @@ def test_a_retrained_target_is_rescored_not_recrafted(tiny_run: Path, monkeypatc
 def test_reproduce_rejects_a_missing_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["reproduce", "--preset", "tiny", "--run", str(tmp_path / "r"), "--data", str(tmp_path / "nope")])
     assert code == 2 and "not a folder" in capsys.readouterr().err
+
+
+def test_report_and_status_work_after_the_source_data_folder_moved(tiny_run: Path, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    from dfrobust.utils.io import write_json
+
+    run = tmp_path / "copy"
+    shutil.copytree(tiny_run, run)
+    stored = read_json(run / "config.json")
+    stored["data_arg"] = str(tmp_path / "moved-away")  # the folder the run was imported from is gone
+    write_json(run / "config.json", stored)
+    shutil.rmtree(run / "report")
+    capsys.readouterr()
+    assert main(["status", "--run", str(run)]) == 0
+    assert "stages done" in capsys.readouterr().out
+    assert main(["report", str(run)]) == 0
+    page = (run / "report" / "report.html").read_text()
+    assert "Table II." in page and "Fig 2." in page and "moved-away" in page
+
+
+def test_the_report_orders_models_by_their_roles_and_counts_only_planned_stages(tiny_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from dfrobust.report.render import write_report
+    from dfrobust.utils.io import write_json
+
+    run = tmp_path / "copy"
+    shutil.copytree(tiny_run, run)
+    # a stage record left from an earlier plan must not count in the run time
+    write_json(run / ".stages" / "attack__old-vgg16.json", {"name": "attack/old-vgg16", "state": "done", "seconds": 1e6})
+    plan = read_json(run / "plan.json")
+    plan["roles"] = list(reversed(plan["roles"]))  # the plan's order is the report's order
+    write_json(run / "plan.json", plan)
+    write_report(run)
+    results = read_json(run / "report" / "results.json")
+    assert [r["model"] for r in results["table1"]][0] == "resnet18-blur"
+    assert sum(s["seconds"] for s in results["stages"]) < 1e5
+    assert "old-vgg16" not in (run / "report" / "report.md").read_text()

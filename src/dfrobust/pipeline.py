@@ -1,18 +1,16 @@
 """The paper's whole study as cached, resumable stages on one run folder.
 
-``reproduce`` plans these stages from a study config (a preset plus overrides) and runs them
-through :class:`dfrobust.stages.StageRunner`::
+``reproduce`` plans these stages from a study config (a preset plus overrides) and the detector
+roles (:mod:`dfrobust.roles`), writes the plan to ``RUN/plan.json`` and runs the stages through
+:class:`dfrobust.stages.StageRunner`::
 
     data                      RUN/data/ (synthetic faces, an imported folder, or a pointer)
-    train/vgg16, train/resnet18, train/resnet18-lip{5,50,500,5000}, train/resnet18-blur
-                              RUN/models/<name>.safetensors + .json
-    attack/<fgsm|cw>-<source> RUN/attacks/<attack>-<source>/   (one folder per attack and source)
-    dip                       RUN/dip/                          (the DIP study on the blur ResNet)
-    report                    RUN/report/
-
-Blackbox sources are the paper's: adversarial images crafted on the VGG-16 are evaluated on
-every ResNet, and those crafted on the ResNet-18 on the VGG-16. Every model is also attacked
-whitebox.
+    train/<role>              RUN/models/<role>.safetensors + .json, one per role
+    attack/<attack>-<source>  RUN/attacks/<attack>-<source>/  (whitebox on the source, blackbox on
+                              every role whose ``transfer_from`` is the source)
+    samples                   RUN/samples/  (the images and scores of Fig 2)
+    dip                       RUN/dip/      (the DIP study on the role marked ``purifier_classifier``)
+    report                    RUN/report/   (drawn from the stage outputs and plan.json alone)
 """
 
 from __future__ import annotations
@@ -24,34 +22,27 @@ from typing import Any
 
 from dfrobust.data.knobs import SwapKnobs
 from dfrobust.errors import DfrobustError
+from dfrobust.roles import Role, study_roles
 from dfrobust.stages import Stage, StageRunner
 from dfrobust.utils.io import read_json, write_json
+from dfrobust.utils.runfolder import CONFIG_FILE, PLAN_FILE, read_plan
 
-VGG = "vgg16"
-RESNET = "resnet18"
-BLUR = "resnet18-blur"
-CONFIG_FILE = "config.json"
 #: Knobs of the built-in fakes a preset may set under ``[data.swap]`` (the fields of SwapKnobs).
 SWAP_KNOBS = tuple(f.name for f in fields(SwapKnobs))
-
-
-def lip_name(lam: float) -> str:
-    """Model name of the ResNet-18 regularised with ``lam`` (``resnet18-lip50``)."""
-    return f"{RESNET}-lip{lam:g}"
-
-
-def model_names(cfg: dict[str, Any]) -> list[str]:
-    """The seven detectors of the study, in the paper's order."""
-    return [VGG, RESNET, *(lip_name(lam) for lam in cfg["train"]["lipschitz"]["lambdas"]), BLUR]
+#: The attacks whose images Fig 2 shows (crafted on the ResNet-18 role when it exists).
+FIG2_ATTACKS = ("fgsm", "cw")
 
 
 @dataclass
 class Plan:
-    """The stages of a study and where their outputs land."""
+    """The stages of a study, its roles and where their outputs land."""
 
     run_dir: Path
     data_dir: Path
+    roles: list[Role] = field(default_factory=list)
     stages: list[Stage] = field(default_factory=list)
+    attacks: list[tuple[str, str, list[str]]] = field(default_factory=list)
+    dip: dict[str, Any] | None = None
 
     def model_path(self, name: str) -> Path:
         """Checkpoint path of model ``name``."""
@@ -60,6 +51,22 @@ class Plan:
     def attack_dir(self, attack: str, source: str) -> Path:
         """Output folder of ``attack`` crafted on ``source``."""
         return self.run_dir / "attacks" / f"{attack}-{source}"
+
+    def _rel(self, path: Path) -> str:
+        return str(path.relative_to(self.run_dir)) if path.is_relative_to(self.run_dir) else str(path)
+
+    def record(self, cfg: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        """``plan.json``: everything ``report`` and ``status`` need, so they never re-plan or read ``--data``."""
+        return {
+            "preset": cfg["run"].get("preset"),
+            "data_dir": self._rel(self.data_dir),
+            "data": data,
+            "roles": [{**r.record(), "model": self._rel(self.model_path(r.name))} for r in self.roles],
+            "attacks": [{"attack": a, "source": s, "targets": t, "dir": self._rel(self.attack_dir(a, s))} for a, s, t in self.attacks],
+            "samples": "samples",
+            "dip": self.dip,
+            "stages": [s.record(self.run_dir) for s in self.stages],
+        }
 
 
 def _data_stage(cfg: dict[str, Any], run_dir: Path, data_arg: Path | None) -> tuple[Stage, Path]:
@@ -101,21 +108,19 @@ def _data_stage(cfg: dict[str, Any], run_dir: Path, data_arg: Path | None) -> tu
     return Stage("data", conf, out, imp), out
 
 
-def _train_config(cfg: dict[str, Any], arch: str, device: str, **extra: Any):
+def _train_stage(plan: Plan, cfg: dict[str, Any], role: Role, device: str) -> Stage:
     from dfrobust.train.config import TrainConfig
-
-    t = cfg["train"]
-    common = {k: v for k, v in t.items() if not isinstance(v, dict)}
-    # a role's own section may change its architecture (the tiny test preset does)
-    values = {**common, "arch": arch, **t.get(arch, {}), "seed": int(cfg["run"]["seed"]), "device": device, **extra}
-    return TrainConfig.from_dict(values)
-
-
-def _train_stage(plan: Plan, name: str, tc: Any, deps: list[str]) -> Stage:
     from dfrobust.train.loop import train_detector
     from dfrobust.train.state import partial_path
 
-    out = plan.model_path(name)
+    t = cfg["train"]
+    common = {k: v for k, v in t.items() if not isinstance(v, dict)}
+    start = {"resume_from": str(plan.model_path(role.start_from))} if role.start_from else {}
+    # a family's own section may change its architecture (the tiny test preset does)
+    values = {**common, "arch": role.family, **t.get(role.family, {}), "seed": int(cfg["run"]["seed"]), "device": device,
+              **role.recipe, **start}
+    tc = TrainConfig.from_dict(values)
+    out = plan.model_path(role.name)
 
     def train() -> None:
         train_detector(plan.data_dir, tc, out)
@@ -123,25 +128,20 @@ def _train_stage(plan: Plan, name: str, tc: Any, deps: list[str]) -> Stage:
     conf = tc.identity()
     if conf.get("resume_from"):
         conf["resume_from"] = Path(conf["resume_from"]).stem  # its fingerprint is in the deps
-    return Stage(f"train/{name}", conf, out, train, deps=["data", *deps],
-                 extra_paths=[out.with_suffix(".json"), partial_path(out)])
+    deps = ["data", *([f"train/{role.start_from}"] if role.start_from else [])]
+    return Stage(f"train/{role.name}", conf, out, train, deps=deps, extra_paths=[out.with_suffix(".json"), partial_path(out)],
+                 device=device)
 
 
-def _attack_config(cfg: dict[str, Any], attack: str, device: str):
-    from dfrobust.attacks.experiment import AttackConfig
+def _attack_stage(plan: Plan, cfg: dict[str, Any], attack: str, source: str, targets: list[str], device: str) -> Stage:
+    from dfrobust.attacks.experiment import AttackConfig, run_attack
 
     a = cfg["attack"]
     params = dict(a.get(attack, {}))
     if "c_range" in params:
         params["c_range"] = tuple(params["c_range"])
-    return AttackConfig(attack=attack, params=params, batch_size=int(a["batch_size"]), classes="fake",
-                        max_images=int(a["max_images"]) or None, seed=int(cfg["run"]["seed"]), device=device)
-
-
-def _attack_stage(plan: Plan, cfg: dict[str, Any], attack: str, source: str, targets: list[str], device: str) -> Stage:
-    from dfrobust.attacks.experiment import run_attack
-
-    ac = _attack_config(cfg, attack, device)
+    ac = AttackConfig(attack=attack, params=params, batch_size=int(a["batch_size"]), classes="fake",
+                      max_images=int(a["max_images"]) or None, seed=int(cfg["run"]["seed"]), device=device)
     out = plan.attack_dir(attack, source)
     conf = {k: v for k, v in ac.__dict__.items() if k != "device"} | {"source": source, "targets": targets}
 
@@ -150,27 +150,51 @@ def _attack_stage(plan: Plan, cfg: dict[str, Any], attack: str, source: str, tar
 
     deps = ["data", *sorted({f"train/{m}" for m in [source, *targets]})]
     # keep_output: a retrained target only re-scores the stored images (run_attack checks the crafting)
-    return Stage(f"attack/{attack}-{source}", conf, out, run, deps=deps, keep_output=True)
+    return Stage(f"attack/{attack}-{source}", conf, out, run, deps=deps, keep_output=True, device=device)
 
 
-def attack_plan(cfg: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
-    """``(attack, source, targets)`` for every attack run of the study (whitebox + the paper's blackbox)."""
-    names = model_names(cfg)
-    resnets = [n for n in names if n != VGG]
+def attack_plan(cfg: dict[str, Any], roles: list[Role] | None = None) -> list[tuple[str, str, list[str]]]:
+    """``(attack, source, targets)`` for every attack run: whitebox on each role, blackbox per ``transfer_from``."""
+    roles = roles if roles is not None else study_roles(cfg)
     runs = []
     for attack in cfg["attack"]["attacks"]:
-        runs.append((attack, VGG, [VGG, *resnets]))
-        runs.append((attack, RESNET, [RESNET, VGG]))
-        runs += [(attack, m, [m]) for m in resnets if m != RESNET]
+        for src in roles:
+            runs.append((attack, src.name, [src.name, *(r.name for r in roles if r.transfer_from == src.name)]))
     return runs
 
 
-def _dip_config(cfg: dict[str, Any], device: str):
-    from dfrobust.defenses.dip import DipConfig
-    from dfrobust.defenses.study import DipStudyConfig
+def _samples_stage(plan: Plan, cfg: dict[str, Any], device: str) -> Stage | None:
+    """Fig 2's images and scores: real test images and the images crafted on the sample-source role, scored by the paper's roles."""
+    from dfrobust.evaluate.samples import write_samples
 
+    source = next((r.name for r in plan.roles if r.sample_source), None)
+    names = [r.name for r in plan.roles if r.group == "paper"]
+    attacks = [a for a in FIG2_ATTACKS if a in cfg["attack"]["attacks"]]
+    if source is None or not attacks:
+        return None
+    out = plan.run_dir / "samples"
+    dirs = {a: plan.attack_dir(a, source) for a in attacks}
+    models = {n: plan.model_path(n) for n in names}
+
+    def run() -> None:
+        write_samples(plan.data_dir, models, dirs, out, device=device)
+
+    conf = {"source": source, "models": names, "attacks": attacks}
+    deps = ["data", *(f"train/{n}" for n in names), *(f"attack/{a}-{source}" for a in attacks)]
+    return Stage("samples", conf, out, run, deps=deps, device=device)
+
+
+def _dip_stage(plan: Plan, cfg: dict[str, Any], device: str) -> Stage | None:
+    from dataclasses import asdict
+
+    from dfrobust.defenses.dip import DipConfig
+    from dfrobust.defenses.study import DipStudyConfig, run_dip_study
+
+    classifier = next((r for r in plan.roles if r.purifier_classifier), None)
+    if classifier is None:
+        return None
     d = cfg["dip"]
-    return DipStudyConfig(
+    sc = DipStudyConfig(
         dip=DipConfig(iterations=int(d["iterations"]), record_every=int(d["record_every"])),
         per_category=int(d["per_category"]),
         classify_at=int(d["classify_at"]),
@@ -179,50 +203,46 @@ def _dip_config(cfg: dict[str, Any], device: str):
         seed=int(cfg["run"]["seed"]),
         device=device,
     )
-
-
-def _dip_stage(plan: Plan, cfg: dict[str, Any], device: str) -> Stage:
-    from dataclasses import asdict
-
-    from dfrobust.defenses.study import run_dip_study
-
-    sc = _dip_config(cfg, device)
-    adv = [plan.attack_dir(a, s) for a in cfg["attack"]["attacks"] for s in (VGG, BLUR)]
+    sources = [s for s in (classifier.transfer_from, classifier.name) if s]
+    adv = [plan.attack_dir(a, s) for a in cfg["attack"]["attacks"] for s in sources]
     out = plan.run_dir / "dip"
+    model = plan.model_path(classifier.name)
 
     def run() -> None:
-        run_dip_study(plan.data_dir, plan.model_path(BLUR), adv, out, sc)
+        run_dip_study(plan.data_dir, model, adv, out, sc)
 
-    conf = {k: v for k, v in asdict(sc).items() if k != "device"} | {"adv": [p.name for p in adv], "model": BLUR}
-    deps = ["data", f"train/{BLUR}", *(f"attack/{p.name}" for p in adv)]
+    conf = {k: v for k, v in asdict(sc).items() if k != "device"} | {"adv": [p.name for p in adv], "model": classifier.name}
+    deps = ["data", f"train/{classifier.name}", *(f"attack/{p.name}" for p in adv)]
+    plan.dip = {"dir": "dip", "model": classifier.name, "label": classifier.label, "adv": [p.name for p in adv]}
     # keep_output: the purified batches are reused while the images, classifier and settings are unchanged
-    return Stage("dip", conf, out, run, deps=deps, keep_output=True)
+    return Stage("dip", conf, out, run, deps=deps, keep_output=True, device=device)
 
 
 def plan_study(cfg: dict[str, Any], run_dir: Path, data_arg: Path | None = None, device: str = "auto") -> Plan:
     """Every stage of the study, in an order that respects their dependencies."""
     run_dir = Path(run_dir)
     data_stage, data_dir = _data_stage(cfg, run_dir, data_arg)
-    plan = Plan(run_dir, data_dir, [data_stage])
-    t = cfg["train"]
-    plan.stages.append(_train_stage(plan, VGG, _train_config(cfg, VGG, device), []))
-    plan.stages.append(_train_stage(plan, RESNET, _train_config(cfg, RESNET, device), []))
-    lip = t["lipschitz"]
-    from_plain = lip["start"] == RESNET
-    if lip["start"] not in (RESNET, "scratch"):
-        raise DfrobustError(f"train.lipschitz.start must be {RESNET!r} (fine-tune the plain ResNet) or 'scratch', got {lip['start']!r}")
-    for lam in lip["lambdas"]:
-        start = {"resume_from": str(plan.model_path(RESNET))} if from_plain else {}
-        tc = _train_config(cfg, RESNET, device, lipschitz=float(lam), epochs=int(lip["epochs"]), **start)
-        plan.stages.append(_train_stage(plan, lip_name(lam), tc, [f"train/{RESNET}"] if from_plain else []))
-    blur = t["blur"]
-    blur_tc = _train_config(cfg, RESNET, device, epochs=int(blur["epochs"]), blur_fraction=float(blur["fraction"]),
-                            blur_sigma=tuple(blur["sigma"]), resume_from=str(plan.model_path(RESNET)))
-    plan.stages.append(_train_stage(plan, BLUR, blur_tc, [f"train/{RESNET}"]))
-    for attack, source, targets in attack_plan(cfg):
+    plan = Plan(run_dir, data_dir, study_roles(cfg), [data_stage])
+    for role in plan.roles:
+        plan.stages.append(_train_stage(plan, cfg, role, device))
+    plan.attacks = attack_plan(cfg, plan.roles)
+    for attack, source, targets in plan.attacks:
         plan.stages.append(_attack_stage(plan, cfg, attack, source, targets, device))
-    plan.stages.append(_dip_stage(plan, cfg, device))
+    for stage in (_samples_stage(plan, cfg, device), _dip_stage(plan, cfg, device)):
+        if stage is not None:
+            plan.stages.append(stage)
     return plan
+
+
+def _data_summary(data_dir: Path) -> dict[str, Any]:
+    """What the report says of the data, kept in plan.json so it survives a moved data folder."""
+    from dfrobust.data.manifest import manifest_hash, read_manifest
+
+    if not (data_dir / "manifest.json").is_file():
+        return {}
+    man = read_manifest(data_dir)
+    return {"image_size": man.get("image_size"), "counts": man.get("counts"), "created_by": man.get("created_by"),
+            "manifest_hash": manifest_hash(data_dir)}
 
 
 def reproduce(
@@ -238,14 +258,17 @@ def reproduce(
 
     run_dir = Path(run_dir)
     resolve_device(device)  # fail early on a missing GPU
+    plan = plan_study(cfg, run_dir, Path(data_arg) if data_arg else None, device)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / CONFIG_FILE, {"config": cfg, "data_arg": str(data_arg) if data_arg else None, "device": device,
                                        "versions": versions()})
-    plan = plan_study(cfg, run_dir, Path(data_arg) if data_arg else None, device)
+    write_json(run_dir / PLAN_FILE, plan.record(cfg, _data_summary(plan.data_dir)))
     runner = StageRunner(run_dir, force=force)
     t0 = time.perf_counter()
     for stage in plan.stages:
         runner.run(stage)
+        if stage.name == "data":  # the data exists now: record its size and counts
+            write_json(run_dir / PLAN_FILE, plan.record(cfg, _data_summary(plan.data_dir)))
     report_dir = write_report(run_dir)
     print(f"done in {time.perf_counter() - t0:.0f} s; report: {report_dir / 'report.html'}")
     return report_dir
@@ -257,3 +280,9 @@ def load_run_config(run_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise DfrobustError(f"{run_dir} is not a run folder (no {CONFIG_FILE}); start one with `dfrobust reproduce --run {run_dir}`")
     return read_json(path)
+
+
+def stored_stages(run_dir: str | Path) -> list[Stage]:
+    """The stages of a run as its ``plan.json`` recorded them (for ``status``; they cannot run)."""
+    run_dir = Path(run_dir)
+    return [Stage.from_record(rec, run_dir) for rec in read_plan(run_dir)["stages"]]

@@ -18,6 +18,8 @@ Bookkeeping lives in ``RUN/.stages/<name>.json`` (one file per stage, written at
 
 from __future__ import annotations
 
+import os
+import platform
 import secrets
 import shutil
 import time
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from dfrobust.utils.io import read_json, sha256_bytes, to_json, write_json
+from dfrobust.utils.runfolder import STAGES_DIR, stage_record_path
 
 
 @dataclass
@@ -43,6 +46,7 @@ class Stage:
             partial-training files) and are removed with it when the key changes.
         keep_output: on a key change, leave the output for ``fn`` to reuse what is still valid
             (``fn`` must check that itself); ``--force`` still removes it.
+        device: the device the stage computes on (recorded with the host that ran it).
     """
 
     name: str
@@ -52,6 +56,28 @@ class Stage:
     deps: list[str] = field(default_factory=list)
     extra_paths: list[Path] = field(default_factory=list)
     keep_output: bool = False
+    device: str = "cpu"
+
+    def record(self, run_dir: Path) -> dict[str, Any]:
+        """What ``plan.json`` keeps of the stage: enough to compute its state without re-planning."""
+        def rel(p: Path) -> str:
+            return str(p.relative_to(run_dir)) if p.is_relative_to(run_dir) else str(p)
+
+        return {"name": self.name, "config": self.config, "output": rel(self.output), "deps": self.deps,
+                "extra_paths": [rel(p) for p in self.extra_paths], "keep_output": self.keep_output, "device": self.device}
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any], run_dir: Path) -> Stage:
+        """A stage read back from ``plan.json`` (it cannot run: its function is gone)."""
+
+        def cannot_run() -> None:
+            raise RuntimeError(f"stage {rec['name']} was read from plan.json and cannot run")
+
+        def path(p: str) -> Path:
+            return Path(p) if Path(p).is_absolute() else run_dir / p
+
+        return cls(rec["name"], rec["config"], path(rec["output"]), cannot_run, list(rec["deps"]),
+                   [path(p) for p in rec.get("extra_paths", [])], bool(rec.get("keep_output")), rec.get("device", "cpu"))
 
 
 class StageRunner:
@@ -59,14 +85,13 @@ class StageRunner:
 
     def __init__(self, run_dir: str | Path, force: set[str] | None = None, log: Callable[[str], None] = print) -> None:
         self.run_dir = Path(run_dir)
-        self.book = self.run_dir / ".stages"
+        self.book = self.run_dir / STAGES_DIR
         self.force = set(force or ())
         self.log = log
-        self.stages: dict[str, Stage] = {}
         self._forced_done: set[str] = set()
 
     def _book_file(self, name: str) -> Path:
-        return self.book / f"{name.replace('/', '__')}.json"
+        return stage_record_path(self.run_dir, name)
 
     def record(self, name: str) -> dict[str, Any] | None:
         """The bookkeeping record of a stage, or ``None`` if it never started."""
@@ -107,7 +132,6 @@ class StageRunner:
 
     def run(self, stage: Stage) -> bool:
         """Run ``stage`` unless it is done; returns ``True`` if it ran."""
-        self.stages[stage.name] = stage
         missing = [d for d in stage.deps if self.fingerprint(d) is None]
         if missing:
             raise RuntimeError(f"stage {stage.name} runs before its inputs {missing}")
@@ -145,6 +169,7 @@ class StageRunner:
                 "output": str(stage.output.relative_to(self.run_dir) if stage.output.is_relative_to(self.run_dir) else stage.output),
                 "seconds": round(seconds, 3),
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "device": stage.device},
             },
         )
         return True

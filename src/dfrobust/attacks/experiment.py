@@ -12,7 +12,6 @@ Output folder::
     OUT/parts/batch-00003.csv   rows of one finished batch (resume and sharding unit)
     OUT/results.csv     one row per image and target (RESULT_COLUMNS first)
     OUT/table2.csv      accuracy on perturbed images per target, attack and setting, beside clean
-    OUT/fig3.png        the paper's Fig 3
     OUT/summary.json    config, manifest hash, models {name: {path, sha256}}, per-target aggregates
 
 Batch ``k`` belongs to rank ``k % world_size``; each finished batch is a part file, so a killed
@@ -409,14 +408,11 @@ def _merge(
     src: _Model,
     models: list[_Model],
 ) -> dict[str, Any]:
-    """Join the parts into results.csv, table2.csv, fig3.png and summary.json (written last)."""
-    from dfrobust.report.attack_figures import plot_fig3
-
+    """Join the parts into results.csv, table2.csv and summary.json (written last)."""
     rows = [row for k in range(n_batches) for row in read_csv(part_path(out_dir, k))]
     write_csv(out_dir / "results.csv", rows, RESULT_COLUMNS)
     table = table2_rows(rows)
     write_csv(out_dir / "table2.csv", table)
-    plot_fig3(table, out_dir / "fig3.png")
     whitebox = [r for r in rows if r["setting"] == "whitebox"]
     crafting: dict[str, Any] = {
         "attack_success_rate": sum(int(r["attack_success"]) for r in whitebox) / len(whitebox),

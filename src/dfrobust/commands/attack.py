@@ -111,6 +111,10 @@ def run_command(args: argparse.Namespace) -> int:
             "the results are merged when the last shard finishes (or rerun any shard)"
         )
         return 0
+    from dfrobust.report.attack_figures import plot_fig3
+    from dfrobust.utils.io import read_csv
+
+    plot_fig3(read_csv(args.out / "table2.csv"), args.out / "fig3.png")
     print(f"{summary['attack']['label']} crafted on {next(iter(summary['source']))}, {summary['dataset']['n_images']} images:")
     for name, res in summary["results"].items():
         line = (

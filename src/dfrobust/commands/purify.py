@@ -76,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
     if not summary.get("complete"):
         print(f"rank {args.rank}: batches done; {summary['missing_images']} image(s) wait for other ranks ({args.out})")
         return 0
+    from dfrobust.report.dip_figures import draw_dip_figures
+
+    draw_dip_figures(args.out, args.out)
     rows = {(r["method"], r["threshold"]): r for r in summary["table3"]}
     for (method, thr), r in rows.items():
         if method in ("baseline", "dip"):

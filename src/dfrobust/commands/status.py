@@ -20,13 +20,10 @@ def run(args: argparse.Namespace) -> int:
     """Print one line per stage: state, seconds, output."""
     from pathlib import Path
 
-    from dfrobust.pipeline import load_run_config, plan_study
+    from dfrobust.pipeline import stored_stages
     from dfrobust.stages import StageRunner
 
-    stored = load_run_config(args.run)
-    data_arg = Path(stored["data_arg"]) if stored.get("data_arg") else None
-    plan = plan_study(stored["config"], Path(args.run), data_arg, stored.get("device", "auto"))
-    rows = StageRunner(args.run, log=lambda s: None).table(plan.stages)
+    rows = StageRunner(args.run, log=lambda s: None).table(stored_stages(args.run))
     width = max(len(r["stage"]) for r in rows)
     for r in rows:
         secs = f"{r['seconds']:8.1f} s" if r["seconds"] is not None else " " * 10

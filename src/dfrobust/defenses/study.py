@@ -7,11 +7,12 @@
 * ``table3.csv``: accuracy, AUROC, precision/recall per class, per method and threshold
 * ``table4.csv``: accuracy per category (and aggregates), per method and threshold
 * ``sweep.csv``: accuracy per classification iteration T (the paper's 2,500 .. 7,500, scaled)
-* ``fig5.png``, ``fig6.png``, ``summary.json``
+* ``figures.json`` and ``fig5/``: what Figs 5 and 6 show (drawn by :mod:`dfrobust.report.dip_figures`)
+* ``summary.json``
 * ``parts/`` and ``snapshots/``: finished batches (the run resumes from them) and kept outputs
 
 Batch ``k`` of the plan goes to rank ``k % world_size``; whichever rank finds every batch done
-merges the outputs. Tables and figures depend on ``classify_at``, ``thresholds`` and ``window``
+merges the outputs. Tables and figure data depend on ``classify_at``, ``thresholds`` and ``window``
 only, so changing those and running again re-merges without purifying anything.
 """
 
@@ -56,10 +57,10 @@ from dfrobust.defenses.transforms import transform_purifiers
 from dfrobust.errors import DfrobustError
 from dfrobust.models.checkpoint import load_detector, model_name
 from dfrobust.models.inference import p_real
-from dfrobust.report.dip_figures import CurvePanel, plot_fig5, plot_fig6
 from dfrobust.utils.io import (
     load_image,
     read_json,
+    save_png,
     sha256_bytes,
     sha256_file,
     to_json,
@@ -250,7 +251,7 @@ def run_dip_study(
     out_dir: str | Path,
     cfg: DipStudyConfig | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) the DIP study and write its tables and figures to ``out_dir``.
+    """Run (or resume) the DIP study and write its tables and figure data to ``out_dir``.
 
     Args:
         data_dir: the dataset folder (its test split is sampled).
@@ -337,7 +338,7 @@ def merge_study(
     cfg: DipStudyConfig,
     device: torch.device,
 ) -> dict[str, Any]:
-    """Write trajectories, predictions, Tables III/IV, the sweep and the figures; return the summary."""
+    """Write trajectories, predictions, Tables III/IV, the sweep and the figure data; return the summary."""
     items = study.items
     iterations = curves[items[0].key].iterations
     if cfg.t not in iterations:
@@ -375,7 +376,7 @@ def merge_study(
     points = sweep_points(cfg.dip.iterations, cfg.end, cfg.dip.record_every)
     sweep = sweep_rows(iterations, labels, {"dip": raw, "dip-window": win, "dip-ema": avg}, points, cfg.thresholds)
     write_csv(out_dir / "sweep.csv", sweep)
-    figures = _figures(study, iterations, raw, win, out_dir, cfg)
+    figures = _figure_data(study, iterations, raw, win, out_dir, cfg)
 
     seconds = sum(curves[it.key].seconds for it in items)
     return {
@@ -428,7 +429,8 @@ def _pick(items: list[StudyItem], attack: str | None, clean_category: str | None
     return None
 
 
-def _figures(study: StudyInputs, iterations: list[int], raw: np.ndarray, win: np.ndarray, out_dir: Path, cfg: DipStudyConfig) -> dict:
+def _figure_data(study: StudyInputs, iterations: list[int], raw: np.ndarray, win: np.ndarray, out_dir: Path, cfg: DipStudyConfig) -> dict:
+    """What Figs 5 and 6 show, written as data (``figures.json`` and ``fig5/*.png``) for the report to draw."""
     items = study.items
     picks = {"fgsm": _pick(items, "fgsm"), "cw": _pick(items, "cw"), "clean fake": _pick(items, None, CLEAN_FAKE), "clean real": _pick(items, None, CLEAN_REAL)}
     panels = []
@@ -437,13 +439,23 @@ def _figures(study: StudyInputs, iterations: list[int], raw: np.ndarray, win: np
             panels.append(None)
             continue
         title = f"{label}: {items[i].category}" if label in ("fgsm", "cw") else label
-        panels.append(CurvePanel(title, iterations, raw[i].tolist(), win[i].tolist()))
-    plot_fig6(panels, out_dir / "fig6.png", threshold=cfg.thresholds[0], classify_at=cfg.t)
+        panels.append({"title": title, "image": items[i].key, "iterations": iterations, "raw": raw[i].tolist(), "window": win[i].tolist()})
 
     # Fig 5: the FGSM-perturbed fake of Fig 6 when there is one, else the first image
     i5 = next((i for i in (picks["fgsm"], picks["cw"]) if i is not None), 0)
     it5 = items[i5]
-    snaps = {t: load_image(snapshot_path(out_dir, it5.key, t)) for t in cfg.keep_iterations() if snapshot_path(out_dir, it5.key, t).is_file()}
-    scores = {t: float(raw[i5, iterations.index(t)]) for t in snaps if t in iterations}
-    plot_fig5(study.inputs[i5], snaps, out_dir / "fig5.png", study.clean[i5], scores, it5.baseline_p_real, title=f"{it5.category}/{it5.image}"[:120])
+    save_png(out_dir / "fig5" / "input.png", study.inputs[i5])
+    save_png(out_dir / "fig5" / "clean.png", study.clean[i5])
+    snaps = {t: snapshot_path(out_dir, it5.key, t) for t in cfg.keep_iterations() if snapshot_path(out_dir, it5.key, t).is_file()}
+    fig5 = {
+        "image": it5.key,
+        "title": f"{it5.category}/{it5.image}"[:120],
+        "input": "fig5/input.png",
+        "clean": "fig5/clean.png",
+        "input_p_real": it5.baseline_p_real,
+        "snapshots": {str(t): str(p.relative_to(out_dir)) for t, p in snaps.items()},
+        "p_real": {str(t): float(raw[i5, iterations.index(t)]) for t in snaps if t in iterations},
+    }
+    data = {"fig5": fig5, "fig6": {"panels": panels, "threshold": cfg.thresholds[0], "classify_at": cfg.t}}
+    write_json(out_dir / "figures.json", data)
     return {"fig5": {"image": it5.key}, "fig6": {k: (items[i].key if i is not None else None) for k, i in picks.items()}}

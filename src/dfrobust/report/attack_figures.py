@@ -30,7 +30,7 @@ def series_label(column: str) -> str:
     return f"{label} (from {source})" if source else label
 
 
-def _column_order(column: str) -> tuple:
+def column_order(column: str) -> tuple:
     """The paper's order: FGSM before CW (then other attacks by name), blackbox before whitebox."""
     attack, setting, source = _parse_column(column)
     rank = list(ATTACK_NAMES).index(attack) if attack in ATTACK_NAMES else len(ATTACK_NAMES)
@@ -52,7 +52,7 @@ def plot_fig3(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str | 
     columns: list[str] = ["unperturbed"]
     for entry in wide:
         columns += [k for k in entry if k not in ("model", "unperturbed") and k not in columns]
-    columns = ["unperturbed"] + sorted(columns[1:], key=_column_order)
+    columns = ["unperturbed"] + sorted(columns[1:], key=column_order)
     only_fakes = all(r.get("images", "fake") == "fake" for r in rows)
 
     n_models, n_series = len(wide), len(columns)

@@ -89,3 +89,22 @@ def plot_fig6(
     handles, labels = drawn[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, bbox_to_anchor=(0.5, -0.16))
     return save_figure(fig, out_path)
+
+
+def draw_dip_figures(study_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
+    """Draw Figs 5 and 6 of a DIP study folder from its ``figures.json``; returns ``{"fig5": path, "fig6": path}``."""
+    from dfrobust.utils.io import load_image, read_json
+
+    study_dir, out_dir = Path(study_dir), Path(out_dir)
+    data_file = study_dir / "figures.json"
+    if not data_file.is_file():
+        return {}
+    data = read_json(data_file)
+    f6 = data["fig6"]
+    panels = [CurvePanel(p["title"], p["iterations"], p["raw"], p["window"]) if p else None for p in f6["panels"]]
+    out = {"fig6": plot_fig6(panels, out_dir / "fig6.png", threshold=f6["threshold"], classify_at=f6["classify_at"])}
+    f5 = data["fig5"]
+    snaps = {int(t): load_image(study_dir / p) for t, p in f5["snapshots"].items() if (study_dir / p).is_file()}
+    out["fig5"] = plot_fig5(load_image(study_dir / f5["input"]), snaps, out_dir / "fig5.png", load_image(study_dir / f5["clean"]),
+                            {int(t): v for t, v in f5["p_real"].items()}, f5["input_p_real"], title=f5["title"])
+    return out

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import html
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import mean
@@ -25,13 +24,10 @@ from typing import Any
 from dfrobust.report import paper
 from dfrobust.report.tables import Table, paper_pct, pct
 from dfrobust.utils.io import read_csv, read_json, write_json
+from dfrobust.utils.runfolder import CONFIG_FILE, read_plan, resolve, stage_records
 
 METRIC_KEYS = ("accuracy", "auroc", "fake_precision", "fake_recall", "real_precision", "real_recall")
 METRIC_LABELS = ("accuracy", "AUROC", "fake precision", "fake recall", "real precision", "real recall")
-T2_KEYS = ("unperturbed", "fgsm_blackbox", "fgsm_whitebox", "cw_blackbox", "cw_whitebox")
-T2_LABELS = ("unperturbed", "FGSM blackbox", "FGSM whitebox", "CW-L2 blackbox", "CW-L2 whitebox")
-LIP_AVERAGE = "resnet18-lip (average)"
-LIP_BEST = "resnet18-lip (best)"
 
 
 @dataclass
@@ -63,41 +59,71 @@ def _mean_of(dicts: list[dict[str, Any]], key: str) -> float | None:
 
 
 def collect(run_dir: Path) -> dict[str, Any]:
-    """Everything the report shows, read from the run folder."""
-    from dfrobust.data.manifest import read_manifest
-    from dfrobust.pipeline import attack_plan, load_run_config, model_names, plan_study
-
-    stored = load_run_config(run_dir)
+    """Everything the report shows, read from the run folder's ``plan.json`` and stage outputs."""
+    plan = read_plan(run_dir)
+    stored = read_json(run_dir / CONFIG_FILE)
     cfg = stored["config"]
-    data_arg = Path(stored["data_arg"]) if stored.get("data_arg") else None
-    plan = plan_study(cfg, run_dir, data_arg, stored.get("device", "auto"))
-    ctx: dict[str, Any] = {"run_dir": run_dir, "stored": stored, "cfg": cfg, "plan": plan}
-    ctx["stages"] = [read_json(p) for p in sorted((run_dir / ".stages").glob("*.json"))]
-    ctx["manifest"] = read_manifest(plan.data_dir) if (plan.data_dir / "manifest.json").is_file() else None
+    ctx: dict[str, Any] = {"run_dir": run_dir, "stored": stored, "cfg": cfg, "plan": plan, "roles": plan["roles"]}
+    ctx["stages"] = stage_records(run_dir, [s["name"] for s in plan["stages"]])
+    ctx["manifest"] = plan.get("data") or None
     ctx["models"] = {}
-    for name in model_names(cfg):
-        side = plan.model_path(name).with_suffix(".json")
-        if side.is_file() and plan.model_path(name).is_file():
-            ctx["models"][name] = read_json(side)
+    for role in plan["roles"]:
+        path = resolve(run_dir, role["model"])
+        if path.is_file() and path.with_suffix(".json").is_file():
+            ctx["models"][role["name"]] = read_json(path.with_suffix(".json"))
     rows: list[dict[str, str]] = []
     ctx["attack_dirs"] = {}
-    for attack, source, _ in attack_plan(cfg):
-        folder = plan.attack_dir(attack, source)
+    for a in plan["attacks"]:
+        folder = resolve(run_dir, a["dir"])
         if (folder / "results.csv").is_file():
-            ctx["attack_dirs"][(attack, source)] = folder
+            ctx["attack_dirs"][(a["attack"], a["source"])] = folder
             rows += read_csv(folder / "results.csv")
     ctx["attack_rows"] = rows
-    dip_dir = run_dir / "dip"
+    ctx["samples"] = None
+    samples = resolve(run_dir, plan["samples"]) if plan.get("samples") else None
+    if samples is not None and (samples / "samples.json").is_file():
+        ctx["samples"] = {"dir": samples, **read_json(samples / "samples.json")}
     ctx["dip"] = None
-    if (dip_dir / "summary.json").is_file():
+    dip_dir = resolve(run_dir, plan["dip"]["dir"]) if plan.get("dip") else None
+    if dip_dir is not None and (dip_dir / "summary.json").is_file():
         ctx["dip"] = {
             "dir": dip_dir,
+            "role": plan["dip"],
             "summary": read_json(dip_dir / "summary.json"),
             "table3": read_csv(dip_dir / "table3.csv"),
             "table4": read_csv(dip_dir / "table4.csv"),
             "sweep": read_csv(dip_dir / "sweep.csv") if (dip_dir / "sweep.csv").is_file() else [],
         }
     return ctx
+
+
+def ordered_models(ctx: dict[str, Any], present: list[str]) -> list[str]:
+    """``present`` model names in the roles' order, with each average group's average and best rows after its members.
+
+    Names without a role (a model the plan does not know) come last.
+    """
+    out: list[str] = []
+    roles = [r for r in ctx["roles"] if r["name"] in present]
+    for i, role in enumerate(roles):
+        out.append(role["name"])
+        group = role.get("average_group")
+        nxt = roles[i + 1].get("average_group") if i + 1 < len(roles) else None
+        if group and nxt != group:
+            out += [f"{group} (average)", f"{group} (best)"]
+    return out + [n for n in present if n not in out]
+
+
+def _average_members(ctx: dict[str, Any], name: str) -> list[str]:
+    group = name.rsplit(" (", 1)[0]
+    return [r["name"] for r in ctx["roles"] if r.get("average_group") == group]
+
+
+def _paper_row(ctx: dict[str, Any], name: str) -> str | None:
+    """The key of ``name``'s row in the paper's tables (its role's ``paper_row``; average rows by group)."""
+    role = next((r for r in ctx["roles"] if r["name"] == name), None)
+    if role is not None:
+        return role.get("paper_row")
+    return name if name.endswith((" (average)", " (best)")) else None
 
 
 # ---------------------------------------------------------------- tables
@@ -109,15 +135,16 @@ def table1(ctx: dict[str, Any]) -> tuple[Table, list[dict[str, Any]]]:
               note="In parentheses: the paper's numbers. Metrics on the whole test split (both classes).")
     out = []
     models = ctx["models"]
-    lips = [n for n in models if "-lip" in n]
-    order = [n for n in models if n not in lips and n != "resnet18-blur"] + lips + ([LIP_AVERAGE] if lips else []) + (["resnet18-blur"] if "resnet18-blur" in models else [])
-    for name in order:
-        if name == LIP_AVERAGE:
-            tests = [models[n]["metrics"]["test"] for n in lips]
+    for name in ordered_models(ctx, list(models)):
+        if name.endswith(" (best)"):
+            continue  # the paper's Table I has an average row only
+        if name.endswith(" (average)"):
+            tests = [models[n]["metrics"]["test"] for n in _average_members(ctx, name) if n in models]
             m = {k: _mean_of(tests, k) for k in (*METRIC_KEYS, "input_grad_norm")}
         else:
             m = models[name]["metrics"]["test"]
-        theirs = paper.TABLE1.get(name)
+        key = _paper_row(ctx, name)
+        theirs = paper.TABLE1.get(key) if key else None
         cells = [_both(m.get(k), theirs[i] if theirs else None) for i, k in enumerate(METRIC_KEYS)]
         g = m.get("input_grad_norm")
         t.rows.append([name, *cells, f"{g:.3g}" if g is not None else "–"])
@@ -126,29 +153,55 @@ def table1(ctx: dict[str, Any]) -> tuple[Table, list[dict[str, Any]]]:
     return t, out
 
 
+def table2_columns(wide: dict[str, dict[str, Any]]) -> list[str]:
+    """``unperturbed``, then every attack's columns present, FGSM and CW first, blackbox before whitebox."""
+    from dfrobust.report.attack_figures import column_order
+
+    cols = {k for row in wide.values() for k in row if k not in ("model", "unperturbed")}
+    return ["unperturbed", *sorted(cols, key=column_order)]
+
+
+def column_label(column: str) -> str:
+    """``fgsm_blackbox`` -> ``FGSM blackbox``; ``unperturbed`` stays."""
+    from dfrobust.report.attack_figures import series_label
+
+    return "unperturbed" if column == "unperturbed" else series_label(column)
+
+
+def paper_table2(name: str | None, columns: list[str]) -> list[float | None]:
+    """The paper's Table II values of row ``name`` under our column keys (``None`` where it has none)."""
+    if name is None:
+        return [None] * len(columns)
+    if name in paper.TABLE2_BEST:
+        theirs = dict(paper.TABLE2_BEST[name])
+    else:
+        theirs = dict(zip(paper.TABLE2_COLUMNS, paper.TABLE2.get(name, ())))
+    return [theirs.get("clean" if c == "unperturbed" else c.replace("_", "-")) for c in columns]
+
+
 def table2(ctx: dict[str, Any]) -> tuple[Table, list[dict[str, Any]], dict[str, dict[str, float]]]:
     """Table II: accuracy on fake test images, clean and perturbed, per model, attack and setting."""
     from dfrobust.attacks.tables import table2_rows, table2_wide
 
     long_rows = table2_rows(ctx["attack_rows"]) if ctx["attack_rows"] else []
     wide = {r["model"]: r for r in table2_wide(long_rows)}
-    names = [n for n in ctx["models"] if n in wide] + [n for n in wide if n not in ctx["models"]]
-    lips = [n for n in names if "-lip" in n]
-    if lips:
-        wide[LIP_AVERAGE] = {k: _mean_of([wide[n] for n in lips], k) for k in T2_KEYS}
-        wide[LIP_BEST] = {k: max((float(wide[n][k]) for n in lips if k in wide[n]), default=None) for k in T2_KEYS}
-        blur_last = [n for n in names if n not in lips and n != "resnet18-blur"]
-        names = blur_last + lips + [LIP_AVERAGE, LIP_BEST] + [n for n in names if n == "resnet18-blur"]
-    t = Table("Table II. Accuracy on fake test images, unperturbed and perturbed", ["model", *T2_LABELS],
-              note="In parentheses: the paper's numbers. Blackbox: crafted on the VGG-16 for every ResNet, on the ResNet-18 for the VGG-16. "
-                   "Best regularised: the best lambda per column, as the paper's starred cells.")
+    columns = table2_columns(wide)
+    names = ordered_models(ctx, list(wide))
     for name in names:
-        row = wide[name]
-        theirs = paper.TABLE2.get(name)
-        if name == LIP_BEST:
-            theirs = tuple(paper.TABLE2_BEST_REGULARISED[c] for c in paper.TABLE2_COLUMNS)
-        t.rows.append([name, *(_both(row.get(k), theirs[i] if theirs else None) for i, k in enumerate(T2_KEYS))])
-    return t, long_rows, {n: {k: wide[n].get(k) for k in T2_KEYS} for n in names}
+        if name.endswith((" (average)", " (best)")):
+            members = [wide[n] for n in _average_members(ctx, name) if n in wide]
+            if name.endswith(" (average)"):
+                wide[name] = {k: _mean_of(members, k) for k in columns}
+            else:
+                wide[name] = {k: max((float(m[k]) for m in members if k in m), default=None) for k in columns}
+    t = Table("Table II. Accuracy on fake test images, unperturbed and perturbed", ["model", *map(column_label, columns)],
+              note="In parentheses: the paper's numbers. Blackbox: evaluated on images crafted on the role each model "
+                   "transfers from (the paper: the VGG-16 for every ResNet, the ResNet-18 for the VGG-16). "
+                   "Best: the best member per column, as the paper's starred cells.")
+    for name in names:
+        theirs = paper_table2(_paper_row(ctx, name), columns)
+        t.rows.append([name, *(_both(wide[name].get(k), theirs[i]) for i, k in enumerate(columns))])
+    return t, long_rows, {n: {k: wide[n].get(k) for k in columns} for n in names}
 
 
 def table3(ctx: dict[str, Any]) -> Table:
@@ -193,9 +246,7 @@ def settings_table(ctx: dict[str, Any]) -> Table:
     """What made these numbers: preset, overrides, seed, data, device, versions."""
     cfg, stored = ctx["cfg"], ctx["stored"]
     man = ctx["manifest"] or {}
-    from dfrobust.data.manifest import manifest_hash
-
-    data_hash = manifest_hash(ctx["plan"].data_dir) if man else "–"
+    data_hash = man.get("manifest_hash") or "–"
     made = man.get("created_by", {})
     counts = man.get("counts", {})
     rows = [
@@ -212,70 +263,96 @@ def settings_table(ctx: dict[str, Any]) -> Table:
 
 
 def stage_table(ctx: dict[str, Any]) -> Table:
-    """Wall time per stage, from the stage records."""
-    t = Table("Wall time per stage", ["stage", "state", "seconds"])
+    """Wall time per planned stage and where it ran, from the stage records."""
+    t = Table("Wall time per stage", ["stage", "state", "seconds", "ran on"])
     total = 0.0
     for rec in ctx["stages"]:
         secs = float(rec.get("seconds") or 0.0)
         total += secs
-        t.rows.append([rec["name"], rec.get("state", "?"), f"{secs:.1f}"])
-    t.rows.append(["total", "", f"{total:.1f}"])
+        host = rec.get("host") or {}
+        where = f"{host.get('device', '?')}, {host.get('cpus', '?')} CPUs" if host else "–"
+        t.rows.append([rec["name"], rec.get("state", "?"), f"{secs:.1f}", where])
+    t.rows.append(["total", "", f"{total:.1f}", ""])
     return t
 
 
-def differences(ctx: dict[str, Any]) -> list[str]:
-    """Where this run differs from the paper, generated from its config."""
-    cfg, man = ctx["cfg"], ctx["manifest"] or {}
-    d, tr, at, dip = cfg["data"], cfg["train"], cfg["attack"], cfg["dip"]
+def _flatten(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in cfg.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+#: Why a preset may change a key, shown beside the difference (the value itself comes from the config).
+WHY = {
+    "train.optimizer": "SGD needs more epochs at small sizes",
+    "train.vgg16.arch": "the paper's VGG-16 does not train reliably from random weights here",
+    "attack.max_images": "a seeded subset of the fake test images per source model",
+    "train.lipschitz.start": "the authors started from ImageNet weights",
+}
+#: Keys that only say how a run is labelled or scheduled, not what it computes.
+NOT_SCIENCE = ("run.", "dip.batch_size", "attack.batch_size", "train.eval_batch_size", "dip.record_every")
+#: Keys the fixed lines of :func:`differences` already state (the data source and the input size).
+STATED = ("data.n", "data.size")
+
+
+def config_differences(cfg: dict[str, Any], reference: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, ours, the reference's)`` for every key whose value differs (``None`` where one side lacks it).
+
+    A per-architecture key (``train.vgg16.lr``) that the reference does not set is compared with
+    the reference's common value (``train.lr``), which is what the reference trains with.
+    """
+    ours, theirs = _flatten(cfg), _flatten(reference)
+    keys = list(theirs) + [k for k in ours if k not in theirs]
     out = []
-    if ctx["stored"].get("data_arg"):
+    for key in keys:
+        if key.startswith(NOT_SCIENCE):
+            continue
+        parts = key.split(".")
+        common = f"train.{parts[-1]}" if len(parts) == 3 and parts[0] == "train" else None
+        a, b = ours.get(key), theirs.get(key, theirs.get(common) if common else None)
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and float(a) == float(b):
+            continue
+        if a != b:
+            out.append((key, a, b))
+    return out
+
+
+def differences(ctx: dict[str, Any]) -> list[str]:
+    """Where this run differs from the paper: its config against the ``paper`` preset key by key, and the fixed method changes."""
+    from dfrobust.config import load_preset
+
+    cfg, man = ctx["cfg"], ctx["manifest"] or {}
+    user_data = bool(ctx["stored"].get("data_arg"))
+    out = []
+    if user_data:
         out.append(f"Data: the user's folder {ctx['stored']['data_arg']} instead of CelebA reals and few-shot face-translation GAN fakes.")
     else:
-        out.append(f"Data: {d['n']} built-in synthetic faces (procedural renderer, face-swap fakes) instead of 5,000 CelebA reals and 5,000 GAN fakes.")
-        if d.get("swap"):
-            out.append(f"The built-in fakes use the swap knobs {d['swap']} instead of dfrobust's defaults.")
+        out.append(f"Data: {cfg['data']['n']} built-in synthetic faces (procedural renderer, face-swap fakes) instead of 5,000 CelebA reals and 5,000 GAN fakes.")
     size = man.get("image_size")
     if size:
         out.append(f"Input size {size[0]}x{size[1]} px instead of the authors' 368x300.")
+    adam = cfg["train"].get("optimizer") == "adam"
+    for key, ours, theirs in config_differences(cfg, load_preset("paper")):
+        if key in STATED or (user_data and key.startswith("data.swap")):
+            continue  # settings of the built-in data, unused with the user's folder
+        if adam and key.endswith("momentum"):
+            continue  # Adam has no momentum setting
+        if key == "train.optimizer" and ours == "adam":
+            text = "Detectors train with Adam instead of the paper's SGD with momentum"
+        elif key.endswith(".arch") and isinstance(ours, str) and ours.endswith("_gap"):
+            text = f"`{key}` = {ours} (the paper: {theirs or key.split('.')[-2]}); global pooling before the classifier makes it several times cheaper on small images"
+        else:
+            text = f"`{key}` = {ours} (the paper: {'not set' if theirs is None else theirs})"
+        why = WHY.get(key)
+        out.append(f"{text}{f' ({why})' if why else ''}.")
     out.append("Detectors start from random weights (the authors' code used ImageNet weights); the model is selected on a "
                "validation split carved from training data, never on the test set as the authors' code did.")
-    adam = tr.get("optimizer", "sgd") == "adam"
-    if adam:
-        out.append("Detectors train with Adam instead of the paper's SGD with momentum (SGD needs more epochs at small sizes).")
-    for key, want in (("epochs", 5), ("batch_size", 16), ("lr", 1e-3), ("momentum", 0.9)):
-        if tr.get(key) != want and not (adam and key == "momentum"):
-            out.append(f"Training {key} = {tr.get(key)} instead of the paper's {want}.")
-    for role in ("vgg16", "resnet18"):
-        own = dict(tr.get(role) or {})
-        arch = own.pop("arch", role)
-        if arch != role:
-            why = "the paper's " + role + " does not train reliably from random weights here"
-            if arch.endswith("_gap"):
-                why += "; global pooling before the classifier makes it several times cheaper on small images"
-            out.append(f"The {role} detector is a {arch} ({why}).")
-        if own:
-            out.append(f"{arch} trained with {own} on top of the common settings.")
-    if list(tr["lipschitz"]["lambdas"]) != [5.0, 50.0, 500.0, 5000.0]:
-        out.append(f"Lipschitz lambdas {tr['lipschitz']['lambdas']} instead of 5, 50, 500, 5000.")
-    if tr["lipschitz"].get("start") == "resnet18":
-        out.append(f"The regularised ResNets start from the plain ResNet-18's weights and train {tr['lipschitz']['epochs']} more "
-                   "epochs with the penalty (the authors started from ImageNet weights).")
-    if tr["blur"]["epochs"] != 10:
-        out.append(f"The blur model trains {tr['blur']['epochs']} more epochs instead of 10.")
-    if at.get("max_images"):
-        out.append(f"Attacks perturb a seeded subset of at most {at['max_images']} fake test images per source model, not all of them.")
-    cw = at.get("cw", {})
-    for key, want in (("max_steps", 1000), ("search_steps", 5), ("kappa", 200.0), ("lr", 0.01)):
-        if key in cw and float(cw[key]) != float(want):
-            out.append(f"CW-L2 {key} = {cw[key]} instead of the paper's {want}.")
-    if "fgsm" in at and float(at["fgsm"].get("eps", 0.02)) != 0.02:
-        out.append(f"FGSM eps = {at['fgsm']['eps']} instead of 0.02.")
     out.append("Adversarial images are stored and evaluated as lossless 8-bit PNGs (the authors saved JPEGs); "
                "CW restarts Adam for each of its per-image binary-search steps and keeps c inside its range (the authors' port did not).")
-    if dip["iterations"] != 10000 or dip["classify_at"] != 6000:
-        out.append(f"DIP runs {dip['iterations']} iterations and classifies at {dip['classify_at']} (the paper: 10,000 and 6,000).")
-    if dip["per_category"] != 10:
-        out.append(f"DIP study: {dip['per_category']} images per category instead of 10.")
     out.append("DIP fits images at their own size (padded, not resized to 512x512 as the authors' code did).")
     return out
 
@@ -284,62 +361,51 @@ def differences(ctx: dict[str, Any]) -> list[str]:
 
 
 def _fig2(ctx: dict[str, Any], figs: Path) -> Figure | None:
-    """Real, fake and perturbed samples, each with the detectors' P(real)."""
-    from dfrobust.data.dataset import load_split
-    from dfrobust.models.checkpoint import load_detector
-    from dfrobust.models.inference import p_real
+    """Real, fake and perturbed samples, each with the detectors' P(real), from the samples stage."""
+    from dfrobust.report.attack_figures import ATTACK_NAMES
     from dfrobust.report.figures import plot_fig2
     from dfrobust.utils.io import load_image
 
-    plan = ctx["plan"]
-    dirs = {a: ctx["attack_dirs"].get((a, "resnet18")) for a in ("fgsm", "cw")}
-    if not all(dirs.values()):
+    samples = ctx["samples"]
+    if not samples or not samples["rows"]:
         return None
-    by_image: dict[str, dict[tuple[str, str], dict[str, str]]] = {}
-    for a, folder in dirs.items():
-        for r in read_csv(folder / "results.csv"):
-            by_image.setdefault(r["image"], {})[(a, r["target"])] = r
-    chosen = [img for img, rs in by_image.items() if len(rs) >= 4][:5]
-    if not chosen:
-        return None
-    models = [m for m in ("resnet18", "vgg16") if plan.model_path(m).is_file()]
-    short = {"resnet18": "R18", "vgg16": "VGG"}
-
-    def cap(scores: dict[str, float]) -> str:
-        return " ".join(f"{short[m]} {scores[m]:.2f}" for m in models if m in scores)
-
-    real = load_split(plan.data_dir, "test", classes=["real"], limit=len(chosen), seed=0)
-    real_scores = {m: p_real(load_detector(plan.model_path(m))[0], real.images()) for m in models}
-    rows = [("real", [(real.images([i])[0], cap({m: float(real_scores[m][i]) for m in models})) for i in range(len(real))])]
-    fake_cells, adv_cells = [], {a: [] for a in dirs}
-    for img in chosen:
-        rs = by_image[img]
-        fake_cells.append((load_image(plan.data_dir / img), cap({m: float(rs[(a0, m)]["clean_p_real"]) for (a0, m) in rs if a0 == "fgsm"})))
-        for a, folder in dirs.items():
-            adv = load_image(folder / "images" / str(Path(img).with_suffix(".png")))
-            adv_cells[a].append((adv, cap({m: float(rs[(a0, m)]["adv_p_real"]) for (a0, m) in rs if a0 == a})))
-    rows += [("fake", fake_cells), ("FGSM (from ResNet-18)", adv_cells["fgsm"]), ("CW-L2 (from ResNet-18)", adv_cells["cw"])]
+    models = samples["models"]
+    labels = {r["name"]: r["label"] for r in ctx["roles"]}
+    rows = []
+    for row in samples["rows"]:
+        label = row["kind"] if row["kind"] != "perturbed" else f"{ATTACK_NAMES.get(row['attack'], row['attack'].upper())} (from {labels.get(row['source'], row['source'])})"
+        cells = [(load_image(samples["dir"] / c["image"]), " / ".join(f"{c['p_real'][m]:.2f}" for m in models)) for c in row["cells"]]
+        rows.append((label, cells))
     path = plot_fig2(rows, figs / "fig2.png")
-    return Figure(path, "Fig 2. Real, fake and perturbed test images (crafted on the ResNet-18); captions: P(real) by the ResNet-18 (whitebox) and the VGG-16 (blackbox).")
+    who = " / ".join(labels.get(m, m) for m in models)
+    return Figure(path, f"Fig 2. Real, fake and perturbed test images; captions: P(real) by {who}.")
 
 
-def _fig3(long_rows: list[dict[str, Any]], figs: Path) -> Figure | None:
+def _fig3(ctx: dict[str, Any], long_rows: list[dict[str, Any]], figs: Path) -> Figure | None:
     from dfrobust.report.attack_figures import plot_fig3
 
-    rows = [r for r in long_rows if r["model"] in ("vgg16", "resnet18")]
+    paper_models = [r["name"] for r in ctx["roles"] if r["group"] == "paper"]
+    rows = [r for r in long_rows if r["model"] in paper_models]
     if not rows:
         return None
-    return Figure(plot_fig3(rows, figs / "fig3.png"), "Fig 3. Accuracy of the VGG-16 and ResNet-18 on unperturbed and perturbed fake test images.")
+    who = " and ".join(r["label"] for r in ctx["roles"] if r["group"] == "paper")
+    return Figure(plot_fig3(rows, figs / "fig3.png"), f"Fig 3. Accuracy of the {who} on unperturbed and perturbed fake test images.")
 
 
-def _fig4(wide: dict[str, dict[str, float]], figs: Path) -> Figure | None:
+def _fig4(ctx: dict[str, Any], wide: dict[str, dict[str, float]], figs: Path) -> Figure | None:
+    """Each average group (the paper: the Lipschitz ResNets) against the role its members start from."""
     from dfrobust.report.figures import plot_fig4
 
-    if "resnet18" not in wide or LIP_AVERAGE not in wide:
-        return None
-    bars = {label: {T2_LABELS[i]: wide[name].get(k) for i, k in enumerate(T2_KEYS)}
-            for label, name in (("unregularised", "resnet18"), ("regularised (average)", LIP_AVERAGE), ("regularised (best)", LIP_BEST))}
-    return Figure(plot_fig4(bars, figs / "fig4.png"), "Fig 4. Regularisation: the unregularised ResNet-18 vs the average and the best of the Lipschitz-regularised ones.")
+    for role in ctx["roles"]:
+        group = role.get("average_group")
+        if not group or f"{group} (average)" not in wide or role.get("start_from") not in wide:
+            continue
+        base = role["start_from"]
+        columns = [c for c in next(iter(wide.values())) if c in wide[base]]
+        bars = {label: {column_label(c): wide[name].get(c) for c in columns}
+                for label, name in (("unregularised", base), ("regularised (average)", f"{group} (average)"), ("regularised (best)", f"{group} (best)"))}
+        return Figure(plot_fig4(bars, figs / "fig4.png"), "Fig 4. Regularisation: the unregularised ResNet-18 vs the average and the best of the Lipschitz-regularised ones.")
+    return None
 
 
 # ---------------------------------------------------------------- rendering
@@ -364,12 +430,12 @@ def build_sections(ctx: dict[str, Any], figs: Path) -> tuple[list[Section], dict
         s.items.append(t)
         results["table2"] = long_rows
         results["table2_wide"] = wide
-        for fig in (_fig2(ctx, figs), _fig3(long_rows, figs)):
+        for fig in (_fig2(ctx, figs), _fig3(ctx, long_rows, figs)):
             if fig:
                 s.items.append(fig)
         sections.append(s)
         s = Section("Lipschitz regularisation")
-        fig = _fig4(wide, figs)
+        fig = _fig4(ctx, wide, figs)
         s.items.append(fig if fig else "Regularised models not attacked yet.")
     else:
         s.items.append("No attack results yet.")
@@ -379,7 +445,7 @@ def build_sections(ctx: dict[str, Any], figs: Path) -> tuple[list[Section], dict
     if ctx["dip"]:
         summ = ctx["dip"]["summary"]
         timing = summ.get("timing", {})
-        s.items.append(f"Classifier: the blur-augmented ResNet-18. {summ.get('n_images', '?')} images; classification at iteration "
+        s.items.append(f"Classifier: {ctx['dip']['role'].get('label', ctx['dip']['role'].get('model'))}. {summ.get('n_images', '?')} images; classification at iteration "
                        f"{summ.get('classify_at', '?')} of {summ.get('iterations_run', '?')} run; "
                        f"{timing.get('seconds_per_image', float('nan')):.1f} s per image amortised on {', '.join(timing.get('device', ['?']))} "
                        f"(batches of {timing.get('batch_size', '?')}; the paper: ~30 min per image on a K80).")
@@ -389,12 +455,13 @@ def build_sections(ctx: dict[str, Any], figs: Path) -> tuple[list[Section], dict
         sw = sweep_table(ctx)
         if sw:
             s.items.append(sw)
-        for name, caption in (("fig5.png", "Fig 5. Images generated along the DIP optimisation for a perturbed (FGSM) fake."),
-                              ("fig6.png", "Fig 6. Classifier P(real) along the DIP optimisation: raw and window-averaged.")):
-            src = ctx["dip"]["dir"] / name
-            if src.is_file():
-                shutil.copyfile(src, figs / name)
-                s.items.append(Figure(figs / name, caption))
+        from dfrobust.report.dip_figures import draw_dip_figures
+
+        drawn = draw_dip_figures(ctx["dip"]["dir"], figs)
+        for name, caption in (("fig5", "Fig 5. Images generated along the DIP optimisation for a perturbed (FGSM) fake."),
+                              ("fig6", "Fig 6. Classifier P(real) along the DIP optimisation: raw and window-averaged.")):
+            if name in drawn:
+                s.items.append(Figure(drawn[name], caption))
         results["table3"] = ctx["dip"]["table3"]
         results["table4"] = ctx["dip"]["table4"]
         results["sweep"] = ctx["dip"]["sweep"]
@@ -453,16 +520,14 @@ def _html(title: str, sections: list[Section]) -> str:
 
 def summary_markdown(ctx: dict[str, Any], results: dict[str, Any]) -> str:
     """A short Markdown summary (Table II and the DIP headline) for a README or a chat message."""
-    import os
-
     lines = []
     wide = results.get("table2_wide", {})
     if wide:
-        lines += ["| model | " + " | ".join(T2_LABELS) + " |", "|---" * (len(T2_KEYS) + 1) + "|"]
+        columns = table2_columns(wide)
+        lines += ["| model | " + " | ".join(map(column_label, columns)) + " |", "|---" * (len(columns) + 1) + "|"]
         for name, row in wide.items():
-            theirs = paper.TABLE2_BEST_REGULARISED if name == LIP_BEST else dict(zip(paper.TABLE2_COLUMNS, paper.TABLE2.get(name, ())))
-            vals = [theirs.get(c) for c in paper.TABLE2_COLUMNS] if theirs else [None] * len(T2_KEYS)
-            lines.append(f"| {name} | " + " | ".join(_both(row.get(k), vals[i]) for i, k in enumerate(T2_KEYS)) + " |")
+            vals = paper_table2(_paper_row(ctx, name), columns)
+            lines.append(f"| {name} | " + " | ".join(_both(row.get(k), vals[i]) for i, k in enumerate(columns)) + " |")
         lines += ["", "Accuracy on the attacked fake test images, clean and perturbed; in parentheses the paper's numbers."]
     models = ctx.get("models") or {}
     if models:
@@ -483,8 +548,10 @@ def summary_markdown(ctx: dict[str, Any], results: dict[str, Any]) -> str:
                       f"real images kept as real: {pct(dip['real_recall'])} (paper {theirs['real_recall']:.1f}%)."]
     total = sum(float(r.get("seconds") or 0) for r in ctx["stages"])
     vers = ctx["stored"].get("versions", {})
+    cpus = sorted({r["host"]["cpus"] for r in ctx["stages"] if r.get("host")})  # the machine that ran the stages, not this one
+    where = vers.get("gpu") or (f"{'/'.join(map(str, cpus))} CPU cores" if cpus else "CPU")
     lines += ["", f"Preset `{ctx['cfg']['run'].get('preset')}`, seed {ctx['cfg']['run']['seed']}, {total / 60:.1f} min of stage time on "
-                  f"{vers.get('gpu') or f'{os.cpu_count()} CPU cores'} ({vers.get('platform', '?')}), torch {vers.get('torch', '?')}."]
+                  f"{where} ({vers.get('platform', '?')}), torch {vers.get('torch', '?')}."]
     return "\n".join(lines) + "\n"
 
 
