@@ -37,13 +37,19 @@ def column_order(column: str) -> tuple:
     return rank, attack, setting != "blackbox", setting, source
 
 
-def plot_fig3(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str | None = None) -> Path:
+def plot_fig3(
+    rows: Sequence[Mapping[str, Any]],
+    path: str | Path,
+    title: str | None = None,
+    paper: Mapping[str, Mapping[str, float | None]] | None = None,
+) -> Path:
     """Draw the paper's Fig 3 from Table II rows and save it as PNG (atomically).
 
     Args:
         rows: :func:`dfrobust.attacks.tables.table2_rows` output (one or several attack folders).
         path: where the PNG goes.
         title: figure title (default: the paper's caption, shortened).
+        paper: model -> column -> the paper's accuracy in percent; drawn hatched beside ours.
 
     One group of bars per model: unperturbed accuracy, then accuracy on perturbed images for
     every attack and setting present, in percent.
@@ -56,14 +62,23 @@ def plot_fig3(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str | 
     only_fakes = all(r.get("images", "fake") == "fake" for r in rows)
 
     n_models, n_series = len(wide), len(columns)
-    width = 0.8 / max(n_series, 1)
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.2 + n_models * n_series * 0.45), 3.6), dpi=120)
+    per = 2 if paper else 1  # ours, then the paper's beside it
+    width = 0.8 / max(n_series * per, 1)
+    fig, ax = plt.subplots(figsize=(max(9.0, 1.2 + n_models * n_series * per * 0.42), 3.8), dpi=120)
     cmap = plt.get_cmap("tab10")
     for j, col in enumerate(columns):
-        xs = [i + (j - (n_series - 1) / 2) * width for i in range(n_models)]
-        heights = [100 * float(e[col]) if col in e else math.nan for e in wide]
-        bars = ax.bar(xs, heights, width=width * 0.95, label=series_label(col), color=cmap(j % 10))
-        ax.bar_label(bars, labels=["" if math.isnan(h) else f"{h:.0f}" for h in heights], fontsize=6, padding=1)
+        for k in range(per):
+            xs = [i + (j * per + k - (n_series * per - 1) / 2) * width for i in range(n_models)]
+            if k == 0:
+                heights = [100 * float(e[col]) if col in e else math.nan for e in wide]
+                style = {"label": series_label(col), "color": cmap(j % 10), "edgecolor": "black", "linewidth": 0.6}
+            else:
+                heights = [v if (v := (paper or {}).get(e["model"], {}).get(col)) is not None else math.nan for e in wide]
+                style = {"label": "the paper's value (hatched)" if j == 0 else None, "color": "white", "edgecolor": cmap(j % 10),
+                         "hatch": "///", "linewidth": 0.8}
+            # a 0% bar is drawn as its outline on the axis, and every bar carries its value
+            bars = ax.bar(xs, [max(h, 0.4) if not math.isnan(h) else h for h in heights], width=width * 0.95, **style)
+            ax.bar_label(bars, labels=["" if math.isnan(h) else f"{h:.0f}" for h in heights], fontsize=6, padding=1)
     ax.set_xticks(range(n_models), [e["model"] for e in wide])
     ax.set_ylim(0, 110)
     ax.set_ylabel("Accuracy on fake images (%)" if only_fakes else "Accuracy on attacked images (%)")

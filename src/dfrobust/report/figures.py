@@ -33,7 +33,11 @@ def plot_fig2(rows: Sequence[tuple[str, Sequence[tuple[torch.Tensor, str]]]], pa
     return save_figure(fig, path)
 
 
-def plot_fig4(bars: Mapping[str, Mapping[str, float | None]], path: str | Path) -> Path:
+def plot_fig4(
+    bars: Mapping[str, Mapping[str, float | None]],
+    path: str | Path,
+    paper: Mapping[str, Mapping[str, float | None]] | None = None,
+) -> Path:
     """Fig 4: accuracy of the unregularised ResNet vs the average and best regularised ones.
 
     Args:
@@ -41,21 +45,31 @@ def plot_fig4(bars: Mapping[str, Mapping[str, float | None]], path: str | Path) 
             ``regularised (average)``, ``regularised (best)`` and columns ``unperturbed``,
             ``FGSM blackbox`` ...
         path: where the PNG goes.
+        paper: the same layout with the paper's values in percent; drawn hatched beside ours.
     """
     series = list(bars)
     columns = list(dict.fromkeys(c for s in series for c in bars[s]))
-    width = 0.8 / max(len(series), 1)
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(columns) + 1), 3.4))
+    per = 2 if paper else 1
+    width = 0.8 / max(len(series) * per, 1)
+    fig, ax = plt.subplots(figsize=(max(9.0, 1.8 * len(columns) + 1), 3.6))
     cmap = plt.get_cmap("tab10")
     for j, s in enumerate(series):
-        xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(columns))]
-        hs = [100 * v if (v := bars[s].get(c)) is not None else math.nan for c in columns]
-        b = ax.bar(xs, hs, width=width * 0.95, label=s, color=cmap(j))
-        ax.bar_label(b, labels=["" if math.isnan(h) else f"{h:.0f}" for h in hs], fontsize=6, padding=1)
+        for k in range(per):
+            xs = [i + (j * per + k - (len(series) * per - 1) / 2) * width for i in range(len(columns))]
+            if k == 0:
+                hs = [100 * v if (v := bars[s].get(c)) is not None else math.nan for c in columns]
+                style = {"label": s, "color": cmap(j), "edgecolor": "black", "linewidth": 0.6}
+            else:
+                hs = [v if (v := (paper or {}).get(s, {}).get(c)) is not None else math.nan for c in columns]
+                style = {"label": "the paper's value (hatched)" if j == 0 else None, "color": "white", "edgecolor": cmap(j),
+                         "hatch": "///", "linewidth": 0.8}
+            # a 0% bar is drawn as its outline on the axis, and every bar carries its value
+            b = ax.bar(xs, [max(h, 0.4) if not math.isnan(h) else h for h in hs], width=width * 0.95, **style)
+            ax.bar_label(b, labels=["" if math.isnan(h) else f"{h:.0f}" for h in hs], fontsize=6, padding=1)
     ax.set_xticks(range(len(columns)), columns, fontsize=8)
     ax.set_ylim(0, 110)
     ax.set_ylabel("Accuracy on fake images (%)")
     ax.set_title("Regularisation results (ResNet-18, Lipschitz lambda)", fontsize=9)
-    ax.legend(fontsize=7, ncol=len(series), loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
+    ax.legend(fontsize=7, ncol=len(series) + 1, loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
     fig.tight_layout()
     return save_figure(fig, path)

@@ -22,7 +22,7 @@ from statistics import mean
 from typing import Any
 
 from dfrobust.report import paper
-from dfrobust.report.tables import Table, paper_pct, pct
+from dfrobust.report.tables import Table, md_escape, paper_pct, pct, rate
 from dfrobust.utils.io import read_csv, read_json, write_json
 from dfrobust.utils.runfolder import CONFIG_FILE, read_plan, resolve, stage_records
 
@@ -46,8 +46,20 @@ class Figure:
     caption: str
 
 
-def _both(ours: Any, theirs: float | None) -> str:
-    return f"{pct(ours)} ({paper_pct(theirs)})" if theirs is not None else pct(ours)
+def _both(ours: Any, theirs: float | None, n: Any = None) -> str:
+    """Our rate (with its interval when ``n`` is given) and the paper's in parentheses."""
+    mine = rate(ours, n) if n is not None else pct(ours)
+    return f"{mine} ({paper_pct(theirs)})" if theirs is not None else mine
+
+
+def _class_counts(m: dict[str, Any]) -> dict[str, int | None]:
+    """The denominators of each Table I rate, from the confusion matrix (``confusion[true][pred]``)."""
+    c = m.get("confusion")
+    if not c:
+        return {k: None for k in METRIC_KEYS}
+    return {"accuracy": m.get("n"), "auroc": None,
+            "fake_precision": c[0][0] + c[1][0], "fake_recall": c[0][0] + c[0][1],
+            "real_precision": c[0][1] + c[1][1], "real_recall": c[1][0] + c[1][1]}
 
 
 def _mean_of(dicts: list[dict[str, Any]], key: str) -> float | None:
@@ -131,8 +143,16 @@ def _paper_row(ctx: dict[str, Any], name: str) -> str | None:
 
 def table1(ctx: dict[str, Any]) -> tuple[Table, list[dict[str, Any]]]:
     """Table I: clean test metrics per model (ours, the paper's in parentheses)."""
-    t = Table("Table I. Unperturbed test data", ["model", *METRIC_LABELS, "mean input-gradient norm"],
-              note="In parentheses: the paper's numbers. Metrics on the whole test split (both classes).")
+    avg = paper.TABLE1.get("resnet18-lip (average)")
+    lam = [paper.TABLE1[k] for k in paper.TABLE1 if k.startswith("resnet18-lip") and k != "resnet18-lip (average)"]
+    footnote = ""
+    if avg and lam:
+        means = [mean(r[i] for r in lam) for i in range(2)]
+        footnote = (f" The paper's own average row ({avg[0]:.1f}% accuracy, {avg[1]:.1f}% AUROC) is not the mean of its four "
+                    f"lambda rows ({means[0]:.1f}%, {means[1]:.1f}%); it is printed as published.")
+    t = Table("Table I. Unperturbed test data", ["model", "n", *METRIC_LABELS, "mean input-gradient norm"],
+              note="In parentheses: the paper's numbers (1,250 test images per class). Metrics on the whole test split (both "
+                   "classes); [low–high]: Wilson 95% interval on each rate's own denominator." + footnote)
     out = []
     models = ctx["models"]
     for name in ordered_models(ctx, list(models)):
@@ -145,9 +165,10 @@ def table1(ctx: dict[str, Any]) -> tuple[Table, list[dict[str, Any]]]:
             m = models[name]["metrics"]["test"]
         key = _paper_row(ctx, name)
         theirs = paper.TABLE1.get(key) if key else None
-        cells = [_both(m.get(k), theirs[i] if theirs else None) for i, k in enumerate(METRIC_KEYS)]
+        counts = _class_counts(m)
+        cells = [_both(m.get(k), theirs[i] if theirs else None, counts.get(k)) for i, k in enumerate(METRIC_KEYS)]
         g = m.get("input_grad_norm")
-        t.rows.append([name, *cells, f"{g:.3g}" if g is not None else "–"])
+        t.rows.append([name, str(m.get("n", "–")), *cells, f"{g:.3g}" if g is not None else "–"])
         out.append({"model": name, **{k: m.get(k) for k in (*METRIC_KEYS, "input_grad_norm")},
                     "paper": dict(zip(paper.TABLE1_COLUMNS, theirs)) if theirs else None})
     return t, out
@@ -187,6 +208,7 @@ def table2(ctx: dict[str, Any]) -> tuple[Table, list[dict[str, Any]], dict[str, 
     wide = {r["model"]: r for r in table2_wide(long_rows)}
     columns = table2_columns(wide)
     names = ordered_models(ctx, list(wide))
+    n_of = {r["model"]: int(r["n"]) for r in long_rows}  # attacked fakes per model (the same for each column)
     for name in names:
         if name.endswith((" (average)", " (best)")):
             members = [wide[n] for n in _average_members(ctx, name) if n in wide]
@@ -194,40 +216,86 @@ def table2(ctx: dict[str, Any]) -> tuple[Table, list[dict[str, Any]], dict[str, 
                 wide[name] = {k: _mean_of(members, k) for k in columns}
             else:
                 wide[name] = {k: max((float(m[k]) for m in members if k in m), default=None) for k in columns}
-    t = Table("Table II. Accuracy on fake test images, unperturbed and perturbed", ["model", *map(column_label, columns)],
-              note="In parentheses: the paper's numbers. Blackbox: evaluated on images crafted on the role each model "
+    t = Table("Table II. Accuracy on fake test images, unperturbed and perturbed", ["model", "n", *map(column_label, columns)],
+              note="In parentheses: the paper's numbers. n: attacked fake images; [low–high]: Wilson 95% interval "
+                   "(the average and best rows summarise their members and carry none). Blackbox: evaluated on images crafted on the role each model "
                    "transfers from (the paper: the VGG-16 for every ResNet, the ResNet-18 for the VGG-16). "
                    "Best: the best member per column, as the paper's starred cells.")
     for name in names:
         theirs = paper_table2(_paper_row(ctx, name), columns)
-        t.rows.append([name, *(_both(wide[name].get(k), theirs[i]) for i, k in enumerate(columns))])
+        n = n_of.get(name)
+        t.rows.append([name, str(n) if n else "–", *(_both(wide[name].get(k), theirs[i], n) for i, k in enumerate(columns))])
     return t, long_rows, {n: {k: wide[n].get(k) for k in columns} for n in names}
+
+
+PERTURBATION_KEYS = ("l2", "linf", "psnr", "ssim")
+
+
+def perturbation_rows(attack_rows: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """Size of the stored adversarial images per attack and source: mean and median L2, Linf, PSNR, SSIM."""
+    from statistics import median
+
+    groups: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for r in attack_rows:
+        if r["setting"] == "whitebox":  # one row per crafted image
+            groups.setdefault((r["attack"], r["source"]), []).append(r)
+    out = []
+    for (attack, source), rows in groups.items():
+        row: dict[str, Any] = {"attack": attack, "source": source, "n": len(rows)}
+        for k in PERTURBATION_KEYS:
+            vals = [float(r[k]) for r in rows if r.get(k) not in (None, "") and float(r[k]) == float(r[k]) and abs(float(r[k])) != float("inf")]
+            row[f"mean_{k}"] = mean(vals) if vals else None
+            row[f"median_{k}"] = median(vals) if vals else None
+        out.append(row)
+    return out
+
+
+def perturbation_table(rows: list[dict[str, Any]]) -> Table:
+    """How visible the perturbations are: the sizes of the stored 8-bit adversarial images."""
+    t = Table("Perturbation size of the stored adversarial images", ["attack", "crafted on", "n", "L2 mean / median",
+              "Linf mean / median", "PSNR dB mean / median", "SSIM mean / median"],
+              note="Measured on the 8-bit PNGs the attacks stored, against the clean test image (pixels in [0, 1]); "
+                   "identical images (PSNR infinite) are left out of the PSNR column.")
+    for r in rows:
+        cells = []
+        for k, fmt in zip(PERTURBATION_KEYS, ("{:.3f}", "{:.4f}", "{:.1f}", "{:.3f}")):
+            a, b = r[f"mean_{k}"], r[f"median_{k}"]
+            cells.append("–" if a is None else f"{fmt.format(a)} / {fmt.format(b)}")
+        t.rows.append([r["attack"], r["source"], str(r["n"]), *cells])
+    return t
 
 
 def table3(ctx: dict[str, Any]) -> Table:
     """Table III: the DIP defense overall, per method and threshold, beside the paper's."""
     t = Table("Table III. DIP defense results overall", ["method", "threshold", "n", *METRIC_LABELS],
               note="In parentheses: the paper's numbers (its 100-image subsample). baseline = the undefended classifier; "
-                   "dip = output at iteration T; dip-window = P(real) averaged over the window around T; jpeg/blur = cheap transforms.")
+                   "dip = output at iteration T; dip-window = P(real) averaged over the window around T; jpeg/blur = cheap transforms. "
+                   "[low–high]: Wilson 95% interval on accuracy (per-class counts are in Table IV).")
     for r in ctx["dip"]["table3"]:
         thr = float(r["threshold"])
         key = "baseline" if r["method"] == "baseline" and thr == 0.5 else f"dip@{thr:.2f}" if r["method"] == "dip" else None
         theirs = paper.TABLE3.get(key) if key else None
-        t.rows.append([r["method"], f"{thr:g}", r["n"], *(_both(r[k], theirs[i] if theirs else None) for i, k in enumerate(METRIC_KEYS))])
+        t.rows.append([r["method"], f"{thr:g}", r["n"], *(_both(r[k], theirs[i] if theirs else None, r["n"] if k == "accuracy" else None)
+                                                         for i, k in enumerate(METRIC_KEYS))])
     return t
 
 
-def table4(ctx: dict[str, Any]) -> Table:
-    """Table IV: accuracy per category of the DIP study (every method and threshold present)."""
+def table4(ctx: dict[str, Any]) -> list[Table]:
+    """Table IV: accuracy per category of the DIP study, one table per threshold (methods as columns)."""
     rows = ctx["dip"]["table4"]
-    methods = [c for c in rows[0] if "@" in c] if rows else []
-    t = Table("Table IV. DIP defense results by category", ["category", "n", *methods],
-              note="The paper's text: 95% on perturbed Fake-Wrong and 98% elsewhere at threshold 0.25; its FGSM whitebox "
-                   "Fake-Wrong category fell from 100% (0.5) to 80% (0.25). 'requested' images per category: "
-                   + str(rows[0].get("requested", "") if rows else ""))
-    for r in rows:
-        t.rows.append([r["category"], r["n"], *(pct(r[m]) for m in methods)])
-    return t
+    cols = [c for c in rows[0] if "@" in c] if rows else []
+    thresholds = list(dict.fromkeys(c.split("@")[1] for c in cols))
+    requested = rows[0].get("requested", "") if rows else ""
+    tables = []
+    for thr in thresholds:
+        methods = [c for c in cols if c.endswith(f"@{thr}")]
+        t = Table(f"Table IV. DIP defense results by category, threshold {thr}", ["category", "n", *(m.split("@")[0] for m in methods)],
+                  note="[low–high]: Wilson 95% interval. The paper's text: 95% on perturbed Fake-Wrong and 98% elsewhere at threshold "
+                       f"0.25; its FGSM whitebox Fake-Wrong category fell from 100% (0.5) to 80% (0.25). Images requested per category: {requested}.")
+        for r in rows:
+            t.rows.append([r["category"], r["n"], *(rate(r[m], r["n"]) for m in methods)])
+        tables.append(t)
+    return tables
 
 
 def sweep_table(ctx: dict[str, Any]) -> Table | None:
@@ -236,9 +304,11 @@ def sweep_table(ctx: dict[str, Any]) -> Table | None:
     if not rows:
         return None
     cols = [c for c in rows[0] if "@" in c]
-    t = Table("Choice of T: accuracy per classification iteration", ["iteration", *cols])
+    n = ctx["dip"]["summary"].get("n_images")
+    t = Table("Choice of T: accuracy per classification iteration", ["iteration", *cols],
+              note=f"n = {n} images at every iteration; [low–high]: Wilson 95% interval. T is chosen on the study's own images.")
     for r in rows:
-        t.rows.append([r["iteration"], *(pct(r[c]) for c in cols)])
+        t.rows.append([r["iteration"], *(rate(r[c], n) for c in cols)])
     return t
 
 
@@ -389,7 +459,9 @@ def _fig3(ctx: dict[str, Any], long_rows: list[dict[str, Any]], figs: Path) -> F
     if not rows:
         return None
     who = " and ".join(r["label"] for r in ctx["roles"] if r["group"] == "paper")
-    return Figure(plot_fig3(rows, figs / "fig3.png"), f"Fig 3. Accuracy of the {who} on unperturbed and perturbed fake test images.")
+    columns = [k for k in table2_columns({r["model"]: {f"{r['attack']}_{r['setting']}": 0} for r in rows})]
+    theirs = {m: dict(zip(columns, paper_table2(_paper_row(ctx, m), columns))) for m in paper_models}
+    return Figure(plot_fig3(rows, figs / "fig3.png", paper=theirs), f"Fig 3. Accuracy of the {who} on unperturbed and perturbed fake test images.")
 
 
 def _fig4(ctx: dict[str, Any], wide: dict[str, dict[str, float]], figs: Path) -> Figure | None:
@@ -402,9 +474,10 @@ def _fig4(ctx: dict[str, Any], wide: dict[str, dict[str, float]], figs: Path) ->
             continue
         base = role["start_from"]
         columns = [c for c in next(iter(wide.values())) if c in wide[base]]
-        bars = {label: {column_label(c): wide[name].get(c) for c in columns}
-                for label, name in (("unregularised", base), ("regularised (average)", f"{group} (average)"), ("regularised (best)", f"{group} (best)"))}
-        return Figure(plot_fig4(bars, figs / "fig4.png"), "Fig 4. Regularisation: the unregularised ResNet-18 vs the average and the best of the Lipschitz-regularised ones.")
+        series = (("unregularised", base), ("regularised (average)", f"{group} (average)"), ("regularised (best)", f"{group} (best)"))
+        bars = {label: {column_label(c): wide[name].get(c) for c in columns} for label, name in series}
+        theirs = {label: dict(zip(map(column_label, columns), paper_table2(_paper_row(ctx, name), columns))) for label, name in series}
+        return Figure(plot_fig4(bars, figs / "fig4.png", paper=theirs), "Fig 4. Regularisation: the unregularised ResNet-18 vs the average and the best of the Lipschitz-regularised ones.")
     return None
 
 
@@ -430,6 +503,8 @@ def build_sections(ctx: dict[str, Any], figs: Path) -> tuple[list[Section], dict
         s.items.append(t)
         results["table2"] = long_rows
         results["table2_wide"] = wide
+        results["perturbations"] = perturbation_rows(ctx["attack_rows"])
+        s.items.append(perturbation_table(results["perturbations"]))
         for fig in (_fig2(ctx, figs), _fig3(ctx, long_rows, figs)):
             if fig:
                 s.items.append(fig)
@@ -451,7 +526,7 @@ def build_sections(ctx: dict[str, Any], figs: Path) -> tuple[list[Section], dict
                        f"(batches of {timing.get('batch_size', '?')}; the paper: ~30 min per image on a K80).")
         if summ.get("notes"):
             s.items.append("Categories with fewer candidates than requested: " + "; ".join(summ["notes"]) + ".")
-        s.items += [table3(ctx), table4(ctx)]
+        s.items += [table3(ctx), *table4(ctx)]
         sw = sweep_table(ctx)
         if sw:
             s.items.append(sw)
@@ -480,31 +555,46 @@ def build_sections(ctx: dict[str, Any], figs: Path) -> tuple[list[Section], dict
     return sections, results
 
 
+def _md_paragraph(text: str) -> str:
+    """A paragraph for Markdown: code spans (between backticks) stay, everything else is escaped."""
+    parts = str(text).split("`")
+    if len(parts) % 2 == 0:
+        return "\n".join(md_escape(line) for line in str(text).splitlines())
+    return "".join(f"`{p}`" if i % 2 else md_escape(p) for i, p in enumerate(parts))
+
+
 def _markdown(title: str, sections: list[Section], report_dir: Path) -> str:
-    out = [f"# {title}", ""]
+    out = [f"# {md_escape(title)}", "", "Contents: " + " · ".join(f"[{md_escape(sec.title)}](#{_anchor(sec.title)})" for sec in sections), ""]
     for sec in sections:
-        out += [f"## {sec.title}", ""]
+        out += [f"## {md_escape(sec.title)}", ""]
         for item in sec.items:
             if isinstance(item, Table):
                 out.append(item.to_markdown())
             elif isinstance(item, Figure):
-                out += [f"![{item.caption}]({item.path.relative_to(report_dir).as_posix()})", "", f"_{item.caption}_", ""]
+                out += [f"![{md_escape(item.caption)}]({item.path.relative_to(report_dir).as_posix()})", "", f"_{md_escape(item.caption)}_", ""]
             else:
-                out += [str(item), ""]
+                out += [_md_paragraph(str(item)), ""]
     return "\n".join(out)
+
+
+def _anchor(title: str) -> str:
+    """The id of a section heading (GitHub's Markdown anchors: lower case, spaces to dashes, punctuation dropped)."""
+    return "".join(c for c in title.lower().replace(" ", "-") if c.isalnum() or c in "-_")
 
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}caption{font-weight:600;text-align:left;padding:4px 0}
 td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}td:first-child,th:first-child{text-align:left}
 th{background:#f3f3f3}.note{font-size:12px;color:#555;margin-top:-0.5em}figure{margin:1.5em 0}
-figure img{max-width:100%}figcaption{font-size:13px;color:#444}ul{line-height:1.5}"""
+figure img{max-width:100%}figcaption{font-size:13px;color:#444}ul{line-height:1.5}
+.scroll{overflow-x:auto;max-width:100%}nav{font-size:14px;line-height:1.6}"""
 
 
 def _html(title: str, sections: list[Section]) -> str:
-    body = [f"<h1>{html.escape(title)}</h1>"]
+    toc = "".join(f'<li><a href="#{_anchor(sec.title)}">{html.escape(sec.title)}</a></li>' for sec in sections)
+    body = [f"<h1>{html.escape(title)}</h1>", f"<nav><ul>{toc}</ul></nav>"]
     for sec in sections:
-        body.append(f"<h2>{html.escape(sec.title)}</h2>")
+        body.append(f'<h2 id="{_anchor(sec.title)}">{html.escape(sec.title)}</h2>')
         for item in sec.items:
             if isinstance(item, Table):
                 body.append(item.to_html())
@@ -515,7 +605,7 @@ def _html(title: str, sections: list[Section]) -> str:
                 body.append("<ul>" + "".join(f"<li>{html.escape(line[2:])}</li>" for line in str(item).splitlines()) + "</ul>")
             else:
                 body.append(f"<p>{html.escape(str(item))}</p>")
-    return f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{CSS}</style></head><body>{"".join(body)}</body></html>\n'
+    return f'<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>{html.escape(title)}</title><style>{CSS}</style></head><body>{"".join(body)}</body></html>\n'
 
 
 def summary_markdown(ctx: dict[str, Any], results: dict[str, Any]) -> str:
@@ -524,11 +614,14 @@ def summary_markdown(ctx: dict[str, Any], results: dict[str, Any]) -> str:
     wide = results.get("table2_wide", {})
     if wide:
         columns = table2_columns(wide)
-        lines += ["| model | " + " | ".join(map(column_label, columns)) + " |", "|---" * (len(columns) + 1) + "|"]
+        n_of = {r["model"]: int(r["n"]) for r in results.get("table2", [])}
+        lines += ["| model | n | " + " | ".join(map(column_label, columns)) + " |", "|---" * (len(columns) + 2) + "|"]
         for name, row in wide.items():
             vals = paper_table2(_paper_row(ctx, name), columns)
-            lines.append(f"| {name} | " + " | ".join(_both(row.get(k), vals[i]) for i, k in enumerate(columns)) + " |")
-        lines += ["", "Accuracy on the attacked fake test images, clean and perturbed; in parentheses the paper's numbers."]
+            n = n_of.get(name)
+            lines.append(f"| {name} | {n or '–'} | " + " | ".join(_both(row.get(k), vals[i], n) for i, k in enumerate(columns)) + " |")
+        lines += ["", "Accuracy on the attacked fake test images (n of them), clean and perturbed, with a Wilson 95% interval; "
+                      "in parentheses the paper's numbers."]
     models = ctx.get("models") or {}
     if models:
         parts = []

@@ -20,6 +20,26 @@ def pct(value: Any, digits: int = 1) -> str:
     return f"{100 * v:.{digits}f}%"
 
 
+def rate(value: Any, n: Any, digits: int = 1) -> str:
+    """A rate with its Wilson 95% interval, ``5.0% [0.9–23.6]``, when ``n`` < 1,000 (the share is ``value``)."""
+    from dfrobust.evaluate.intervals import wilson_interval
+
+    text = pct(value, digits)
+    try:
+        v, count = float(value), int(float(n))
+    except (TypeError, ValueError):
+        return text
+    if v != v or count <= 0 or count >= 1000:
+        return text
+    lo, hi = wilson_interval(round(v * count), count)
+    return f"{text} [{100 * lo:.{digits}f}–{100 * hi:.{digits}f}]"
+
+
+def md_escape(text: str) -> str:
+    """``text`` safe inside Markdown (a table cell or a paragraph): the characters Markdown would act on are escaped."""
+    return "".join("\\" + c if c in "\\`*_[]<>|#" else c for c in str(text))
+
+
 def paper_pct(value: float | None) -> str:
     """Format one of the paper's numbers (already in percent)."""
     return "–" if value is None else f"{value:.1f}%"
@@ -44,9 +64,9 @@ class Table:
     def to_markdown(self) -> str:
         """GitHub-flavoured Markdown."""
         lines = [f"**{self.title}**", "", "| " + " | ".join(self.columns) + " |", "|" + "---|" * len(self.columns)]
-        lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in self.rows]
+        lines += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in self.rows]
         if self.note:
-            lines += ["", f"_{self.note}_"]
+            lines += ["", f"_{md_escape(self.note)}_"]
         return "\n".join(lines) + "\n"
 
     def to_html(self) -> str:
@@ -54,4 +74,5 @@ class Table:
         head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in self.rows)
         note = f'<p class="note">{html.escape(self.note)}</p>' if self.note else ""
-        return f"<table><caption>{html.escape(self.title)}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}"
+        return (f'<div class="scroll"><table><caption>{html.escape(self.title)}</caption><thead><tr>{head}</tr></thead>'
+                f"<tbody>{body}</tbody></table></div>{note}")

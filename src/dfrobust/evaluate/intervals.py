@@ -1,0 +1,22 @@
+"""Confidence intervals for rates: every rate the report shows carries its n and a Wilson 95% interval."""
+
+from __future__ import annotations
+
+import math
+
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
+
+
+def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of ``k`` successes in ``n`` trials (``(nan, nan)`` when ``n`` is 0).
+
+    >>> tuple(round(v, 3) for v in wilson_interval(0, 20))
+    (0.0, 0.161)
+    """
+    if n <= 0:
+        return math.nan, math.nan
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
