@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from dfrobust.errors import DfrobustError
+from dfrobust.models.weights import load_state_dict_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -199,8 +200,6 @@ def build_detector(
             )
         backbone = torchvision.models.get_model(arch, weights=None)
     if init is not None:
-        from dfrobust.models.checkpoint import load_state_dict_file
-
         state = load_state_dict_file(init)
         try:
             missing, unexpected = backbone.load_state_dict(state, strict=False)
