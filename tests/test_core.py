@@ -133,8 +133,12 @@ def test_each_command_help_has_its_flags_and_examples_that_parse(name: str, caps
 
 
 @pytest.mark.parametrize("sub", sorted(DATA_FLAGS))
-def test_each_data_subcommand_help_has_its_flags(sub: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_each_data_subcommand_help_has_its_flags_and_examples(sub: str, capsys: pytest.CaptureFixture[str]) -> None:
     out = _help(["data", sub], capsys)
     assert out.startswith(f"usage: dfrobust data {sub} ")
     missing = [flag for flag in DATA_FLAGS[sub] if not _lists_option(out, flag)]
     assert not missing, f"dfrobust data {sub} --help does not list {missing}"
+    examples = _examples(out)
+    assert examples and all(ex[:3] == ["dfrobust", "data", sub] for ex in examples), examples
+    for example in examples:
+        build_parser().parse_args(example[1:])
