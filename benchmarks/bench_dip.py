@@ -4,8 +4,8 @@ For each image size (64 and 128 px by default) and batch size (1, 8, 32), times 
 of :class:`dfrobust.defenses.dip.DipRun` (the paper's network, one per image). The serial
 baseline is the same code with one image at a time (batch 1). Configurations are timed in
 interleaved rounds so that load from other processes hits them alike, each round over about
-the same number of image-iterations (a serial step is short: timed over a few steps only, it
-swung between 13 and 21 ms here); the median over rounds is reported. One JSON line per (size, batch) with iterations/s per image, images/hour at the
+the same number of image-iterations (a serial step is short and noisy when timed over a few
+steps only); the median over rounds is reported. One JSON line per (size, batch) with iterations/s per image, images/hour at the
 paper's 10,000 iterations and the ratio against serial (target: >= 3x at 64 px on the 2-core
 CPU). ``--compare-vmap`` also times the alternative design (torch.func.vmap over stacked
 parameters of single-image networks) at the same batch sizes.

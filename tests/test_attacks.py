@@ -130,8 +130,24 @@ def test_cw_fools_small_model_with_kappa_margin(toy_fakes: tuple) -> None:
     tried = tried[~tried.isnan()]
     assert len(tried) >= len(x) and (tried >= c_range[0]).all() and (tried <= c_range[1]).all()
     assert ((result.extras["c"][ok] >= c_range[0]) & (result.extras["c"][ok] <= c_range[1])).all()
-    # the kept image is the lowest-L2 success: never worse than a plain run at the largest c
-    assert (result.l2[ok] > 0).all()
+    assert (result.l2[ok] > 0).all()  # a success is never the clean image
+
+
+def test_cw_search_keeps_the_lowest_l2_success(toy_fakes: tuple) -> None:
+    model, x, y = toy_fakes
+    kw = dict(kappa=2.0, max_steps=100, lr=0.05)
+    search = make_attack("cw", c_range=(0.1, 100.0), search_steps=4, **kw)(model, x, y)
+    assert search.extras["kappa_reached"].all()
+    assert (search.extras["c_tried"].isfinite().sum(1) >= 3).all()  # the search moved c
+    # a shorter search is a prefix of the longer one (c = 0.1 fails, 1 succeeds): the longer keeps
+    # the lowest L2 over all its steps, so it is never worse and the extra steps (lower c) help
+    short = make_attack("cw", c_range=(0.1, 100.0), search_steps=2, **kw)(model, x, y)
+    assert short.extras["kappa_reached"].all()
+    assert (search.l2 <= short.l2 + 1e-5).all() and (search.l2 < short.l2 - 1e-3).any()
+    # and a plain run at the largest c reaches kappa with larger perturbations than the search
+    plain = make_attack("cw", c_range=(100.0, 100.0), search_steps=1, **kw)(model, x, y)
+    assert plain.extras["kappa_reached"].all()
+    assert (search.l2 <= plain.l2).all(), (search.l2, plain.l2)
 
 
 def test_cw_unreached_kappa_returns_lowest_l2_or_highest_margin(toy_fakes: tuple) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 from pathlib import Path
 
 import pytest
 import torch
 
-from dfrobust.cli import main
+from dfrobust.cli import build_parser, main
 from dfrobust.data.dataset import load_split
 from dfrobust.data.manifest import manifest_hash, read_manifest, stratified_split
 from dfrobust.errors import DfrobustError
@@ -68,8 +70,75 @@ def test_checkpoint_mismatch_errors(tmp_path: Path, toy_model: Path) -> None:
         load_detector(other)
 
 
+#: Each subcommand and flags of its own that its --help must list (the top-level help lists none of them).
+COMMAND_FLAGS = {
+    "data": ["synth", "faceswap", "import", "preview"],
+    "train": ["--data", "--arch", "--out", "--epochs", "--lipschitz", "--blur-fraction", "--resume-from"],
+    "evaluate": ["--data", "--model", "--split", "--json"],
+    "attack": ["--data", "--source", "--target", "--attack", "--eps", "--out"],
+    "purify": ["--data", "--model", "--adv", "--out", "--iterations", "--classify-at"],
+    "report": ["run_dir"],
+    "reproduce": ["--preset", "--data", "--run", "--set", "--force"],
+    "status": ["--run"],
+}
+DATA_FLAGS = {
+    "synth": ["--out", "--n", "--size"],
+    "faceswap": ["--real", "--out", "--size"],
+    "import": ["--out", "--size", "--test-fraction"],
+    "preview": ["--out", "--per-class"],
+}
+
+
+def _help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--help"])
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out
+
+
+def _examples(text: str) -> list[list[str]]:
+    """The example command lines at the end of a help text, continuation lines joined, comments dropped."""
+    assert "\nexamples:\n" in text, text
+    block = text.split("\nexamples:\n", 1)[1].replace("\\\n", " ")
+    return [shlex.split(line, comments=True) for line in block.splitlines() if line.strip().startswith("dfrobust ")]
+
+
+def _lists_option(text: str, flag: str) -> bool:
+    """Whether ``flag`` starts a line of the help's argument list (not merely appears in an example)."""
+    return re.search(rf"^ {{2,}}{re.escape(flag)}(?![\w-])", text.split("\nexamples:\n", 1)[0], re.M) is not None
+
+
 def test_cli_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 0
     out = capsys.readouterr().out
-    for name in ("data", "train", "evaluate", "attack", "purify", "report", "reproduce", "status"):
-        assert name in out
+    for name in COMMAND_FLAGS:
+        assert re.search(rf"^ {{4}}{name}\b", out, re.M), f"{name} missing from the command list"
+    for example in _examples(out):
+        build_parser().parse_args(example[1:])  # every top-level example parses
+
+
+@pytest.mark.parametrize("name", sorted(COMMAND_FLAGS))
+def test_each_command_help_has_its_flags_and_examples_that_parse(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    out = _help([name], capsys)
+    assert out.startswith(f"usage: dfrobust {name} "), out[:80]
+    missing = [flag for flag in COMMAND_FLAGS[name] if not _lists_option(out, flag)]
+    assert not missing, f"dfrobust {name} --help does not list {missing}"
+    examples = _examples(out)
+    assert examples, f"dfrobust {name} --help has no example"
+    for example in examples:
+        assert example[:2] == ["dfrobust", name], example
+        build_parser().parse_args(example[1:])  # a wrong flag exits with status 2
+    if name == "data":
+        assert {ex[2] for ex in examples} >= set(DATA_FLAGS), "every data subcommand has an example"
+
+
+@pytest.mark.parametrize("sub", sorted(DATA_FLAGS))
+def test_each_data_subcommand_help_has_its_flags_and_examples(sub: str, capsys: pytest.CaptureFixture[str]) -> None:
+    out = _help(["data", sub], capsys)
+    assert out.startswith(f"usage: dfrobust data {sub} ")
+    missing = [flag for flag in DATA_FLAGS[sub] if not _lists_option(out, flag)]
+    assert not missing, f"dfrobust data {sub} --help does not list {missing}"
+    examples = _examples(out)
+    assert examples and all(ex[:3] == ["dfrobust", "data", sub] for ex in examples), examples
+    for example in examples:
+        build_parser().parse_args(example[1:])

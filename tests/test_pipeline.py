@@ -4,6 +4,7 @@ caching and resumption; plus preset and override handling."""
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -76,17 +77,25 @@ def test_swap_knobs_reach_the_data_stage(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def built_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny study, run once for the module; tests read it and never change it."""
     run = tmp_path_factory.mktemp("run") / "tiny"
     reproduce(study_config("tiny"), run, device="cpu")
     return run
+
+
+@pytest.fixture
+def tiny_run(built_run: Path, tmp_path: Path) -> Path:
+    """A private copy of the built run, for a test that reruns or changes it."""
+    return Path(shutil.copytree(built_run, tmp_path / "tiny"))
 
 
 def _tokens(run: Path) -> dict[str, str]:
     return {r["name"]: r["token"] for r in map(read_json, (run / ".stages").glob("*.json"))}
 
 
-def test_every_stage_and_artifact(tiny_run: Path) -> None:
+def test_every_stage_and_artifact(built_run: Path) -> None:
+    tiny_run = built_run
     cfg = study_config("tiny")
     for name in (r.name for r in study_roles(cfg)):
         side = read_json(tiny_run / "models" / f"{name}.json")
@@ -104,7 +113,8 @@ def test_every_stage_and_artifact(tiny_run: Path) -> None:
     assert runner.record("dip")["seconds"] > 0
 
 
-def test_report_is_self_contained_and_from_the_run(tiny_run: Path) -> None:
+def test_report_is_self_contained_and_from_the_run(built_run: Path) -> None:
+    tiny_run = built_run
     report = tiny_run / "report"
     page = (report / "report.html").read_text()
     assert "data:image/png;base64," in page and not re.search(r'src="(?!data:)', page)
@@ -138,8 +148,7 @@ def test_rerun_skips_and_a_changed_setting_reruns_only_its_dependents(tiny_run: 
 
 
 def test_a_retrained_target_is_rescored_not_recrafted(tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = study_config("tiny", ["attack.fgsm.eps=0.05"])  # the settings the test above left
-    reproduce(cfg, tiny_run, device="cpu")
+    cfg = study_config("tiny")
     crafted: list[str] = []
     purified: list[int] = []
     craft, purify = experiment._attack_batch, study.purify_batch

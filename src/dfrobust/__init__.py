@@ -1,6 +1,6 @@
 """dfrobust: red-team and harden deepfake image detectors.
 
-Conventions kept by every module (see DESIGN.md in the shared folder):
+Conventions kept by every module (see docs/architecture.md):
 
 * images are float tensors ``N x 3 x H x W`` in ``[0, 1]``; a detector maps them to 2 logits;
 * labels: ``FAKE = 0``, ``REAL = 1``; a score is ``P(real)``;

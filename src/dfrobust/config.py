@@ -9,12 +9,17 @@ A study config is a nested dict with the sections ``run``, ``data``, ``train``, 
 from __future__ import annotations
 
 import copy
-import tomllib
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from dfrobust.errors import DfrobustError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, from PyPI (a declared dependency there)
+    import tomli as tomllib
 
 SECTIONS = ("run", "data", "train", "attack", "dip")
 

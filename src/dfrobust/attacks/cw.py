@@ -19,7 +19,7 @@ the batch stops when no image is left. Across all steps, the lowest-L2 image tha
 the ``kappa`` goal; larger, but confident, perturbations); with neither, its closest attempt,
 reported as failed. An image is never returned clean and counted as a success.
 
-Differences from the authors' code (SPEC section 2), on purpose: per-search-step Adam restart,
+Differences from the authors' code, on purpose: per-search-step Adam restart,
 c never leaves ``c_range``, abort checked per image, no silent clean image on failure.
 """
 

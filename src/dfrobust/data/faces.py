@@ -118,12 +118,6 @@ def sample_scenes(rng: np.random.Generator, n: int) -> Params:
     }
 
 
-def _frame(ident: Params, scene: Params, name: str, k: int = 1) -> np.ndarray:
-    """A per-image parameter shaped to broadcast against ``N x H x W`` (or ``N x H x W x 3``)."""
-    v = ident[name] if name in ident else scene[name]
-    return v.reshape(len(v), *([1] * k)) if v.ndim == 1 else v.reshape(len(v), *([1] * k), v.shape[-1])
-
-
 def _geometry(ident: Params, scene: Params) -> dict[str, np.ndarray]:
     """Feature positions in the face frame (shape ``N``), shifted by yaw and pitch."""
     yaw, pitch = scene["yaw"], scene["pitch"]

@@ -13,9 +13,8 @@ def single_threaded_torch() -> Iterator[None]:
     """Run the block with one intra-op torch thread, then restore the previous setting.
 
     The generators run many small tensor operations; with several threads each one pays a
-    synchronisation that, on a busy machine, costs more than the work (measured: 5x slower
-    with 2 threads than with 1 on a loaded 2-core machine). One thread also makes the
-    floating-point reductions, and so the pixels, independent of the machine's core count.
+    synchronisation that, on a busy machine, costs more than the work. One thread also makes
+    the floating-point reductions, and so the pixels, independent of the machine's core count.
     """
     before = torch.get_num_threads()
     torch.set_num_threads(1)

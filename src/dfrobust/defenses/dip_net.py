@@ -1,7 +1,8 @@
 """The Deep Image Prior generator: Ulyanov et al.'s "skip" encoder-decoder, B independent copies at once.
 
 The structure follows the DIP reference code (``models/skip.py``) with the paper authors'
-settings (SPEC.md, "DIP network"). For each level ``i`` (outermost first)::
+settings (the defaults of :class:`dfrobust.defenses.dip.DipConfig`). For each level ``i``
+(outermost first)::
 
     x -> [skip_i: conv1x1 -> BN -> act]                       (when skip channels > 0)
       -> [down_i: conv3x3/2 -> BN -> act -> conv3x3 -> BN -> act -> level i+1 -> upsample x2]
@@ -12,10 +13,9 @@ then a final 1x1 conv to 3 channels and a sigmoid. Convolutions pad by reflectio
 Batching: one :class:`DipNet` holds ``groups`` independent networks. Activations travel as a
 batch-of-one tensor ``1 x (B*C) x H x W`` and every convolution is grouped (``groups=B``), so
 image ``b`` only ever sees its own weights, and BatchNorm over ``(N=1, H, W)`` gives each image
-its own statistics. ``groups=1`` is exactly the single-image reference network. (Measured on
-CPU against ``torch.func.vmap`` over stacked parameters: grouped convolutions were as fast or
-faster, see ``benchmarks/bench_dip.py --compare-vmap``; vmap lowers batched-weight convolutions
-to grouped ones anyway.)
+its own statistics. ``groups=1`` is exactly the single-image reference network. Grouped
+convolutions rather than ``torch.func.vmap``: vmap lowers batched-weight convolutions to
+grouped ones anyway (the comparison: ``benchmarks/bench_dip.py --compare-vmap``).
 """
 
 from __future__ import annotations
@@ -46,9 +46,7 @@ class GroupedConv2d(nn.Conv2d):
       convolutions to a slow path that loops over the groups.
     - Wide kernels on small maps (the deep levels: ``cin * k * k >= 1024`` per group and at most
       64 output pixels) run as pad -> unfold -> batched matmul. There the work is all weights,
-      and oneDNN's grouped kernel was 2x slower than this on the project's 2-core CPU (128 -> 128
-      channels at 2x2, 32 groups, forward + backward: 19.6 ms against 9.7 ms); a DIP step at
-      batch 32, 64 px, got 8-10% faster.
+      and oneDNN's grouped kernel is slower than one batched matmul (benchmarks/RESULTS.md).
 
     Both are the same arithmetic as the grouped convolution (tested against it).
     """

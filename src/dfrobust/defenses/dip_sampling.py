@@ -63,16 +63,12 @@ class StudyItem:
 
 @dataclass
 class SamplePlan:
-    """The sampled categories, in study order, and what each one could not fill."""
+    """The sampled categories, in study order, and notes on those that could not be filled."""
 
     chosen: dict[str, list[str]]  #: category -> chosen image paths (sorted)
     candidates: dict[str, int]  #: category -> how many candidates there were
     requested: int
     notes: list[str] = field(default_factory=list)
-
-    def shortfalls(self) -> dict[str, int]:
-        """Categories that got fewer than ``requested`` images: category -> missing count."""
-        return {c: self.requested - len(v) for c, v in self.chosen.items() if len(v) < self.requested}
 
 
 def find_target(summary: Mapping, row_targets: set[str], model_path: Path, model_sha: str | None = None) -> str | None:

@@ -7,17 +7,16 @@ versions. Loading checks the architecture and input size and says clearly when t
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from dfrobust.constants import CLASS_NAMES
 from dfrobust.errors import DfrobustError
 from dfrobust.models.detectors import Detector, build_detector
+from dfrobust.models.weights import load_state_dict_file
 from dfrobust.utils.io import atomic_path, read_json, write_json
 from dfrobust.utils.runtime import versions
 
@@ -109,25 +108,6 @@ def load_detector(
         raise DfrobustError(f"{path} does not match architecture {meta['arch']}: its weights have other shapes or names") from exc
     model.eval()
     return model.to(device), meta
-
-
-def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a state dict from ``.safetensors``, or from ``.pt``/``.pth`` with ``weights_only=True`` (no pickle code)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DfrobustError(f"weights file {path} does not exist")
-    if path.suffix == ".safetensors":
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError) as exc:
-            raise DfrobustError(f"{path} is not a readable safetensors file: {exc}") from exc
-    try:
-        state = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
-        raise DfrobustError(f"{path} is not a plain state dict of tensors: {exc}") from exc
-    if not isinstance(state, dict):
-        raise DfrobustError(f"{path} does not hold a state dict")
-    return state
 
 
 def model_name(path: str | Path) -> str:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from dfrobust.errors import DfrobustError
+from dfrobust.models.weights import load_state_dict_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -74,9 +75,7 @@ def _vgg_gap(name: str) -> Callable[[], nn.Module]:
 
     At 32 px VGG's features end in a 1x1 map, which its 7x7 pooling only replicates 49 times, so
     the two networks compute the same family of functions (at 64 px, nearly: a 2x2 map spread
-    over 7x7). This one has 34M
-    parameters instead of 134M (VGG-16-BN): a training step at 32 px, batch 16, on 2 CPU cores
-    is 3.6x faster with Adam and 2.4x with SGD (``benchmarks/bench_arch.py``).
+    over 7x7), and this one trains much faster on small inputs (its speed: benchmarks/RESULTS.md).
     """
 
     def make() -> nn.Module:
@@ -199,8 +198,6 @@ def build_detector(
             )
         backbone = torchvision.models.get_model(arch, weights=None)
     if init is not None:
-        from dfrobust.models.checkpoint import load_state_dict_file
-
         state = load_state_dict_file(init)
         try:
             missing, unexpected = backbone.load_state_dict(state, strict=False)

@@ -16,10 +16,6 @@ EXECUTION_FIELDS = ("device", "eval_batch_size")
 #: Optimizers a detector can train with (the paper: SGD with momentum).
 OPTIMIZERS = ("sgd", "adam")
 
-#: Settings added after models were first trained, with their defaults: left out of the identity
-#: while at that default, so that models and run folders made before they existed stay valid.
-LATER_FIELDS = {"optimizer": "sgd"}
-
 
 @dataclass
 class TrainConfig:
@@ -50,8 +46,7 @@ class TrainConfig:
         lipschitz: lambda of eq. (7) (0 = off; the paper's set is 5, 50, 500, 5000).
         lipschitz_estimator: ``rademacher`` (default: one backward pass with random signs per
             logit, shared by the batch where BatchNorm couples its images, an unbiased estimate
-            of eq. (7) and of its gradient, ~2.7x a plain step on the CPU) or ``exact`` (one
-            backward per logit, ~4x).
+            of eq. (7) and of its gradient, cheaper) or ``exact`` (one backward per logit).
         lipschitz_batchnorm: ``batch`` (penalty on the training pass, BatchNorm on batch
             statistics, as the authors) or ``eval`` (a second pass on running statistics: each
             image's own gradient, as at test time); see :mod:`dfrobust.train.lipschitz`.
@@ -125,5 +120,4 @@ class TrainConfig:
 
     def identity(self) -> dict[str, Any]:
         """The settings that determine the result (without :data:`EXECUTION_FIELDS`)."""
-        return {k: v for k, v in self.to_dict().items()
-                if k not in EXECUTION_FIELDS and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+        return {k: v for k, v in self.to_dict().items() if k not in EXECUTION_FIELDS}

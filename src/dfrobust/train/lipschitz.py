@@ -14,16 +14,15 @@ image where the images are independent, and once per batch (shared by its images
 BatchNorm's batch statistics couple them. Per-image signs would then estimate another penalty:
 each image's own gradient through the batch statistics (``per_image_train`` in
 ``benchmarks/bench_lipschitz_batchnorm.py``), where the component the batch shares no longer
-cancels. It constrains far more: on ResNet-18 at 64 px and lambda 5000 it left the detector
-near chance (~60%), while with shared signs it trained as with the exact penalty (91% and 83%).
+cancels. It constrains far more: at large lambdas it can keep the detector from learning
+(benchmarks/RESULTS.md), while shared signs train as the exact penalty does.
 
 BatchNorm (``batchnorm`` argument): with ``"batch"`` (default, as the authors did) the penalty
 is computed on the training forward pass, BatchNorm in train mode. The batch statistics then
 couple the images: each image's gradient of the batch-summed logit also carries the terms
 through the batch mean and variance, which remove the component shared by the batch. This is
-not a small effect (on ResNet-18, batch 16, 64 px, it differs from the per-image gradient by
-~85% in norm), but it costs nothing extra and still shrinks the gradients of the deployed
-(eval-mode) model. With ``"eval"`` the penalty uses a second forward pass with BatchNorm on its
+not a small effect (its size on ResNet-18: benchmarks/RESULTS.md), but it costs nothing extra
+and still shrinks the gradients of the deployed (eval-mode) model. With ``"eval"`` the penalty uses a second forward pass with BatchNorm on its
 running statistics, so it is exactly each image's own gradient as at test time (one more
 forward pass and its double backward). Models without BatchNorm (VGG-16, ``tiny``) get the
 exact per-image penalty either way.
