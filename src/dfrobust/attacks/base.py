@@ -165,7 +165,7 @@ def register_attack(cls: type[Attack]) -> type[Attack]:
 
 def _load_builtin_attacks() -> None:
     # importing the modules runs their @register_attack decorators
-    from dfrobust.attacks import cw, fgsm, pgd  # noqa: F401
+    from dfrobust.attacks import apgd, cw, fgsm, mifgsm, pgd, square  # noqa: F401
 
 
 def available_attacks() -> list[str]:

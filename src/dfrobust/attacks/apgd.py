@@ -1,0 +1,259 @@
+"""APGD (Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an ensemble of
+diverse parameter-free attacks"): PGD whose step size adapts per image, Linf or L2.
+
+Each image keeps its own step size (starting at ``2 * eps``), best loss, best point and the
+gradient there. Steps use momentum: the next point moves ``alpha`` of the way towards the
+projected gradient step and ``1 - alpha`` along the previous step (``alpha = 1`` on the first
+step). At checkpoints ``w_j`` (the paper's ``p_j`` schedule: ``p_0 = 0``, ``p_1 = 0.22``,
+``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)``, times ``steps``) an image halves its step
+size and restarts from its best point when
+
+1. at most a share ``rho`` of its steps since the last checkpoint increased the loss, or
+2. its step size was not reduced at the last checkpoint and its best loss has not improved since.
+
+Further restarts (``restarts > 1``) attack again, from a new random start, only the images no
+restart has fooled yet.
+
+Returned per image: the highest-loss iterate among those the model misclassifies if any
+iterate was misclassified (a confident adversarial survives 8-bit quantisation better than the
+first one across the boundary), else the highest-loss iterate. Every image runs the full budget,
+as in AutoAttack.
+
+Differences from ``autopgd_base.py``, on purpose: condition 1 counts the first step of a
+window against the loss before it (the reference reads a stale row at the first checkpoint);
+after a restart from the best point the next step is compared with that point's loss; the DLR
+loss with fewer than 3 classes is refused up front (the reference indexes a missing third
+logit); the random start comes from the attack's own seeded generator.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from dfrobust.attacks.base import Attack, logit_margin, register_attack
+from dfrobust.errors import DfrobustError
+from dfrobust.utils.runtime import progress
+
+NORMS = ("linf", "l2")
+LOSSES = ("ce", "margin", "dlr")
+#: Radius used when ``eps`` is not given: the paper's FGSM budget for Linf, AutoAttack's usual L2 budget.
+DEFAULT_EPS = {"linf": 0.02, "l2": 0.5}
+
+
+def _per_image(v: torch.Tensor) -> torch.Tensor:
+    """Reshape a per-image vector ``N`` to broadcast over ``N x C x H x W``."""
+    return v.view(-1, 1, 1, 1)
+
+
+def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Difference of logits ratio per row: ``-(z_y - max_{i != y} z_i) / (z_(1) - z_(3))`` (sorted descending)."""
+    top = logits.sort(dim=1, descending=True).values
+    return logit_margin(logits, y) / (top[:, 0] - top[:, 2] + 1e-12)
+
+
+def checkpoint_lengths(steps: int) -> tuple[int, int, int]:
+    """``(first window, shortest window, shrink per checkpoint)`` in iterations (AutoAttack's rounding)."""
+    return max(int(0.22 * steps), 1), max(int(0.06 * steps), 1), max(int(0.03 * steps), 1)
+
+
+@register_attack
+class APGD(Attack):
+    """Untargeted APGD with per-image step sizes, momentum and checkpoints, in the Linf or L2 ball.
+
+    Args:
+        eps: radius of the ball (default 0.02 for ``linf``, the paper's FGSM budget, about 5/255;
+            0.5 for ``l2``).
+        norm: ``linf`` or ``l2``.
+        steps: iterations per restart (Croce & Hein: 100).
+        restarts: random restarts; each later one attacks only the images not yet fooled (1).
+        loss: ``ce`` (cross-entropy, APGD-CE), ``margin`` (CW loss: ``max_{i != y} z_i - z_y``)
+            or ``dlr`` (difference of logits ratio; needs 3 or more classes, so not for
+            2-class detectors).
+        rho: step-size halving threshold: halve when at most this share of the steps since the
+            last checkpoint raised the loss (0.75).
+        alpha: momentum weight: each step goes ``alpha`` of the way to the projected gradient
+            step plus ``1 - alpha`` of the previous step (0.75; 1.0 means no momentum).
+        seed: seed of the random starts.
+
+    Extras in the result (per image): ``loss`` (the attack loss of the returned image),
+    ``margin`` (``max_{i != y} Z_i - Z_y`` of the returned image, positive when fooled).
+    """
+
+    name = "apgd"
+
+    def __init__(
+        self,
+        eps: float | None = None,
+        norm: Literal["linf", "l2"] = "linf",
+        steps: int = 100,
+        restarts: int = 1,
+        loss: Literal["ce", "margin", "dlr"] = "ce",
+        rho: float = 0.75,
+        alpha: float = 0.75,
+        seed: int = 0,
+    ) -> None:
+        if norm not in NORMS:
+            raise DfrobustError(f"--norm must be one of {NORMS}, got {norm!r}")
+        if loss not in LOSSES:
+            raise DfrobustError(f"--loss must be one of {LOSSES}, got {loss!r}")
+        if steps < 1 or restarts < 1:
+            raise DfrobustError(f"APGD needs --steps >= 1 and --restarts >= 1, got {steps} and {restarts}")
+        if not 0 < rho <= 1 or not 0 < alpha <= 1:
+            raise DfrobustError(f"APGD needs 0 < --rho <= 1 and 0 < --alpha <= 1, got {rho} and {alpha}")
+        self.eps = float(DEFAULT_EPS[norm] if eps is None else eps)
+        if self.eps < 0:
+            raise DfrobustError(f"--eps must be >= 0, got {eps}")
+        self.norm = norm
+        self.steps = int(steps)
+        self.restarts = int(restarts)
+        self.loss = loss
+        self.rho = float(rho)
+        self.alpha = float(alpha)
+        self.seed = int(seed)
+
+    @property
+    def label(self) -> str:
+        """``apgd-ce-linf``, ``apgd-margin-l2`` ..."""
+        return f"apgd-{self.loss}-{self.norm}"
+
+    # ----------------------------------------------------------------------------------------
+    # geometry
+    def _direction(self, grad: torch.Tensor) -> torch.Tensor:
+        """Steepest-ascent direction of unit norm: the sign (Linf) or the L2-normalised gradient."""
+        if self.norm == "linf":
+            return grad.sign()
+        return grad / _per_image(grad.flatten(1).norm(dim=1).clamp_min(1e-12))
+
+    def _project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Nearest point of the ``eps`` ball around ``x``, then clipped to ``[0, 1]`` (stays in the ball)."""
+        delta = x_adv - x
+        if self.norm == "linf":
+            delta = delta.clamp(-self.eps, self.eps)
+        else:
+            norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
+            delta = delta * _per_image((self.eps / norms).clamp(max=1.0))
+        return (x + delta).clamp(0, 1)
+
+    def _start(self, shape: torch.Size, gen: torch.Generator) -> torch.Tensor:
+        """A random perturbation on the ball's boundary (drawn on the CPU: the same on any device)."""
+        t = torch.rand(shape, generator=gen) * 2 - 1 if self.norm == "linf" else torch.randn(shape, generator=gen)
+        scale = t.flatten(1).abs().amax(dim=1) if self.norm == "linf" else t.flatten(1).norm(dim=1)
+        return self.eps * t / _per_image(scale.clamp_min(1e-12))
+
+    # ----------------------------------------------------------------------------------------
+    # loss
+    def _loss_fn(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.loss == "ce":
+            return nn.functional.cross_entropy(logits, y, reduction="none")
+        if self.loss == "margin":
+            return logit_margin(logits, y)
+        return dlr_loss(logits, y)
+
+    def loss_and_grad(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-image loss, its gradient with respect to ``x``, and whether ``model`` misclassifies ``x``."""
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(x)
+            loss = self._loss_fn(logits, y)
+            (grad,) = torch.autograd.grad(loss.sum(), x)
+        return loss.detach(), grad.detach(), logits.detach().argmax(1) != y
+
+    # ----------------------------------------------------------------------------------------
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``restarts`` runs of ``steps`` APGD iterations; later restarts only on images not yet fooled."""
+        if self.loss == "dlr":
+            with torch.no_grad():
+                n_classes = model(x[:1]).shape[1]
+            if n_classes < 3:
+                raise DfrobustError(
+                    f"the DLR loss needs >= 3 classes but the model has {n_classes}; use --loss ce or --loss margin"
+                )
+        n = len(x)
+        gen = torch.Generator().manual_seed(self.seed)
+        x_out = x.clone()
+        out_loss = torch.full((n,), -math.inf, device=x.device)
+        fooled = torch.zeros(n, dtype=torch.bool, device=x.device)
+        bar = progress(total=self.restarts * self.steps, desc=f"APGD-{self.loss.upper()}", unit="step")
+        for restart in range(self.restarts):
+            # drawn for the whole batch every restart, so an image's start does not depend on the others
+            start = self._start(x.shape, gen).to(x.device, x.dtype)
+            rows = (~fooled).nonzero().squeeze(1)
+            if len(rows) == 0:
+                bar.update((self.restarts - restart) * self.steps)
+                break
+            x_r, loss_r, fooled_r = self._single_run(model, x[rows], y[rows], start[rows], bar)
+            take = fooled_r | (loss_r > out_loss[rows])
+            x_out[rows[take]] = x_r[take]
+            out_loss[rows[take]] = loss_r[take]
+            fooled[rows] |= fooled_r
+            bar.set_postfix(fooled=f"{int(fooled.sum())}/{n}")
+        bar.close()
+        with torch.no_grad():
+            margin = logit_margin(model(x_out), y)
+        return x_out, {"loss": out_loss, "margin": margin}
+
+    def _single_run(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, start: torch.Tensor, bar: Any
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One APGD run; returns per image the chosen point, its loss and whether it is misclassified."""
+        n = len(x)
+        x_adv = (x + start).clamp(0, 1)
+        loss, grad, mis = self.loss_and_grad(model, x_adv, y)
+        # highest-loss point overall (restart point) and highest-loss misclassified point (returned)
+        x_best, loss_best, grad_best = x_adv.clone(), loss.clone(), grad.clone()
+        adv_best = x_adv.clone()
+        adv_loss = torch.where(mis, loss, torch.full_like(loss, -math.inf))
+        found = mis.clone()
+
+        step = torch.full((n,), 2 * self.eps, device=x.device)
+        x_prev = x_adv.clone()
+        loss_prev = loss.clone()
+        window, shortest, shrink = checkpoint_lengths(self.steps)
+        since_check = 0
+        increases = torch.zeros(n, device=x.device)
+        best_at_check = loss_best.clone()
+        reduced_at_check = torch.ones(n, dtype=torch.bool, device=x.device)  # no condition 2 at the first checkpoint
+
+        for i in range(self.steps):
+            a = self.alpha if i > 0 else 1.0
+            z = self._project(x_adv + _per_image(step) * self._direction(grad), x)
+            x_new = self._project(x_adv + a * (z - x_adv) + (1 - a) * (x_adv - x_prev), x)
+            x_prev, x_adv = x_adv, x_new
+            loss, grad, mis = self.loss_and_grad(model, x_adv, y)
+
+            increases += (loss > loss_prev).float()
+            loss_prev = loss
+            # torch.where, not masked assignment: no host sync per step on a GPU
+            better = loss > loss_best
+            x_best = torch.where(_per_image(better), x_adv, x_best)
+            grad_best = torch.where(_per_image(better), grad, grad_best)
+            loss_best = torch.where(better, loss, loss_best)
+            better_adv = mis & (loss > adv_loss)
+            adv_best = torch.where(_per_image(better_adv), x_adv, adv_best)
+            adv_loss = torch.where(better_adv, loss, adv_loss)
+            found |= mis
+
+            since_check += 1
+            if since_check == window:
+                oscillating = increases <= window * self.rho
+                stalled = ~reduced_at_check & (best_at_check >= loss_best)
+                reduce = oscillating | stalled
+                step = torch.where(reduce, step / 2, step)
+                x_adv = torch.where(_per_image(reduce), x_best, x_adv)
+                grad = torch.where(_per_image(reduce), grad_best, grad)
+                loss_prev = torch.where(reduce, loss_best, loss_prev)  # the next step is compared with the restart point
+                reduced_at_check = reduce
+                best_at_check = loss_best.clone()
+                increases.zero_()
+                since_check = 0
+                window = max(window - shrink, shortest)
+            bar.update()
+
+        chosen = torch.where(_per_image(found), adv_best, x_best)
+        return chosen, torch.where(found, adv_loss, loss_best), found
