@@ -40,8 +40,8 @@ from dfrobust.data.dataset import ImageSet, load_split
 from dfrobust.data.manifest import manifest_hash
 from dfrobust.data.photo import jpeg_round_trip as photo_jpeg
 from dfrobust.errors import DfrobustError
-from dfrobust.models.checkpoint import load_detector, model_name
 from dfrobust.models.inference import p_real
+from dfrobust.models.loading import load_model_arg, model_display_name
 from dfrobust.utils.io import (
     load_image,
     quantize,
@@ -49,7 +49,6 @@ from dfrobust.utils.io import (
     read_json,
     save_png,
     sha256_bytes,
-    sha256_file,
     to_json,
     to_uint8,
     write_csv,
@@ -127,16 +126,16 @@ def _load_models(source: Path, targets: list[Path], device: torch.device, size: 
     seen: dict[str, Path] = {}
     loaded: list[_Model] = []
     for path in paths:
-        name = model_name(path)
+        name = model_display_name(path)
         if name in seen:
             if seen[name].resolve() == path.resolve():
                 continue
             raise DfrobustError(
-                f"two models are named {name!r} ({seen[name]} and {path}); model names are file stems, rename one"
+                f"two models are named {name!r} ({seen[name]} and {path}); model names are file stems or card names, rename one"
             )
         seen[name] = path
-        model, _ = load_detector(path, device=device, expect_input_size=size)
-        loaded.append(_Model(name, path, sha256_file(path), model))
+        model, meta = load_model_arg(path, device=device, expect_input_size=size)  # a card resizes inside: any size
+        loaded.append(_Model(name, path, meta["sha256"], model))
     src = next(m for m in loaded if m.path.resolve() == Path(source).resolve())
     return src, loaded
 
