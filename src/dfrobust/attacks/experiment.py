@@ -36,8 +36,8 @@ from skimage.metrics import structural_similarity
 
 from dfrobust.attacks.base import Attack, make_attack, perturbation_norms
 from dfrobust.attacks.tables import RESULT_COLUMNS, table2_rows, target_aggregates
-from dfrobust.data.dataset import ImageSet, load_split
-from dfrobust.data.manifest import manifest_hash
+from dfrobust.data.dataset import ImageSet
+from dfrobust.data.layouts import load_images
 from dfrobust.data.photo import jpeg_round_trip as photo_jpeg
 from dfrobust.errors import DfrobustError
 from dfrobust.models.inference import p_real
@@ -203,6 +203,9 @@ def _attack_batch(
     l2, linf = perturbation_norms(x_adv, x)
     per_image = {"l2": l2.tolist(), "linf": linf.tolist(), "psnr": psnr(x_adv, x).tolist(), "ssim": ssim(x_adv, x)}
     extras = {k: result.extras[k].tolist() for k in EXTRA_COLUMNS if k in result.extras and result.extras[k].ndim == 1}
+    groups = [r.get("group") for r in images.records[sl]]  # the generator of a nested in-place folder
+    if any(groups):
+        extras["group"] = groups
     crafted = []
     for i, rel in enumerate(paths):
         crafted.append({
@@ -361,8 +364,8 @@ def run_attack(
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    images = load_split(data_dir, "test", CLASS_CHOICES[cfg.classes], limit=cfg.max_images, seed=cfg.seed)
-    data_hash = manifest_hash(data_dir)
+    # a dfrobust dataset folder, or the user's folder/list read in place (data/layouts.py)
+    images, data_hash = load_images(data_dir, "test", CLASS_CHOICES[cfg.classes], limit=cfg.max_images, seed=cfg.seed)
     src, models = _load_models(Path(source), [Path(t) for t in targets], device, images.image_size)
     craft = _craft_key(cfg, data_hash, src, images)
     fingerprint = _fingerprint(craft, models)
