@@ -47,7 +47,7 @@ def register(subparsers: Any) -> None:
         "attack such a detector.\n\n" + CARD_EXAMPLE,
     )
     check.add_argument("card", metavar="CARD", help="the detector card (.toml)")
-    check.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="probe image size (default: the card's input_size, else 224 224)")
+    check.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="probe image size (default: the card's input_size, else the fixed probe size it prints)")
     add_device_arg(check)
     check.set_defaults(func=run_check)
     p.set_defaults(func=lambda args: (p.print_help(), 0)[1])

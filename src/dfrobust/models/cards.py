@@ -225,10 +225,10 @@ def to_two_logits(out: torch.Tensor, output: str, fake_index: int) -> torch.Tens
         pair = (z, zero) if fake_index == 1 else (zero, z)
         return torch.stack(pair, dim=1)
     if output == "probs" and single:
-        p = out.reshape(-1)
-        p_fake = p if fake_index == 1 else 1 - p
         if fake_index not in (0, 1):
             raise DfrobustError(f"the detector returned one probability per image but the card's `fake_index` is {fake_index}; use 1 (P(fake)) or 0 (P(real))")
+        p = out.reshape(-1)
+        p_fake = p if fake_index == 1 else 1 - p
         return torch.stack([p_fake.clamp_min(PROB_FLOOR).log(), (1 - p_fake).clamp_min(PROB_FLOOR).log()], dim=1)
     if out.ndim != 2 or out.shape[1] < 2:
         raise DfrobustError(
