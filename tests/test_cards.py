@@ -343,3 +343,15 @@ def test_evaluate_accepts_a_card(user_detector: dict[str, Path], tmp_path: Path,
     assert "user-net" in out and "no splits: every image" in out
     result = json.loads((tmp_path / "e.json").read_text())["models"]["user-net"]
     assert result["kind"] == "card" and result["metrics"]["n"] == 16 and result["metrics"]["accuracy"] >= 0.9
+
+
+def test_purify_accepts_a_card(toy_dataset: Path, toy_model: Path, tmp_path: Path) -> None:
+    card = write_card(tmp_path / "toy-card.toml", source=f"dfrobust:{toy_model}")
+    adv = tmp_path / "fgsm"
+    assert main(["attack", "--data", str(toy_dataset), "--source", str(card), "--attack", "fgsm", "--eps", "0.1",
+                 "--device", "cpu", "--out", str(adv)]) == 0  # fmt: skip
+    out = tmp_path / "dip"
+    assert main(["purify", "--data", str(toy_dataset), "--model", str(card), "--adv", str(adv), "--out", str(out), "--device", "cpu",
+                 "--per-category", "1", "--iterations", "6", "--classify-at", "4", "--record-every", "2", "--batch-size", "4",
+                 "--no-transforms"]) == 0  # fmt: skip
+    assert json.loads((out / "summary.json").read_text())["n_images"] >= 3
