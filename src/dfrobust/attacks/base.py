@@ -136,6 +136,10 @@ class Attack(ABC):
         x = x.detach().to(device, torch.float32)
         y = y.detach().to(device, torch.long)
         with frozen_eval(model):
+            with torch.no_grad():  # attacks need 2 logits (fake, real): a one-logit model would get a zero gradient margin
+                shape = tuple(model(x[:1]).shape)
+            if shape != (1, 2):
+                raise DfrobustError(f"the model returns shape {shape} per image, not 2 logits (fake, real); wrap it in a detector card and set its `output` key")
             x_adv, extras = self.perturb(model, x, y)
             x_adv = x_adv.detach().clamp(0, 1)
             with torch.no_grad():

@@ -35,12 +35,12 @@ from skimage.metrics import structural_similarity
 
 from dfrobust.attacks.base import Attack, make_attack, perturbation_norms
 from dfrobust.attacks.tables import RESULT_COLUMNS, table2_rows, target_aggregates
-from dfrobust.data.dataset import ImageSet, load_split
-from dfrobust.data.manifest import manifest_hash
+from dfrobust.data.dataset import ImageSet
+from dfrobust.data.layouts import load_images
 from dfrobust.data.photo import jpeg_round_trip as photo_jpeg
 from dfrobust.errors import DfrobustError
-from dfrobust.models.checkpoint import load_detector, model_name
 from dfrobust.models.inference import p_real
+from dfrobust.models.loading import load_model_arg, model_display_name
 from dfrobust.utils.io import (
     load_image,
     quantize,
@@ -48,7 +48,6 @@ from dfrobust.utils.io import (
     read_json,
     save_png,
     sha256_bytes,
-    sha256_file,
     to_json,
     to_uint8,
     write_csv,
@@ -126,16 +125,16 @@ def _load_models(source: Path, targets: list[Path], device: torch.device, size: 
     seen: dict[str, Path] = {}
     loaded: list[_Model] = []
     for path in paths:
-        name = model_name(path)
+        name = model_display_name(path)
         if name in seen:
             if seen[name].resolve() == path.resolve():
                 continue
             raise DfrobustError(
-                f"two models are named {name!r} ({seen[name]} and {path}); model names are file stems, rename one"
+                f"two models are named {name!r} ({seen[name]} and {path}); model names are file stems or card names, rename one"
             )
         seen[name] = path
-        model, _ = load_detector(path, device=device, expect_input_size=size)
-        loaded.append(_Model(name, path, sha256_file(path), model))
+        model, meta = load_model_arg(path, device=device, expect_input_size=size)  # a card resizes inside: any size
+        loaded.append(_Model(name, path, meta["sha256"], model))
     src = next(m for m in loaded if m.path.resolve() == Path(source).resolve())
     return src, loaded
 
@@ -203,6 +202,9 @@ def _attack_batch(
     l2, linf = perturbation_norms(x_adv, x)
     per_image = {"l2": l2.tolist(), "linf": linf.tolist(), "psnr": psnr(x_adv, x).tolist(), "ssim": ssim(x_adv, x)}
     extras = {k: result.extras[k].tolist() for k in EXTRA_COLUMNS if k in result.extras and result.extras[k].ndim == 1}
+    groups = [r.get("group") for r in images.records[sl]]  # the generator of a nested in-place folder
+    if any(groups):
+        extras["group"] = groups
     crafted = []
     for i, rel in enumerate(paths):
         crafted.append({
@@ -361,8 +363,8 @@ def run_attack(
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    images = load_split(data_dir, "test", CLASS_CHOICES[cfg.classes], limit=cfg.max_images, seed=cfg.seed)
-    data_hash = manifest_hash(data_dir)
+    # a dfrobust dataset folder, or the user's folder/list read in place (data/layouts.py)
+    images, data_hash = load_images(data_dir, "test", CLASS_CHOICES[cfg.classes], limit=cfg.max_images, seed=cfg.seed)
     src, models = _load_models(Path(source), [Path(t) for t in targets], device, images.image_size)
     craft = _craft_key(cfg, data_hash, src, images)
     fingerprint = _fingerprint(craft, models)

@@ -69,13 +69,21 @@ def _group(rows: Iterable[Row], keys: Sequence[str]) -> dict[tuple, list[Row]]:
 
 
 def group_stats(rows: Sequence[Row]) -> dict[str, Any]:
-    """Aggregates of rows that share a target: accuracies, success rate, distances, image quality, time."""
+    """Aggregates of rows that share a target: accuracies, success rates, distances, image quality, time.
+
+    ``success_rate`` counts every attacked image; ``success_rate_on_correct`` only the
+    ``n_correct`` images the target classified correctly before the attack (``None`` when none),
+    the rate the field reports, since an image already misclassified needs no attack.
+    """
+    correct = [r for r in rows if _i(r["clean_pred"]) == _i(r["label"])]
     stats: dict[str, Any] = {
         "n": len(rows),
         "images": _classes_of(rows),
         "clean_accuracy": _accuracy(rows, "clean_pred"),
         "perturbed_accuracy": _accuracy(rows, "adv_pred"),
         "success_rate": sum(_i(r["success"]) for r in rows) / len(rows),
+        "n_correct": len(correct),
+        "success_rate_on_correct": sum(_i(r["success"]) for r in correct) / len(correct) if correct else None,
         "mean_l2": _finite_mean(_f(r["l2"]) for r in rows),
         "median_l2": _finite_median(_f(r["l2"]) for r in rows),
         "mean_linf": _finite_mean(_f(r["linf"]) for r in rows),
@@ -101,9 +109,11 @@ def target_aggregates(result_rows: Iterable[Row]) -> dict[str, dict[str, Any]]:
 def table2_rows(result_rows: Iterable[Row]) -> list[dict[str, Any]]:
     """The paper's Table II in long form: one row per (target model, attack, setting, source).
 
-    Columns: ``model, attack, setting, source, images, n, clean_accuracy, perturbed_accuracy``
-    (fractions in ``[0, 1]``), then ``jpeg_quality, jpeg_accuracy`` when the run asked for a JPEG
-    round trip. ``images`` says which classes were attacked (the paper: ``fake``).
+    Columns: ``model, attack, setting, source, images, n, clean_accuracy, perturbed_accuracy,
+    n_correct, success_rate_on_correct`` (fractions in ``[0, 1]``; the last is the attack success
+    rate on the ``n_correct`` images classified correctly before the attack, empty when none),
+    then ``jpeg_quality, jpeg_accuracy`` when the run asked for a JPEG round trip. ``images``
+    says which classes were attacked (the paper: ``fake``).
     """
     table = []
     for (model, attack, setting, source), rows in _group(result_rows, ("target", "attack", "setting", "source")).items():
@@ -117,6 +127,8 @@ def table2_rows(result_rows: Iterable[Row]) -> list[dict[str, Any]]:
             "n": stats["n"],
             "clean_accuracy": stats["clean_accuracy"],
             "perturbed_accuracy": stats["perturbed_accuracy"],
+            "n_correct": stats["n_correct"],
+            "success_rate_on_correct": stats["success_rate_on_correct"],
         }
         if "jpeg_accuracy" in stats:
             row.update(jpeg_quality=stats["jpeg_quality"], jpeg_accuracy=stats["jpeg_accuracy"])

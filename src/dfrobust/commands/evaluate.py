@@ -1,9 +1,9 @@
-"""`dfrobust evaluate`: Table I metrics of one or more detectors on a split of a dataset folder."""
+"""`dfrobust evaluate`: Table I metrics (+ AP, EER) of one or more detectors on a dataset folder, or on
+the user's own folder or image list read in place."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from dfrobust.commands.common import add_command, add_device_arg
@@ -11,56 +11,100 @@ from dfrobust.commands.common import add_command, add_device_arg
 EXAMPLES = [
     "dfrobust evaluate --data data/synth --model models/resnet18.safetensors",
     "dfrobust evaluate --data data/synth --model models/*.safetensors --json results/table1.json",
+    "dfrobust evaluate --data CNNDetection/test --model detectors/mine.toml --split all   # per-generator rows",
 ]
 
 DESCRIPTION = """\
-Evaluate detectors on a dataset split: accuracy, AUROC (score P(real)), precision and recall of
-the fake and the real class, confusion matrix, cross-entropy and the mean norm of the logits'
-input gradient (smaller = smoother detector). Printed as a table; --json writes it as JSON.
+Evaluate detectors on a dataset split: accuracy, AUROC (score P(real); the same with fake as the
+positive class), AP and EER with fake as the positive class (DeepfakeBench's convention), precision
+and recall of the fake and the real class, confusion matrix, cross-entropy and the mean norm of the
+logits' input gradient (smaller = smoother detector). Printed as a table; --json writes it as JSON
+with the conventions stated.
+
+--data is a dfrobust dataset folder, or your own images read in place, without re-encoding:
+real/ + fake/, {train,val,test}/{real,fake}/, 0_real/ + 1_fake/ (CNNDetection/UnivFD), also nested
+one folder per generator (test/progan/0_real: one row per generator), or a .csv/.json list of
+path,label[,split][,group] (paths relative to the list; labels real/fake). Images are read lazily
+and resized to the detector's input size; unreadable files are skipped and listed. A folder
+without splits is evaluated whole.
 """
 
 
 def register(subparsers: Any) -> None:
     """Add the `evaluate` subcommand."""
-    p = add_command(subparsers, "evaluate", "Evaluate detectors (Table I metrics)", EXAMPLES, DESCRIPTION)
-    p.add_argument("--data", required=True, metavar="DIR", help="dataset folder")
-    p.add_argument("--model", required=True, nargs="+", metavar="FILE", help="detector checkpoint(s) (.safetensors with a .json sidecar)")
-    p.add_argument("--split", choices=["test", "train", "all"], default="test", help="which images (default: test)")
+    p = add_command(subparsers, "evaluate", "Evaluate detectors (Table I metrics, AP, EER)", EXAMPLES, DESCRIPTION)
+    p.add_argument("--data", required=True, metavar="DIR", help="dataset folder, your folder of real/fake images, or a .csv/.json list")
+    p.add_argument("--model", required=True, nargs="+", metavar="FILE", help="dfrobust checkpoint(s) (.safetensors) or detector card(s) (.toml)")
+    p.add_argument("--split", choices=["test", "train", "val", "all"], default="test", help="which images (default: test)")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the metrics as JSON to OUT")
     p.add_argument("--threshold", type=float, default=0.5, help="predict real when P(real) >= this (default: 0.5)")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
+    p.add_argument("--workers", type=int, default=2, help="image-reading processes (default: 2)")
     p.add_argument("--no-gradients", dest="gradients", action="store_false", help="skip the input-gradient norm (faster)")
     add_device_arg(p)
     p.set_defaults(func=run)
 
 
+def _group_table(groups: dict[str, dict[str, Any]]) -> str:
+    keys = [("n", "n"), ("accuracy", "accuracy"), ("auroc", "AUROC"), ("ap_fake_positive", "AP"), ("eer_fake_positive", "EER")]
+    width = max(len("group"), *(len(g) for g in groups))
+    lines = ["group".ljust(width) + "".join(f"  {label:>8}" for _, label in keys)]
+    for name, m in groups.items():
+        cells = ["-" if m.get(k) is None else (f"{m[k]:.4f}" if isinstance(m[k], float) else str(m[k])) for k, _ in keys]
+        lines.append(name.ljust(width) + "".join(f"  {c:>8}" for c in cells))
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
-    """Evaluate each model, print the table, write JSON when asked."""
-    from dfrobust.data.dataset import load_split
-    from dfrobust.data.manifest import manifest_hash, read_manifest
+    """Evaluate each model, print the table (and per-group rows), write JSON when asked."""
+    from dfrobust.data.layouts import scan_layout
     from dfrobust.errors import DfrobustError
-    from dfrobust.evaluate.evaluation import evaluate_detector, format_metrics_table
-    from dfrobust.models.checkpoint import load_detector
-    from dfrobust.utils.io import sha256_file, write_json
+    from dfrobust.evaluate.evaluation import evaluate_items, format_metrics_table
+    from dfrobust.evaluate.metrics import CONVENTIONS
+    from dfrobust.models.loading import load_model_arg, model_display_name
+    from dfrobust.utils.io import write_json
     from dfrobust.utils.runtime import resolve_device
 
-    data = Path(args.data)
-    if not data.is_dir():
-        raise DfrobustError(f"data folder {data} does not exist; make one with `dfrobust data synth --out {data}`")
-    manifest = read_manifest(data)
+    if args.batch_size < 1 or args.workers < 0:
+        raise DfrobustError("--batch-size must be >= 1 and --workers >= 0")
+    layout = scan_layout(args.data)
     device = resolve_device(args.device)
-    images = load_split(data, None if args.split == "all" else args.split)
+    split = None if args.split == "all" else args.split
+    items = layout.select(split)
+    names = [model_display_name(path) for path in args.model]  # every argument checked before any work
+    if len(set(names)) < len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise DfrobustError(f"two models are named {dup}; give files (or cards) with different names")
     results: dict[str, dict[str, Any]] = {}
-    for path in args.model:
-        name = Path(path).stem
-        if name in results:
-            raise DfrobustError(f"two models are named {name}; give files with different names")
-        model, meta = load_detector(path, device, expect_input_size=manifest["image_size"])
-        metrics = evaluate_detector(model, images, args.batch_size, device, args.threshold, args.gradients)
-        results[name] = {"path": str(path), "sha256": sha256_file(path), "arch": meta["arch"], "metrics": metrics}
-    print(f"{data} ({args.split} split, {len(images)} images, threshold {args.threshold})")
+    skipped: list[dict[str, str]] = []
+    for name, path in zip(names, args.model):
+        model, meta = load_model_arg(path, device, expect_input_size=layout.image_size)
+        size = layout.image_size or meta.get("input_size")
+        if size is None:
+            raise DfrobustError(f"{path} has no input_size, so the images of {args.data} cannot be batched; add input_size to the card")
+        out = evaluate_items(model, items, tuple(size), args.batch_size, device, args.threshold, args.gradients, args.workers)
+        skipped = out["skipped"]
+        results[name] = {"path": str(path), "sha256": meta["sha256"], "kind": meta["kind"], "arch": meta.get("arch"),
+                         "input_size": list(size), "metrics": out["metrics"]}  # fmt: skip
+        if out["groups"]:
+            results[name]["groups"] = out["groups"]
+    scope = f"{args.split} split" if layout.splits or split is None else "no splits: every image"
+    n = next(iter(results.values()))["metrics"]["n"]
+    print(f"{args.data} ({layout.description}; {scope}, {n} images, threshold {args.threshold})")
     print(format_metrics_table({name: r["metrics"] for name, r in results.items()}))
+    print("AUROC is the same with either class positive; AP and EER take fake as the positive class (DeepfakeBench).")
+    for name, r in results.items():
+        if "groups" in r:
+            print(f"\n{name} per group:")
+            print(_group_table(r["groups"]))
+    if skipped:
+        shown = "; ".join(f"{s['path']} ({s['reason']})" for s in skipped[:5])
+        print(f"skipped {len(skipped)} unreadable file(s): {shown}{' ...' if len(skipped) > 5 else ''}")
     if args.json:
-        write_json(args.json, {"data": str(data), "manifest_hash": manifest_hash(data), "split": args.split, "models": results})
+        record = {"data": layout.summary(), "split": args.split, "threshold": args.threshold, "conventions": CONVENTIONS,
+                  "models": results, "skipped": skipped}  # fmt: skip
+        if layout.kind == "dfrobust":
+            record["manifest_hash"] = layout.fingerprint()
+        write_json(args.json, record)
         print(f"wrote {args.json}")
     return 0

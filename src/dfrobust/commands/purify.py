@@ -30,7 +30,7 @@ def register(subparsers: Any) -> None:
         ),
     )
     parser.add_argument("--data", required=True, help="dataset folder (its test split is sampled)")
-    parser.add_argument("--model", required=True, help="the classifier (.safetensors); the paper uses the blur-augmented ResNet-18")
+    parser.add_argument("--model", required=True, help="the classifier (.safetensors or a detector card .toml); the paper uses the blur-augmented ResNet-18")
     parser.add_argument("--adv", required=True, nargs="+", metavar="DIR", help="attack output folders (dfrobust attack --out)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--per-category", type=int, default=10, help="images per category (default: 10)")

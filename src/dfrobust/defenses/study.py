@@ -55,8 +55,9 @@ from dfrobust.defenses.dip_tables import (
 )
 from dfrobust.defenses.transforms import transform_purifiers
 from dfrobust.errors import DfrobustError
-from dfrobust.models.checkpoint import load_detector, model_name
+from dfrobust.models.checkpoint import model_name
 from dfrobust.models.inference import p_real
+from dfrobust.models.loading import load_model_arg
 from dfrobust.utils.io import (
     load_image,
     read_json,
@@ -270,8 +271,8 @@ def run_dip_study(
     device = resolve_device(cfg.device)
     data_dir = Path(data_dir)
     size = read_manifest(data_dir).get("image_size") or None
-    model, _ = load_detector(model_path, device, expect_input_size=size)
-    model_sha, manifest = sha256_file(model_path), manifest_hash(data_dir)
+    model, meta = load_model_arg(model_path, device, expect_input_size=size)  # a checkpoint or a detector card
+    model_sha, manifest = meta["sha256"], manifest_hash(data_dir)
     study = plan_study(data_dir, model, model_path, adv_dirs, cfg, manifest, model_sha, cache=out_dir / "plan.json")
     fingerprint = _fingerprint(cfg, study.items, study.inputs, model_sha, manifest)
     merge_key = {"fingerprint": fingerprint, "classify_at": cfg.t, "thresholds": cfg.thresholds, "window": cfg.window, "transforms": cfg.transforms}

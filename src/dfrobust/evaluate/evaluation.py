@@ -1,7 +1,13 @@
-"""Evaluating a detector on an image set: the paper's Table I row plus robustness indicators."""
+"""Evaluating a detector on an image set: the paper's Table I row plus robustness indicators.
+
+:func:`evaluate_detector` takes images held in memory; :func:`evaluate_items` streams them from
+disk (any layout of :mod:`dfrobust.data.layouts`) with constant memory and adds one row per group
+(generator) when the images have groups.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -10,6 +16,8 @@ from torch.nn import functional as F
 
 from dfrobust.constants import REAL
 from dfrobust.data.dataset import ImageSet
+from dfrobust.data.layouts import Item, LazyImageDataset, make_loader
+from dfrobust.errors import DfrobustError
 from dfrobust.evaluate.metrics import detection_metrics
 from dfrobust.models.gradients import input_gradient_norms
 from dfrobust.models.inference import predict_logits
@@ -23,6 +31,8 @@ TABLE_ROWS = (
     ("fake_recall", "fake recall"),
     ("real_precision", "real precision"),
     ("real_recall", "real recall"),
+    ("ap_fake_positive", "AP (fake positive)"),
+    ("eer_fake_positive", "EER (fake positive)"),
     ("loss", "cross-entropy"),
     ("input_grad_norm", "mean ||d logits / dx||"),
 )
@@ -60,12 +70,72 @@ def evaluate_detector(
     try:
         x = imageset.images()
         logits = predict_logits(model, x, batch_size, device)
-        out = detection_metrics(imageset.y, logits.softmax(1)[:, REAL], threshold)
-        out["loss"] = float(F.cross_entropy(logits, imageset.y)) if len(x) else float("nan")
-        out["input_grad_norm"] = float(input_gradient_norms(model, x, batch_size, device).mean()) if gradients else None
+        norms = input_gradient_norms(model, x, batch_size, device) if gradients else None
     finally:
         model.train(was_training)
+    return metrics_from_logits(logits, imageset.y, threshold, norms)
+
+
+def metrics_from_logits(
+    logits: torch.Tensor, y: torch.Tensor, threshold: float = 0.5, grad_norms: torch.Tensor | None = None
+) -> dict[str, Any]:
+    """:func:`~dfrobust.evaluate.metrics.detection_metrics` of 2-logit outputs plus ``loss`` and ``input_grad_norm``."""
+    out = detection_metrics(y, logits.softmax(1)[:, REAL], threshold)
+    out["loss"] = float(F.cross_entropy(logits, y)) if len(y) else float("nan")
+    out["input_grad_norm"] = float(grad_norms.mean()) if grad_norms is not None and len(grad_norms) else None
     return out
+
+
+def evaluate_items(
+    model: nn.Module,
+    items: Sequence[Item],
+    size: tuple[int, int],
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+    threshold: float = 0.5,
+    gradients: bool = True,
+    workers: int = 2,
+) -> dict[str, Any]:
+    """Table I metrics of ``model`` on images read lazily from disk and resized to ``size``.
+
+    Memory stays constant in the number of images: a DataLoader (``workers`` processes, pinned
+    memory on CUDA) decodes one batch at a time and only logits and gradient norms are kept.
+
+    Returns:
+        ``{"metrics": <evaluate_detector's dict>, "groups": {group: metrics} (images with a group
+        only; empty when none), "skipped": [{"path", "reason"}] (unreadable files, not counted)}``.
+    """
+    if device is None:
+        device = next(model.parameters()).device
+    device = torch.device(device)
+    loader = make_loader(LazyImageDataset(items, size), batch_size, workers, device)
+    logits, labels, index, norms, skipped = [], [], [], [], []
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in loader:
+            skipped += [{"path": items[i].rel, "reason": reason} for i, reason in batch["skipped"]]
+            if batch["x"] is None:
+                continue
+            x = batch["x"].to(device, non_blocking=True).float().div_(255.0)
+            with torch.no_grad():
+                logits.append(model(x).float().cpu())
+            if gradients:
+                norms.append(input_gradient_norms(model, x, batch_size, device))
+            labels.append(batch["y"])
+            index.append(batch["index"])
+    finally:
+        model.train(was_training)
+    if not logits:
+        raise DfrobustError(f"none of the {len(items)} images could be read (e.g. {skipped[0]['path']}: {skipped[0]['reason']})")
+    z, y, idx = torch.cat(logits), torch.cat(labels), torch.cat(index)
+    g = torch.cat(norms) if gradients else None
+    groups: dict[str, Any] = {}
+    names = [items[i].group for i in idx.tolist()]
+    for name in sorted({n for n in names if n}):
+        mask = torch.tensor([n == name for n in names])
+        groups[name] = metrics_from_logits(z[mask], y[mask], threshold, g[mask] if g is not None else None)
+    return {"metrics": metrics_from_logits(z, y, threshold, g), "groups": groups, "skipped": skipped}
 
 
 def format_metrics_table(columns: dict[str, dict[str, Any]]) -> str:

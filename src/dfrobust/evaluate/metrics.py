@@ -1,4 +1,9 @@
-"""Detection metrics of the paper's Tables I and III, computed with scikit-learn."""
+"""Detection metrics of the paper's Tables I and III, and the field's AP and EER, computed with scikit-learn.
+
+Scores are ``P(real)`` (the paper's convention). The field (DeepfakeBench) reports AUC, AP and
+EER with fake as the positive class; every key says which class is positive, and
+:data:`CONVENTIONS` states it in words for JSON outputs.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,24 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
+from sklearn.metrics import average_precision_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score, roc_curve
 
 from dfrobust.constants import CLASS_NAMES, FAKE, REAL
 
 ArrayLike = Sequence[float] | np.ndarray | torch.Tensor
+
+#: What each metric key means (written beside the metrics in JSON outputs).
+CONVENTIONS: dict[str, str] = {
+    "score": "P(real); an image is predicted real when P(real) >= threshold",
+    "auroc": "ROC AUC with real as the positive class and P(real) as the score (the paper)",
+    "auroc_real_positive": "the same as auroc",
+    "auroc_fake_positive": "ROC AUC with fake as the positive class and P(fake) as the score (DeepfakeBench); "
+    "equal to auroc_real_positive, since swapping the classes and negating the score leaves the ROC area unchanged",
+    "ap_fake_positive": "average precision with fake positive, scored by P(fake) (DeepfakeBench's AP)",
+    "ap_real_positive": "average precision with real positive, scored by P(real)",
+    "eer_fake_positive": "equal error rate (false positive rate = false negative rate) with fake positive, "
+    "interpolated on the ROC curve; the same with real positive",
+}
 
 
 def _np(a: ArrayLike) -> np.ndarray:
@@ -43,7 +61,9 @@ def detection_metrics(y_true: ArrayLike, p_real: ArrayLike, threshold: float = 0
         raise ValueError(f"y_true and p_real differ in shape: {y.shape} vs {p.shape}")
     pred = (p >= threshold).astype(int)
     prec, rec, _, _ = precision_recall_fscore_support(y, pred, labels=[FAKE, REAL], zero_division=0)
-    auroc = float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else None
+    both = len(np.unique(y)) == 2
+    auroc = float(roc_auc_score(y, p)) if both else None
+    is_fake = (y == FAKE).astype(int)
     return {
         "n": int(len(y)),
         "threshold": float(threshold),
@@ -54,4 +74,27 @@ def detection_metrics(y_true: ArrayLike, p_real: ArrayLike, threshold: float = 0
         f"{CLASS_NAMES[REAL]}_precision": float(prec[REAL]),
         f"{CLASS_NAMES[REAL]}_recall": float(rec[REAL]),
         "confusion": confusion_matrix(y, pred, labels=[FAKE, REAL]).tolist(),
+        "auroc_real_positive": auroc,
+        "auroc_fake_positive": float(roc_auc_score(is_fake, -p)) if both else None,  # -P(real) ranks as P(fake), without rounding
+        "ap_fake_positive": float(average_precision_score(is_fake, -p)) if both else None,
+        "ap_real_positive": float(average_precision_score(1 - is_fake, p)) if both else None,
+        "eer_fake_positive": equal_error_rate(is_fake, -p) if both else None,
     }
+
+
+def equal_error_rate(y_positive: ArrayLike, score: ArrayLike) -> float:
+    """The error rate where the false positive rate equals the false negative rate, interpolated linearly
+    between the two ROC points around the crossing.
+
+    >>> equal_error_rate([0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9])
+    0.5
+    >>> equal_error_rate([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9])
+    0.0
+    """
+    fpr, tpr, _ = roc_curve(_np(y_positive).astype(int), _np(score).astype(float))
+    gap = (1 - tpr) - fpr  # falls from 1 to -1 as the threshold drops
+    i = int(np.argmax(gap <= 0))
+    if i == 0 or gap[i] == 0:
+        return float(fpr[i])
+    t = gap[i - 1] / (gap[i - 1] - gap[i])
+    return float(fpr[i - 1] + t * (fpr[i] - fpr[i - 1]))

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from dfrobust.data.dataset import load_split
-from dfrobust.models.checkpoint import load_detector
+from dfrobust.models.loading import load_model_arg
 from dfrobust.models.inference import p_real
 from dfrobust.utils.io import load_image, read_csv, save_png, write_json
 from dfrobust.utils.runtime import resolve_device
@@ -50,7 +50,7 @@ def write_samples(
     if chosen:
         real = load_split(data_dir, "test", classes=["real"], limit=len(chosen), seed=0)
         dev = resolve_device(device)
-        scores = {m: p_real(load_detector(p, dev)[0], real.images(), device=dev) for m, p in models.items()}
+        scores = {m: p_real(load_model_arg(p, dev)[0], real.images(), device=dev) for m, p in models.items()}
         cells = []
         for i in range(len(real)):
             save_png(out_dir / "real" / f"{i}.png", real.images([i])[0])

@@ -7,8 +7,10 @@ work in pixel space and never need to know how a model normalises its input.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -20,6 +22,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 NORMALIZATIONS = ("none", "imagenet")
 ACTIVATIONS = ("relu", "halfhuber")
+#: ``init`` value meaning torchvision's published ImageNet weights (see :func:`imagenet_weights_file`).
+IMAGENET = "imagenet"
 
 
 class HalfHuberReLU(nn.Module):
@@ -160,6 +164,47 @@ def _replace_relus(model: nn.Module, make: Callable[[], nn.Module]) -> int:
     return len(names)
 
 
+def imagenet_weights_file(arch: str) -> Path:
+    """torchvision's published ImageNet weights for ``arch``: the file in the torch hub cache
+    (``torch.hub.get_dir()/checkpoints/<torchvision's file name>``), downloaded there by torch when
+    missing and online.
+
+    A ``*_gap`` architecture takes the weights of its torchvision base. Raises a one-line
+    :class:`DfrobustError` naming the file and the folder when it is missing and cannot be
+    downloaded, or when torchvision publishes no weights for ``arch``.
+    """
+    import torch.hub
+    import torchvision
+
+    base = arch.removesuffix("_gap")
+    try:
+        url = torchvision.models.get_model_weights(base).DEFAULT.url
+    except (ValueError, KeyError, AttributeError) as exc:
+        raise DfrobustError(f"torchvision publishes no ImageNet weights for {arch}; use --init FILE or no --init") from exc
+    name = os.path.basename(urlparse(url).path)
+    path = Path(torch.hub.get_dir()) / "checkpoints" / name
+    if not path.is_file():
+        found = torch.hub.HASH_REGEX.search(name)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(url, str(path), hash_prefix=found.group(1) if found else None, progress=False)
+        except Exception as exc:  # noqa: BLE001 - offline, proxy, disk: all mean the same to the user
+            raise DfrobustError(
+                f"ImageNet weights for {arch} are not in the torch hub cache and could not be downloaded "
+                f"({type(exc).__name__}); put {name} in {path.parent} (or set TORCH_HOME)"
+            ) from exc
+    return path
+
+
+def _fold_gap_classifier(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """VGG weights for the global-pooling variant: the first classifier layer summed over its 7x7 positions
+    (exact when the features end in a 1x1 map, as at 32 px)."""
+    w = state.get("classifier.0.weight")
+    if w is not None and w.shape[1] == 512 * 49:
+        state = {**state, "classifier.0.weight": w.view(w.shape[0], 512, 49).sum(-1)}
+    return state
+
+
 def build_detector(
     arch: str,
     num_classes: int = 2,
@@ -175,8 +220,9 @@ def build_detector(
             ``mobilenet_v3_small``, ``tiny`` (tests), or any other torchvision classification model name.
         num_classes: logits of the new head (2 for real/fake).
         normalization: ``"none"`` (pixels in ``[0, 1]`` as the paper) or ``"imagenet"``.
-        init: a local torchvision state dict (``.safetensors`` or ``.pth``, e.g. ImageNet weights)
-            loaded before the head is replaced. Nothing is downloaded.
+        init: a local torchvision state dict (``.safetensors`` or ``.pth``) loaded before the head
+            is replaced, or ``"imagenet"``: torchvision's published ImageNet weights from the torch
+            hub cache (downloaded when missing and online; see :func:`imagenet_weights_file`).
         activation: ``"relu"`` (default) or ``"halfhuber"``: every ``nn.ReLU`` becomes a
             :class:`HalfHuberReLU` (``delta = 0.5``), smooth for double backprop as in the
             authors' code. It has no weights, so ``--init`` state dicts still fit.
@@ -198,7 +244,9 @@ def build_detector(
             )
         backbone = torchvision.models.get_model(arch, weights=None)
     if init is not None:
-        state = load_state_dict_file(init)
+        state = load_state_dict_file(imagenet_weights_file(arch) if str(init) == IMAGENET else init)
+        if arch.endswith("_gap"):
+            state = _fold_gap_classifier(state)
         try:
             missing, unexpected = backbone.load_state_dict(state, strict=False)
         except RuntimeError as exc:  # same names, other shapes

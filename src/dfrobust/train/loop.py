@@ -31,7 +31,7 @@ from dfrobust.data.manifest import manifest_hash, read_manifest, stratified_spli
 from dfrobust.errors import DfrobustError
 from dfrobust.evaluate.evaluation import evaluate_detector
 from dfrobust.models.checkpoint import load_detector, read_sidecar, save_detector, sidecar_path
-from dfrobust.models.detectors import Detector, build_detector
+from dfrobust.models.detectors import IMAGENET, Detector, build_detector
 from dfrobust.train.config import TrainConfig
 from dfrobust.train.lipschitz import training_loss
 from dfrobust.train.state import load_partial, partial_path, restore_optimizer, restore_rng, save_partial
@@ -67,6 +67,8 @@ def _check_classes(images: ImageSet, data_dir: Path, what: str) -> None:
 def _file_source(path: str | None, option: str) -> dict[str, str] | None:
     if path is None:
         return None
+    if path == IMAGENET:  # torchvision's published weights, resolved by build_detector
+        return {"path": path}
     if not Path(path).is_file():
         raise DfrobustError(f"{option} {path} does not exist; give the path of an existing file")
     return {"path": str(path), "sha256": sha256_file(path)}

@@ -1,0 +1,532 @@
+"""Detector cards: a small TOML file that turns a user's own detector into dfrobust's convention.
+
+A card says where the network comes from, which weights it takes, how it wants its input and
+what its output means::
+
+    source = "python:mypkg.nets:build_detector"   # or torchvision:NAME, timm:NAME, dfrobust:FILE.safetensors
+    weights = "weights.pth"                        # safetensors or a state dict (torch.load weights_only=True)
+    strict = true                                  # every state-dict key must match
+    input_size = [224, 224]                        # resize inside the model (bilinear, antialiased)
+    normalization = "imagenet"                     # "none", "imagenet" or {mean = [...], std = [...]}
+    output = "logit"                               # "logits" (N x C), "logit" (N x 1 or N), "probs" (N x C)
+    fake_index = 1                                 # logits/probs: the fake column; logit: 1 if sigmoid(z) = P(fake)
+    name = "my-xception"                           # label in tables (default: the card's file stem)
+
+:func:`load_card` builds the network, loads the weights, wraps it in a :class:`CardDetector`
+(pixels in ``[0, 1]`` at any size in, 2 logits fake = 0 / real = 1 out, differentiable end to
+end) and runs a probe batch; every mistake is a one-line :class:`DfrobustError` before any work.
+Paths in a card are relative to the card's folder. Sources are a registry
+(:func:`register_source`), so a new kind of source is one function.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from dfrobust.constants import FAKE, REAL
+from dfrobust.errors import DfrobustError
+from dfrobust.models.checkpoint import load_detector, load_state_dict_file, read_sidecar
+from dfrobust.models.detectors import IMAGENET_MEAN, IMAGENET_STD
+from dfrobust.utils.io import sha256_bytes, sha256_file, to_json
+
+#: Output kinds a card may declare.
+OUTPUTS = ("logits", "logit", "probs")
+#: Every key a card may hold; the required ones depend on the source (see :func:`read_card`).
+CARD_KEYS = ("source", "weights", "strict", "input_size", "normalization", "output", "fake_index", "name")
+#: Keys a card must hold unless its source is ``dfrobust:`` (which records them itself).
+REQUIRED_KEYS = ("source", "normalization", "output", "fake_index")
+#: Probe batch side when the card has no ``input_size``.
+PROBE_SIZE = (224, 224)
+#: Smallest probability taken to the log (a saturated probability keeps a finite log-probability).
+PROB_FLOOR = 1e-12
+HELP = "see `dfrobust card check --help`"
+
+
+@dataclass(frozen=True)
+class DetectorCard:
+    """A parsed, type-checked card (nothing built yet).
+
+    Attributes:
+        path: the card file.
+        kind, spec: the source split at its first ``:`` (``"torchvision"``, ``"resnet50"``).
+        weights: absolute path of the weights file, or ``None``.
+        strict: every state-dict key must match.
+        input_size: ``(H, W)`` the model is fed, or ``None`` (images reach it at their own size).
+        mean, std: normalisation per channel, or ``None`` for none.
+        normalization: ``"none"``, ``"imagenet"`` or ``"custom"``.
+        output: ``"logits"``, ``"logit"`` or ``"probs"``.
+        fake_index: the column (or sigmoid direction) that means fake.
+        name: the model's name in tables.
+    """
+
+    path: Path
+    kind: str
+    spec: str
+    weights: Path | None
+    strict: bool
+    input_size: tuple[int, int] | None
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+    normalization: str
+    output: str
+    fake_index: int
+    name: str
+
+    @property
+    def source(self) -> str:
+        """The source as written: ``kind:spec``."""
+        return f"{self.kind}:{self.spec}"
+
+    @property
+    def num_outputs(self) -> int:
+        """Outputs a library architecture (``torchvision:``, ``timm:``) is built with: 1 for ``logit``, else 2."""
+        return 1 if self.output == "logit" else 2
+
+
+def _fail(card: Path, message: str) -> DfrobustError:
+    return DfrobustError(f"detector card {card}: {message}")
+
+
+def _names(keys: list[str], limit: int = 5) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def _normalization(card: Path, value: Any) -> tuple[str, tuple[float, ...] | None, tuple[float, ...] | None]:
+    if value == "none":
+        return "none", None, None
+    if value == "imagenet":
+        return "imagenet", IMAGENET_MEAN, IMAGENET_STD
+    if isinstance(value, dict):
+        extra = sorted(set(value) - {"mean", "std"})
+        stats = [value.get("mean"), value.get("std")]
+        ok = not extra and all(
+            isinstance(s, list) and len(s) in (1, 3) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in s)
+            for s in stats
+        )
+        if ok and all(float(v) > 0 for v in stats[1]):  # type: ignore[union-attr]
+            mean, std = (tuple(float(v) for v in s) * (3 // len(s)) for s in stats)  # type: ignore[union-attr]
+            return "custom", mean, std
+    raise _fail(card, f'`normalization` must be "none", "imagenet" or {{mean = [r, g, b], std = [r, g, b]}} (std > 0), got {value!r}')
+
+
+def read_card(path: str | Path) -> DetectorCard:
+    """Parse and check a card: known keys, required keys present, every value of the right type.
+
+    Raises a one-line :class:`DfrobustError` naming the card and the key. Builds nothing.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DfrobustError(f"detector card {path} does not exist; {HELP}")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise _fail(path, f"not valid TOML: {exc}") from exc
+    unknown = sorted(set(raw) - set(CARD_KEYS))
+    if unknown:
+        raise _fail(path, f"unknown key(s) {', '.join(unknown)}; a card has {', '.join(CARD_KEYS)} ({HELP})")
+    source = raw.get("source")
+    if not isinstance(source, str) or ":" not in source:
+        raise _fail(path, f'`source` must be "python:module:factory", "torchvision:NAME", "timm:NAME" or "dfrobust:FILE", got {source!r}')
+    kind, spec = source.split(":", 1)
+    if kind not in SOURCES:
+        raise _fail(path, f"unknown source kind {kind!r}; use one of {', '.join(sorted(SOURCES))}")
+    dfrobust_source = kind == "dfrobust"
+    missing = [k for k in REQUIRED_KEYS if k not in raw and not dfrobust_source]
+    if missing:
+        raise _fail(path, f"missing key(s) {', '.join(missing)}; they say how the model reads pixels and what its output means ({HELP})")
+
+    folder = path.parent
+    weights = raw.get("weights")
+    if weights is not None and (not isinstance(weights, str) or not weights):
+        raise _fail(path, f"`weights` must be a file path, got {weights!r}")
+    if dfrobust_source and weights is not None:
+        raise _fail(path, "a dfrobust: source carries its own weights; drop `weights`")
+    strict = raw.get("strict", True)
+    if not isinstance(strict, bool):
+        raise _fail(path, f"`strict` must be true or false, got {strict!r}")
+    size = raw.get("input_size")
+    if size is not None and not (
+        isinstance(size, list) and len(size) == 2 and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)
+    ):
+        raise _fail(path, f"`input_size` must be [H, W] (two positive integers), got {size!r}")
+    normalization, mean, std = _normalization(path, raw.get("normalization", "none"))
+    output = raw.get("output", "logits")
+    if output not in OUTPUTS:
+        raise _fail(path, f"`output` must be one of {', '.join(OUTPUTS)}, got {output!r}")
+    fake_index = raw.get("fake_index", FAKE)
+    if not isinstance(fake_index, int) or isinstance(fake_index, bool) or fake_index < 0:
+        raise _fail(path, f"`fake_index` must be a non-negative integer, got {fake_index!r}")
+    if output == "logit" and fake_index not in (0, 1):
+        raise _fail(path, f"with output = \"logit\", `fake_index` is 1 when sigmoid(z) = P(fake) and 0 when it is P(real), got {fake_index}")
+    if dfrobust_source and (output, fake_index, normalization) != ("logits", FAKE, "none"):
+        raise _fail(path, "a dfrobust: model already gives logits with fake = 0 and normalises inside; drop `output`, `fake_index` and `normalization`")
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not name.strip() or "/" in name:
+        raise _fail(path, f"`name` must be a non-empty label without '/', got {name!r}")
+    return DetectorCard(
+        path=path,
+        kind=kind,
+        spec=spec,
+        weights=(folder / weights) if weights else None,
+        strict=strict,
+        input_size=(size[0], size[1]) if size else None,
+        mean=mean,
+        std=std,
+        normalization=normalization,
+        output=output,
+        fake_index=fake_index,
+        name=name.strip(),
+    )
+
+
+def to_two_logits(out: torch.Tensor, output: str, fake_index: int) -> torch.Tensor:
+    """Turn a model's raw output into 2 logits ``N x 2`` (fake = 0, real = 1), differentiably.
+
+    - ``logits`` ``N x C``: the fake column, and the log-sum-exp of the others (for ``C = 2``
+      the other column), so the softmax gives the model's own ``P(fake)``.
+    - ``logit`` ``N`` or ``N x 1``: ``[z, 0]`` when ``sigmoid(z) = P(fake)`` (``fake_index = 1``),
+      ``[0, z]`` when it is ``P(real)``: the softmax of two logits is the sigmoid of their difference.
+    - ``probs`` ``N x C`` (or ``N``/``N x 1`` for one sigmoid output): log-probabilities of fake and
+      of not-fake.
+
+    Raises a one-line :class:`DfrobustError` when the shape does not fit ``output``.
+    """
+    if not isinstance(out, torch.Tensor):
+        raise DfrobustError(
+            f"the detector returned a {type(out).__name__}, not a tensor; make the card's source return the output "
+            "tensor (a python: factory can wrap the model) and set the card's `output` key"
+        )
+    shape = tuple(out.shape)
+    single = out.ndim == 1 or (out.ndim == 2 and out.shape[1] == 1)
+    if output == "logit":
+        if not single:
+            raise DfrobustError(
+                f"the detector returned shape {shape} but the card says output = \"logit\" (N or N x 1); "
+                "set the card's `output` key to \"logits\" or \"probs\" for N x C"
+            )
+        z = out.reshape(-1)
+        zero = torch.zeros_like(z)
+        pair = (z, zero) if fake_index == 1 else (zero, z)
+        return torch.stack(pair, dim=1)
+    if output == "probs" and single:
+        if fake_index not in (0, 1):
+            raise DfrobustError(f"the detector returned one probability per image but the card's `fake_index` is {fake_index}; use 1 (P(fake)) or 0 (P(real))")
+        p = out.reshape(-1)
+        p_fake = p if fake_index == 1 else 1 - p
+        return torch.stack([p_fake.clamp_min(PROB_FLOOR).log(), (1 - p_fake).clamp_min(PROB_FLOOR).log()], dim=1)
+    if out.ndim != 2 or out.shape[1] < 2:
+        raise DfrobustError(
+            f"the detector returned shape {shape} but the card says output = \"{output}\" (N x C, C >= 2); "
+            "set the card's `output` key to \"logit\" for one logit per image"
+        )
+    if fake_index >= out.shape[1]:
+        raise DfrobustError(f"the detector returns {out.shape[1]} columns but the card's `fake_index` is {fake_index}; use 0..{out.shape[1] - 1}")
+    rest = torch.cat([out[:, :fake_index], out[:, fake_index + 1 :]], dim=1)
+    if output == "logits":
+        fake = out[:, fake_index]
+        other = rest[:, 0] if rest.shape[1] == 1 else rest.logsumexp(dim=1)
+    else:
+        fake = out[:, fake_index].clamp_min(PROB_FLOOR).log()
+        other = rest.sum(dim=1).clamp_min(PROB_FLOOR).log()
+    pair = [None, None]
+    pair[FAKE], pair[REAL] = fake, other
+    return torch.stack(pair, dim=1)  # type: ignore[arg-type]
+
+
+class CardDetector(nn.Module):
+    """Any network in dfrobust's convention: resize and normalise inside, 2 logits (fake = 0, real = 1) out.
+
+    Args:
+        model: the user's network (its own input and output conventions).
+        output: ``"logits"``, ``"logit"`` or ``"probs"`` (see :func:`to_two_logits`).
+        fake_index: which column (or sigmoid direction) means fake.
+        input_size: ``(H, W)`` images are resized to (bilinear, antialiased), or ``None``.
+        mean, std: per-channel normalisation applied after resizing, or ``None``.
+        name: the model's name in tables.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        output: str,
+        fake_index: int,
+        input_size: tuple[int, int] | None = None,
+        mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None,
+        name: str = "detector",
+    ) -> None:
+        super().__init__()
+        if output not in OUTPUTS:
+            raise DfrobustError(f"unknown output kind {output!r}; use one of {OUTPUTS}")
+        self.model = model
+        self.output = output
+        self.fake_index = int(fake_index)
+        self.input_size = tuple(input_size) if input_size else None
+        self.name = name
+        self.normalized = mean is not None
+        if mean is not None:
+            self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+            self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixels ``[0, 1]`` at any size -> what the wrapped network expects."""
+        if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size:
+            x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
+        if self.normalized:
+            x = (x - self.mean) / self.std
+        return x
+
+    def raw(self, x: torch.Tensor) -> torch.Tensor:
+        """The wrapped network's own output for pixels in ``[0, 1]``."""
+        return self.model(self.preprocess(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``N x 2`` (fake = 0, real = 1) for images ``N x 3 x H x W`` in ``[0, 1]``."""
+        return to_two_logits(self.raw(x), self.output, self.fake_index)
+
+    def extra_repr(self) -> str:
+        return f"output={self.output!r}, fake_index={self.fake_index}, input_size={self.input_size}, name={self.name!r}"
+
+
+#: Source kind -> builder ``(spec, card) -> nn.Module``; filled by :func:`register_source`.
+SOURCES: dict[str, Callable[[str, DetectorCard], nn.Module]] = {}
+
+
+def register_source(kind: str) -> Callable[[Callable[[str, DetectorCard], nn.Module]], Callable[[str, DetectorCard], nn.Module]]:
+    """Decorator: make ``kind:SPEC`` a card source built by the decorated function."""
+
+    def deco(fn: Callable[[str, DetectorCard], nn.Module]) -> Callable[[str, DetectorCard], nn.Module]:
+        SOURCES[kind] = fn
+        return fn
+
+    return deco
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+@register_source("python")
+def _python_source(spec: str, card: DetectorCard) -> nn.Module:
+    """``python:package.module:factory``: import from the working directory or PYTHONPATH and call ``factory()``."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise _fail(card.path, f'a python source is "python:module:factory", got "python:{spec}"')
+    cwd = os.getcwd()
+    added = cwd not in sys.path and "" not in sys.path
+    if added:
+        sys.path.insert(0, cwd)  # the console script does not put the working directory on the path
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise _fail(card.path, f"cannot import {module_name} ({_first_line(exc)}); run from its folder or add that folder to PYTHONPATH") from exc
+    finally:
+        if added:
+            sys.path.remove(cwd)
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise _fail(card.path, f"{module_name} has no {attr}")
+        obj = getattr(obj, part)
+    if isinstance(obj, nn.Module):
+        return obj
+    if not callable(obj):
+        raise _fail(card.path, f"{module_name}:{attr} is neither a torch.nn.Module nor a function that returns one")
+    try:
+        model = obj()
+    except Exception as exc:  # noqa: BLE001 - the user's factory may raise anything
+        raise _fail(card.path, f"{module_name}:{attr}() failed: {_first_line(exc)}") from exc
+    if not isinstance(model, nn.Module):
+        raise _fail(card.path, f"{module_name}:{attr}() returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+@register_source("torchvision")
+def _torchvision_source(spec: str, card: DetectorCard) -> nn.Module:
+    """``torchvision:NAME``: the architecture with ``card.num_outputs`` outputs, random weights."""
+    import torchvision
+
+    if spec not in torchvision.models.list_models(module=torchvision.models):
+        raise _fail(card.path, f"torchvision has no classifier {spec!r} (see torchvision.models.list_models())")
+    try:
+        return torchvision.models.get_model(spec, weights=None, num_classes=card.num_outputs)
+    except Exception as exc:  # noqa: BLE001
+        raise _fail(card.path, f"cannot build torchvision:{spec}: {_first_line(exc)}") from exc
+
+
+@register_source("timm")
+def _timm_source(spec: str, card: DetectorCard) -> nn.Module:
+    """``timm:NAME``: the architecture with ``card.num_outputs`` outputs (the optional ``timm`` extra)."""
+    try:
+        import timm
+    except ImportError as exc:
+        raise _fail(card.path, "a timm: source needs timm; install it with `pip install 'dfrobust[timm]'` (or `pip install timm`)") from exc
+    try:
+        return timm.create_model(spec, pretrained=False, num_classes=card.num_outputs)
+    except Exception as exc:  # noqa: BLE001 - timm raises RuntimeError for an unknown name
+        raise _fail(card.path, f"cannot build timm:{spec}: {_first_line(exc)}") from exc
+
+
+@register_source("dfrobust")
+def _dfrobust_source(spec: str, card: DetectorCard) -> nn.Module:
+    """``dfrobust:FILE.safetensors``: a dfrobust checkpoint (path relative to the card)."""
+    path = card.path.parent / spec
+    if path.suffix != ".safetensors":
+        raise _fail(card.path, f"a dfrobust: source is a .safetensors checkpoint, got {spec!r}")
+    model, _ = load_detector(path)
+    return model
+
+
+def _unwrap_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The tensors of a state dict, unwrapped from a training checkpoint (``{"state_dict": ...}``) and
+    from DataParallel's ``module.`` prefix."""
+    if not any(isinstance(v, torch.Tensor) for v in state.values()):
+        for key in ("state_dict", "model", "model_state_dict", "net"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    return state
+
+
+def load_card_weights(model: nn.Module, card: DetectorCard) -> dict[str, list[str]]:
+    """Load ``card.weights`` into ``model``; returns the ``missing`` and ``unexpected`` keys (non-strict cards).
+
+    Shapes must always match; with ``strict`` every key must too. Mismatches are one-line errors
+    that list the keys and name the shapes. Nothing is unpickled.
+    """
+    assert card.weights is not None
+    if not card.weights.is_file():
+        raise _fail(card.path, f"weights file {card.weights} does not exist (paths are relative to the card's folder)")
+    state = _unwrap_state(load_state_dict_file(card.weights))
+    own = model.state_dict()
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    missing = [k for k in own if k not in tensors and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k} (file {list(tensors[k].shape)}, model {list(own[k].shape)})" for k in own if k in tensors and tensors[k].shape != own[k].shape
+    ]
+    where = f"weights {card.weights.name} do not fit {card.source}"
+    if shapes:
+        raise _fail(card.path, f"{where}: shapes differ for {_names(shapes, 3)}")
+    if card.strict and (missing or unexpected):
+        parts = [f"{len(missing)} missing key(s) ({_names(missing)})"] if missing else []
+        parts += [f"{len(unexpected)} unexpected key(s) ({_names(unexpected)})"] if unexpected else []
+        raise _fail(card.path, f"{where}: {', '.join(parts)}; fix the source or set strict = false")
+    if not any(k in tensors for k in own):
+        raise _fail(card.path, f"{where}: no key of the file matches the model (e.g. file {_names(list(state), 2)}, model {_names(list(own), 2)})")
+    model.load_state_dict({k: v for k, v in tensors.items() if k in own}, strict=False)
+    return {"missing": missing, "unexpected": unexpected}
+
+
+def _identity(card: DetectorCard, model: nn.Module) -> str:
+    """A hash of everything the wrapped model depends on: the card, its weights and the source's file."""
+    parts: dict[str, Any] = {"card": sha256_file(card.path)}
+    if card.weights is not None:
+        parts["weights"] = sha256_file(card.weights)
+    if card.kind == "dfrobust":
+        parts["checkpoint"] = sha256_file(card.path.parent / card.spec)
+    code = getattr(sys.modules.get(type(model).__module__), "__file__", None) if card.kind == "python" else None
+    if code and Path(code).is_file():
+        parts["code"] = sha256_file(code)
+    return sha256_bytes(to_json(parts).encode())
+
+
+def probe(model: CardDetector, size: tuple[int, int], device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Run a seeded 2 x 3 x H x W batch through ``model``; one-line error when it fails or its output does not fit.
+
+    Returns ``{"raw", "raw_shape", "logits"}`` (the wrapped network's output, its shape and the 2 logits, on the CPU).
+    """
+    x = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(0)).to(device)
+    try:
+        with torch.no_grad():
+            raw = model.raw(x)
+    except Exception as exc:  # noqa: BLE001 - any failure of the user's network
+        hint = "" if model.input_size else "; set the card's `input_size` if the network needs a fixed size"
+        raise DfrobustError(f"{model.name}: the probe forward pass on a 2x3x{size[0]}x{size[1]} batch failed: {_first_line(exc)}{hint}") from exc
+    shape = list(raw.shape) if isinstance(raw, torch.Tensor) else None
+    logits = to_two_logits(raw, model.output, model.fake_index)
+    if tuple(logits.shape) != (2, 2):
+        raise DfrobustError(f"{model.name}: the probe batch of 2 images gave output shape {shape}; set the card's `output` key to match it")
+    return {"raw": raw.float().cpu(), "raw_shape": shape, "logits": logits.float().cpu()}
+
+
+def _warnings(card: DetectorCard, logits: torch.Tensor, raw: torch.Tensor) -> list[str]:
+    """Things the probe shows that are legal but likely wrong."""
+    notes = []
+    if not torch.isfinite(logits).all():
+        notes.append("the probe output is not finite")
+    if card.output == "logits" and raw.ndim == 2 and bool(((raw >= 0) & (raw <= 1)).all()) and torch.allclose(raw.sum(1), torch.ones(len(raw)), atol=1e-4):
+        notes.append('the outputs are in [0, 1] and sum to 1: they look like probabilities; is output = "probs" meant?')
+    return notes
+
+
+def load_card(
+    path: str | Path, device: str | torch.device = "cpu", probe_size: tuple[int, int] | None = None
+) -> tuple[CardDetector, dict[str, Any]]:
+    """Load a detector card: build the source, load the weights, wrap, probe.
+
+    Args:
+        path: the card (``.toml``).
+        device: where the model goes (the probe runs there).
+        probe_size: side of the probe batch; default the card's ``input_size``, else 224 x 224.
+
+    Returns:
+        The wrapped model in eval mode and its meta: ``kind`` (``"card"``), ``name``, ``card``,
+        ``source``, ``arch`` (= source), ``weights``, ``strict``, ``input_size``, ``normalization``
+        (``{"kind", "mean", "std"}``), ``output``, ``fake_index``, ``num_parameters``,
+        ``raw_output_shape`` (of the probe batch), ``missing_keys``/``unexpected_keys``
+        (non-strict loading), ``warnings`` and ``sha256`` (identity of card + weights + code).
+
+    >>> model, meta = load_card("detectors/xception.toml")  # doctest: +SKIP
+    >>> model(torch.rand(4, 3, 64, 64)).shape               # doctest: +SKIP
+    torch.Size([4, 2])
+    """
+    card = read_card(path)
+    net = SOURCES[card.kind](card.spec, card)
+    keys = load_card_weights(net, card) if card.weights is not None else {"missing": [], "unexpected": []}
+    input_size = card.input_size
+    if card.kind == "dfrobust" and input_size is None:
+        input_size = tuple(read_sidecar(card.path.parent / card.spec)["input_size"])  # type: ignore[assignment]
+    model = CardDetector(net, card.output, card.fake_index, input_size, card.mean, card.std, card.name)
+    model = model.to(device).eval()
+    size = tuple(probe_size or input_size or PROBE_SIZE)
+    result = probe(model, size, device)  # type: ignore[arg-type]
+    meta = {
+        "kind": "card",
+        "name": card.name,
+        "card": str(card.path),
+        "source": card.source,
+        "arch": card.source,
+        "weights": str(card.weights) if card.weights else None,
+        "strict": card.strict,
+        "input_size": list(input_size) if input_size else None,
+        "normalization": {"kind": card.normalization, "mean": list(card.mean or ()), "std": list(card.std or ())},
+        "output": card.output,
+        "fake_index": card.fake_index,
+        "num_parameters": sum(p.numel() for p in net.parameters()),
+        "raw_output_shape": result["raw_shape"],
+        "missing_keys": keys["missing"],
+        "unexpected_keys": keys["unexpected"],
+        "warnings": _warnings(card, result["logits"], result["raw"]),
+        "sha256": _identity(card, net),
+    }
+    return model, meta
