@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dfrobust.commands.common import add_command, add_device_arg
+from dfrobust.constants import DECISION_THRESHOLD
 
 EXAMPLES = [
     "dfrobust evaluate --data data/synth --model models/resnet18.safetensors",
@@ -20,6 +21,10 @@ input gradient (smaller = smoother detector). Printed as a table; --json writes 
 """
 
 
+#: Position of this command in ``dfrobust --help``.
+ORDER = 30
+
+
 def register(subparsers: Any) -> None:
     """Add the `evaluate` subcommand."""
     p = add_command(subparsers, "evaluate", "Evaluate detectors (Table I metrics)", EXAMPLES, DESCRIPTION)
@@ -27,7 +32,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model", required=True, nargs="+", metavar="FILE", help="detector checkpoint(s) (.safetensors with a .json sidecar)")
     p.add_argument("--split", choices=["test", "train", "all"], default="test", help="which images (default: test)")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the metrics as JSON to OUT")
-    p.add_argument("--threshold", type=float, default=0.5, help="predict real when P(real) >= this (default: 0.5)")
+    p.add_argument("--threshold", type=float, default=DECISION_THRESHOLD, help="predict real when P(real) >= this (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
     p.add_argument("--no-gradients", dest="gradients", action="store_false", help="skip the input-gradient norm (faster)")
     add_device_arg(p)
