@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import logging
+import re
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -126,7 +126,7 @@ def test_an_attack_file_in_the_package_is_discovered(registries: None, monkeypat
     with pytest.raises(SystemExit):
         main(["attack", "--help"])
     out = capsys.readouterr().out
-    assert "{cw,fgsm,noise,pgd}" in out and "noise (Uniform random noise in the Linf ball" in out
+    assert re.search(r"--attack \{[a-z,]*\bnoise\b", out) and "noise (Uniform random noise in the Linf ball" in out
     assert "noise: Linf radius" in out  # the shared --eps flag explains itself per attack
 
 
@@ -238,7 +238,7 @@ def test_flags_follow_the_constructor_types() -> None:
     args = build_parser().parse_args([*base, "pgd", "--norm", "l2", "--no-random-start", "--eps", "0.5"])
     assert attack_params(args) == {"norm": "l2", "random_start": False, "eps": 0.5}
     args = build_parser().parse_args([*base, "fgsm", "--steps", "3"])
-    with pytest.raises(DfrobustError, match="--steps is a parameter of pgd, not of attack fgsm"):
+    with pytest.raises(DfrobustError, match="--steps is a parameter of .*pgd, not of attack fgsm"):
         attack_params(args)
 
 

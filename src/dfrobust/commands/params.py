@@ -82,6 +82,11 @@ class ParamFlag:
         return "--" + self.dest.replace("_", "-")
 
 
+def and_list(names: Sequence[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 2 else names)
+
+
 def plain_text(text: str) -> str:
     """Docstring text for a terminal: reST roles and literals (``x``, :func:`x`) shown as plain words."""
     text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
@@ -95,7 +100,7 @@ def _format_default(value: Any) -> str:
 
 
 def _help(dest: str, owners: Mapping[str, type]) -> str:
-    """Docstring description(s) plus the signature default(s): ``... (default: 0.02 (fgsm), 0.03 (pgd))``."""
+    """Docstring description(s) plus the signature default(s): ``... (default: 0.02 (fgsm, mifgsm), 0.03 (pgd))``."""
     texts: dict[str, list[str]] = {}
     defaults = []
     for name, cls in owners.items():
@@ -108,10 +113,13 @@ def _help(dest: str, owners: Mapping[str, type]) -> str:
         desc = next(iter(texts))
     else:
         desc = "; ".join(f"{', '.join(names)}: {text}" for text, names in texts.items() if text)
-    if len(owners) == 1 or len({v for _, v in defaults}) == 1 and len(defaults) == len(owners):
-        default_text = f"default: {defaults[0][1]}" if defaults else ""
+    by_value: dict[str, list[str]] = {}
+    for name, value in defaults:
+        by_value.setdefault(value, []).append(name)
+    if len(by_value) == 1 and len(defaults) == len(owners):
+        default_text = f"default: {defaults[0][1]}"
     else:
-        default_text = "default: " + ", ".join(f"{v} ({n})" for n, v in defaults) if defaults else ""
+        default_text = "default: " + ", ".join(f"{v} ({', '.join(n)})" for v, n in by_value.items()) if defaults else ""
     parts = [p for p in (desc, default_text) if p]
     return (f"{parts[0]} ({parts[1]})" if len(parts) == 2 else "".join(parts)).replace("%", "%%")
 
@@ -160,7 +168,7 @@ def add_param_flags(
     for dest, pf in sorted(flags.items(), key=lambda kv: (len(kv[1].owners) == 1, kv[1].owners, kv[0])):
         owners = tuple(pf.owners)
         if owners not in groups:
-            title = f"{kind} parameters: {' and '.join(owners) if len(owners) < 3 else ', '.join(owners)}"
+            title = f"{kind} parameters: {and_list(owners)}"
             desc = plain_text(summary_line(classes[owners[0]])) if len(owners) == 1 else None
             groups[owners] = parser.add_argument_group(title, desc)
         kwargs: dict[str, Any] = {"dest": dest, "default": None, "help": _help(dest, {o: classes[o] for o in owners})}
@@ -189,7 +197,7 @@ def chosen_params(args: argparse.Namespace, flags: Mapping[str, ParamFlag], chos
         if value is None:
             continue
         if chosen not in pf.owners:
-            raise DfrobustError(f"{pf.flag} is a parameter of {' and '.join(pf.owners)}, not of {kind} {chosen}; drop it")
+            raise DfrobustError(f"{pf.flag} is a parameter of {and_list(pf.owners)}, not of {kind} {chosen}; drop it")
         params[dest] = pf.kind.convert(value)
     return params
 

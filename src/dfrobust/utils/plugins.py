@@ -117,8 +117,8 @@ _SECTION = re.compile(r"^\s*(Args|Arguments|Parameters|Returns?|Yields?|Raises|A
 def docstring_args(cls: type) -> dict[str, str]:
     """Descriptions of the constructor's parameters from the class docstring's Google-style ``Args:`` section.
 
-    Entries are found by the parameter names (``name: text``), so one-line docstrings
-    (``Args: eps: radius. seed: seed.``) work too. Whitespace is folded.
+    Entries are found by the parameter names (``name: text`` at the start of a line, or inline
+    in a one-line docstring: ``Args: eps: radius. seed: seed.``). Whitespace is folded.
 
     >>> class A:
     ...     '''Doc.
@@ -141,8 +141,9 @@ def docstring_args(cls: type) -> dict[str, str]:
     names = list(constructor_parameters(cls))
     if not names:
         return {}
-    marker = re.compile(r"(?:^|\s)(" + "|".join(map(re.escape, names)) + r")(?:\s*\([^)]*\))?\s*:\s")
-    hits = list(marker.finditer(body))
+    entry = "(" + "|".join(map(re.escape, names)) + r")(?:\s*\([^)]*\))?\s*:\s"
+    # entries start lines (Google style); a one-line docstring lists them inline
+    hits = list(re.finditer(r"\n[ \t]*" + entry, body)) or list(re.finditer(r"(?:^|\s)" + entry, body))
     out = {}
     for hit, nxt in zip(hits, [*hits[1:], None]):
         text = body[hit.end() : nxt.start() if nxt else len(body)]
