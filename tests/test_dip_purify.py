@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from dfrobust.defenses.dip import DipConfig, dip_purify, psnr, purify_batch, recorded_iterations
+from dfrobust.defenses.dip import DipConfig, dip_purify, purify_batch, recorded_iterations
 from dfrobust.defenses.transforms import blur_purify, jpeg_purify
 from dfrobust.errors import DfrobustError
+from dfrobust.evaluate.image_metrics import psnr_from_mse as psnr
 from dfrobust.models.checkpoint import load_detector
 from dfrobust.models.inference import p_real
 

@@ -6,10 +6,11 @@ import pytest
 import torch
 from torchvision.transforms.functional import gaussian_blur
 
-from dfrobust.data.augment import Augment, gaussian_blur_batch, scaled_sigma
+from dfrobust.data.augment import Augment, scaled_sigma
 from dfrobust.errors import DfrobustError
 from dfrobust.train.config import TrainConfig
 from dfrobust.train.loop import build_augment
+from dfrobust.utils.imageops import gaussian_blur as gaussian_blur_batch
 
 
 def test_sigma_is_given_at_the_paper_width_and_scaled() -> None:

@@ -1,20 +1,22 @@
 """The ``dfrobust`` command: one entry point, one subcommand per stage.
 
-Each subcommand lives in ``dfrobust.commands.<name>`` and exposes ``register(subparsers)``;
-handlers import their heavy dependencies lazily so that ``--help`` stays quick.
+Each subcommand is a module ``dfrobust.commands.<name>`` that exposes ``register(subparsers)``
+(and ``ORDER``, its place in ``dfrobust --help``); the CLI finds them by package discovery.
+Handlers import their heavy dependencies lazily so that ``--help`` stays quick.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
+from types import ModuleType
 
 from dfrobust import __version__
 from dfrobust.errors import DfrobustError
+from dfrobust.utils.plugins import submodules
 
-#: Subcommand modules, in the order ``dfrobust --help`` lists them.
-COMMANDS = ["data", "train", "card", "evaluate", "attack", "purify", "report", "reproduce", "status"]
+#: ``ORDER`` of a command module that sets none: listed after the others.
+LAST = 1000
 
 EXAMPLES = """\
 examples:
@@ -38,9 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"dfrobust {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        importlib.import_module(f"dfrobust.commands.{name}").register(sub)
+    for module in command_modules():
+        module.register(sub)
     return parser
+
+
+def command_modules() -> list[ModuleType]:
+    """The modules of ``dfrobust.commands`` that define ``register(subparsers)``, by ``ORDER`` then name."""
+    modules = [m for m in submodules("dfrobust.commands") if callable(getattr(m, "register", None))]
+    return sorted(modules, key=lambda m: (getattr(m, "ORDER", LAST), m.__name__))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,8 @@
-"""Project-wide constants: class ids and names."""
+"""Project-wide constants: class ids and names, the decision threshold."""
 
 FAKE: int = 0
 REAL: int = 1
 #: Class names indexed by class id (alphabetical folder order: fake, real).
 CLASS_NAMES: tuple[str, str] = ("fake", "real")
+#: A detector says real when P(real) is at or above this (the paper's operating point).
+DECISION_THRESHOLD: float = 0.5

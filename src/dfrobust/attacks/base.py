@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 
 from dfrobust.errors import DfrobustError
+from dfrobust.utils.plugins import Registry, constructor_settings
 
 
 @dataclass
@@ -99,11 +99,14 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 class Attack(ABC):
-    """Base class: subclasses set ``name`` and implement :meth:`perturb`.
+    """Base class: subclasses set ``name``, implement :meth:`perturb` and register with :func:`register_attack`.
 
     The constructor arguments of a subclass are its parameters; :attr:`settings` reports them
     with their resolved values. Subclasses store each parameter under an attribute of the
-    same name.
+    same name. ``dfrobust attack`` derives one flag per parameter from the constructor: its
+    type from the annotation (``float``, ``int``, ``str``, ``bool``, ``tuple[float, float]``,
+    ``Literal[...]``), its default from the signature and its help from the class docstring's
+    Google-style ``Args:`` section. A parameter named ``seed`` is set from ``--seed``.
     """
 
     name: str = "attack"
@@ -116,8 +119,7 @@ class Attack(ABC):
     @property
     def settings(self) -> dict[str, Any]:
         """``{"attack": name, <parameter>: value, ...}`` (JSON-serialisable)."""
-        params = {k: getattr(self, k) for k in inspect.signature(type(self).__init__).parameters if k != "self"}
-        return {"attack": self.name, **{k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}}
+        return constructor_settings(self, "attack")
 
     @abstractmethod
     def perturb(
@@ -157,43 +159,36 @@ def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.
     return grad
 
 
-#: Attack name -> class; filled by :func:`register_attack`.
-ATTACKS: dict[str, type[Attack]] = {}
+#: Attack name -> class: the attack modules of this package and the ``dfrobust.attacks`` entry points.
+ATTACKS: Registry[Attack] = Registry("attack", "dfrobust.attacks", "dfrobust.attacks")
 
 
 def register_attack(cls: type[Attack]) -> type[Attack]:
-    """Class decorator: make an attack available to :func:`make_attack` under ``cls.name``."""
-    ATTACKS[cls.name] = cls
-    return cls
+    """Class decorator: make an attack available to :func:`make_attack` under ``cls.name``.
 
-
-def _load_builtin_attacks() -> None:
-    # importing the modules runs their @register_attack decorators
-    from dfrobust.attacks import apgd, cw, fgsm, mifgsm, pgd, square  # noqa: F401
+    Another class under a name already taken is a :class:`~dfrobust.errors.DfrobustError`.
+    """
+    return ATTACKS.register(cls)
 
 
 def available_attacks() -> list[str]:
-    """Names accepted by :func:`make_attack`."""
-    _load_builtin_attacks()
-    return sorted(ATTACKS)
+    """Names accepted by :func:`make_attack` (built-in, user modules in this package, entry points)."""
+    return ATTACKS.names()
+
+
+def attack_classes() -> dict[str, type[Attack]]:
+    """Every attack class by name."""
+    return ATTACKS.classes()
 
 
 def attack_defaults(name: str) -> dict[str, Any]:
     """The default parameters of attack ``name`` (the paper's values where the paper has one)."""
-    cls = attack_class(name)
-    return {
-        k: (list(p.default) if isinstance(p.default, tuple) else p.default)
-        for k, p in inspect.signature(cls.__init__).parameters.items()
-        if k != "self"
-    }
+    return ATTACKS.defaults(name)
 
 
 def attack_class(name: str) -> type[Attack]:
     """The class registered as ``name`` (one-line error naming the choices otherwise)."""
-    _load_builtin_attacks()
-    if name not in ATTACKS:
-        raise DfrobustError(f"unknown attack {name!r}; use one of {sorted(ATTACKS)}")
-    return ATTACKS[name]
+    return ATTACKS.get(name)
 
 
 def make_attack(name: str, **params: Any) -> Attack:
@@ -202,9 +197,4 @@ def make_attack(name: str, **params: Any) -> Attack:
     >>> make_attack("fgsm", eps=0.03).settings
     {'attack': 'fgsm', 'eps': 0.03}
     """
-    cls = attack_class(name)
-    allowed = set(attack_defaults(name))
-    unknown = sorted(set(params) - allowed)
-    if unknown:
-        raise DfrobustError(f"attack {name} has no parameter(s) {unknown}; its parameters are {sorted(allowed)}")
-    return cls(**params)
+    return ATTACKS.create(name, **params)

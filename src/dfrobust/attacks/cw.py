@@ -26,7 +26,7 @@ c never leaves ``c_range``, abort checked per image, no silent clean image on fa
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
@@ -38,7 +38,8 @@ from dfrobust.utils.runtime import progress
 #: Relative loss improvement an image must make between two abort checks to keep going.
 ABORT_TOLERANCE = 1e-4
 #: What an image that never reaches the kappa margin returns (see the module docstring).
-UNREACHED = ("min-l2", "max-margin")
+Unreached = Literal["min-l2", "max-margin"]
+UNREACHED: tuple[str, ...] = get_args(Unreached)
 
 
 class _Keeper:
@@ -103,7 +104,7 @@ class CarliniWagnerL2(Attack):
         max_steps: int = 1000,
         lr: float = 0.01,
         abort_early: bool = True,
-        unreached: str = "min-l2",
+        unreached: Unreached = "min-l2",
     ) -> None:
         lo, hi = (float(v) for v in c_range)
         if not 0 < lo <= hi:

@@ -29,16 +29,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from skimage.metrics import structural_similarity
 
 from dfrobust.attacks.base import Attack, make_attack, perturbation_norms
 from dfrobust.attacks.tables import RESULT_COLUMNS, table2_rows, target_aggregates
 from dfrobust.data.dataset import ImageSet
 from dfrobust.data.layouts import load_images
-from dfrobust.data.photo import jpeg_round_trip as photo_jpeg
 from dfrobust.errors import DfrobustError
+from dfrobust.evaluate.image_metrics import psnr, ssim
 from dfrobust.models.inference import p_real
 from dfrobust.models.loading import load_model_arg, model_display_name
 from dfrobust.utils.io import (
@@ -49,10 +47,10 @@ from dfrobust.utils.io import (
     save_png,
     sha256_bytes,
     to_json,
-    to_uint8,
     write_csv,
     write_json,
 )
+from dfrobust.utils.imageops import jpeg_round_trip
 from dfrobust.utils.runtime import progress, resolve_device, seed_everything, versions
 
 CLASS_CHOICES = {"fake": ["fake"], "real": ["real"], "both": ["fake", "real"]}
@@ -137,24 +135,6 @@ def _load_models(source: Path, targets: list[Path], device: torch.device, size: 
         loaded.append(_Model(name, path, meta["sha256"], model))
     src = next(m for m in loaded if m.path.resolve() == Path(source).resolve())
     return src, loaded
-
-
-def psnr(x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB of images in ``[0, 1]`` (``inf`` for identical images)."""
-    mse = (x_adv - x).flatten(1).pow(2).mean(1)
-    return 10 * torch.log10(1.0 / mse)
-
-
-def ssim(x_adv: torch.Tensor, x: torch.Tensor) -> list[float]:
-    """Per-image SSIM (scikit-image, channels averaged) of images in ``[0, 1]``."""
-    a, b = x_adv.cpu().numpy().astype(np.float64), x.cpu().numpy().astype(np.float64)
-    return [float(structural_similarity(p, q, channel_axis=0, data_range=1.0)) for p, q in zip(a, b)]
-
-
-def jpeg_round_trip(x: torch.Tensor, quality: int) -> torch.Tensor:
-    """Encode each image as JPEG at ``quality`` in memory and decode it (float ``[0, 1]`` again)."""
-    out = [photo_jpeg(img, quality) for img in to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()]
-    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 255.0
 
 
 def png_name(rel: str) -> str:

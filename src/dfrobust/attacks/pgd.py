@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 from torch import nn
 
 from dfrobust.attacks.base import Attack, input_gradient, register_attack
 from dfrobust.errors import DfrobustError
 
-NORMS = ("linf", "l2")
+Norm = Literal["linf", "l2"]
+NORMS: tuple[str, ...] = get_args(Norm)
 #: Radius used when ``eps`` is not given.
 DEFAULT_EPS = {"linf": 0.02, "l2": 1.0}
 
@@ -23,7 +26,8 @@ class PGD(Attack):
     """Untargeted projected gradient ascent on the cross-entropy loss, with a random start.
 
     Args:
-        eps: radius of the ball (default 0.02 for ``linf``, the paper's FGSM budget; 1.0 for ``l2``).
+        eps: radius of the ball; when not given, the norm's entry of ``DEFAULT_EPS`` (``linf``: 0.02,
+            the paper's FGSM budget; ``l2``: 1.0).
         norm: ``linf`` (signed steps, box projection) or ``l2`` (normalised steps, ball projection).
         steps: number of gradient steps.
         step_size: step length (default ``2.5 * eps / steps``, Madry et al.).
@@ -36,7 +40,7 @@ class PGD(Attack):
     def __init__(
         self,
         eps: float | None = None,
-        norm: str = "linf",
+        norm: Norm = "linf",
         steps: int = 10,
         step_size: float | None = None,
         random_start: bool = True,

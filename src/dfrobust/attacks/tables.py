@@ -16,6 +16,7 @@ from statistics import mean, median
 from typing import Any
 
 from dfrobust.constants import CLASS_NAMES
+from dfrobust.evaluate.metrics import accuracy
 
 #: The first columns of every ``results.csv`` (docs/architecture.md), in this order.
 RESULT_COLUMNS = (
@@ -53,7 +54,7 @@ def _finite_median(values: Iterable[float]) -> float | None:
 
 
 def _accuracy(rows: Sequence[Row], pred_key: str) -> float:
-    return sum(_i(r[pred_key]) == _i(r["label"]) for r in rows) / len(rows)
+    return accuracy([_i(r["label"]) for r in rows], [_i(r[pred_key]) for r in rows])
 
 
 def _classes_of(rows: Sequence[Row]) -> str:

@@ -7,29 +7,18 @@ from pathlib import Path
 from typing import Any
 
 from dfrobust.commands.common import add_command, add_device_arg, add_seed_arg
-from dfrobust.errors import DfrobustError
+from dfrobust.commands.params import ParamFlag, add_param_flags, chosen_params, defer_arguments, plain_text
+from dfrobust.utils.plugins import summary_line
 
-#: Attack-parameter flags (argparse dest = parameter name) and the attacks that take them.
-PARAM_FLAGS = {
-    "eps": ("fgsm", "pgd"),
-    "kappa": ("cw",),
-    "c_range": ("cw",),
-    "search_steps": ("cw",),
-    "max_steps": ("cw",),
-    "lr": ("cw",),
-    "unreached": ("cw",),
-    "norm": ("pgd",),
-    "steps": ("pgd",),
-    "step_size": ("pgd",),
-}
-
+#: Position of this command in ``dfrobust --help``.
+ORDER = 40
 
 def register(subparsers: Any) -> None:
-    """Add the `attack` subcommand."""
+    """Add the `attack` subcommand; the attacks and their parameter flags come from the attack registry."""
     parser = add_command(
         subparsers,
         "attack",
-        "Attack detectors (FGSM, CW-L2, PGD), whitebox and blackbox; writes images, results.csv, table2.csv, fig3.png",
+        "Attack detectors with any registered attack, whitebox and blackbox; writes images, results.csv, table2.csv, fig3.png",
         [
             "dfrobust attack --data data/synth --source models/vgg16.safetensors "
             "--target models/vgg16.safetensors models/resnet18.safetensors --attack fgsm --out attacks/fgsm-vgg16",
@@ -45,25 +34,25 @@ def register(subparsers: Any) -> None:
             "command resumes an interrupted run."
         ),
     )
+    defer_arguments(parser, _add_arguments)
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `attack`; the attack choices and parameter flags import the attack registry."""
+    from dfrobust.attacks.base import attack_classes
+
+    classes = attack_classes()
     parser.add_argument("--data", required=True, type=Path, metavar="DIR", help="dataset folder (its test split is attacked)")
     parser.add_argument("--source", required=True, type=Path, metavar="FILE", help="checkpoint the attack is crafted on")
     parser.add_argument(
         "--target", nargs="+", type=Path, default=[], metavar="FILE",
         help="checkpoints evaluated on the adversarial images (the source is always evaluated too)",
     )  # fmt: skip
-    parser.add_argument("--attack", required=True, choices=["fgsm", "cw", "pgd"], help="which attack")
+    parser.add_argument(
+        "--attack", required=True, choices=list(classes), metavar="{" + ",".join(classes) + "}",
+        help="which attack: " + "; ".join(f"{n} ({plain_text(summary_line(c)).rstrip('.')})" for n, c in classes.items()),
+    )  # fmt: skip
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
-    grp = parser.add_argument_group("attack parameters (paper defaults)")
-    grp.add_argument("--eps", type=float, help="FGSM step / PGD radius (FGSM 0.02; PGD 0.02 linf, 1.0 l2)")
-    grp.add_argument("--kappa", type=float, help="CW logit margin (200)")
-    grp.add_argument("--c-range", type=float, nargs=2, metavar=("LO", "HI"), help="CW range of c (1e2 1e4)")
-    grp.add_argument("--search-steps", type=int, help="CW binary-search steps (5)")
-    grp.add_argument("--max-steps", type=int, help="CW Adam steps per search step (1000)")
-    grp.add_argument("--lr", type=float, help="CW Adam learning rate (0.01)")
-    grp.add_argument("--unreached", choices=["min-l2", "max-margin"], help="CW image for an image that never reaches kappa: its lowest-L2 misclassified one, or its highest-margin one (min-l2)")
-    grp.add_argument("--norm", choices=["linf", "l2"], help="PGD norm (linf)")
-    grp.add_argument("--steps", type=int, help="PGD steps (10)")
-    grp.add_argument("--step-size", type=float, help="PGD step size (2.5 * eps / steps)")
     opts = parser.add_argument_group("run")
     opts.add_argument("--classes", choices=["fake", "real", "both"], default="fake", help="test images to attack (default: fake)")
     opts.add_argument("--max-images", type=int, metavar="N", help="attack a seeded subset of N images")
@@ -72,22 +61,16 @@ def register(subparsers: Any) -> None:
     opts.add_argument("--rank", type=int, default=0, help="this shard's rank (batch k goes to rank k %% world size)")
     opts.add_argument("--world-size", type=int, default=1, help="number of shards (default: 1)")
     add_device_arg(opts)
-    add_seed_arg(opts)
-    parser.set_defaults(func=run_command)
+    add_seed_arg(opts)  # also the seed of a seeded attack (AttackConfig fills its `seed` parameter)
+    # after the run options, so that a plug-in parameter cannot shadow one of them
+    flags = add_param_flags(parser, classes, kind="attack", skip=("seed",))
+    parser.set_defaults(func=run_command, _param_flags=flags)
 
 
 def attack_params(args: argparse.Namespace) -> dict[str, Any]:
     """The attack parameters given on the command line (a one-line error for a flag of another attack)."""
-    params: dict[str, Any] = {}
-    for dest, attacks in PARAM_FLAGS.items():
-        value = getattr(args, dest)
-        if value is None:
-            continue
-        if args.attack not in attacks:
-            flag = "--" + dest.replace("_", "-")
-            raise DfrobustError(f"{flag} is a parameter of {' and '.join(attacks)}, not of {args.attack}; drop it")
-        params[dest] = tuple(value) if isinstance(value, list) else value
-    return params
+    flags: dict[str, ParamFlag] = args._param_flags
+    return chosen_params(args, flags, args.attack)
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -25,6 +25,8 @@ accepts a card; a plain .pth/.pt module is never unpickled.
 """
 
 
+ORDER = 25
+
 def register(subparsers: Any) -> None:
     """Add the `card` subcommand (one action: `check`)."""
     p = add_command(

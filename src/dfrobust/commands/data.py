@@ -13,6 +13,10 @@ from dfrobust.data.knobs import SwapKnobs
 SWAP_DEFAULTS = dataclasses.asdict(SwapKnobs())
 
 
+#: Position of this command in ``dfrobust --help``.
+ORDER = 10
+
+
 def register(subparsers: Any) -> None:
     """Add the `data` subcommand and its own subcommands."""
     parser = add_command(

@@ -7,6 +7,7 @@ import argparse
 from typing import Any
 
 from dfrobust.commands.common import add_command, add_device_arg
+from dfrobust.constants import DECISION_THRESHOLD
 
 EXAMPLES = [
     "dfrobust evaluate --data data/synth --model models/resnet18.safetensors",
@@ -30,6 +31,10 @@ without splits is evaluated whole.
 """
 
 
+#: Position of this command in ``dfrobust --help``.
+ORDER = 30
+
+
 def register(subparsers: Any) -> None:
     """Add the `evaluate` subcommand."""
     p = add_command(subparsers, "evaluate", "Evaluate detectors (Table I metrics, AP, EER)", EXAMPLES, DESCRIPTION)
@@ -37,7 +42,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model", required=True, nargs="+", metavar="FILE", help="dfrobust checkpoint(s) (.safetensors) or detector card(s) (.toml)")
     p.add_argument("--split", choices=["test", "train", "val", "all"], default="test", help="which images (default: test)")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the metrics as JSON to OUT")
-    p.add_argument("--threshold", type=float, default=0.5, help="predict real when P(real) >= this (default: 0.5)")
+    p.add_argument("--threshold", type=float, default=DECISION_THRESHOLD, help="predict real when P(real) >= this (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
     p.add_argument("--workers", type=int, default=2, help="image-reading processes (default: 2)")
     p.add_argument("--no-gradients", dest="gradients", action="store_false", help="skip the input-gradient norm (faster)")

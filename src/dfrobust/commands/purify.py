@@ -9,6 +9,10 @@ from typing import Any
 from dfrobust.commands.common import add_command, add_device_arg, add_seed_arg
 
 
+#: Position of this command in ``dfrobust --help``.
+ORDER = 50
+
+
 def register(subparsers: Any) -> None:
     """Add the `purify` subcommand."""
     parser = add_command(

@@ -8,6 +8,10 @@ from typing import Any
 from dfrobust.commands.common import add_command
 
 
+#: Position of this command in ``dfrobust --help``.
+ORDER = 60
+
+
 def register(subparsers: Any) -> None:
     """Add the ``report`` subcommand."""
     p = add_command(

@@ -8,6 +8,10 @@ from typing import Any
 from dfrobust.commands.common import add_command, add_device_arg
 
 
+#: Position of this command in ``dfrobust --help``.
+ORDER = 70
+
+
 def register(subparsers: Any) -> None:
     """Add the ``reproduce`` subcommand."""
     from dfrobust.config import available_presets

@@ -8,6 +8,10 @@ from typing import Any
 from dfrobust.commands.common import add_command
 
 
+#: Position of this command in ``dfrobust --help``.
+ORDER = 80
+
+
 def register(subparsers: Any) -> None:
     """Add the ``status`` subcommand."""
     p = add_command(subparsers, "status", "Show which stages of a run are done, partial or still to do",

@@ -27,6 +27,10 @@ run resumes from its last finished epoch when the same command is run again.
 """
 
 
+#: Position of this command in ``dfrobust --help``.
+ORDER = 20
+
+
 def register(subparsers: Any) -> None:
     """Add the `train` subcommand."""
     p = add_command(subparsers, "train", "Train a detector (Table I models)", EXAMPLES, DESCRIPTION)

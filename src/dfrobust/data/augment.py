@@ -11,13 +11,12 @@ blur covers the same fraction of the face.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
-from torch.nn import functional as F
 
 from dfrobust.errors import DfrobustError
+from dfrobust.utils.imageops import gaussian_blur
 
 #: Image width at which the paper's blur sigmas are given (its inputs were 368 x 300).
 PAPER_WIDTH = 300
@@ -27,35 +26,6 @@ def scaled_sigma(sigma: tuple[float, float], width: int, reference_width: int = 
     """The sigma range ``sigma`` (given at ``reference_width`` pixels) for images ``width`` pixels wide."""
     factor = width / reference_width
     return float(sigma[0]) * factor, float(sigma[1]) * factor
-
-
-def blur_kernel_size(sigma: float) -> int:
-    """Odd kernel size covering +-3 sigma (at least 3)."""
-    return max(3, 2 * math.ceil(3 * sigma) + 1)
-
-
-def gaussian_blur_batch(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int | None = None) -> torch.Tensor:
-    """Blur each image of ``x`` with its own Gaussian ``sigma[b]``, in one grouped convolution.
-
-    Same kernel and reflect padding as ``torchvision.transforms.functional.gaussian_blur``
-    (which takes one sigma per call); ``kernel_size`` defaults to cover 3 of the largest sigma
-    and is capped to fit the image.
-    """
-    b, c, h, w = x.shape
-    if b == 0:
-        return x
-    sigma = sigma.to(x.device, torch.float32).clamp(min=1e-3)
-    ks = kernel_size or blur_kernel_size(float(sigma.max()))
-    ks = min(ks, 2 * (min(h, w) - 1) + 1)  # reflect padding needs pad < size
-    half = (ks - 1) * 0.5
-    pos = torch.linspace(-half, half, ks, device=x.device)
-    kernel = torch.exp(-0.5 * (pos[None] / sigma[:, None]) ** 2)
-    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (B*C) x ks
-    pad = ks // 2
-    flat = F.pad(x.reshape(1, b * c, h, w).float(), (pad, pad, pad, pad), mode="reflect")
-    flat = F.conv2d(flat, kernel.view(b * c, 1, 1, ks), groups=b * c)
-    flat = F.conv2d(flat, kernel.view(b * c, 1, ks, 1), groups=b * c)
-    return flat.view(b, c, h, w).to(x.dtype)
 
 
 @dataclass
@@ -89,7 +59,7 @@ class Augment:
             sigma = lo + (hi - lo) * torch.rand(n, generator=generator)
             if chosen.any():
                 idx = chosen.nonzero().squeeze(1).to(x.device)
-                x = x.index_copy(0, idx, gaussian_blur_batch(x[idx], sigma[chosen]))
+                x = x.index_copy(0, idx, gaussian_blur(x[idx], sigma[chosen]))
         if self.hflip:
             flip = (torch.rand(n, generator=generator) < 0.5).to(x.device).view(n, 1, 1, 1)
             x = torch.where(flip, x.flip(-1), x)

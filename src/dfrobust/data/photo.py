@@ -8,12 +8,11 @@ fakes (slight defocus, JPEG compression at a random quality, 8-bit quantisation)
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
+
+from dfrobust.utils.imageops import gaussian_blur, jpeg_round_trip
+from dfrobust.utils.io import to_uint8
 
 Params = dict[str, np.ndarray]
 
@@ -42,33 +41,8 @@ def capture(images: np.ndarray, params: Params, rng: np.random.Generator) -> np.
     return np.clip(images * gain + noise, 0, 1)
 
 
-def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Blur each image of ``x`` (``N x C x H x W``) with its own Gaussian ``sigma`` (pixels; 0 = none)."""
-    n, c, h, w = x.shape
-    radius = max(1, int(np.ceil(3 * float(sigma.max())))) if len(sigma) else 1
-    offsets = torch.arange(-radius, radius + 1, dtype=x.dtype)
-    s = sigma.to(x.dtype).clamp_min(1e-3)[:, None]
-    k = torch.exp(-0.5 * (offsets[None] / s) ** 2)
-    k = (k / k.sum(1, keepdim=True)).repeat_interleave(c, 0)  # one kernel per image and channel
-    y = F.pad(x.reshape(1, n * c, h, w), (radius, radius, radius, radius), mode="reflect")
-    y = F.conv2d(y, k[:, None, None, :], groups=n * c)
-    y = F.conv2d(y, k[:, None, :, None], groups=n * c)
-    return y.reshape(n, c, h, w)
-
-
-def jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
-    """Encode a ``uint8 H x W x 3`` image as JPEG at ``quality`` and decode it again."""
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="JPEG", quality=int(quality))
-    buf.seek(0)
-    with Image.open(buf) as im:
-        return np.asarray(im.convert("RGB"))
-
-
 def finish(images: np.ndarray, params: Params) -> np.ndarray:
     """Blur (per image), quantise and JPEG-compress float images ``N x H x W x 3``; returns ``uint8``."""
     x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
     x = gaussian_blur(x, torch.from_numpy(params["blur"]))
-    u8 = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
-    # JPEG is a per-image codec; the loop is over encoder calls, not pixels
-    return np.stack([jpeg_round_trip(img, q) for img, q in zip(u8, params["jpeg"])])
+    return jpeg_round_trip(to_uint8(x), params["jpeg"]).permute(0, 2, 3, 1).numpy()

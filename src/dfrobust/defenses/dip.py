@@ -14,7 +14,6 @@ torch.Size([2, 3, 32, 32])
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,13 +21,22 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from dfrobust.defenses.base import Purifier, register_purifier
 from dfrobust.defenses.dip_net import DipNet, crop_back, padded_size, reflect_pad_to
 from dfrobust.errors import DfrobustError
+from dfrobust.evaluate.image_metrics import mse, psnr_from_mse
 from dfrobust.models.inference import p_real
 from dfrobust.utils.runtime import progress
 
 #: Derived-seed offset of the per-iteration noise stream (kept apart from the init stream).
 _NOISE_STREAM = 0x5EED_0D1B
+#: Where in the optimisation the output is classified by default (the paper: 6,000 of 10,000 iterations).
+CLASSIFY_FRACTION = 0.6
+
+
+def default_classify_at(iterations: int) -> int:
+    """The iteration T whose output is classified when none is given: ``CLASSIFY_FRACTION`` of ``iterations``."""
+    return max(1, round(CLASSIFY_FRACTION * iterations))
 
 
 @dataclass
@@ -133,15 +141,6 @@ def recorded_iterations(end: int, every: int, extra: Sequence[int] = ()) -> list
     return sorted(set(range(every, end + 1, every)) | {int(t) for t in extra if 1 <= t <= end})
 
 
-def psnr(mse: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB of images in ``[0, 1]`` from their MSE (peak 1); ``inf`` for an exact match."""
-    return 10.0 * torch.log10(1.0 / mse.clamp_min(0.0))
-
-
-def _mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a.float() - b.float()).pow(2).flatten(1).mean(1)
-
-
 def _generators(seeds: Sequence[int], offset: int, device: torch.device) -> list[torch.Generator]:
     return [torch.Generator(device=device).manual_seed((int(s) + offset) % (2**63)) for s in seeds]
 
@@ -195,11 +194,12 @@ class DipRun:
         for b, gen in enumerate(self.noise_gens):  # draws only: per-image random streams
             self.noise[b].normal_(generator=gen)
         net_in = self.z + self.noise.to(self.dtype) * cfg.reg_noise_std
-        with self.autocast:
-            out_p = self.net(net_in)
-        loss = (out_p.to(self.dtype) - self.target).pow(2).flatten(1).mean(1).sum()
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        with torch.enable_grad():  # fitting is training: it needs gradients even when the caller is in no_grad
+            with self.autocast:
+                out_p = self.net(net_in)
+            loss = (out_p.to(self.dtype) - self.target).pow(2).flatten(1).mean(1).sum()
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
         self.opt.step()
         out = crop_back(out_p.detach().to(self.dtype), self.pads)
         self.avg = out if self.avg is None else self.avg * cfg.ema_weight + out * (1.0 - cfg.ema_weight)
@@ -270,13 +270,13 @@ def purify_batch(
     def stack(key: str) -> torch.Tensor:
         return torch.stack(rows[key], 1) if rows[key] else torch.empty(bsz, 0)
 
-    mse = stack("mse")
+    mse_input = stack("mse")
     return DipTrajectory(
         iterations=record,
         p_real_raw=stack("raw"),
         p_real_avg=stack("avg"),
-        mse_input=mse,
-        psnr_input=psnr(mse),
+        mse_input=mse_input,
+        psnr_input=psnr_from_mse(mse_input),
         psnr_clean=stack("psnr_clean") if clean is not None else None,
         snapshots=snapshots,
         final=out.cpu(),
@@ -303,9 +303,9 @@ def record_sample(
         scores = p_real(classifier, torch.cat([out, avg]), batch_size=2 * len(out))
         rows["raw"].append(scores[: len(out)])
         rows["avg"].append(scores[len(out) :])
-    rows["mse"].append(_mse(out, x).cpu())
+    rows["mse"].append(mse(out, x).cpu())
     if clean is not None:
-        rows["psnr_clean"].append(psnr(_mse(out, clean)).cpu())
+        rows["psnr_clean"].append(psnr_from_mse(mse(out, clean)).cpu())
 
 
 def dip_purify(
@@ -315,7 +315,7 @@ def dip_purify(
     iteration: int | None = None,
     device: str | torch.device | None = None,
 ) -> torch.Tensor:
-    """Purify images with DIP and return the outputs at ``iteration`` (default: 60% of ``cfg.iterations``).
+    """Purify images with DIP and return the outputs at ``iteration`` (default: :func:`default_classify_at`).
 
     The same call shape as the input-transform purifiers (images in, images out); image ``i``
     uses seed ``seed + i``.
@@ -324,6 +324,76 @@ def dip_purify(
     torch.Size([2, 3, 32, 32])
     """
     cfg = cfg or DipConfig()
-    at = iteration if iteration is not None else max(1, math.floor(0.6 * cfg.iterations))
+    at = iteration if iteration is not None else default_classify_at(cfg.iterations)
     traj = purify_batch(images, [seed + i for i in range(len(images))], cfg, stop_at=at, device=device, show_progress=False)
     return traj.final
+
+
+@register_purifier
+class Dip(Purifier):
+    """Deep Image Prior: fit a fresh seeded generator to each image and return its output at ``classify_at``.
+
+    Random: the draw (network init, input ``z``, noise stream) of image ``i`` comes from seed
+    ``seed + i`` (:func:`dip_purify`), so two seeds are two draws and the same seed repeats the
+    output exactly. All images of a call are fitted at once (one network each).
+
+    Args:
+        classify_at: the iteration whose output is returned; when not given, ``CLASSIFY_FRACTION`` of ``iterations``.
+        iterations: length of the optimisation the default ``classify_at`` is a fraction of.
+        lr: Adam learning rate.
+        input_channels: channels of the noise input z.
+        input_noise: distribution of z: uniform or normal.
+        input_scale: scale of z.
+        reg_noise_std: standard deviation of the fresh noise added to z every iteration.
+        channels_down: channels of each downsampling level.
+        channels_up: channels of each upsampling level.
+        channels_skip: channels of each skip connection (0: none).
+        kernel_down: kernel size of the downsampling convolutions.
+        kernel_up: kernel size of the upsampling convolutions.
+        kernel_skip: kernel size of the skip convolutions.
+        upsample: upsampling mode (``bilinear`` or ``nearest``).
+        pad: padding of the convolutions (``reflect`` or ``zero``).
+        act_slope: negative slope of the LeakyReLUs.
+        need1x1_up: a 1x1 convolution after each upsampling block.
+        dtype: precision of the generator (``float32`` or ``float64``).
+        amp: ``bf16`` runs the generator under bfloat16 autocast (CUDA), ``none`` does not.
+    """
+
+    name = "dip"
+    random = True
+
+    def __init__(
+        self,
+        classify_at: int | None = None,
+        iterations: int = DipConfig.iterations,
+        lr: float = DipConfig.lr,
+        input_channels: int = DipConfig.input_channels,
+        input_noise: str = DipConfig.input_noise,
+        input_scale: float = DipConfig.input_scale,
+        reg_noise_std: float = DipConfig.reg_noise_std,
+        channels_down: tuple[int, ...] = DipConfig.channels_down,
+        channels_up: tuple[int, ...] = DipConfig.channels_up,
+        channels_skip: tuple[int, ...] = DipConfig.channels_skip,
+        kernel_down: int = DipConfig.kernel_down,
+        kernel_up: int = DipConfig.kernel_up,
+        kernel_skip: int = DipConfig.kernel_skip,
+        upsample: str = DipConfig.upsample,
+        pad: str = DipConfig.pad,
+        act_slope: float = DipConfig.act_slope,
+        need1x1_up: bool = DipConfig.need1x1_up,
+        dtype: str = DipConfig.dtype,
+        amp: str = DipConfig.amp,
+    ) -> None:
+        # every parameter but classify_at is a DipConfig field: the config validates them
+        fields = {k: v for k, v in locals().items() if k not in ("self", "classify_at", "__class__")}
+        self.config = DipConfig(**fields)
+        for k in fields:
+            setattr(self, k, getattr(self.config, k))
+        self.classify_at = default_classify_at(self.iterations) if classify_at is None else int(classify_at)
+        if not 1 <= self.classify_at <= self.iterations:
+            raise DfrobustError(f"DIP classify_at must lie in 1..{self.iterations} (iterations), got {self.classify_at}")
+
+    def purify(self, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+        """The generators' outputs at ``classify_at`` (gradients enabled for the fitting)."""
+        return dip_purify(x, self.config, seed=seed, iteration=self.classify_at)
+

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dfrobust.constants import FAKE, REAL
+from dfrobust.constants import DECISION_THRESHOLD, FAKE, REAL
 from dfrobust.errors import DfrobustError
 from dfrobust.models.checkpoint import model_name
 from dfrobust.utils.io import read_csv, read_json, sha256_file
@@ -144,7 +144,7 @@ def category_candidates(
     clean_correct: Sequence[bool],
     attacks: Sequence[AttackFolder],
     adv_p_real: Mapping[str, Mapping[str, float]],
-    threshold: float = 0.5,
+    threshold: float = DECISION_THRESHOLD,
 ) -> dict[str, list[str]]:
     """Candidates of every category, in study order.
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from dfrobust.defenses.dip_sampling import CLEAN_FAKE, CLEAN_REAL
-from dfrobust.evaluate.metrics import detection_metrics
+from dfrobust.evaluate.metrics import accuracy_at, detection_metrics
 
 TABLE3_COLUMNS = ["method", "threshold", "n", "accuracy", "auroc", "fake_precision", "fake_recall", "real_precision", "real_recall"]
 #: The paper's T range (2,500 .. 7,500 of 10,000 iterations, every 500).
@@ -36,12 +36,6 @@ def window_mean(values: np.ndarray, window: int = 10) -> np.ndarray:
     lo = np.clip(idx - window // 2, 0, n)
     hi = np.clip(idx + window - window // 2, 0, n)
     return (csum[..., hi] - csum[..., lo]) / (hi - lo)
-
-
-def accuracy(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, threshold: float) -> float:
-    """Share of images whose prediction (real when P(real) >= threshold) matches the label; NaN when empty."""
-    y, p = np.asarray(labels, dtype=int), np.asarray(scores, dtype=float)
-    return float(((p >= threshold).astype(int) == y).mean()) if len(y) else float("nan")
 
 
 def table3_rows(labels: Sequence[int], scores: Mapping[str, Sequence[float]], thresholds: Sequence[float]) -> list[dict]:
@@ -92,7 +86,7 @@ def table4_rows(
         row: dict = {"category": name, "n": int(mask.sum()), "requested": requested if name in real_categories and requested else ""}
         for method, p in arrays.items():
             for thr in thresholds:
-                row[f"{method}@{thr:g}"] = accuracy(y[mask], p[mask], thr)
+                row[f"{method}@{thr:g}"] = accuracy_at(y[mask], p[mask], thr)
         rows.append(row)
     return rows
 
@@ -122,7 +116,7 @@ def sweep_rows(
         for method, curve in curves.items():
             p = np.asarray(curve, dtype=float)[:, index[t]]
             for thr in thresholds:
-                row[f"{method}@{thr:g}"] = accuracy(y, p, thr)
+                row[f"{method}@{thr:g}"] = accuracy_at(y, p, thr)
             row[f"{method}_auroc"] = detection_metrics(y, p, thresholds[0])["auroc"]
         rows.append(row)
     return rows

@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from dfrobust.constants import CLASS_NAMES, FAKE
+from dfrobust.constants import CLASS_NAMES, DECISION_THRESHOLD
 from dfrobust.data.dataset import ImageSet, load_split
 from dfrobust.data.manifest import manifest_hash, read_manifest
-from dfrobust.defenses.dip import DipConfig, purify_batch
+from dfrobust.defenses.dip import DipConfig, default_classify_at, purify_batch
 from dfrobust.defenses.dip_parts import PartStore, snapshot_path
 from dfrobust.defenses.dip_sampling import (
     CLEAN_FAKE,
@@ -55,6 +55,7 @@ from dfrobust.defenses.dip_tables import (
 )
 from dfrobust.defenses.transforms import transform_purifiers
 from dfrobust.errors import DfrobustError
+from dfrobust.evaluate.metrics import predict
 from dfrobust.models.checkpoint import model_name
 from dfrobust.models.inference import p_real
 from dfrobust.models.loading import load_model_arg
@@ -83,7 +84,7 @@ class DipStudyConfig:
     per_category: int = 10  #: images per category
     classify_at: int | None = None  #: T; default 60% of dip.iterations (6,000 of 10,000)
     stop_at: int | None = None  #: stop the optimisation here (>= T); default: run dip.iterations
-    thresholds: tuple[float, ...] = (0.5, 0.25)
+    thresholds: tuple[float, ...] = (DECISION_THRESHOLD, 0.25)
     window: int = 10  #: recorded samples in the window average around T
     keep: tuple[int, ...] | None = None  #: iterations whose outputs are kept (Fig 5); default KEEP_FRACTIONS
     batch_size: int = 8  #: images purified at once (one network each)
@@ -110,7 +111,7 @@ class DipStudyConfig:
     @property
     def t(self) -> int:
         """The classification iteration T."""
-        return self.classify_at if self.classify_at is not None else max(1, round(0.6 * self.dip.iterations))
+        return self.classify_at if self.classify_at is not None else default_classify_at(self.dip.iterations)
 
     def keep_iterations(self, with_t: bool = True) -> list[int]:
         """Iterations whose outputs are kept: the Fig 5 ones (and T), up to the end."""
@@ -175,7 +176,7 @@ def choose_items(test: ImageSet, model: torch.nn.Module, attacks: list[AttackFol
     notes: list[str] = []
     clean_p = _batched_p_real(model, test)
     labels = test.y.tolist()
-    correct = [(p >= 0.5) == (y != FAKE) for p, y in zip(clean_p.tolist(), labels)]
+    correct = (predict(clean_p) == np.asarray(labels)).tolist()
     ok = {p for p, c in zip(test.paths, correct) if c}
     adv_p = {atk.name: _adv_scores(atk, ok, model, notes) for atk in attacks}
     plan = sample_categories(category_candidates(test.paths, labels, correct, attacks, adv_p), cfg.per_category, cfg.seed)

@@ -1,7 +1,8 @@
 """Cheap input-transform purifiers, the baselines DIP has to beat: JPEG re-compression and Gaussian blur.
 
-Every purifier has the same call shape as :func:`dfrobust.defenses.dip.dip_purify`: float
-images ``N x 3 x H x W`` in ``[0, 1]`` in, purified images of the same shape out.
+Each is a registered :class:`~dfrobust.defenses.base.Purifier` (deterministic; ``identity`` is
+the control). :func:`jpeg_purify`, :func:`blur_purify` and :func:`transform_purifiers` are the
+shortcuts the DIP study uses.
 
 >>> x = torch.rand(2, 3, 32, 32)
 >>> jpeg_purify(x, quality=75).shape, blur_purify(x, sigma=1.0).shape
@@ -10,41 +11,78 @@ images ``N x 3 x H x W`` in ``[0, 1]`` in, purified images of the same shape out
 
 from __future__ import annotations
 
-import math
-import warnings
-from collections.abc import Callable
+from typing import Any
 
 import torch
-from torchvision.io import decode_jpeg, encode_jpeg
-from torchvision.transforms.functional import gaussian_blur
 
+from dfrobust.defenses.base import Purifier, register_purifier
 from dfrobust.errors import DfrobustError
-from dfrobust.utils.io import to_uint8
-
-Purifier = Callable[[torch.Tensor], torch.Tensor]
+from dfrobust.utils.imageops import gaussian_blur, jpeg_round_trip
 
 
-def jpeg_purify(images: torch.Tensor, quality: int = 75) -> torch.Tensor:
-    """Round-trip images through JPEG at ``quality`` (1-100); returns float images on the input's device.
+@register_purifier
+class Identity(Purifier):
+    """Returns the images unchanged: the undefended control."""
 
-    torchvision encodes a list of images in one call (on the GPU when the images are there).
+    name = "identity"
+
+    def purify(self, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+        """The images themselves."""
+        return x
+
+
+@register_purifier
+class Jpeg(Purifier):
+    """JPEG re-compression: encode at ``quality`` and decode (8-bit, Pillow's codec).
+
+    Args:
+        quality: JPEG quality, 1 (strongest compression) to 100.
     """
-    if not 1 <= quality <= 100:
-        raise DfrobustError(f"JPEG quality must lie in 1..100, got {quality}")
-    as_uint8 = list(to_uint8(images))
-    with warnings.catch_warnings():
-        # torchvision 0.29 announces a move of its codecs to torchcodec; they still work
-        warnings.simplefilter("ignore", DeprecationWarning)
-        decoded = decode_jpeg(encode_jpeg(as_uint8, quality=quality))
-    return torch.stack(decoded).to(images.device, images.dtype) / 255.0
+
+    name = "jpeg"
+
+    def __init__(self, quality: int = 75) -> None:
+        if not 1 <= quality <= 100:
+            raise DfrobustError(f"JPEG quality must lie in 1..100, got {quality}")
+        self.quality = int(quality)
+
+    def purify(self, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+        """The JPEG round trip of every image."""
+        return jpeg_round_trip(x, self.quality)
 
 
-def blur_purify(images: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
-    """Gaussian-blur images with standard deviation ``sigma`` pixels (kernel covers +-3 sigma)."""
-    if sigma <= 0:
-        raise DfrobustError(f"blur sigma must be positive, got {sigma}")
-    kernel = 2 * math.ceil(3 * sigma) + 1
-    return gaussian_blur(images, [kernel, kernel], [sigma, sigma])
+@register_purifier
+class Blur(Purifier):
+    """Gaussian blur; differentiable, so it is its own BPDA surrogate.
+
+    Args:
+        sigma: standard deviation in pixels (the kernel covers +-3 sigma).
+    """
+
+    name = "blur"
+
+    def __init__(self, sigma: float = 1.0) -> None:
+        if sigma <= 0:
+            raise DfrobustError(f"blur sigma must be positive, got {sigma}")
+        self.sigma = float(sigma)
+
+    def purify(self, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+        """The blurred images."""
+        return gaussian_blur(x, self.sigma)
+
+    def surrogate(self, x: torch.Tensor) -> torch.Tensor:
+        """The blur itself (it has a gradient)."""
+        return gaussian_blur(x, self.sigma)
+
+
+def jpeg_purify(images: torch.Tensor, **params: Any) -> torch.Tensor:
+    """Round-trip images through JPEG (``quality``: see :class:`Jpeg`); float images on the input's device."""
+    return Jpeg(**params)(images)
+
+
+def blur_purify(images: torch.Tensor, **params: Any) -> torch.Tensor:
+    """Gaussian-blur images (``sigma`` in pixels: see :class:`Blur`)."""
+    return Blur(**params)(images)
 
 
 def default_blur_sigma(width: int) -> float:
@@ -52,10 +90,10 @@ def default_blur_sigma(width: int) -> float:
     return max(0.5, width / 256.0)
 
 
-def transform_purifiers(width: int, jpeg_quality: int = 75, blur_sigma: float | None = None) -> dict[str, Purifier]:
-    """The baseline purifiers by name (``jpeg``, ``blur``) with their parameters fixed."""
-    sigma = blur_sigma if blur_sigma is not None else default_blur_sigma(width)
-    return {
-        "jpeg": lambda x: jpeg_purify(x, jpeg_quality),
-        "blur": lambda x: blur_purify(x, sigma),
-    }
+def transform_purifiers(width: int, jpeg_quality: int | None = None, blur_sigma: float | None = None) -> dict[str, Purifier]:
+    """The baseline purifiers by name (``jpeg``, ``blur``) for ``width``-pixel images.
+
+    ``jpeg_quality`` defaults to :class:`Jpeg`'s, ``blur_sigma`` to :func:`default_blur_sigma`.
+    """
+    jpeg = Jpeg() if jpeg_quality is None else Jpeg(jpeg_quality)
+    return {"jpeg": jpeg, "blur": Blur(blur_sigma if blur_sigma is not None else default_blur_sigma(width))}

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dfrobust.constants import REAL
+from dfrobust.constants import DECISION_THRESHOLD, REAL
 from dfrobust.data.dataset import ImageSet
 from dfrobust.data.layouts import Item, LazyImageDataset, make_loader
 from dfrobust.errors import DfrobustError
@@ -43,7 +43,7 @@ def evaluate_detector(
     imageset: ImageSet,
     batch_size: int = 64,
     device: str | torch.device | None = None,
-    threshold: float = 0.5,
+    threshold: float = DECISION_THRESHOLD,
     gradients: bool = True,
 ) -> dict[str, Any]:
     """Table I metrics of ``model`` on ``imageset``, the confusion matrix and gradient size.

@@ -11,9 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from sklearn.metrics import average_precision_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score, roc_curve
 
-from dfrobust.constants import CLASS_NAMES, FAKE, REAL
+from dfrobust.constants import CLASS_NAMES, DECISION_THRESHOLD, FAKE, REAL
 
 ArrayLike = Sequence[float] | np.ndarray | torch.Tensor
 
@@ -37,13 +36,35 @@ def _np(a: ArrayLike) -> np.ndarray:
     return np.asarray(a)
 
 
-def detection_metrics(y_true: ArrayLike, p_real: ArrayLike, threshold: float = 0.5) -> dict[str, object]:
+def predict(p_real: ArrayLike, threshold: float = DECISION_THRESHOLD) -> np.ndarray:
+    """Predicted classes (``REAL`` = 1 where ``P(real) >= threshold``, else ``FAKE`` = 0) as an int array."""
+    return np.where(_np(p_real).astype(float) >= threshold, REAL, FAKE)
+
+
+def accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> float:
+    """Share of predictions equal to the labels; NaN for no images."""
+    y, pred = _np(y_true).astype(int), _np(y_pred).astype(int)
+    if y.shape != pred.shape:
+        raise ValueError(f"labels and predictions differ in shape: {y.shape} vs {pred.shape}")
+    return float((pred == y).mean()) if len(y) else float("nan")
+
+
+def accuracy_at(y_true: ArrayLike, p_real: ArrayLike, threshold: float = DECISION_THRESHOLD) -> float:
+    """Accuracy of the decision ``P(real) >= threshold`` (NaN for no images).
+
+    >>> accuracy_at([0, 0, 1, 1], [0.1, 0.6, 0.7, 0.9])
+    0.75
+    """
+    return accuracy(y_true, predict(p_real, threshold))
+
+
+def detection_metrics(y_true: ArrayLike, p_real: ArrayLike, threshold: float = DECISION_THRESHOLD) -> dict[str, object]:
     """Accuracy, AUROC, precision and recall per class and the confusion matrix.
 
     Args:
         y_true: labels (fake = 0, real = 1).
         p_real: scores ``P(real)``; an image is predicted real when ``p_real >= threshold``.
-        threshold: decision threshold on ``P(real)`` (the paper uses 0.5, and 0.25 for DIP).
+        threshold: decision threshold on ``P(real)`` (the paper: ``DECISION_THRESHOLD``, and 0.25 for DIP).
 
     Returns:
         ``{"n", "threshold", "accuracy", "auroc", "fake_precision", "fake_recall",
@@ -55,11 +76,13 @@ def detection_metrics(y_true: ArrayLike, p_real: ArrayLike, threshold: float = 0
     >>> m["accuracy"], m["fake_recall"], m["real_precision"]
     (0.75, 0.5, 0.6666666666666666)
     """
+    from sklearn.metrics import average_precision_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score  # slow to import
+
     y = _np(y_true).astype(int)
     p = _np(p_real).astype(float)
     if y.shape != p.shape:
         raise ValueError(f"y_true and p_real differ in shape: {y.shape} vs {p.shape}")
-    pred = (p >= threshold).astype(int)
+    pred = predict(p, threshold)
     prec, rec, _, _ = precision_recall_fscore_support(y, pred, labels=[FAKE, REAL], zero_division=0)
     both = len(np.unique(y)) == 2
     auroc = float(roc_auc_score(y, p)) if both else None
@@ -67,7 +90,7 @@ def detection_metrics(y_true: ArrayLike, p_real: ArrayLike, threshold: float = 0
     return {
         "n": int(len(y)),
         "threshold": float(threshold),
-        "accuracy": float((pred == y).mean()) if len(y) else float("nan"),
+        "accuracy": accuracy(y, pred),
         "auroc": auroc,
         f"{CLASS_NAMES[FAKE]}_precision": float(prec[FAKE]),
         f"{CLASS_NAMES[FAKE]}_recall": float(rec[FAKE]),
@@ -91,6 +114,8 @@ def equal_error_rate(y_positive: ArrayLike, score: ArrayLike) -> float:
     >>> equal_error_rate([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9])
     0.0
     """
+    from sklearn.metrics import roc_curve
+
     fpr, tpr, _ = roc_curve(_np(y_positive).astype(int), _np(score).astype(float))
     gap = (1 - tpr) - fpr  # falls from 1 to -1 as the threshold drops
     i = int(np.argmax(gap <= 0))
