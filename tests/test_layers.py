@@ -20,27 +20,6 @@ pytest.importorskip("importlinter")
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Violations being removed by the architecture refactor (issue 12). While ONLY these remain the
-# contract test is an expected failure; any other violation fails it. Delete this set (and
-# the xfail below) once the refactor has merged and the contract passes.
-KNOWN_VIOLATIONS: set[tuple[str, str]] = {
-    # the report re-plans the study (pipeline <-> report)
-    ("dfrobust.report.render", "dfrobust.pipeline"),
-    # stages draw figures
-    ("dfrobust.attacks.experiment", "dfrobust.report.attack_figures"),
-    ("dfrobust.defenses.study", "dfrobust.report.dip_figures"),
-    # package-level cycle breakers of the same edges
-    ("dfrobust.report", "dfrobust.pipeline"),
-    ("dfrobust.attacks", "dfrobust.report"),
-    ("dfrobust.defenses", "dfrobust.report"),
-    # attacks/base.py lazily imports the built-in attacks, which import base
-    ("dfrobust.attacks.cw", "dfrobust.attacks.base"),
-    ("dfrobust.attacks.fgsm", "dfrobust.attacks.base"),
-    ("dfrobust.attacks.pgd", "dfrobust.attacks.base"),
-    ("dfrobust.attacks.base", "dfrobust.attacks.cw"),
-    ("dfrobust.attacks.base", "dfrobust.attacks.fgsm"),
-    ("dfrobust.attacks.base", "dfrobust.attacks.pgd"),
-}
 
 _EDGE = re.compile(r"^\s*-?\s*(\.?[\w.]+) -> (\.?[\w.]+)(?: \(|$)")
 _CYCLE_HEADER = re.compile(r"No cycles are allowed in ([\w.]+)\.")
@@ -84,12 +63,8 @@ def test_import_contract() -> None:
     status, output = run_lint_imports(ROOT / "pyproject.toml", ROOT / "src", ROOT)
     if status == 0:
         return
-    edges = broken_edges(output)
-    unknown = sorted(edges - KNOWN_VIOLATIONS)
-    if edges and not unknown:
-        pytest.xfail(f"only the known issue-12 violations remain: {sorted(edges)}")
-    listed = "\n".join(f"  {a} -> {b}" for a, b in unknown) or "  (none parsed: read the report below)"
-    pytest.fail(f"import contract broken; violations not in KNOWN_VIOLATIONS:\n{listed}\n\n{output}", pytrace=False)
+    listed = "\n".join(f"  {a} -> {b}" for a, b in sorted(broken_edges(output))) or "  (none parsed: read the report below)"
+    pytest.fail(f"import contract broken:\n{listed}\n\n{output}", pytrace=False)
 
 
 def test_contract_sees_function_level_imports(tmp_path: Path) -> None:
