@@ -14,7 +14,7 @@ from dfrobust import __version__
 from dfrobust.errors import DfrobustError
 
 #: Subcommand modules, in the order ``dfrobust --help`` lists them.
-COMMANDS = ["data", "train", "evaluate", "attack", "purify", "report", "reproduce", "status"]
+COMMANDS = ["data", "train", "evaluate", "attack", "purify", "certify", "report", "reproduce", "status"]
 
 EXAMPLES = """\
 examples:
