@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -188,6 +191,8 @@ def test_train_flags_come_from_the_config_fields(small_data: Path, tmp_path: Pat
 
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    assert "adversarial" not in {a.dest for a in sub._actions}  # added when the subcommand is used
+    assert "--adversarial" in sub.format_help()
     by_dest = {a.dest: a for a in sub._actions}
     for f in dataclasses.fields(TrainConfig):
         action = by_dest[f.name]
@@ -206,3 +211,10 @@ def test_train_flags_come_from_the_config_fields(small_data: Path, tmp_path: Pat
     assert meta["training"]["adversarial"] == "fast" and meta["training"]["adv_eps"] == 0.04
     assert meta["training"]["blur_sigma"] == [2.0, 4.0] and meta["adversarial"]["eps"] == 0.04
     assert main(["train", "--data", str(small_data), "--arch", "tiny", "--out", str(out), "--adv-steps", "3"]) == 2
+
+
+def test_building_the_cli_imports_no_settings_module() -> None:
+    code = "import sys; from dfrobust.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.strip() == "False"

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from dfrobust.commands.common import add_command
-from dfrobust.commands.dataclass_args import add_dataclass_options, dataclass_kwargs
+from dfrobust.commands.dataclass_args import add_dataclass_options, add_options_lazily, dataclass_kwargs
 
 EXAMPLES = [
     "dfrobust certify --model models/resnet18-smooth.safetensors --data data/synth --sigma 0.25 "
@@ -31,14 +31,18 @@ An interrupted run resumes when the same command is run again.
 
 def register(subparsers: Any) -> None:
     """Add the `certify` subcommand: --model, --data, --out, and one option per :class:`CertifyConfig` field."""
-    from dfrobust.defenses.certification import CertifyConfig
-
     p = add_command(subparsers, "certify", "Certified L2 robustness by randomized smoothing", EXAMPLES, DESCRIPTION)
     p.add_argument("--model", required=True, metavar="FILE", help="detector checkpoint (.safetensors with a .json sidecar)")
     p.add_argument("--data", required=True, metavar="DIR", help="dataset folder (its test split is certified)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    add_dataclass_options(p.add_argument_group("certification settings"), CertifyConfig)
     p.set_defaults(func=run)
+    add_options_lazily(p, _add_settings)
+
+
+def _add_settings(parser: argparse.ArgumentParser) -> None:
+    from dfrobust.defenses.certification import CertifyConfig
+
+    add_dataclass_options(parser.add_argument_group("certification settings"), CertifyConfig)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,6 +12,9 @@ added from the field, so that a default is written in one place only. Metadata k
 ``bool`` fields become ``--name`` (default off) or ``--no-name`` (default on); ``tuple[float, float]``
 fields take two values; ``X | None`` fields take an ``X`` and default to ``None`` (the help says
 what omitting them means).
+
+Settings dataclasses live beside the code that uses them and import torch; :func:`add_options_lazily`
+adds their options when the subcommand is used, so that ``dfrobust --help`` stays quick.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import argparse
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from typing import Any
 
 
@@ -101,3 +105,37 @@ def dataclass_kwargs(args: argparse.Namespace, cls: type, skip: tuple[str, ...] 
             value = tuple(value)
         out[f.name] = value
     return out
+
+
+class _LazyOptions:
+    """Mixin of a subcommand parser that adds its pending options before it parses or prints help."""
+
+    _pending: list[Callable[[argparse.ArgumentParser], None]]
+
+    def _add_pending(self) -> None:
+        while self._pending:
+            self._pending.pop(0)(self)  # type: ignore[arg-type]
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._add_pending()
+        return super().parse_known_args(args, namespace)  # type: ignore[misc]
+
+    def format_help(self) -> str:
+        self._add_pending()
+        return super().format_help()  # type: ignore[misc]
+
+    def format_usage(self) -> str:
+        self._add_pending()
+        return super().format_usage()  # type: ignore[misc]
+
+
+def add_options_lazily(parser: argparse.ArgumentParser, add: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Call ``add(parser)`` when ``parser`` first parses or formats its help, not now.
+
+    Building a subcommand's options from its settings dataclass imports that dataclass's module
+    (and torch); deferring it keeps ``dfrobust --help`` and the other subcommands quick.
+    """
+    if not isinstance(parser, _LazyOptions):
+        parser.__class__ = type(f"Lazy{type(parser).__name__}", (_LazyOptions, type(parser)), {})
+        parser._pending = []  # type: ignore[attr-defined]
+    parser._pending.append(add)  # type: ignore[attr-defined]

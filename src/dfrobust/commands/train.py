@@ -7,7 +7,7 @@ import dataclasses
 from typing import Any
 
 from dfrobust.commands.common import add_command
-from dfrobust.commands.dataclass_args import add_dataclass_options, dataclass_kwargs
+from dfrobust.commands.dataclass_args import add_dataclass_options, add_options_lazily, dataclass_kwargs
 
 EXAMPLES = [
     "dfrobust train --data data/synth --arch resnet18 --out models/resnet18.safetensors",
@@ -39,15 +39,19 @@ catastrophic overfitting, is logged and recorded); --noise-sigma trains for rand
 
 def register(subparsers: Any) -> None:
     """Add the `train` subcommand: --data, --out, --force, and one option per :class:`TrainConfig` field."""
-    from dfrobust.train.config import TrainConfig
-
     p = add_command(subparsers, "train", "Train a detector (Table I models, or a hardened one)", EXAMPLES, DESCRIPTION)
     p.add_argument("--data", required=True, metavar="DIR", help="dataset folder (from `dfrobust data ...`)")
     p.add_argument("--out", required=True, metavar="FILE", help="output FILE.safetensors (sidecar FILE.json beside it)")
     p.add_argument("--force", action="store_true", help="retrain even if FILE already holds a model of these settings")
-    settings = p.add_argument_group("training settings (the paper's defaults)")
-    add_dataclass_options(settings, TrainConfig, inherited_from="--resume-from")
     p.set_defaults(func=run)
+    add_options_lazily(p, _add_settings)
+
+
+def _add_settings(parser: argparse.ArgumentParser) -> None:
+    from dfrobust.train.config import TrainConfig
+
+    settings = parser.add_argument_group("training settings (the paper's defaults)")
+    add_dataclass_options(settings, TrainConfig, inherited_from="--resume-from")
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
