@@ -53,8 +53,9 @@ def test_the_optimizer_is_the_configured_one() -> None:
     adam = loop.make_optimizer(model, TrainConfig(optimizer="adam", lr=0.01, weight_decay=1e-4))
     assert type(sgd) is torch.optim.SGD and sgd.param_groups[0]["momentum"] == 0.8
     assert type(adam) is torch.optim.Adam and (adam.param_groups[0]["lr"], adam.param_groups[0]["weight_decay"]) == (0.01, 1e-4)
-    # the optimizer only enters the identity when it is not the paper's, so older models stay valid
-    assert "optimizer" not in TrainConfig().identity() and TrainConfig(optimizer="adam").identity()["optimizer"] == "adam"
+    # the optimizer decides the result, so it is part of the identity; the execution fields are not
+    assert TrainConfig().identity()["optimizer"] == "sgd" and TrainConfig(optimizer="adam").identity()["optimizer"] == "adam"
+    assert TrainConfig(device="cpu", eval_batch_size=7).identity() == TrainConfig().identity()
 
 
 def test_validation_split_is_stratified_seeded_and_disjoint(toy_dataset: Path) -> None:

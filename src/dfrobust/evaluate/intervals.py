@@ -1,4 +1,4 @@
-"""Confidence intervals of a proportion: Wilson (for reported rates) and Clopper-Pearson (for certificates)."""
+"""Confidence intervals for rates: every rate the report shows carries its n and a Wilson 95% interval."""
 
 from __future__ import annotations
 
@@ -6,19 +6,19 @@ import math
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import stats
+
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
 
-def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of ``successes / n`` (``(0.0, 1.0)`` when ``n == 0``).
+def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of ``k`` successes in ``n`` trials (``(nan, nan)`` when ``n`` is 0).
 
-    >>> [round(v, 4) for v in wilson_interval(8, 10)]
-    [0.4902, 0.9433]
+    >>> tuple(round(v, 3) for v in wilson_interval(0, 20))
+    (0.0, 0.161)
     """
     if n <= 0:
-        return 0.0, 1.0
-    z = float(stats.norm.ppf(0.5 + confidence / 2))
-    p = successes / n
+        return math.nan, math.nan
+    p = k / n
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
@@ -31,6 +31,8 @@ def clopper_pearson_lower(successes: ArrayLike, n: ArrayLike, alpha: float) -> n
     The ``alpha`` quantile of ``Beta(k, n - k + 1)`` (0 when ``k == 0``): the lower end of the
     two-sided ``1 - 2 alpha`` interval, as Cohen et al.'s ``_lower_confidence_bound``.
     """
+    from scipy import stats
+
     k = np.asarray(successes, dtype=np.float64)
     n = np.asarray(n, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -18,10 +18,6 @@ EXECUTION_FIELDS = ("device", "eval_batch_size")
 #: Optimizers a detector can train with (the paper: SGD with momentum).
 OPTIMIZERS = ("sgd", "adam")
 
-#: Settings added after models were first trained, with their defaults: left out of the identity
-#: while at that default, so that models and run folders made before they existed stay valid.
-LATER_FIELDS = {"optimizer": "sgd"}
-
 
 @dataclass
 class TrainConfig:
@@ -162,5 +158,4 @@ class TrainConfig:
 
     def identity(self) -> dict[str, Any]:
         """The settings that determine the result (without :data:`EXECUTION_FIELDS`)."""
-        return {k: v for k, v in self.to_dict().items()
-                if k not in EXECUTION_FIELDS and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+        return {k: v for k, v in self.to_dict().items() if k not in EXECUTION_FIELDS}
