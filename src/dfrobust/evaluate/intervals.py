@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+from numpy.typing import ArrayLike
+
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
 
@@ -20,3 +23,18 @@ def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def clopper_pearson_lower(successes: ArrayLike, n: ArrayLike, alpha: float) -> np.ndarray:
+    """One-sided ``1 - alpha`` Clopper-Pearson lower bound of a binomial proportion, elementwise.
+
+    The ``alpha`` quantile of ``Beta(k, n - k + 1)`` (0 when ``k == 0``): the lower end of the
+    two-sided ``1 - 2 alpha`` interval, as Cohen et al.'s ``_lower_confidence_bound``.
+    """
+    from scipy import stats
+
+    k = np.asarray(successes, dtype=np.float64)
+    n = np.asarray(n, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bound = stats.beta.ppf(alpha, np.maximum(k, 1), n - k + 1)
+    return np.where(k > 0, bound, 0.0)

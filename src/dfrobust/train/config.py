@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from dfrobust.data.augment import PAPER_WIDTH
 from dfrobust.errors import DfrobustError
+from dfrobust.models.detectors import ACTIVATIONS, NORMALIZATIONS
+from dfrobust.train.adversarial import METHODS
 from dfrobust.train.lipschitz import BATCHNORM_MODES, ESTIMATORS
 
 #: Fields that change how a run is executed but not what it computes (ignored when deciding
@@ -22,65 +24,74 @@ class TrainConfig:
     """Everything that determines a trained detector (JSON-serialisable with ``asdict``).
 
     Defaults are the paper's: ResNet-18 from random init, SGD with lr 1e-3 and momentum 0.9,
-    batch 16, 5 epochs, no weight decay, raw ``[0, 1]`` pixels, horizontal flips only.
-
-    Attributes:
-        arch: torchvision architecture name (``resnet18``, ``vgg16``, ...; ``tiny`` for tests).
-        epochs: epochs to train (with ``resume_from``: epochs added to that model).
-        optimizer: ``sgd`` (the paper: SGD with ``momentum``) or ``adam`` (Adam with default
-            betas; ``momentum`` is unused).
-        lr, momentum, weight_decay: optimizer settings.
-        batch_size: training batch size.
-        eval_batch_size: batch size of validation and test evaluation.
-        normalization: ``none`` (the paper) or ``imagenet`` (a layer inside the model).
-        activation: ``relu`` or ``halfhuber`` (the authors' smooth ReLU for double backprop).
-        init: local torchvision state dict to start from (e.g. ImageNet weights); ``None`` =
-            random init. Nothing is downloaded.
-        resume_from: a dfrobust checkpoint to continue training (the paper's blur model is the
-            ResNet trained 10 more epochs with blur).
-        hflip: random horizontal flips.
-        blur_fraction: fraction of training images blurred (the paper's blur model: 0.4).
-        blur_sigma: Gaussian sigma range ``(lo, hi)`` at ``blur_reference_width`` pixels; scaled
-            to the dataset's width.
-        blur_reference_width: width at which ``blur_sigma`` is given (the paper's 300 px).
-        lipschitz: lambda of eq. (7) (0 = off; the paper's set is 5, 50, 500, 5000).
-        lipschitz_estimator: ``rademacher`` (default: one backward pass with random signs per
-            logit, shared by the batch where BatchNorm couples its images, an unbiased estimate
-            of eq. (7) and of its gradient, cheaper) or ``exact`` (one backward per logit).
-        lipschitz_batchnorm: ``batch`` (penalty on the training pass, BatchNorm on batch
-            statistics, as the authors) or ``eval`` (a second pass on running statistics: each
-            image's own gradient, as at test time); see :mod:`dfrobust.train.lipschitz`.
-        val_fraction: share of each class of the training split held out for model selection
-            (0 = keep the last epoch). The test split is never used for selection.
-        seed: seeds init, the validation split, batch order, augmentation and dropout.
-        device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
-        amp: mixed precision (bf16, or fp16 with loss scaling) when training on CUDA; ignored
-            on the CPU.
+    batch 16, 5 epochs, no weight decay, raw ``[0, 1]`` pixels, horizontal flips only. Each
+    field's meaning is its ``metadata["help"]``, which is also its ``dfrobust train`` option's
+    help (:mod:`dfrobust.commands.dataclass_args`); see :mod:`dfrobust.train.lipschitz` for the
+    Lipschitz estimators and BatchNorm modes and :mod:`dfrobust.train.adversarial` for the
+    adversarial-training recipes.
     """
 
-    arch: str = "resnet18"
-    epochs: int = 5
-    optimizer: str = "sgd"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    batch_size: int = 16
-    eval_batch_size: int = 64
-    normalization: str = "none"
-    activation: str = "relu"
-    init: str | None = None
-    resume_from: str | None = None
-    hflip: bool = True
-    blur_fraction: float = 0.0
-    blur_sigma: tuple[float, float] = (3.0, 5.0)
-    blur_reference_width: int = PAPER_WIDTH
-    lipschitz: float = 0.0
-    lipschitz_estimator: str = "rademacher"
-    lipschitz_batchnorm: str = "batch"
-    val_fraction: float = 0.1
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True
+    arch: str = field(default="resnet18", metadata={"inherit": True, "help": (
+        "architecture: vgg16, vgg16_bn, vgg16_bn_gap (global pooling before the classifier: for small images), "
+        "resnet18, resnet50, efficientnet_b0, mobilenet_v3_small, any torchvision classifier, tiny (tests)")})
+    epochs: int = field(default=5, metadata={"help": "epochs to train; with --resume-from, epochs added to that model"})
+    optimizer: str = field(default="sgd", metadata={"choices": OPTIMIZERS, "help": (
+        "sgd: SGD with --momentum, as the paper; adam: Adam with default betas (--momentum unused), "
+        "which trains small images in fewer epochs")})
+    lr: float = field(default=1e-3, metadata={"help": "learning rate"})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
+    weight_decay: float = field(default=0.0, metadata={"help": "weight decay"})
+    batch_size: int = field(default=16, metadata={"help": "training batch size"})
+    eval_batch_size: int = field(default=64, metadata={"help": "batch size of validation and test evaluation"})
+    normalization: str = field(default="none", metadata={"inherit": True, "choices": NORMALIZATIONS, "help": (
+        "input normalisation, a layer inside the model (none: raw [0, 1] pixels, as the paper)")})
+    activation: str = field(default="relu", metadata={"inherit": True, "choices": ACTIVATIONS, "help": (
+        "halfhuber: the authors' smooth ReLU for double backprop")})
+    init: str | None = field(default=None, metadata={"metavar": "FILE", "help": (
+        "start from a local torchvision state dict (.safetensors or .pth), or 'imagenet' for torchvision's "
+        "published weights (from the torch hub cache; downloaded only when online); omitted: random init")})
+    resume_from: str | None = field(default=None, metadata={"metavar": "FILE", "help": (
+        "continue training this dfrobust model (the paper's blur model: the ResNet trained 10 more epochs "
+        "with blur; adversarial fine-tuning: --adversarial with a plain model)")})
+    hflip: bool = field(default=True, metadata={"help": "random horizontal flips"})
+    blur_fraction: float = field(default=0.0, metadata={"metavar": "F", "help": (
+        "fraction of training images Gaussian-blurred (the paper's blur model: 0.4)")})
+    blur_sigma: tuple[float, float] = field(default=(3.0, 5.0), metadata={"metavar": ("LO", "HI"), "help": (
+        "blur sigma ~ U[LO, HI] in pixels of an image --blur-reference-width pixels wide; "
+        "scaled to the dataset's width")})
+    blur_reference_width: int = field(default=PAPER_WIDTH, metadata={"metavar": "PX", "help": (
+        "width at which --blur-sigma is given (the paper's images)")})
+    lipschitz: float = field(default=0.0, metadata={"metavar": "LAMBDA", "help": (
+        "Lipschitz regularisation strength, lambda of eq. (7) of the paper (0: off; the paper used 5, 50, 500, 5000)")})
+    lipschitz_estimator: str = field(default="rademacher", metadata={"choices": ESTIMATORS, "help": (
+        "rademacher: one backward pass with random signs per logit, an unbiased estimate of eq. (7); "
+        "exact: one backward pass per logit")})
+    lipschitz_batchnorm: str = field(default="batch", metadata={"choices": BATCHNORM_MODES, "help": (
+        "batch: penalty on the training pass, BatchNorm on batch statistics (the authors'); "
+        "eval: on a second pass with running statistics, each image's own gradient")})
+    adversarial: str | None = field(default=None, metadata={"choices": METHODS, "help": (
+        "adversarial training: pgd (Madry et al. 2018: Linf PGD with random start, --adv-steps steps of eps/4), "
+        "fast (Wong et al. 2020: FGSM from a random start, step 1.25 eps), trades (Zhang et al. 2019: "
+        "clean cross-entropy + --trades-beta x KL to the adversarial prediction); omitted: plain training")})
+    adv_eps: float | None = field(default=None, metadata={"metavar": "EPS", "help": (
+        "Linf radius of adversarial training; omitted: 4/255 for images of 128 px or more, 8/255 below "
+        "(resolved from the data and recorded in the sidecar)")})
+    adv_steps: int = field(default=7, metadata={"help": (
+        "inner-maximisation steps of pgd and trades, and PGD steps of the per-epoch robustness check "
+        "that detects catastrophic overfitting (fast takes one step)")})
+    trades_beta: float = field(default=6.0, metadata={"metavar": "BETA", "help": (
+        "TRADES weight of the robustness (KL) term (the paper: 1 to 10)")})
+    noise_sigma: float = field(default=0.0, metadata={"metavar": "SIGMA", "help": (
+        "Gaussian noise augmentation for randomized smoothing (Cohen et al. 2019): every training image gets "
+        "N(0, SIGMA^2) noise per pixel, unclipped (0: off)")})
+    val_fraction: float = field(default=0.1, metadata={"help": (
+        "share of each class of the training split held out for model selection (0: keep the last epoch); "
+        "the test split is never used for selection")})
+    seed: int = field(default=0, metadata={"help": (
+        "random seed of init, the validation split, batch order, augmentation, attacks and dropout")})
+    device: str = field(default="auto", metadata={"help": "auto (CUDA when present), cpu, cuda or cuda:N"})
+    amp: bool = field(default=True, metadata={"help": (
+        "mixed precision (bf16, or fp16 with loss scaling) when training on CUDA; ignored on the CPU")})
 
     def __post_init__(self) -> None:
         self.blur_sigma = (float(self.blur_sigma[0]), float(self.blur_sigma[1]))
@@ -102,6 +113,33 @@ class TrainConfig:
             raise DfrobustError(f"--val-fraction must lie in [0, 1), got {self.val_fraction}")
         if self.init is not None and self.resume_from is not None:
             raise DfrobustError("give --init (torchvision weights) or --resume-from (a dfrobust model), not both")
+        if self.adversarial is not None and self.adversarial not in METHODS:
+            raise DfrobustError(f"unknown adversarial training {self.adversarial!r}; use one of {METHODS}")
+        if self.adv_eps is not None and not 0 < self.adv_eps <= 1:
+            raise DfrobustError(f"--adv-eps must lie in (0, 1] (pixels are in [0, 1]), got {self.adv_eps}")
+        if self.adv_steps < 1:
+            raise DfrobustError(f"--adv-steps must be at least 1, got {self.adv_steps}")
+        if self.trades_beta <= 0:
+            raise DfrobustError(f"--trades-beta must be positive, got {self.trades_beta}")
+        if self.noise_sigma < 0:
+            raise DfrobustError(f"--noise-sigma must be >= 0, got {self.noise_sigma}")
+        self._check_unused_adversarial_settings()
+
+    def _check_unused_adversarial_settings(self) -> None:
+        """Settings of a recipe that is not used are an error (they would change the model's identity for nothing)."""
+        defaults = {f.name: f.default for f in fields(self)}
+        if self.adversarial is None:
+            unused = [k for k in ("adv_eps", "adv_steps", "trades_beta") if getattr(self, k) != defaults[k]]
+            if unused:
+                flags = ", ".join("--" + k.replace("_", "-") for k in unused)
+                raise DfrobustError(f"{flags} only apply to adversarial training; add --adversarial pgd|fast|trades or drop them")
+            return
+        if self.adversarial != "trades" and self.trades_beta != defaults["trades_beta"]:
+            raise DfrobustError(f"--trades-beta applies to --adversarial trades, not {self.adversarial}; drop it")
+        if self.lipschitz > 0:
+            raise DfrobustError("--adversarial and --lipschitz cannot be combined; train one defense per model")
+        if self.noise_sigma > 0:
+            raise DfrobustError("--adversarial and --noise-sigma cannot be combined; train one defense per model")
 
     def to_dict(self) -> dict[str, Any]:
         """``dataclasses.asdict`` with the sigma range as a list (as JSON gives it back)."""

@@ -5,7 +5,10 @@ sidecar, and returns the sidecar. It
 
 * carves a seeded, stratified validation split out of the training split and selects the epoch
   with the best validation accuracy (then loss); the test split is only evaluated, at the end;
-* optionally adds the Lipschitz penalty of eq. (7) and the paper's blur augmentation;
+* optionally adds the Lipschitz penalty of eq. (7) and the paper's blur augmentation, Gaussian
+  noise augmentation (randomized smoothing), or trains adversarially (PGD-AT, fast AT, TRADES:
+  :mod:`dfrobust.train.adversarial`), then selects on held-out PGD accuracy and watches for
+  catastrophic overfitting;
 * saves its state after every epoch (``x.partial.safetensors``) and resumes from it when run
   again with the same settings; the final files appear only when training is done;
 * returns at once when ``out_path`` already holds a model trained with the same settings on the
@@ -15,6 +18,8 @@ sidecar, and returns the sidecar. It
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import math
 import sys
 import time
@@ -32,6 +37,7 @@ from dfrobust.errors import DfrobustError
 from dfrobust.evaluate.evaluation import evaluate_detector
 from dfrobust.models.checkpoint import load_detector, read_sidecar, save_detector, sidecar_path
 from dfrobust.models.detectors import IMAGENET, Detector, build_detector
+from dfrobust.train.adversarial import AdversarialRecipe, check_batch, collapsed, recipe_for, robustness_check
 from dfrobust.train.config import TrainConfig
 from dfrobust.train.lipschitz import training_loss
 from dfrobust.train.state import load_partial, partial_path, restore_optimizer, restore_rng, save_partial
@@ -131,11 +137,21 @@ def train_step(
     amp_dtype: torch.dtype | None = None,
     scaler: torch.amp.GradScaler | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """One optimizer step on a batch (with the Lipschitz penalty when ``cfg.lipschitz > 0``); returns (loss, logits, penalty)."""
+    """One optimizer step on a batch; returns (loss, logits, penalty).
+
+    The loss is ``cfg``'s: cross-entropy, plus the Lipschitz penalty when ``cfg.lipschitz > 0``,
+    or an adversarial recipe's (:func:`dfrobust.train.adversarial.recipe_for`; its attacks draw
+    their random starts from ``generator``) when ``cfg.adversarial`` is set. ``penalty`` is the
+    Lipschitz term or TRADES' KL term, ``None`` otherwise.
+    """
+    recipe = recipe_for(cfg, (x.shape[-2], x.shape[-1]))
     with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        loss, logits, penalty = training_loss(
-            model, x, y, cfg.lipschitz, cfg.lipschitz_estimator, generator, cfg.lipschitz_batchnorm
-        )
+        if recipe is not None:
+            loss, logits, penalty = recipe.loss(model, x, y, generator)
+        else:
+            loss, logits, penalty = training_loss(
+                model, x, y, cfg.lipschitz, cfg.lipschitz_estimator, generator, cfg.lipschitz_batchnorm
+            )
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(loss).backward()
@@ -169,6 +185,9 @@ def train_one_epoch(
     bar = progress(batches, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch")
     for step, idx in enumerate(bar):
         x = augment(train.images(idx).to(device, non_blocking=True), gen)
+        if cfg.noise_sigma > 0:
+            # Cohen et al.: every training image gets fresh Gaussian noise, not clipped to [0, 1]
+            x = x + cfg.noise_sigma * torch.randn(x.shape, generator=gen).to(device)
         y = train.y[idx].to(device, non_blocking=True)
         loss, logits, penalty = train_step(model, optimizer, x, y, cfg, gen, amp_dtype, scaler)
         n = len(idx)
@@ -210,8 +229,82 @@ def _resume_key(cfg: TrainConfig, data_hash: str, sources: dict[str, Any]) -> di
     return {"config": ident, "manifest_hash": data_hash, "sources": sources}
 
 
-def _better(val: dict[str, Any], best: tuple[float, float] | None) -> bool:
-    return best is None or (val["accuracy"], -val["loss"]) > best
+#: Batches timed per setup (after one warm-up each) to measure an adversarial step's cost against a plain one.
+COST_BATCHES = 3
+
+
+def _without_adversarial(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with plain training instead of its adversarial recipe (the baseline of the cost measurement)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    return dataclasses.replace(cfg, **{k: defaults[k] for k in ("adversarial", "adv_eps", "adv_steps", "trades_beta")})
+
+
+def measure_cost(
+    model: torch.nn.Module,
+    cfg: TrainConfig,
+    train: ImageSet,
+    augment: Augment,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    n_batches: int = COST_BATCHES,
+) -> dict[str, float]:
+    """Seconds per training step of ``cfg``'s recipe and of plain training, timed side by side.
+
+    Both run on a copy of ``model`` on the same batches, interleaved (one warm-up each, then
+    ``n_batches`` each), so that load from other processes hits them alike. The model, its
+    optimizer and every random number generator are left as they were: training is not changed.
+    Returns ``plain_step_seconds``, ``adversarial_step_seconds``, ``cost_multiplier`` (their ratio)
+    and ``batches``.
+    """
+    plain_cfg = _without_adversarial(cfg)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    order = torch.randperm(len(train), generator=gen)
+    batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+    batches = [b for b in batches if len(b) >= 2] or [order]
+    cuda = device.type == "cuda"
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] if cuda else []
+    times: dict[str, float] = {"plain": 0.0, "adversarial": 0.0}
+    with torch.random.fork_rng(devices=devices):
+        twin = copy.deepcopy(model).train()
+        optimizer = make_optimizer(twin, cfg)
+        for i in range(n_batches + 1):
+            idx = batches[i % len(batches)]
+            x = augment(train.images(idx).to(device), gen)
+            y = train.y[idx].to(device)
+            for name, step_cfg in (("plain", plain_cfg), ("adversarial", cfg)):
+                if cuda:
+                    torch.cuda.synchronize(device)
+                start = time.perf_counter()
+                train_step(twin, optimizer, x, y, step_cfg, gen, amp_dtype)
+                if cuda:
+                    torch.cuda.synchronize(device)
+                if i > 0:  # the first round is the warm-up
+                    times[name] += time.perf_counter() - start
+        del twin, optimizer
+    return {
+        "plain_step_seconds": times["plain"] / n_batches,
+        "adversarial_step_seconds": times["adversarial"] / n_batches,
+        "cost_multiplier": times["adversarial"] / max(times["plain"], 1e-12),
+        "batches": n_batches,
+    }
+
+
+def _check_epoch(
+    model: torch.nn.Module, check: tuple[torch.Tensor, torch.Tensor], recipe: AdversarialRecipe,
+    info: dict[str, Any], epoch: int, seed: int, log: Log,
+) -> dict[str, float]:
+    """Held-out PGD and FGSM accuracy after an epoch; records the best and a catastrophic-overfitting event in ``info``."""
+    result = robustness_check(model, *check, recipe, seed)
+    best = info.get("check_best")
+    if collapsed(result, best) and info.get("catastrophic_overfitting") is None:
+        info["catastrophic_overfitting"] = {"epoch": epoch, "pgd_acc": result["pgd_accuracy"], "fgsm_acc": result["fgsm_accuracy"],
+                                            "best_epoch": best["epoch"], "best_pgd_acc": best["pgd_accuracy"]}
+        log(f"warning: catastrophic overfitting in epoch {epoch}: held-out PGD accuracy {result['pgd_accuracy']:.3f} "
+            f"(best {best['pgd_accuracy']:.3f} in epoch {best['epoch']}) while FGSM accuracy rose to {result['fgsm_accuracy']:.3f}; "
+            "model selection keeps the epoch of best PGD accuracy")
+    if best is None or result["pgd_accuracy"] > best["pgd_accuracy"]:
+        info["check_best"] = {"epoch": epoch, **result}
+    return result
 
 
 def train_detector(
@@ -267,6 +360,13 @@ def train_detector(
     optimizer = make_optimizer(model, cfg)
     amp_dtype, scaler = _amp(device, cfg.amp)
     augment = build_augment(cfg, size[1])
+    recipe = recipe_for(cfg, size)
+    check = None
+    if recipe is not None and val is not None:
+        idx = check_batch(len(val), cfg.seed)
+        check = (val.images(idx).to(device), val.y[idx].to(device))
+    elif recipe is not None:
+        log("--val-fraction 0: no held-out batch, so no robustness check and no catastrophic-overfitting detection")
 
     partial = partial_path(out_path)
     key = _resume_key(cfg, data_hash, sources)
@@ -280,6 +380,10 @@ def train_detector(
         restore_rng(groups["rng"])
         best_state = groups["best"] or None
         log(f"resuming {out_path.name} after epoch {info['epoch']} of {cfg.epochs}")
+    if recipe is not None and "cost" not in info:
+        info["cost"] = measure_cost(model, cfg, train, augment, device, amp_dtype)
+        log(f"{recipe.method} adversarial training, eps {recipe.eps:.5f} ({recipe.eps_source}): "
+            f"{info['cost']['cost_multiplier']:.2f}x the time of a plain step")
 
     session_epochs = 0.0
     for epoch in range(info["epoch"] + 1, cfg.epochs + 1):
@@ -290,8 +394,14 @@ def train_detector(
             val_metrics = evaluate_detector(model, val, cfg.eval_batch_size, device, gradients=False)
             row.update(val_accuracy=val_metrics["accuracy"], val_loss=val_metrics["loss"])
             line += f" | val acc {val_metrics['accuracy']:.3f} loss {val_metrics['loss']:.4f}"
-            if _better(val_metrics, None if info["best"] is None else tuple(info["best"])):
-                info["best"], info["best_epoch"] = [val_metrics["accuracy"], -val_metrics["loss"]], epoch
+            score = [val_metrics["accuracy"], -val_metrics["loss"]]
+            if recipe is not None and check is not None:
+                robust = _check_epoch(model, check, recipe, info, epoch, cfg.seed, log)
+                row.update(heldout_pgd_accuracy=robust["pgd_accuracy"], heldout_fgsm_accuracy=robust["fgsm_accuracy"])
+                line += f" | held-out pgd {robust['pgd_accuracy']:.3f} fgsm {robust['fgsm_accuracy']:.3f}"
+                score.insert(0, robust["pgd_accuracy"])  # robust selection, as Madry et al.'s robustness library
+            if info["best"] is None or score > info["best"]:
+                info["best"], info["best_epoch"] = score, epoch
                 best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
                 line += " (best)"
         row["seconds"] = time.time() - t0
@@ -305,9 +415,12 @@ def train_detector(
     if best_state is not None:
         model.load_state_dict(best_state)
     selected = info["best_epoch"] if val is not None else cfg.epochs
+    selection = "best validation accuracy, then loss" if val is not None else "last epoch (no validation split)"
+    if check is not None:
+        selection = "best held-out PGD accuracy, then validation accuracy, then loss"
     metrics: dict[str, Any] = {
         "selected_epoch": selected,
-        "selection": "best validation accuracy, then loss" if val is not None else "last epoch (no validation split)",
+        "selection": selection,
         "val": evaluate_detector(model, val, cfg.eval_batch_size, device) if val is not None else None,
         "test": evaluate_detector(model, test, cfg.eval_batch_size, device) if test is not None else None,
     }
@@ -327,6 +440,8 @@ def train_detector(
         "metrics": metrics,
         "history": info["history"],
         "sources": sources,
+        **({"adversarial": {**recipe.settings(), **info["cost"],
+                            "catastrophic_overfitting": info.get("catastrophic_overfitting")}} if recipe is not None else {}),
         "device": str(device),
         "amp": str(amp_dtype).removeprefix("torch.") if amp_dtype is not None else None,
         # epochs of every session (a resumed run included) plus this session's loading and evaluation

@@ -1,0 +1,190 @@
+"""Adversarial training recipes: PGD-AT (Madry et al. 2018), fast AT (Wong et al. 2020), TRADES (Zhang et al. 2019).
+
+Each recipe turns a clean batch into a training loss. The adversarial examples of ``pgd`` and
+``fast`` come from the registered ``pgd`` attack (:mod:`dfrobust.attacks.pgd`), not a copy:
+
+* ``pgd``: Linf PGD, ``adv_steps`` steps of ``eps / 4`` from a uniform random start, then
+  cross-entropy on the adversarial batch. Example generation with BatchNorm on running
+  statistics (eval mode), as Madry et al.'s ``robustness`` library does (``AttackerModel.forward``
+  switches to ``eval()`` while it makes the examples).
+* ``fast``: one signed step of ``1.25 eps`` from a uniform random start in the Linf ball, projected
+  back onto it and onto ``[0, 1]`` (``pgd`` with one step), then cross-entropy on it. Example
+  generation in train mode, as Wong et al.'s ``train_fgsm.py`` (the model stays in ``train()``).
+* ``trades``: the inner maximisation of ``KL(f(x) || f(x'))`` (``adv_steps`` signed steps of
+  ``eps / 4`` from ``x + 0.001 N(0, 1)``) in eval mode, as TRADES' ``trades_loss`` (``model.eval()``),
+  then ``CE(f(x), y) + beta KL(f(x) || f(x'))`` in train mode. TRADES' own CIFAR setting is 10
+  steps of 0.007 at eps 0.031; we take ``eps / 4`` and the same step count as PGD-AT (7) so the
+  two cost the same.
+
+The per-batch randomness (random starts) is drawn from the epoch's CPU generator, so a resumed run
+draws what an uninterrupted one would.
+
+Catastrophic overfitting (Wong et al.: PGD accuracy collapsing while FGSM accuracy rises, the
+known failure of FGSM training) is watched by :func:`robustness_check` on a fixed held-out batch
+after every epoch and flagged by :func:`collapsed`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dfrobust.attacks.base import Attack, frozen_eval, make_attack
+from dfrobust.errors import DfrobustError
+
+#: Adversarial-training methods of ``TrainConfig.adversarial``.
+METHODS = ("pgd", "fast", "trades")
+
+#: BatchNorm mode while the adversarial examples are made, per method (see the module docstring).
+EXAMPLE_BATCHNORM = {"pgd": "eval", "fast": "train", "trades": "eval"}
+
+#: Images of the held-out batch (from the validation split) the robustness check attacks every epoch.
+CHECK_IMAGES = 128
+
+#: PGD accuracy below this fraction of its best, with FGSM accuracy above its value at that best, is a collapse.
+COLLAPSE_FRACTION = 0.5
+
+#: Fast AT's step as a multiple of eps (Wong et al.: alpha = 1.25 eps).
+FAST_STEP = 1.25
+
+#: Edge (pixels, the smaller side) from which the default eps is the ImageNet-scale one.
+LARGE_IMAGE = 128
+
+
+def default_eps(image_size: tuple[int, int]) -> float:
+    """Linf radius when none is given: 4/255 for images of 128 px or more (ImageNet scale), 8/255 below (CIFAR)."""
+    return 4 / 255 if min(image_size) >= LARGE_IMAGE else 8 / 255
+
+
+def _draw_seed(generator: torch.Generator | None) -> int:
+    return int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+
+
+@dataclass(frozen=True)
+class AdversarialRecipe:
+    """One adversarial-training method with its resolved parameters.
+
+    Attributes:
+        method: ``pgd``, ``fast`` or ``trades``.
+        eps: Linf radius in ``[0, 1]`` pixel units.
+        eps_source: ``"given"`` or ``"image size"`` (the default by :func:`default_eps`).
+        steps: inner-maximisation steps (1 for ``fast``).
+        step_size: step length of the inner maximisation.
+        beta: TRADES' weight of the KL term (``None`` for the others).
+        check_steps: PGD steps of the per-epoch robustness check.
+    """
+
+    method: str
+    eps: float
+    eps_source: str
+    steps: int
+    step_size: float
+    beta: float | None
+    check_steps: int
+
+    def settings(self) -> dict[str, Any]:
+        """What the sidecar records (``adversarial`` section, before the measured cost)."""
+        return {
+            "method": self.method,
+            "eps": self.eps,
+            "eps_source": self.eps_source,
+            "steps": self.steps,
+            "step_size": self.step_size,
+            "beta": self.beta,
+            "example_batchnorm": EXAMPLE_BATCHNORM[self.method],
+            "check": {"images": CHECK_IMAGES, "pgd_steps": self.check_steps, "pgd_step_size": self.eps / 4},
+        }
+
+    def attack(self, seed: int) -> Attack:
+        """The registered ``pgd`` attack that makes this recipe's examples (``pgd`` and ``fast``)."""
+        return make_attack("pgd", eps=self.eps, norm="linf", steps=self.steps, step_size=self.step_size,
+                           random_start=True, seed=seed)
+
+    def examples(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Adversarial versions of ``x`` (detached, in ``[0, 1]``), made in the method's BatchNorm mode."""
+        if self.method == "trades":
+            return self._trades_examples(model, x, generator)
+        attack = self.attack(_draw_seed(generator))
+        mode = frozen_eval(model) if EXAMPLE_BATCHNORM[self.method] == "eval" else contextlib.nullcontext()
+        with mode:
+            x_adv, _ = attack.perturb(model, x.detach(), y)
+        return x_adv.detach().clamp(0, 1)
+
+    def _trades_examples(self, model: nn.Module, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        x = x.detach()
+        with frozen_eval(model):
+            with torch.no_grad():
+                p_clean = F.softmax(model(x).float(), dim=1)
+            start = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
+            x_adv = (x + 0.001 * start).clamp(0, 1)
+            for _ in range(self.steps):
+                x_adv.requires_grad_(True)
+                kl = F.kl_div(F.log_softmax(model(x_adv).float(), dim=1), p_clean, reduction="sum")
+                (grad,) = torch.autograd.grad(kl, x_adv)
+                x_adv = x_adv.detach() + self.step_size * grad.sign()
+                x_adv = torch.min(torch.max(x_adv, x - self.eps), x + self.eps).clamp(0, 1)
+        return x_adv.detach()
+
+    def loss(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The training loss on a clean batch: ``(loss, logits, penalty)``.
+
+        ``logits`` are those the cross-entropy is taken on (adversarial for ``pgd``/``fast``,
+        clean for ``trades``); ``penalty`` is TRADES' KL term (``None`` otherwise).
+        """
+        x_adv = self.examples(model, x, y, generator)
+        if self.method != "trades":
+            logits = model(x_adv)
+            return F.cross_entropy(logits.float(), y), logits, None
+        logits = model(x)
+        adv_logits = model(x_adv)
+        kl = F.kl_div(F.log_softmax(adv_logits.float(), dim=1), F.softmax(logits.float(), dim=1), reduction="batchmean")
+        return F.cross_entropy(logits.float(), y) + self.beta * kl, logits, kl
+
+
+def recipe_for(cfg: Any, image_size: tuple[int, int]) -> AdversarialRecipe | None:
+    """The recipe of a :class:`~dfrobust.train.config.TrainConfig` for images of ``image_size`` (``None``: plain training)."""
+    if cfg.adversarial is None:
+        return None
+    if cfg.adversarial not in METHODS:
+        raise DfrobustError(f"unknown adversarial training {cfg.adversarial!r}; use one of {METHODS}")
+    eps = float(cfg.adv_eps) if cfg.adv_eps is not None else default_eps(image_size)
+    source = "given" if cfg.adv_eps is not None else "image size"
+    if cfg.adversarial == "fast":
+        return AdversarialRecipe("fast", eps, source, 1, FAST_STEP * eps, None, cfg.adv_steps)
+    beta = float(cfg.trades_beta) if cfg.adversarial == "trades" else None
+    return AdversarialRecipe(cfg.adversarial, eps, source, cfg.adv_steps, eps / 4, beta, cfg.adv_steps)
+
+
+def check_batch(n_images: int, seed: int) -> torch.Tensor:
+    """Indices of the fixed held-out batch (a seeded subset of the validation split, at most :data:`CHECK_IMAGES`)."""
+    order = torch.randperm(n_images, generator=torch.Generator().manual_seed(seed))
+    return order[:CHECK_IMAGES].sort().values
+
+
+def robustness_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: AdversarialRecipe, seed: int) -> dict[str, float]:
+    """Accuracy of ``model`` under PGD and under FGSM at the recipe's eps on one batch (eval mode, registered attacks)."""
+    pgd = make_attack("pgd", eps=recipe.eps, norm="linf", steps=recipe.check_steps, step_size=recipe.eps / 4,
+                      random_start=True, seed=seed)
+    fgsm = make_attack("fgsm", eps=recipe.eps)
+    return {
+        "pgd_accuracy": 1.0 - pgd(model, x, y).success.float().mean().item(),
+        "fgsm_accuracy": 1.0 - fgsm(model, x, y).success.float().mean().item(),
+    }
+
+
+def collapsed(check: dict[str, float], best: dict[str, float] | None) -> bool:
+    """Whether ``check`` shows catastrophic overfitting against the epoch of best PGD accuracy so far.
+
+    PGD accuracy below :data:`COLLAPSE_FRACTION` of its best while FGSM accuracy is above its
+    value at that best: the model has learnt to mask FGSM's gradient, not to resist PGD.
+    """
+    if best is None or best["pgd_accuracy"] <= 0:
+        return False
+    return check["pgd_accuracy"] < COLLAPSE_FRACTION * best["pgd_accuracy"] and check["fgsm_accuracy"] > best["fgsm_accuracy"]
