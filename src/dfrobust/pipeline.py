@@ -202,7 +202,9 @@ def _dip_stage(plan: Plan, cfg: dict[str, Any], device: str) -> Stage | None:
         batch_size=int(d["batch_size"]),
         seed=int(cfg["run"]["seed"]),
         device=device,
+        purifiers=tuple(d["purifiers"]),
     )
+    sc.validate()  # an unknown purifier or classify_at past the end fails before any stage runs
     sources = [s for s in (classifier.transfer_from, classifier.name) if s]
     adv = [plan.attack_dir(a, s) for a in cfg["attack"]["attacks"] for s in sources]
     out = plan.run_dir / "dip"

@@ -55,7 +55,7 @@ from dfrobust.utils.runtime import progress, resolve_device, seed_everything, ve
 
 CLASS_CHOICES = {"fake": ["fake"], "real": ["real"], "both": ["fake", "real"]}
 #: Per-image attack extras copied into results.csv (when the attack reports them).
-EXTRA_COLUMNS = ("kappa_reached", "margin", "c", "c_lo", "c_hi", "adam_steps")
+EXTRA_COLUMNS = ("kappa_reached", "margin", "c", "c_lo", "c_hi", "adam_steps", "queries")
 
 
 @dataclass

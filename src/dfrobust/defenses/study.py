@@ -53,6 +53,7 @@ from dfrobust.defenses.dip_tables import (
     table4_rows,
     window_mean,
 )
+from dfrobust.defenses.base import available_purifiers, make_purifier
 from dfrobust.defenses.transforms import transform_purifiers
 from dfrobust.errors import DfrobustError
 from dfrobust.evaluate.metrics import predict
@@ -92,7 +93,8 @@ class DipStudyConfig:
     device: str = "auto"
     rank: int = 0
     world_size: int = 1
-    transforms: bool = True  #: also score JPEG and blur purification (cheap baselines)
+    transforms: bool = True  #: also score the cheap purifiers below beside DIP
+    purifiers: tuple[str, ...] = ("jpeg", "blur")  #: registered purifiers scored beside DIP (jpeg/blur with the settings below)
     jpeg_quality: int = 75
     blur_sigma: float | None = None  #: default: width / 256 px (at least 0.5)
 
@@ -100,6 +102,7 @@ class DipStudyConfig:
         if isinstance(self.dip, dict):
             self.dip = DipConfig(**self.dip)
         self.thresholds = tuple(float(t) for t in self.thresholds)
+        self.purifiers = tuple(str(p) for p in self.purifiers)
         if self.keep is not None:
             self.keep = tuple(int(t) for t in self.keep)
 
@@ -124,6 +127,9 @@ class DipStudyConfig:
             raise DfrobustError(f"--classify-at {self.t} lies after the last iteration {self.end}; lower it or raise --stop-at/--iterations")
         if self.per_category < 1 or self.batch_size < 1 or self.window < 1:
             raise DfrobustError("--per-category, --batch-size and the window need to be at least 1")
+        unknown = sorted(set(self.purifiers) - set(available_purifiers()))
+        if unknown:
+            raise DfrobustError(f"unknown purifier(s) {unknown}; use {available_purifiers()}")
         if not 0 <= self.rank < self.world_size:
             raise DfrobustError(f"rank {self.rank} is not in 0..{self.world_size - 1}")
 
@@ -276,7 +282,8 @@ def run_dip_study(
     model_sha, manifest = meta["sha256"], manifest_hash(data_dir)
     study = plan_study(data_dir, model, model_path, adv_dirs, cfg, manifest, model_sha, cache=out_dir / "plan.json")
     fingerprint = _fingerprint(cfg, study.items, study.inputs, model_sha, manifest)
-    merge_key = {"fingerprint": fingerprint, "classify_at": cfg.t, "thresholds": cfg.thresholds, "window": cfg.window, "transforms": cfg.transforms}
+    merge_key = {"fingerprint": fingerprint, "classify_at": cfg.t, "thresholds": cfg.thresholds, "window": cfg.window, "transforms": cfg.transforms,
+                 "purifiers": list(cfg.purifiers)}
     summary_path = out_dir / "summary.json"
     if summary_path.is_file():
         previous = read_json(summary_path)
@@ -359,7 +366,9 @@ def merge_study(
         "dip-ema": avg[:, ti],
     }
     if cfg.transforms:
-        for name, purifier in transform_purifiers(study.inputs.shape[-1], cfg.jpeg_quality, cfg.blur_sigma).items():
+        baselines = transform_purifiers(study.inputs.shape[-1], cfg.jpeg_quality, cfg.blur_sigma)
+        for name in cfg.purifiers:
+            purifier = baselines.get(name) or make_purifier(name)
             scores[name] = _batched_p_real(model, purifier(study.inputs)).numpy()
 
     write_csv(out_dir / "trajectories.csv", _trajectory_rows(items, iterations, stacked), TRAJECTORY_COLUMNS)
