@@ -34,7 +34,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from dfrobust.attacks.base import Attack, logit_margin, register_attack
+from dfrobust.attacks.base import Attack, logit_margin, per_image, project_ball, register_attack
 from dfrobust.errors import DfrobustError
 from dfrobust.utils.runtime import progress
 
@@ -43,10 +43,6 @@ LOSSES = ("ce", "margin", "dlr")
 #: Radius used when ``eps`` is not given: the paper's FGSM budget for Linf, AutoAttack's usual L2 budget.
 DEFAULT_EPS = {"linf": 0.02, "l2": 0.5}
 
-
-def _per_image(v: torch.Tensor) -> torch.Tensor:
-    """Reshape a per-image vector ``N`` to broadcast over ``N x C x H x W``."""
-    return v.view(-1, 1, 1, 1)
 
 
 def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -126,23 +122,16 @@ class APGD(Attack):
         """Steepest-ascent direction of unit norm: the sign (Linf) or the L2-normalised gradient."""
         if self.norm == "linf":
             return grad.sign()
-        return grad / _per_image(grad.flatten(1).norm(dim=1).clamp_min(1e-12))
+        return grad / per_image(grad.flatten(1).norm(dim=1).clamp_min(1e-12))
 
     def _project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Nearest point of the ``eps`` ball around ``x``, then clipped to ``[0, 1]`` (stays in the ball)."""
-        delta = x_adv - x
-        if self.norm == "linf":
-            delta = delta.clamp(-self.eps, self.eps)
-        else:
-            norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
-            delta = delta * _per_image((self.eps / norms).clamp(max=1.0))
-        return (x + delta).clamp(0, 1)
+        return project_ball(x_adv, x, self.eps, self.norm)
 
     def _start(self, shape: torch.Size, gen: torch.Generator) -> torch.Tensor:
         """A random perturbation on the ball's boundary (drawn on the CPU: the same on any device)."""
         t = torch.rand(shape, generator=gen) * 2 - 1 if self.norm == "linf" else torch.randn(shape, generator=gen)
         scale = t.flatten(1).abs().amax(dim=1) if self.norm == "linf" else t.flatten(1).norm(dim=1)
-        return self.eps * t / _per_image(scale.clamp_min(1e-12))
+        return self.eps * t / per_image(scale.clamp_min(1e-12))
 
     # ----------------------------------------------------------------------------------------
     # loss
@@ -222,7 +211,7 @@ class APGD(Attack):
 
         for i in range(self.steps):
             a = self.alpha if i > 0 else 1.0
-            z = self._project(x_adv + _per_image(step) * self._direction(grad), x)
+            z = self._project(x_adv + per_image(step) * self._direction(grad), x)
             x_new = self._project(x_adv + a * (z - x_adv) + (1 - a) * (x_adv - x_prev), x)
             x_prev, x_adv = x_adv, x_new
             loss, grad, mis = self.loss_and_grad(model, x_adv, y)
@@ -231,11 +220,11 @@ class APGD(Attack):
             loss_prev = loss
             # torch.where, not masked assignment: no host sync per step on a GPU
             better = loss > loss_best
-            x_best = torch.where(_per_image(better), x_adv, x_best)
-            grad_best = torch.where(_per_image(better), grad, grad_best)
+            x_best = torch.where(per_image(better), x_adv, x_best)
+            grad_best = torch.where(per_image(better), grad, grad_best)
             loss_best = torch.where(better, loss, loss_best)
             better_adv = mis & (loss > adv_loss)
-            adv_best = torch.where(_per_image(better_adv), x_adv, adv_best)
+            adv_best = torch.where(per_image(better_adv), x_adv, adv_best)
             adv_loss = torch.where(better_adv, loss, adv_loss)
             found |= mis
 
@@ -245,8 +234,8 @@ class APGD(Attack):
                 stalled = ~reduced_at_check & (best_at_check >= loss_best)
                 reduce = oscillating | stalled
                 step = torch.where(reduce, step / 2, step)
-                x_adv = torch.where(_per_image(reduce), x_best, x_adv)
-                grad = torch.where(_per_image(reduce), grad_best, grad)
+                x_adv = torch.where(per_image(reduce), x_best, x_adv)
+                grad = torch.where(per_image(reduce), grad_best, grad)
                 loss_prev = torch.where(reduce, loss_best, loss_prev)  # the next step is compared with the restart point
                 reduced_at_check = reduce
                 best_at_check = loss_best.clone()
@@ -255,5 +244,5 @@ class APGD(Attack):
                 window = max(window - shrink, shortest)
             bar.update()
 
-        chosen = torch.where(_per_image(found), adv_best, x_best)
+        chosen = torch.where(per_image(found), adv_best, x_best)
         return chosen, torch.where(found, adv_loss, loss_best), found

@@ -69,6 +69,25 @@ def perturbation_norms(x_adv: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tens
     return delta.norm(dim=1), delta.abs().amax(dim=1)
 
 
+def per_image(v: torch.Tensor) -> torch.Tensor:
+    """Reshape a per-image vector ``N`` to broadcast over ``N x C x H x W``."""
+    return v.view(-1, 1, 1, 1)
+
+
+def project_ball(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """Nearest point of the ``norm`` ball of radius ``eps`` around ``x`` (``linf`` or ``l2``), then clipped to ``[0, 1]``.
+
+    Clipping to the image box after the ball keeps the point inside the ball (both are convex, centred on x).
+    """
+    delta = x_adv - x
+    if norm == "linf":
+        delta = delta.clamp(-eps, eps)
+    else:
+        norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
+        delta = delta * per_image((eps / norms).clamp(max=1.0))
+    return (x + delta).clamp(0, 1)
+
+
 def logit_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``max_{i != y} Z_i - Z_y`` per row: positive when the prediction is not ``y``."""
     true = logits.gather(1, y[:, None]).squeeze(1)

@@ -7,7 +7,7 @@ from typing import Literal, get_args
 import torch
 from torch import nn
 
-from dfrobust.attacks.base import Attack, input_gradient, register_attack
+from dfrobust.attacks.base import Attack, input_gradient, per_image, project_ball, register_attack
 from dfrobust.errors import DfrobustError
 
 Norm = Literal["linf", "l2"]
@@ -15,10 +15,6 @@ NORMS: tuple[str, ...] = get_args(Norm)
 #: Radius used when ``eps`` is not given.
 DEFAULT_EPS = {"linf": 0.02, "l2": 1.0}
 
-
-def _per_image(v: torch.Tensor) -> torch.Tensor:
-    """Reshape a per-image vector ``N`` to broadcast over ``N x C x H x W``."""
-    return v.view(-1, 1, 1, 1)
 
 
 @register_attack
@@ -65,14 +61,7 @@ class PGD(Attack):
         return f"pgd-{self.norm}"
 
     def _project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        delta = x_adv - x
-        if self.norm == "linf":
-            delta = delta.clamp(-self.eps, self.eps)
-        else:
-            norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
-            delta = delta * _per_image((self.eps / norms).clamp(max=1.0))
-        # clipping to the image box after the ball keeps the point inside the ball (both are convex, centred on x)
-        return (x + delta).clamp(0, 1)
+        return project_ball(x_adv, x, self.eps, self.norm)
 
     def _random_start(self, x: torch.Tensor) -> torch.Tensor:
         gen = torch.Generator().manual_seed(self.seed)  # on the CPU: the same start on any device
@@ -80,10 +69,10 @@ class PGD(Attack):
             delta = (torch.rand(x.shape, generator=gen) * 2 - 1) * self.eps
         else:
             direction = torch.randn(x.shape, generator=gen)
-            direction = direction / _per_image(direction.flatten(1).norm(dim=1).clamp_min(1e-12))
+            direction = direction / per_image(direction.flatten(1).norm(dim=1).clamp_min(1e-12))
             # radius U^(1/d) * eps: uniform in the volume of the ball
             radius = torch.rand(len(x), generator=gen) ** (1.0 / x[0].numel()) * self.eps
-            delta = direction * _per_image(radius)
+            delta = direction * per_image(radius)
         return (x + delta.to(x.device, x.dtype)).clamp(0, 1)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -94,6 +83,6 @@ class PGD(Attack):
             if self.norm == "linf":
                 step = grad.sign()
             else:
-                step = grad / _per_image(grad.flatten(1).norm(dim=1).clamp_min(1e-12))
+                step = grad / per_image(grad.flatten(1).norm(dim=1).clamp_min(1e-12))
             x_adv = self._project(x_adv + self.step_size * step, x)
         return x_adv, {}
