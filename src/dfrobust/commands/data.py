@@ -20,7 +20,8 @@ def register(subparsers: Any) -> None:
         ["dfrobust data synth --out data/synth --n 2000 --size 64 --preview synth.png",
          "dfrobust data faceswap --real photos/ --out data/swapped --size 128",
          "dfrobust data import my_faces/ --out data/mine --size 128",
-         "dfrobust data preview data/synth --out sheet.png"],
+         "dfrobust data preview data/synth --out sheet.png",
+         "dfrobust data verify data/synth"],
     )  # fmt: skip
     parser.set_defaults(func=lambda args: _print_help(parser))
     sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
@@ -28,6 +29,7 @@ def register(subparsers: Any) -> None:
     _register_faceswap(sub)
     _register_import(sub)
     _register_preview(sub)
+    _register_verify(sub)
 
 
 def _print_help(parser: argparse.ArgumentParser) -> int:
@@ -41,7 +43,8 @@ def _add_common(p: argparse.ArgumentParser, size: int | None, size_help: str) ->
     add_seed_arg(p)
     p.add_argument("--test-fraction", type=float, default=0.25, help="fraction of each class in the test split (default: 0.25)")
     p.add_argument("--preview", type=Path, metavar="FILE.png", help="also save a contact sheet of real and fake samples")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it holds a dataset made with other settings")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out if it holds a dataset dfrobust made with other settings (never another folder)")
 
 
 def _add_swap_knobs(p: argparse.ArgumentParser) -> None:
@@ -113,6 +116,19 @@ def _register_preview(sub: Any) -> None:
     p.set_defaults(func=run_preview)
 
 
+def _register_verify(sub: Any) -> None:
+    p = add_command(
+        sub, "verify", "Check every image of a dataset folder against the sha256 in its manifest",
+        ["dfrobust data verify data/synth", "dfrobust data verify data/synth --quick"],
+        description="Hash every image and compare it with manifest.json (exit status 2 and a list when any differs or is "
+        "missing). Commands that load a dataset check the images they read too, skipping files whose size and "
+        "modification time match an earlier check.",
+    )  # fmt: skip
+    p.add_argument("data", type=Path, metavar="DATA", help="dataset folder")
+    p.add_argument("--quick", action="store_true", help="skip files whose size and mtime match an earlier check")
+    p.set_defaults(func=run_verify)
+
+
 def _summary(out: Path, preview: Path | None) -> None:
     from dfrobust.data.manifest import read_manifest
     from dfrobust.data.preview import contact_sheet
@@ -177,6 +193,25 @@ def run_import(args: argparse.Namespace) -> int:
 def run_preview(args: argparse.Namespace) -> int:
     """`dfrobust data preview`."""
     from dfrobust.data.preview import contact_sheet
+    from dfrobust.utils.io import require_file_path
 
+    require_file_path(args.out, "--out")
     print(contact_sheet(args.data, args.out, per_class=args.per_class, seed=args.seed))
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """`dfrobust data verify`."""
+    from dfrobust.data.manifest import verify_dataset
+    from dfrobust.errors import DfrobustError
+
+    result = verify_dataset(args.data, full=not args.quick)
+    problems = result["problems"]
+    if problems:
+        for item in problems[:20]:
+            print(f"  {item['path']}: {item['reason']}")
+        if len(problems) > 20:
+            print(f"  ... and {len(problems) - 20} more")
+        raise DfrobustError(f"{args.data}: {len(problems)} of {result['n']} images are missing or changed; recreate the dataset")
+    print(f"{args.data}: all {result['n']} images match the manifest ({result['hashed']} hashed)")
     return 0

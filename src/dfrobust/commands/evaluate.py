@@ -41,9 +41,15 @@ def run(args: argparse.Namespace) -> int:
     from dfrobust.errors import DfrobustError
     from dfrobust.evaluate.evaluation import evaluate_detector, format_metrics_table
     from dfrobust.models.checkpoint import load_detector
-    from dfrobust.utils.io import sha256_file, write_json
+    from dfrobust.utils.io import require_file_path, sha256_file, write_json
     from dfrobust.utils.runtime import resolve_device
 
+    if args.batch_size < 1:
+        raise DfrobustError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if not 0.0 <= args.threshold <= 1.0:
+        raise DfrobustError(f"--threshold is a probability in [0, 1], got {args.threshold}")
+    if args.json:
+        require_file_path(args.json, "--json")
     data = Path(args.data)
     if not data.is_dir():
         raise DfrobustError(f"data folder {data} does not exist; make one with `dfrobust data synth --out {data}`")

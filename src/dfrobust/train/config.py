@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -107,6 +108,30 @@ class TrainConfig:
             raise DfrobustError(f"--val-fraction must lie in [0, 1), got {self.val_fraction}")
         if self.init is not None and self.resume_from is not None:
             raise DfrobustError("give --init (torchvision weights) or --resume-from (a dfrobust model), not both")
+        self.check_ranges()
+
+    def check_ranges(self) -> None:
+        """One-line errors for values no optimizer or loop can use (NaN, negative rates, empty batches, unknown arch)."""
+        from dfrobust.models.detectors import check_architecture
+
+        for name in ("lr", "momentum", "weight_decay", "lipschitz", "blur_fraction", "val_fraction"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise DfrobustError(f"--{name.replace('_', '-')} must be a finite number, got {value!r}")
+        for name in ("epochs", "batch_size", "eval_batch_size", "blur_reference_width"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise DfrobustError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {value!r}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise DfrobustError(f"--momentum must lie in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0:
+            raise DfrobustError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.blur_fraction <= 1.0:
+            raise DfrobustError(f"--blur-fraction must lie in [0, 1], got {self.blur_fraction}")
+        lo, hi = self.blur_sigma
+        if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo <= hi):
+            raise DfrobustError(f"--blur-sigma needs 0 <= LO <= HI, got {lo} {hi}")
+        check_architecture(self.arch)
 
     def to_dict(self) -> dict[str, Any]:
         """``dataclasses.asdict`` with the sigma range as a list (as JSON gives it back)."""
