@@ -144,3 +144,30 @@ def test_a_folder_where_a_file_is_expected_is_an_error(toy_dataset: Path, tmp_pa
     assert main(["train", "--data", str(toy_dataset), "--arch", "tiny", "--out", str(folder)]) == 2
     _one_line_error(capsys, "is a folder; give a file path")
     assert _tree(folder) == {"sub/a.csv": b"x\n"}
+
+
+def test_attack_and_purify_do_not_write_into_a_foreign_folder(
+    toy_dataset: Path, toy_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "results.csv").write_text("my own results\n")
+    attack = ["attack", "--data", str(toy_dataset), "--source", str(toy_model), "--attack", "fgsm", "--max-images", "2",
+              "--device", "cpu", "--out", str(results)]  # fmt: skip
+    assert main(attack) == 2
+    _one_line_error(capsys, "already holds other files")
+    purify = ["purify", "--data", str(toy_dataset), "--model", str(toy_model), "--adv", str(tmp_path / "a"),
+              "--out", str(results), "--iterations", "4"]  # fmt: skip
+    assert main(purify) == 2
+    _one_line_error(capsys, "already holds other files")
+    assert _tree(results) == {"results.csv": b"my own results\n"}
+    # its own output folder is reused (the rerun resumes)
+    assert main([*attack[:-1], str(tmp_path / "a")]) == 0
+    assert main([*attack[:-1], str(tmp_path / "a")]) == 0
+
+
+def test_preview_of_a_new_dataset_is_checked_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = _user_folder(tmp_path / "sheets")
+    assert main(["data", "synth", "--out", str(tmp_path / "d"), "--n", "16", "--size", "16", "--preview", str(folder)]) == 2
+    _one_line_error(capsys, "--preview", "is a folder")
+    assert not (tmp_path / "d").exists() and _tree(folder) == {"sub/a.csv": b"x\n"}

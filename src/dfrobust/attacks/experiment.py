@@ -47,6 +47,7 @@ from dfrobust.utils.io import (
     quantize,
     read_csv,
     read_json,
+    require_own_folder,
     save_png,
     sha256_bytes,
     sha256_file,
@@ -359,7 +360,7 @@ def run_attack(
     """
     if not 0 <= rank < world_size:
         raise DfrobustError(f"rank {rank} is outside 0..{world_size - 1}")
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    data_dir, out_dir = Path(data_dir), require_own_folder(out_dir, ["run.json"])
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     images = load_split(data_dir, "test", CLASS_CHOICES[cfg.classes], limit=cfg.max_images, seed=cfg.seed)

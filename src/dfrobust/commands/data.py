@@ -152,10 +152,19 @@ def _print_skipped(skipped: list[dict[str, str]], total_note: str, show: int = 1
         print(f"  ... and {len(skipped) - show} more (all listed in manifest.json)")
 
 
+def _check_preview(args: argparse.Namespace) -> None:
+    """--preview must be a file path (checked before the dataset is made)."""
+    from dfrobust.utils.io import require_file_path
+
+    if args.preview is not None:
+        require_file_path(args.preview, "--preview")
+
+
 def run_synth(args: argparse.Namespace) -> int:
     """`dfrobust data synth`."""
     from dfrobust.data.synthetic import generate_synthetic
 
+    _check_preview(args)
     out = generate_synthetic(args.out, n=args.n, size=args.size, seed=args.seed, test_fraction=args.test_fraction,
                              overwrite=args.overwrite, identities=args.identities, **_knobs(args))  # fmt: skip
     _summary(out, args.preview)
@@ -167,6 +176,7 @@ def run_faceswap(args: argparse.Namespace) -> int:
     from dfrobust.data.faceswap import make_faceswap_dataset
     from dfrobust.data.manifest import read_manifest
 
+    _check_preview(args)
     out = make_faceswap_dataset(args.real, args.out, size=args.size, seed=args.seed, test_fraction=args.test_fraction,
                                 overwrite=args.overwrite, **_knobs(args))  # fmt: skip
     info = read_manifest(out)["faceswap"]
@@ -179,6 +189,7 @@ def run_import(args: argparse.Namespace) -> int:
     """`dfrobust data import`."""
     from dfrobust.data.folders import import_folder, import_report
 
+    _check_preview(args)
     out = import_folder(args.src, args.out, size=args.size, test_fraction=args.test_fraction, seed=args.seed,
                         overwrite=args.overwrite)  # fmt: skip
     report = import_report(out)

@@ -60,6 +60,7 @@ from dfrobust.report.dip_figures import CurvePanel, plot_fig5, plot_fig6
 from dfrobust.utils.io import (
     load_image,
     read_json,
+    require_own_folder,
     sha256_bytes,
     sha256_file,
     to_json,
@@ -268,7 +269,7 @@ def run_dip_study(
     """
     cfg = cfg or DipStudyConfig()
     cfg.validate()
-    out_dir, model_path = Path(out_dir), Path(model_path)
+    out_dir, model_path = require_own_folder(out_dir, ["plan.json", "summary.json", "parts"]), Path(model_path)
     device = resolve_device(cfg.device)
     data_dir = Path(data_dir)
     size = read_manifest(data_dir).get("image_size") or None

@@ -44,6 +44,19 @@ def require_file_path(path: PathLike, option: str = "output") -> Path:
     return path
 
 
+def require_own_folder(folder: PathLike, markers: Sequence[str], option: str = "--out") -> Path:
+    """``folder`` if a command may write its outputs into it: absent, empty (hidden files aside), or
+    holding one of ``markers`` (the record that command writes first); else a one-line error, so
+    that a command never writes over files in a folder it did not make."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise DfrobustError(f"{option} {folder} is a file; give a folder path")
+    if folder.is_dir() and not any((folder / m).exists() for m in markers):
+        if any(not p.name.startswith(".") for p in folder.iterdir()):
+            raise DfrobustError(f"{option} {folder} already holds other files (it is not an output folder of this command); choose a new or empty folder")
+    return folder
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
