@@ -87,7 +87,8 @@ def resolve_run(args: argparse.Namespace) -> tuple[Path, dict[str, Any], str | N
         log.info(f"using --data {data}, as recorded in {record_path}")
     if args.preset is None:
         cfg = apply_overrides(recorded_cfg, args.overrides)
-        cfg["run"]["overrides"] = [*recorded_cfg["run"].get("overrides", []), *args.overrides]
+        merged = {o.partition("=")[0].strip(): o for o in [*recorded_cfg["run"].get("overrides", []), *args.overrides]}
+        cfg["run"]["overrides"] = list(merged.values())  # one entry per key, the latest value
         log.info(f"continuing run {run_dir} with its recorded preset {recorded}" + (f" and --set {' '.join(args.overrides)}" if args.overrides else ""))
         return run_dir, cfg, data
     if Path(args.preset).stem != recorded and FORCE_PRESET not in args.force:
