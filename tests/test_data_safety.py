@@ -138,7 +138,7 @@ def test_train_refuses_to_replace_a_model_of_other_settings(toy_dataset: Path, t
 
 
 def test_a_folder_where_a_file_is_expected_is_an_error(toy_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    folder = _user_folder(tmp_path / "models")
+    folder = _user_folder(tmp_path / "models.safetensors")  # a folder, whatever its name says
     assert main(["evaluate", "--data", str(toy_dataset), "--model", str(folder)]) == 2
     _one_line_error(capsys, "is a folder; give a model file")
     assert main(["train", "--data", str(toy_dataset), "--arch", "tiny", "--out", str(folder)]) == 2

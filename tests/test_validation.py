@@ -194,10 +194,3 @@ def test_a_full_disk_or_read_only_folder_is_one_line(
     assert main(["data", "synth", "--out", str(tmp_path / "d"), "--n", "16", "--size", "16"]) == 2
     _one_line_error(capsys, f"{needle} while writing", "rerun the same command")
 
-
-def test_dip_purify_works_under_no_grad() -> None:
-    from dfrobust.defenses.dip import DipConfig, dip_purify
-
-    with torch.no_grad():
-        out = dip_purify(torch.rand(2, 3, 32, 32), DipConfig(iterations=3, record_every=1))
-    assert out.shape == (2, 3, 32, 32)

@@ -189,7 +189,6 @@ class DipRun:
         self.avg: torch.Tensor | None = None
         self.t = 0
 
-    @torch.enable_grad()  # DIP optimises, also when the caller evaluates under torch.no_grad()
     def step(self) -> torch.Tensor:
         """One iteration: fresh input noise, forward, sum of per-image MSEs, Adam step; returns the output."""
         cfg = self.cfg

@@ -169,8 +169,6 @@ def load_detector(
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Load a state dict from ``.safetensors``, or from ``.pt``/``.pth`` with ``weights_only=True`` (no pickle code)."""
     path = Path(path)
-    if path.is_dir():
-        raise DfrobustError(f"{path} is a folder; give a weights file (.safetensors, .pt or .pth)")
     if not path.is_file():
         raise DfrobustError(f"weights file {path} does not exist")
     if path.suffix == ".safetensors":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -90,6 +89,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.blur_sigma = (float(self.blur_sigma[0]), float(self.blur_sigma[1]))
+        self.check_ranges()
         if self.epochs < 1:
             raise DfrobustError(f"--epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 2:
@@ -108,10 +108,17 @@ class TrainConfig:
             raise DfrobustError(f"--val-fraction must lie in [0, 1), got {self.val_fraction}")
         if self.init is not None and self.resume_from is not None:
             raise DfrobustError("give --init (torchvision weights) or --resume-from (a dfrobust model), not both")
-        self.check_ranges()
+
+    def to_dict(self) -> dict[str, Any]:
+        """``dataclasses.asdict`` with the sigma range as a list (as JSON gives it back)."""
+        out = asdict(self)
+        out["blur_sigma"] = list(self.blur_sigma)
+        return out
 
     def check_ranges(self) -> None:
         """One-line errors for values no optimizer or loop can use (NaN, negative rates, empty batches, unknown arch)."""
+        import math
+
         from dfrobust.models.detectors import check_architecture
 
         for name in ("lr", "momentum", "weight_decay", "lipschitz", "blur_fraction", "val_fraction"):
@@ -132,12 +139,6 @@ class TrainConfig:
         if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo <= hi):
             raise DfrobustError(f"--blur-sigma needs 0 <= LO <= HI, got {lo} {hi}")
         check_architecture(self.arch)
-
-    def to_dict(self) -> dict[str, Any]:
-        """``dataclasses.asdict`` with the sigma range as a list (as JSON gives it back)."""
-        out = asdict(self)
-        out["blur_sigma"] = list(self.blur_sigma)
-        return out
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
