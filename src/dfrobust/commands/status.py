@@ -28,13 +28,13 @@ def run(args: argparse.Namespace) -> int:
     data_arg = Path(stored["data_arg"]) if stored.get("data_arg") else None
     plan = plan_study(stored["config"], Path(args.run), data_arg, stored.get("device", "auto"))
     rows = StageRunner(args.run, log=lambda s: None).table(plan.stages)
+    width = max(len(r["stage"]) for r in rows)
     if args.json:
         import json
 
         done = sum(r["state"] == "done" for r in rows)
         print(json.dumps({"run": str(args.run), "done": done, "total": len(rows), "stages": rows}, indent=2))
         return 0
-    width = max(len(r["stage"]) for r in rows)
     for r in rows:
         secs = f"{r['seconds']:8.1f} s" if r["seconds"] is not None else " " * 10
         print(f"{r['stage']:<{width}}  {r['state']:<8} {secs}  {r['output']}")
