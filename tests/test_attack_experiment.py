@@ -245,7 +245,7 @@ def test_cli_runs_and_explains_bad_models(
     side = json.loads(other_arch.with_suffix(".json").read_text())
     other_arch.with_suffix(".json").write_text(json.dumps({**side, "arch": "resnet18"}))
     assert main(base + ["--source", str(other_arch)]) == 2
-    assert "does not match architecture resnet18" in capsys.readouterr().err
+    assert "says arch 'resnet18' but the weights in resnet.safetensors were saved with 'tiny'" in capsys.readouterr().err
 
     assert main(base + ["--source", str(toy_model), "--kappa", "5"]) == 2
     assert "--kappa is a parameter of cw" in capsys.readouterr().err

@@ -15,7 +15,7 @@ from dfrobust.data.manifest import manifest_hash, read_manifest, stratified_spli
 from dfrobust.errors import DfrobustError
 from dfrobust.models.checkpoint import load_detector, save_detector
 from dfrobust.models.detectors import build_detector
-from dfrobust.utils.io import load_image, quantize, save_png
+from dfrobust.utils.io import load_image, quantize, read_json, save_png, write_json
 
 
 def test_toy_dataset_manifest_and_loading(toy_dataset: Path) -> None:
@@ -66,6 +66,11 @@ def test_checkpoint_mismatch_errors(tmp_path: Path, toy_model: Path) -> None:
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in wide.state_dict().items()}, str(other))
+    with pytest.raises(DfrobustError, match="does not match the weights_sha256"):
+        load_detector(other)
+    side = read_json(other.with_suffix(".json"))
+    del side["weights_sha256"]  # as a sidecar written before weights were hashed
+    write_json(other.with_suffix(".json"), side)
     with pytest.raises(DfrobustError, match="does not match architecture"):
         load_detector(other)
 

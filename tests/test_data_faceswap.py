@@ -80,9 +80,10 @@ def test_missing_extra_says_how_to_install(monkeypatch: pytest.MonkeyPatch, tmp_
     from dfrobust.data.faceswap import make_faceswap_dataset
 
     monkeypatch.setitem(sys.modules, "dlib", None)  # makes `import dlib` fail
-    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "photos").mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "photos" / "a.png")
     with pytest.raises(DfrobustError, match=r"pip install 'dfrobust\[faceswap\]'"):
-        make_faceswap_dataset(tmp_path, tmp_path / "out", size=32)
+        make_faceswap_dataset(tmp_path / "photos", tmp_path / "out", size=32)
     assert not (tmp_path / "out").exists()
 
 

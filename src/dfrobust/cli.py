@@ -8,10 +8,14 @@ Handlers import their heavy dependencies lazily so that ``--help`` stays quick.
 from __future__ import annotations
 
 import argparse
+import errno
+import logging
+import os
 import sys
 from types import ModuleType
 
 from dfrobust import __version__
+from dfrobust.commands.common import add_log_args
 from dfrobust.errors import DfrobustError
 from dfrobust.utils.plugins import submodules
 
@@ -26,8 +30,52 @@ examples:
   dfrobust attack --data data/synth --source models/vgg16.safetensors \\
       --target models/resnet18.safetensors --attack fgsm --out attacks/fgsm
 
-Every subcommand has --help with an example.
+Every subcommand has --help with an example; --quiet and --verbose work before or after it.
+
+exit status:
+  0    success
+  1    an unexpected error (a bug: the traceback says where)
+  2    a problem to fix on your side: bad arguments or input, a missing file, a full disk,
+       a read-only or locked folder (one line says what and what to do)
+  130  interrupted (Ctrl-C); finished work is kept, the same command resumes
 """
+
+#: Why writing failed, for the OSError numbers a user can fix.
+DISK_ERRORS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+
+
+class _ConsoleFormatter(logging.Formatter):
+    """``message`` for information, ``warning: message`` for warnings and errors (``name: `` too when verbose)."""
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__()
+        self.verbose = verbose
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if self.verbose:
+            text = f"{record.name}: {text}"
+        return f"{record.levelname.lower()}: {text}" if record.levelno >= logging.WARNING else text
+
+
+def _configure_logging(quiet: bool, verbose: bool) -> tuple[logging.Handler, dict[str, int]]:
+    """Send dfrobust's log to stderr at the chosen level; returns the handler and the levels to restore."""
+    lib, bars = logging.getLogger("dfrobust"), logging.getLogger("dfrobust.progress")
+    saved = {"dfrobust": lib.level, "dfrobust.progress": bars.level}
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_ConsoleFormatter(verbose))
+    handler.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
+    lib.setLevel(logging.DEBUG if verbose else logging.INFO)
+    bars.setLevel(logging.WARNING if quiet else logging.NOTSET)  # --quiet: no progress bars or lines
+    lib.addHandler(handler)
+    return handler, saved
+
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"dfrobust {__version__}")
+    add_log_args(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in command_modules():
         module.register(sub)
@@ -58,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.command is None else 2
+    handler, saved = _configure_logging(args.quiet, args.verbose)
     try:
         return int(args.func(args) or 0)
     except DfrobustError as exc:
@@ -66,6 +116,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished work is kept; run the same command again to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `dfrobust status --json | head`: the reader has all it wants
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as exc:
+        if exc.errno not in DISK_ERRORS:
+            raise
+        where = f" while writing {exc.filename}" if exc.filename else ""
+        print(f"error: {DISK_ERRORS[exc.errno]}{where}: free space or fix the permissions and rerun the same command; "
+              "finished work is kept", file=sys.stderr)  # fmt: skip
+        return 2
+    finally:
+        logging.getLogger("dfrobust").removeHandler(handler)
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
 
 
 if __name__ == "__main__":

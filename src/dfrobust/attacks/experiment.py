@@ -44,6 +44,7 @@ from dfrobust.utils.io import (
     quantize,
     read_csv,
     read_json,
+    require_own_folder,
     save_png,
     sha256_bytes,
     to_json,
@@ -340,7 +341,7 @@ def run_attack(
     """
     if not 0 <= rank < world_size:
         raise DfrobustError(f"rank {rank} is outside 0..{world_size - 1}")
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    data_dir, out_dir = Path(data_dir), require_own_folder(out_dir, ["run.json"])
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     # a dfrobust dataset folder, or the user's folder/list read in place (data/layouts.py)

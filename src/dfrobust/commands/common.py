@@ -17,13 +17,23 @@ def add_command(
 ) -> argparse.ArgumentParser:
     """Add a subcommand whose ``--help`` ends with worked examples."""
     epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples)
-    return subparsers.add_parser(
+    parser = subparsers.add_parser(
         name,
         help=help,
         description=description or help,
         epilog=epilog,
         formatter_class=lambda prog: RawHelp(prog, max_help_position=32),
     )
+    add_log_args(parser, here=True)
+    return parser
+
+
+def add_log_args(parser: argparse.ArgumentParser, here: bool = False) -> None:
+    """``--quiet`` / ``--verbose``; ``here``: on a subcommand, where they must not reset the top-level values."""
+    default = argparse.SUPPRESS if here else False
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", action="store_true", default=default, help="only warnings and errors (no progress)")
+    group.add_argument("-v", "--verbose", action="store_true", default=default, help="debug messages too")
 
 
 def add_device_arg(parser: argparse.ArgumentParser) -> None:

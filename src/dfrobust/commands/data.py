@@ -24,7 +24,8 @@ def register(subparsers: Any) -> None:
         ["dfrobust data synth --out data/synth --n 2000 --size 64 --preview synth.png",
          "dfrobust data faceswap --real photos/ --out data/swapped --size 128",
          "dfrobust data import my_faces/ --out data/mine --size 128",
-         "dfrobust data preview data/synth --out sheet.png"],
+         "dfrobust data preview data/synth --out sheet.png",
+         "dfrobust data verify data/synth"],
     )  # fmt: skip
     parser.set_defaults(func=lambda args: _print_help(parser))
     sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
@@ -32,6 +33,7 @@ def register(subparsers: Any) -> None:
     _register_faceswap(sub)
     _register_import(sub)
     _register_preview(sub)
+    _register_verify(sub)
 
 
 def _print_help(parser: argparse.ArgumentParser) -> int:
@@ -45,7 +47,8 @@ def _add_common(p: argparse.ArgumentParser, size: int | None, size_help: str) ->
     add_seed_arg(p)
     p.add_argument("--test-fraction", type=float, default=0.25, help="fraction of each class in the test split (default: 0.25)")
     p.add_argument("--preview", type=Path, metavar="FILE.png", help="also save a contact sheet of real and fake samples")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it holds a dataset made with other settings")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out if it holds a dataset dfrobust made with other settings (never another folder)")
 
 
 def _add_swap_knobs(p: argparse.ArgumentParser) -> None:
@@ -117,6 +120,19 @@ def _register_preview(sub: Any) -> None:
     p.set_defaults(func=run_preview)
 
 
+def _register_verify(sub: Any) -> None:
+    p = add_command(
+        sub, "verify", "Check every image of a dataset folder against the sha256 in its manifest",
+        ["dfrobust data verify data/synth", "dfrobust data verify data/synth --quick"],
+        description="Hash every image and compare it with manifest.json (exit status 2 and a list when any differs or is "
+        "missing). Commands that load a dataset check the images they read too, skipping files whose size and "
+        "modification time match an earlier check.",
+    )  # fmt: skip
+    p.add_argument("data", type=Path, metavar="DATA", help="dataset folder")
+    p.add_argument("--quick", action="store_true", help="skip files whose size and mtime match an earlier check")
+    p.set_defaults(func=run_verify)
+
+
 def _summary(out: Path, preview: Path | None) -> None:
     from dfrobust.data.manifest import read_manifest
     from dfrobust.data.preview import contact_sheet
@@ -140,10 +156,19 @@ def _print_skipped(skipped: list[dict[str, str]], total_note: str, show: int = 1
         print(f"  ... and {len(skipped) - show} more (all listed in manifest.json)")
 
 
+def _check_preview(args: argparse.Namespace) -> None:
+    """--preview must be a file path (checked before the dataset is made)."""
+    from dfrobust.utils.io import require_file_path
+
+    if args.preview is not None:
+        require_file_path(args.preview, "--preview")
+
+
 def run_synth(args: argparse.Namespace) -> int:
     """`dfrobust data synth`."""
     from dfrobust.data.synthetic import generate_synthetic
 
+    _check_preview(args)
     out = generate_synthetic(args.out, n=args.n, size=args.size, seed=args.seed, test_fraction=args.test_fraction,
                              overwrite=args.overwrite, identities=args.identities, **_knobs(args))  # fmt: skip
     _summary(out, args.preview)
@@ -155,6 +180,7 @@ def run_faceswap(args: argparse.Namespace) -> int:
     from dfrobust.data.faceswap import make_faceswap_dataset
     from dfrobust.data.manifest import read_manifest
 
+    _check_preview(args)
     out = make_faceswap_dataset(args.real, args.out, size=args.size, seed=args.seed, test_fraction=args.test_fraction,
                                 overwrite=args.overwrite, **_knobs(args))  # fmt: skip
     info = read_manifest(out)["faceswap"]
@@ -167,6 +193,7 @@ def run_import(args: argparse.Namespace) -> int:
     """`dfrobust data import`."""
     from dfrobust.data.folders import import_folder, import_report
 
+    _check_preview(args)
     out = import_folder(args.src, args.out, size=args.size, test_fraction=args.test_fraction, seed=args.seed,
                         overwrite=args.overwrite)  # fmt: skip
     report = import_report(out)
@@ -181,6 +208,25 @@ def run_import(args: argparse.Namespace) -> int:
 def run_preview(args: argparse.Namespace) -> int:
     """`dfrobust data preview`."""
     from dfrobust.data.preview import contact_sheet
+    from dfrobust.utils.io import require_file_path
 
+    require_file_path(args.out, "--out")
     print(contact_sheet(args.data, args.out, per_class=args.per_class, seed=args.seed))
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """`dfrobust data verify`."""
+    from dfrobust.data.manifest import verify_dataset
+    from dfrobust.errors import DfrobustError
+
+    result = verify_dataset(args.data, full=not args.quick)
+    problems = result["problems"]
+    if problems:
+        for item in problems[:20]:
+            print(f"  {item['path']}: {item['reason']}")
+        if len(problems) > 20:
+            print(f"  ... and {len(problems) - 20} more")
+        raise DfrobustError(f"{args.data}: {len(problems)} of {result['n']} images are missing or changed; recreate the dataset")
+    print(f"{args.data}: all {result['n']} images match the manifest ({result['hashed']} hashed)")
     return 0

@@ -67,11 +67,15 @@ def run(args: argparse.Namespace) -> int:
     from dfrobust.evaluate.evaluation import evaluate_items, format_metrics_table
     from dfrobust.evaluate.metrics import CONVENTIONS
     from dfrobust.models.loading import load_model_arg, model_display_name
-    from dfrobust.utils.io import write_json
+    from dfrobust.utils.io import require_file_path, write_json
     from dfrobust.utils.runtime import resolve_device
 
     if args.batch_size < 1 or args.workers < 0:
         raise DfrobustError("--batch-size must be >= 1 and --workers >= 0")
+    if not 0.0 <= args.threshold <= 1.0:
+        raise DfrobustError(f"--threshold is a probability in [0, 1], got {args.threshold}")
+    if args.json:
+        require_file_path(args.json, "--json")
     layout = scan_layout(args.data)
     device = resolve_device(args.device)
     split = None if args.split == "all" else args.split

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from dfrobust.commands.common import add_command, add_device_arg
+
+log = logging.getLogger(__name__)
+#: ``--force preset``: confirms switching an existing run to another preset.
+FORCE_PRESET = "preset"
+#: Files this command itself may put in a run folder before the pipeline records it.
+OWN_FILES = {".lock", "run.log"}
 
 
 #: Position of this command in ``dfrobust --help``.
@@ -26,32 +36,103 @@ def register(subparsers: Any) -> None:
             "dfrobust reproduce --preset paper --data ~/celeba-vs-gan --device cuda --run runs/paper",
             "dfrobust reproduce --preset quick --set attack.cw.max_steps=200 --set data.size=48",
             "dfrobust reproduce --run runs/quick --force attack/cw     # redo the CW attacks and what depends on them",
+            "dfrobust reproduce --run runs/quick --preset cpu --force preset   # switch a run to another preset",
         ],
         description=(
             "Runs every stage of the paper's study on one run folder and writes RUN/report/report.html.\n"
             "Finished stages are skipped on rerun, an interrupted run resumes where it stopped, and changing\n"
-            "a setting reruns only the stages that depend on it. `dfrobust status --run RUN` shows progress."
+            "a setting reruns only the stages that depend on it. `dfrobust status --run RUN` shows progress.\n"
+            "An existing run keeps the preset, settings and --data it was made with unless they are given;\n"
+            "another preset than its own needs --force preset. The run folder is locked while this runs,\n"
+            "and RUN/run.log records the log."
         ),
     )
-    p.add_argument("--preset", default="quick", help=f"one of {available_presets()} or a .toml file (default: quick)")
+    p.add_argument("--preset", default=None,
+                   help=f"one of {available_presets()} or a .toml file (default: an existing run's own preset, else quick)")
     p.add_argument("--data", default=None, help="a dataset folder, or a folder of real/ and fake/ images to import (default: synthetic faces)")
     p.add_argument("--run", default=None, help="run folder (default: runs/<preset>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a preset value, e.g. attack.cw.max_steps=200 (repeatable)")
     p.add_argument("--force", action="append", default=[], metavar="STAGE",
-                   help="rerun a stage or a group (data, train, train/vgg16, attack, attack/cw, dip) and what depends on it")
+                   help="rerun a stage or a group (data, train, train/vgg16, attack, attack/cw, dip) and what depends on it; "
+                   f"'{FORCE_PRESET}' confirms switching an existing run to another --preset")
     add_device_arg(p)
     p.set_defaults(func=run)
 
 
+def resolve_run(args: argparse.Namespace) -> tuple[Path, dict[str, Any], str | None]:
+    """The run folder, study config and ``--data`` of this call.
+
+    A new run: ``--preset`` (default quick) with ``--set``. An existing run (its ``config.json``):
+    without ``--preset`` its recorded config, changed by any ``--set``, and its recorded
+    ``--data`` when none is given; with ``--preset`` that preset, which must be the run's own
+    unless ``--force preset`` confirms the switch. A non-empty folder that is not a run is refused.
+    """
+    from dfrobust.config import apply_overrides, study_config
+    from dfrobust.errors import DfrobustError
+    from dfrobust.pipeline import CONFIG_FILE
+    from dfrobust.utils.io import read_json
+
+    run_dir = Path(args.run or f"runs/{Path(args.preset or 'quick').stem}")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise DfrobustError(f"--run {run_dir} is a file; give a run folder")
+    record_path = run_dir / CONFIG_FILE
+    if not record_path.is_file():
+        if run_dir.is_dir() and any(p.name not in OWN_FILES for p in run_dir.iterdir()):
+            raise DfrobustError(f"{run_dir} is not empty and is not a dfrobust run folder (no {CONFIG_FILE}); give --run a new or empty folder")
+        return run_dir, study_config(args.preset or "quick", args.overrides), args.data
+    stored = read_json(record_path)
+    try:
+        recorded_cfg, recorded = stored["config"], stored["config"]["run"]["preset"]
+    except (KeyError, TypeError):
+        raise DfrobustError(f"{record_path} does not record a study config; restore it or start a new --run") from None
+    data = args.data if args.data is not None else stored.get("data_arg")
+    if args.data is None and data:
+        log.info(f"using --data {data}, as recorded in {record_path}")
+    if args.preset is None:
+        cfg = apply_overrides(recorded_cfg, args.overrides)
+        merged = {o.partition("=")[0].strip(): o for o in [*recorded_cfg["run"].get("overrides", []), *args.overrides]}
+        cfg["run"]["overrides"] = list(merged.values())  # one entry per key, the latest value
+        log.info(f"continuing run {run_dir} with its recorded preset {recorded}" + (f" and --set {' '.join(args.overrides)}" if args.overrides else ""))
+        return run_dir, cfg, data
+    if Path(args.preset).stem != recorded and FORCE_PRESET not in args.force:
+        raise DfrobustError(
+            f"{run_dir} was made with preset {recorded}, not {args.preset}; rerun without --preset to continue it, give another "
+            f"--run, or add --force {FORCE_PRESET} to switch it (its stages rerun and their results are replaced)"
+        )
+    return run_dir, study_config(args.preset, args.overrides), data
+
+
+@contextlib.contextmanager
+def run_log(run_dir: Path) -> Iterator[Path]:
+    """Append every dfrobust log record (INFO and up) to ``RUN/run.log`` for the block."""
+    path = run_dir / "run.log"
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("dfrobust")
+    old_level = root.level
+    if not root.level or root.level > logging.INFO:
+        root.setLevel(logging.INFO)  # the console handler keeps its own level (--quiet)
+    root.addHandler(handler)
+    try:
+        yield path
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+        handler.close()
+
+
 def run(args: argparse.Namespace) -> int:
-    """Plan and run the study."""
-    from pathlib import Path
-
-    from dfrobust.config import study_config
+    """Plan and run the study (the run folder locked, the log also in RUN/run.log)."""
+    from dfrobust.config_checks import validate_study_config
     from dfrobust.pipeline import reproduce
+    from dfrobust.utils.runlock import run_lock
 
-    cfg = study_config(args.preset, args.overrides)
-    run_dir = Path(args.run or f"runs/{cfg['run']['preset']}")
-    reproduce(cfg, run_dir, data_arg=args.data, device=args.device, force=set(args.force))
+    run_dir, cfg, data = resolve_run(args)
+    validate_study_config(cfg)
+    with run_lock(run_dir), run_log(run_dir):
+        log.info(f"dfrobust reproduce: preset {cfg['run']['preset']}, run {run_dir}, data {data or 'synthetic'}, device {args.device}")
+        reproduce(cfg, run_dir, data_arg=data, device=args.device, force=set(args.force) - {FORCE_PRESET})
+        log.info("reproduce finished")
     return 0

@@ -15,8 +15,9 @@ ORDER = 80
 def register(subparsers: Any) -> None:
     """Add the ``status`` subcommand."""
     p = add_command(subparsers, "status", "Show which stages of a run are done, partial or still to do",
-                    ["dfrobust status --run runs/quick"])
+                    ["dfrobust status --run runs/quick", "dfrobust status --run runs/quick --json"])
     p.add_argument("--run", required=True, help="the run folder given to `dfrobust reproduce`")
+    p.add_argument("--json", action="store_true", help="print the stage rows as JSON (stage, state, seconds, output) for scripts")
     p.set_defaults(func=run)
 
 
@@ -29,6 +30,12 @@ def run(args: argparse.Namespace) -> int:
 
     rows = StageRunner(args.run, log=lambda s: None).table(stored_stages(args.run))
     width = max(len(r["stage"]) for r in rows)
+    if args.json:
+        import json
+
+        done = sum(r["state"] == "done" for r in rows)
+        print(json.dumps({"run": str(args.run), "done": done, "total": len(rows), "stages": rows}, indent=2))
+        return 0
     for r in rows:
         secs = f"{r['seconds']:8.1f} s" if r["seconds"] is not None else " " * 10
         print(f"{r['stage']:<{width}}  {r['state']:<8} {secs}  {r['output']}")

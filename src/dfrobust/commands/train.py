@@ -48,6 +48,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="output FILE.safetensors (sidecar FILE.json beside it)")
     p.add_argument("--force", action="store_true", help="retrain even if FILE already holds a model of these settings")
     p.set_defaults(func=run)
+    p.add_argument("--overwrite", action="store_true", help="replace FILE if it holds a model trained with other settings or data")
     add_options_lazily(p, _add_settings)
 
 
@@ -79,12 +80,41 @@ def config_from_args(args: argparse.Namespace) -> Any:
     return TrainConfig(**values)
 
 
+def check_out(args: argparse.Namespace, cfg: Any) -> None:
+    """Before any work: --out is a file path, and a model already there is replaced only when it has
+    this config, data and start files (then training is skipped or resumed) or with --overwrite/--force."""
+    from pathlib import Path
+
+    from dfrobust.data.manifest import manifest_hash
+    from dfrobust.errors import DfrobustError
+    from dfrobust.models.checkpoint import read_sidecar, sidecar_path
+    from dfrobust.train.config import TrainConfig
+    from dfrobust.utils.io import require_file_path, sha256_file
+
+    out = require_file_path(args.out, "--out")
+    if not (out.exists() or sidecar_path(out).exists()) or args.overwrite or args.force:
+        return
+    try:
+        meta = read_sidecar(out)
+        done = TrainConfig.from_dict({**meta["training"], "blur_sigma": tuple(meta["training"]["blur_sigma"])})
+        same = done.identity() == cfg.identity()
+    except (DfrobustError, KeyError, TypeError, ValueError):
+        raise DfrobustError(f"{out} exists and is not a dfrobust model trained by `dfrobust train`; choose another --out") from None
+    files = {k: None if v is None else {"path": str(v), "sha256": sha256_file(v)} for k, v in
+             (("init", cfg.init), ("resume_from", cfg.resume_from)) if v is None or Path(v).is_file()}  # fmt: skip
+    same = same and meta.get("data", {}).get("manifest_hash") == manifest_hash(args.data)
+    if not same or any(meta.get("sources", {}).get(k) != v for k, v in files.items()):
+        raise DfrobustError(f"{out} holds a model trained with other settings or data; choose another --out, or add --overwrite to replace it")
+
+
 def run(args: argparse.Namespace) -> int:
     """Train and print the validation and test metrics."""
     from dfrobust.evaluate.evaluation import format_metrics_table
     from dfrobust.train.loop import train_detector
 
-    meta = train_detector(args.data, config_from_args(args), args.out, force=args.force)
+    cfg = config_from_args(args)
+    check_out(args, cfg)
+    meta = train_detector(args.data, cfg, args.out, force=args.force)
     columns = {split: meta["metrics"][split] for split in ("val", "test") if meta["metrics"].get(split)}
     print(f"{args.out}: {meta['arch']} {meta['input_size'][0]}x{meta['input_size'][1]}, epoch {meta['metrics']['selected_epoch']} selected")
     if columns:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -12,8 +13,9 @@ import torch
 from PIL import Image
 
 from dfrobust.constants import CLASS_NAMES
-from dfrobust.data.manifest import read_manifest
+from dfrobust.data.manifest import file_stamp, hash_mismatch, read_manifest, read_verify_cache, write_verify_cache
 from dfrobust.errors import DfrobustError
+from dfrobust.utils.io import sha256_bytes
 
 
 @dataclass
@@ -60,12 +62,28 @@ class ImageSet:
             yield self.images(sl), self.y[sl], self.paths[sl]
 
 
-def _read_uint8(path: Path) -> np.ndarray:
+def _read_uint8(path: Path, data: bytes | None = None) -> np.ndarray:
     try:
-        with Image.open(path) as im:
+        with Image.open(path if data is None else io.BytesIO(data)) as im:
             return np.asarray(im.convert("RGB"), dtype=np.uint8)
     except (OSError, ValueError) as exc:
         raise DfrobustError(f"cannot read {path}: {exc}; the dataset folder is damaged, recreate it") from exc
+
+
+def _read_checked(root: Path, record: dict, cache: dict[str, list], passed: dict[str, list]) -> np.ndarray:
+    """Decode one image after checking its bytes against the manifest's sha256 (skipped when the
+    size/mtime cache says this very file passed before)."""
+    path = root / record["path"]
+    try:
+        stamp = file_stamp(path.stat(), record["sha256"])
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DfrobustError(f"cannot read {path}: {exc.strerror or exc}; the dataset folder is damaged, recreate it") from exc
+    if cache.get(record["path"]) != stamp:
+        if sha256_bytes(data) != record["sha256"]:
+            raise DfrobustError(hash_mismatch(root, record["path"]))
+        passed[record["path"]] = stamp
+    return _read_uint8(path, data)
 
 
 def load_split(
@@ -99,8 +117,11 @@ def load_split(
         rng = np.random.default_rng(seed)
         chosen = np.sort(rng.choice(len(recs), size=limit, replace=False))
         recs = [recs[i] for i in chosen]
+    cache, passed = read_verify_cache(root), {}
     with ThreadPoolExecutor(max_workers=4) as pool:
-        arrays = list(pool.map(lambda r: _read_uint8(root / r["path"]), recs))
+        arrays = list(pool.map(lambda r: _read_checked(root, r, cache, passed), recs))
+    if passed:
+        write_verify_cache(root, {**cache, **passed})
     shapes = {a.shape for a in arrays}
     if len(shapes) != 1:
         raise DfrobustError(f"{root} mixes image sizes {sorted(shapes)}; re-import it with `dfrobust data import --size N`")

@@ -22,7 +22,7 @@ from dfrobust.data import photo
 from dfrobust.data.images import list_images, read_error, read_rgb
 from dfrobust.data.knobs import SwapKnobs
 from dfrobust.data.landmarks import DlibLandmarker
-from dfrobust.data.manifest import DatasetWriter
+from dfrobust.data.manifest import DatasetWriter, check_disjoint, check_out_dir
 from dfrobust.data.provenance import finished_dataset, library_versions
 from dfrobust.data.swap import as_tensor_images, sample_swap_params, swap_faces
 from dfrobust.data.threads import single_threaded_torch
@@ -94,6 +94,7 @@ def make_faceswap_dataset(
     real_dir = Path(real_dir)
     if not real_dir.is_dir():
         raise DfrobustError(f"photo folder {real_dir} does not exist; give --real a folder of real face photos")
+    check_disjoint(real_dir, out_dir)
     paths = list_images(real_dir)
     if not paths:
         raise DfrobustError(f"{real_dir} holds no images (.jpg .jpeg .png .webp .bmp); give --real a folder of face photos")
@@ -110,6 +111,7 @@ def make_faceswap_dataset(
     done = finished_dataset(out_dir, created_by)
     if done is not None:
         return done
+    check_out_dir(out_dir, overwrite)
 
     faces, skipped = _find_faces(paths, real_dir, size)
     if len(faces) < 4:

@@ -23,7 +23,7 @@ from PIL import Image
 
 from dfrobust.constants import CLASS_NAMES, FAKE, REAL
 from dfrobust.data.images import IMAGE_EXTENSIONS, fit_square, list_images, read_error, read_rgb
-from dfrobust.data.manifest import MANIFEST, SPLITS, DatasetWriter, count_records, stratified_split
+from dfrobust.data.manifest import MANIFEST, SPLITS, DatasetWriter, check_disjoint, check_out_dir, count_records, stratified_split
 from dfrobust.data.provenance import finished_dataset, is_dataset_folder, library_versions
 from dfrobust.errors import DfrobustError
 from dfrobust.utils.io import read_json, sha256_bytes, to_json
@@ -145,6 +145,7 @@ def import_folder(
     """
     src = Path(src)
     layout, items = scan_source(src)
+    check_disjoint(src, out_dir)
     if size is not None and size < 8:
         raise DfrobustError(f"--size must be at least 8 pixels, got {size}")
     fingerprint = sha256_bytes(to_json([(i.rel, i.path.stat().st_size) for i in items]).encode())
@@ -157,6 +158,7 @@ def import_folder(
     done = finished_dataset(out_dir, created_by)
     if done is not None:
         return done
+    check_out_dir(out_dir, overwrite)
 
     skipped: list[dict[str, str]] = []
     sizes: dict[str, tuple[int, int]] = {}

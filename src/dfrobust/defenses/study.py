@@ -64,6 +64,7 @@ from dfrobust.utils.io import (
     load_image,
     read_json,
     save_png,
+    require_own_folder,
     sha256_bytes,
     sha256_file,
     to_json,
@@ -228,13 +229,16 @@ def plan_study(
     }
     key_hash = sha256_bytes(to_json(key).encode())
     cached = read_json(cache) if cache is not None and cache.is_file() else {}
-    if cached.get("key") == key_hash:
+    # candidates are stored as [category, n] pairs: JSON objects are written with sorted keys,
+    # which would reorder the categories (and Table IV) of a resumed run
+    if cached.get("key") == key_hash and isinstance(cached.get("candidates"), list):
         items = [StudyItem(**d) for d in cached["items"]]
-        notes, candidates = list(cached["notes"]), dict(cached["candidates"])
+        notes, candidates = list(cached["notes"]), {c: int(n) for c, n in cached["candidates"]}
     else:
         items, notes, candidates = choose_items(load_split(data_dir, "test"), model, attacks, cfg)
         if cache is not None:
-            write_json(cache, {"key": key_hash, "items": [it.to_json() for it in items], "notes": notes, "candidates": candidates})
+            write_json(cache, {"key": key_hash, "items": [it.to_json() for it in items], "notes": notes,
+                               "candidates": [[c, n] for c, n in candidates.items()]})  # fmt: skip
     by_name = {a.name: a for a in attacks}
     clean = torch.stack([_load(data_dir / it.image) for it in items])
     inputs = torch.stack([clean[i] if it.source == "clean" else _load(by_name[it.source].image_path(it.image)) for i, it in enumerate(items)])
@@ -274,7 +278,7 @@ def run_dip_study(
     """
     cfg = cfg or DipStudyConfig()
     cfg.validate()
-    out_dir, model_path = Path(out_dir), Path(model_path)
+    out_dir, model_path = require_own_folder(out_dir, ["plan.json", "summary.json", "parts"]), Path(model_path)
     device = resolve_device(cfg.device)
     data_dir = Path(data_dir)
     size = read_manifest(data_dir).get("image_size") or None

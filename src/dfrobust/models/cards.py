@@ -40,7 +40,8 @@ except ModuleNotFoundError:  # Python 3.10
 
 from dfrobust.constants import FAKE, REAL
 from dfrobust.errors import DfrobustError
-from dfrobust.models.checkpoint import load_detector, load_state_dict_file, read_sidecar
+from dfrobust.models.checkpoint import load_detector, read_sidecar
+from dfrobust.models.weights import load_state_dict_file
 from dfrobust.models.detectors import IMAGENET_MEAN, IMAGENET_STD
 from dfrobust.utils.io import sha256_bytes, sha256_file, to_json
 

@@ -1,23 +1,27 @@
 """Detector checkpoints: ``.safetensors`` weights plus a JSON sidecar. Nothing is unpickled.
 
 The sidecar (``model.json`` beside ``model.safetensors``) records the architecture, input size,
-classes, normalisation, training config, dataset manifest hash, seed, metrics and library
-versions. Loading checks the architecture and input size and says clearly when they differ.
+classes, normalisation, training config, dataset manifest hash, seed, metrics, library
+versions and the sha256 of the weights file. Loading checks the architecture and input size
+and says clearly when they differ, and checks the sidecar against the weights: their sha256,
+and the architecture and normalisation that the safetensors header records too.
 """
 
 from __future__ import annotations
 
+import json
+import struct
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from safetensors import SafetensorError
+from safetensors.torch import load, save_file
 
 from dfrobust.constants import CLASS_NAMES
 from dfrobust.errors import DfrobustError
 from dfrobust.models.detectors import Detector, build_detector
-from dfrobust.models.weights import load_state_dict_file
-from dfrobust.utils.io import atomic_path, read_json, write_json
+from dfrobust.utils.io import atomic_path, read_json, sha256_bytes, sha256_file, write_json
 from dfrobust.utils.runtime import versions
 
 FORMAT = "dfrobust-detector/1"
@@ -52,6 +56,7 @@ def save_detector(model: Detector, path: str | Path, meta: dict[str, Any]) -> Pa
     }
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata={"format": FORMAT, "arch": model.arch, "normalization": model.normalization})
+        sidecar["weights_sha256"] = sha256_file(tmp)
     write_json(sidecar_path(path), sidecar)
     return path
 
@@ -64,15 +69,59 @@ def _num_outputs(model: Detector) -> int:
 def read_sidecar(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint's sidecar JSON (one-line error when the model or sidecar is missing)."""
     path = Path(path)
+    if path.is_dir():
+        raise DfrobustError(f"{path} is a folder; give a model file (FILE.safetensors with its FILE.json sidecar)")
     if not path.is_file():
         raise DfrobustError(f"model file {path} does not exist; train one with `dfrobust train --out {path}`")
     side = sidecar_path(path)
     if not side.is_file():
         raise DfrobustError(f"{path} has no sidecar {side.name}; dfrobust needs it to know the architecture")
     meta = read_json(side)
-    if meta.get("format") != FORMAT:
-        raise DfrobustError(f"{side} is not a dfrobust detector sidecar (format {meta.get('format')!r})")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise DfrobustError(f"{side} is not a dfrobust detector sidecar (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+    problem = _sidecar_problem(meta)
+    if problem:
+        raise DfrobustError(f"{side} {problem}; restore the sidecar or retrain the model")
     return meta
+
+
+def _sidecar_problem(meta: dict[str, Any]) -> str | None:
+    """What a sidecar lacks for a detector to be built from it (``None`` when nothing)."""
+    for key in ("arch", "normalization"):
+        if not isinstance(meta.get(key), str) or not meta[key]:
+            return f"has no {key!r}"
+    size = meta.get("input_size")
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+        return f"has no valid 'input_size' ([H, W], got {size!r})"
+    return None
+
+
+def header_metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file's header (from the file's bytes; ``{}`` when none)."""
+    try:
+        (n,) = struct.unpack("<Q", data[:8])
+        header = json.loads(data[8 : 8 + n])
+    except (struct.error, ValueError):
+        return {}
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
+def _check_weights(path: Path, data: bytes, meta: dict[str, Any]) -> None:
+    """The sidecar must describe these weights: same sha256 (when recorded), same arch and normalisation as the header."""
+    recorded = meta.get("weights_sha256")
+    if recorded is not None and sha256_bytes(data) != recorded:
+        raise DfrobustError(
+            f"{path} does not match the weights_sha256 of its sidecar {sidecar_path(path).name} (the weights or the sidecar "
+            "were replaced or damaged); restore the pair or retrain the model"
+        )
+    header = header_metadata(data)
+    for key in ("arch", "normalization"):
+        if key in header and header[key] != meta[key]:
+            raise DfrobustError(
+                f"{sidecar_path(path)} says {key} {meta[key]!r} but the weights in {path.name} were saved with {header[key]!r}; "
+                "restore the sidecar or retrain the model"
+            )
 
 
 def load_detector(
@@ -85,7 +134,8 @@ def load_detector(
 
     Raises a :class:`DfrobustError` when the file is missing, is not safetensors, was saved
     for another architecture than ``expect_arch``, or for another input size than
-    ``expect_input_size``.
+    ``expect_input_size``, or when the sidecar does not describe the weights (another sha256,
+    or another architecture or normalisation than the safetensors header records).
     """
     meta = read_sidecar(path)
     if expect_arch is not None and meta["arch"] != expect_arch:
@@ -101,7 +151,12 @@ def load_detector(
         normalization=meta["normalization"],
         activation=meta.get("activation", "relu"),
     )
-    state = load_state_dict_file(path)
+    data = Path(path).read_bytes()
+    _check_weights(Path(path), data, meta)
+    try:
+        state = load(data)
+    except (SafetensorError, ValueError) as exc:
+        raise DfrobustError(f"{path} is not a readable safetensors file: {exc}") from exc
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

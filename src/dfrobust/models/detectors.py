@@ -106,6 +106,27 @@ ARCHITECTURES: dict[str, Callable[[], nn.Module]] = {
 }
 
 
+#: torchvision classifiers that cannot become a plain 2-logit detector, with the reason.
+UNSUPPORTED = {
+    "googlenet": "its auxiliary classifiers make it return a tuple while training",
+    "inception_v3": "its auxiliary classifier makes it return a tuple while training",
+    "vit_": "torchvision's ViTs take only their fixed input size (224 px)",
+}
+
+
+def check_architecture(arch: str) -> None:
+    """One-line error for an architecture that :func:`build_detector` cannot turn into a detector."""
+    if arch in ARCHITECTURES:
+        return
+    for prefix, reason in UNSUPPORTED.items():
+        if arch.startswith(prefix):
+            raise DfrobustError(f"--arch {arch} is not supported: {reason}; use one of {available_architectures()} or another torchvision CNN")
+    import torchvision
+
+    if arch not in torchvision.models.list_models(module=torchvision.models):
+        raise DfrobustError(f"unknown architecture {arch!r}; use one of {available_architectures()} or a torchvision classifier name")
+
+
 def available_architectures() -> list[str]:
     """Names accepted by :func:`build_detector` (any other torchvision classifier name works too)."""
     return sorted(ARCHITECTURES)
@@ -233,15 +254,12 @@ def build_detector(
     """
     if activation not in ACTIVATIONS:
         raise DfrobustError(f"unknown activation {activation!r}; use one of {ACTIVATIONS}")
+    check_architecture(arch)
     if arch in ARCHITECTURES:
         backbone = ARCHITECTURES[arch]()
     else:
         import torchvision
 
-        if arch not in torchvision.models.list_models(module=torchvision.models):
-            raise DfrobustError(
-                f"unknown architecture {arch!r}; use one of {available_architectures()} or a torchvision classifier name"
-            )
         backbone = torchvision.models.get_model(arch, weights=None)
     if init is not None:
         state = load_state_dict_file(imagenet_weights_file(arch) if str(init) == IMAGENET else init)

@@ -95,6 +95,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.blur_sigma = (float(self.blur_sigma[0]), float(self.blur_sigma[1]))
+        self.check_ranges()
         if self.epochs < 1:
             raise DfrobustError(f"--epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 2:
@@ -146,6 +147,31 @@ class TrainConfig:
         out = asdict(self)
         out["blur_sigma"] = list(self.blur_sigma)
         return out
+
+    def check_ranges(self) -> None:
+        """One-line errors for values no optimizer or loop can use (NaN, negative rates, empty batches, unknown arch)."""
+        import math
+
+        from dfrobust.models.detectors import check_architecture
+
+        for name in ("lr", "momentum", "weight_decay", "lipschitz", "blur_fraction", "val_fraction"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise DfrobustError(f"--{name.replace('_', '-')} must be a finite number, got {value!r}")
+        for name in ("epochs", "batch_size", "eval_batch_size", "blur_reference_width"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise DfrobustError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {value!r}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise DfrobustError(f"--momentum must lie in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0:
+            raise DfrobustError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.blur_fraction <= 1.0:
+            raise DfrobustError(f"--blur-fraction must lie in [0, 1], got {self.blur_fraction}")
+        lo, hi = self.blur_sigma
+        if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo <= hi):
+            raise DfrobustError(f"--blur-sigma needs 0 <= LO <= HI, got {lo} {hi}")
+        check_architecture(self.arch)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:

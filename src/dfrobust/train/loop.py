@@ -20,8 +20,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import logging
 import math
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,7 +48,7 @@ Log = Callable[[str], None]
 
 
 def _default_log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    logging.getLogger(__name__).info(message)
 
 
 def carve_validation(train: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet | None]:
@@ -322,7 +322,7 @@ def train_detector(
         cfg: the training settings (paper defaults).
         out_path: ``FILE.safetensors``; the sidecar ``FILE.json`` is written beside it.
         force: retrain even when ``out_path`` already holds a model of these settings.
-        log: receives one line per epoch (default: printed to stderr; progress bars obey ``DFROBUST_QUIET``).
+        log: receives one line per epoch (default: the ``dfrobust.train.loop`` logger at INFO).
 
     Returns:
         The sidecar: ``arch``, ``input_size``, ``classes``, ``normalization``, ``activation``,

@@ -21,20 +21,55 @@ import numpy as np
 import torch
 from PIL import Image
 
+from dfrobust.errors import DfrobustError
+
 PathLike = str | os.PathLike
+
+
+def require_file_path(path: PathLike, option: str = "output") -> Path:
+    """``path`` as a ``Path`` if a file may be written there; a one-line error for a folder.
+
+    A folder given where a file is expected is never replaced (and never deleted): the user
+    gets ``error: --json results is a folder; give a file path``. A file on the way (``a.txt``
+    in ``a.txt/b.json``) is an error too.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise DfrobustError(f"{option} {path} is a folder; give a file path")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise DfrobustError(f"{option} {path}: {parent} is a file, not a folder; give another path")
+            break
+    return path
+
+
+def require_own_folder(folder: PathLike, markers: Sequence[str], option: str = "--out") -> Path:
+    """``folder`` if a command may write its outputs into it: absent, empty (hidden files aside), or
+    holding one of ``markers`` (the record that command writes first); else a one-line error, so
+    that a command never writes over files in a folder it did not make."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise DfrobustError(f"{option} {folder} is a file; give a folder path")
+    if folder.is_dir() and not any((folder / m).exists() for m in markers):
+        if any(not p.name.startswith(".") for p in folder.iterdir()):
+            raise DfrobustError(f"{option} {folder} already holds other files (it is not an output folder of this command); choose a new or empty folder")
+    return folder
 
 
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
 
-    Works for files and folders: whatever the block creates at the temporary path replaces
-    ``path`` at the end. On an exception the temporary file or folder is removed.
+    The block may create a file (or a new folder) at the temporary path; it replaces a file at
+    ``path``. An existing folder at ``path`` is never replaced: that is a :class:`DfrobustError`
+    raised before the block runs. On an exception the temporary file or folder is removed, and
+    an ``OSError`` without a file name (a full disk while writing) gets ``path`` as its name.
 
     >>> with atomic_path("out.json") as tmp:  # doctest: +SKIP
     ...     tmp.write_text("{}")
     """
-    path = Path(path)
+    path = require_file_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -42,9 +77,11 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     tmp.unlink()  # the block decides whether it is a file or a folder
     try:
         yield tmp
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -80,9 +117,19 @@ def write_json(path: PathLike, obj: Any) -> Path:
     return Path(path)
 
 
+class JSONFileError(DfrobustError, ValueError):
+    """A JSON file that cannot be parsed (a ``ValueError`` too, for callers that treat it as one)."""
+
+
 def read_json(path: PathLike) -> Any:
-    """Read a JSON file."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """Read a JSON file; a file that is not valid JSON is a one-line error naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise JSONFileError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno}); restore it, or delete it and rerun") from exc
+    except UnicodeDecodeError as exc:
+        raise JSONFileError(f"{path} is not a UTF-8 JSON file; restore it, or delete it and rerun") from exc
 
 
 def write_csv(path: PathLike, rows: Iterable[Mapping[str, Any]], columns: Sequence[str] | None = None) -> Path:

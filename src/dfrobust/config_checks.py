@@ -1,0 +1,200 @@
+"""Checks of a whole study config (a preset plus ``--set`` overrides) before the first stage runs.
+
+:func:`validate_study_config` looks at keys, types and ranges only, so that a value that could
+never work (``dip.classify_at`` after the last DIP iteration, a one-number ``attack.cw.c_range``,
+a negative learning rate) is a one-line error that names the key, instead of a traceback after
+an hour of finished stages. It knows nothing of the modules that use the values (a ground
+module); those still check what only they can (an unknown training field, an attack name).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from dfrobust.errors import DfrobustError
+
+Check = Callable[[Any], str | None]  # the problem with a value, or None
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+def integer(lo: int, hi: int | None = None) -> Check:
+    """A whole number in ``[lo, hi]``."""
+
+    def check(v: Any) -> str | None:
+        if not _is_int(v) or v < lo or (hi is not None and v > hi):
+            return f"needs a whole number >= {lo}" + (f" and <= {hi}" if hi is not None else "")
+        return None
+
+    return check
+
+
+def number(lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False) -> Check:
+    """A finite number in the interval given (``lo_open``/``hi_open`` exclude the ends)."""
+
+    def check(v: Any) -> str | None:
+        bad = not _is_num(v)
+        bad = bad or (lo is not None and (v <= lo if lo_open else v < lo))
+        bad = bad or (hi is not None and (v >= hi if hi_open else v > hi))
+        if bad:
+            left = "-inf" if lo is None else f"{'(' if lo_open else '['}{lo:g}"
+            right = "inf)" if hi is None else f"{hi:g}{')' if hi_open else ']'}"
+            return f"needs a finite number in {left}, {right}" if lo is not None or hi is not None else "needs a finite number"
+        return None
+
+    return check
+
+
+def choice(*values: Any) -> Check:
+    """One of the strings ``values``."""
+    return lambda v: None if isinstance(v, str) and v in values else f"must be one of {', '.join(map(repr, values))}"
+
+
+def boolean(v: Any) -> str | None:
+    """``true`` or ``false``."""
+    return None if isinstance(v, bool) else "must be true or false"
+
+
+def text(v: Any) -> str | None:
+    """A non-empty string."""
+    return None if isinstance(v, str) and v else "must be a non-empty string"
+
+
+def pair(lo_min: float, lo_open: bool = False) -> Check:
+    """Two numbers ``[LO, HI]`` with ``lo_min <= LO <= HI`` (``lo_min < LO`` when ``lo_open``)."""
+
+    def check(v: Any) -> str | None:
+        ok = isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_num(x) for x in v)
+        ok = ok and (v[0] > lo_min if lo_open else v[0] >= lo_min) and v[0] <= v[1]
+        return None if ok else f"needs two numbers [LO, HI] with {lo_min:g} {'<' if lo_open else '<='} LO <= HI"
+
+    return check
+
+
+def number_list(lo: float = 0.0) -> Check:
+    """A non-empty list of distinct finite numbers >= ``lo``."""
+
+    def check(v: Any) -> str | None:
+        ok = isinstance(v, list) and len(v) > 0 and all(_is_num(x) and x >= lo for x in v) and len(set(v)) == len(v)
+        return None if ok else f"needs a non-empty list of distinct numbers >= {lo:g}"
+
+    return check
+
+
+def name_list(v: Any) -> str | None:
+    """A non-empty list of distinct names."""
+    ok = isinstance(v, list) and len(v) > 0 and all(isinstance(x, str) and x for x in v) and len(set(v)) == len(v)
+    return None if ok else "needs a non-empty list of distinct names"
+
+
+#: Settings of one detector's training (the ``[train]`` section and its per-role sections).
+TRAIN_KEYS: dict[str, Check] = {
+    "arch": text,
+    "epochs": integer(1),
+    "optimizer": choice("sgd", "adam"),
+    "lr": number(0, lo_open=True),
+    "momentum": number(0, 1, hi_open=True),
+    "weight_decay": number(0),
+    "batch_size": integer(2),
+    "eval_batch_size": integer(1),
+    "normalization": choice("none", "imagenet"),
+    "activation": choice("relu", "halfhuber"),
+    "hflip": boolean,
+    "blur_fraction": number(0, 1),
+    "lipschitz": number(0),
+    "lipschitz_estimator": choice("exact", "rademacher"),
+    "lipschitz_batchnorm": choice("batch", "eval"),
+    "val_fraction": number(0, 1, hi_open=True),
+    "amp": boolean,
+}
+
+#: Every checked key; ``True`` = the study cannot run without it.
+SCHEMA: dict[str, tuple[Check, bool]] = {
+    "run.seed": (integer(0), True),
+    "data.n": (integer(4), True),
+    "data.size": (integer(8), True),
+    "data.test_fraction": (number(0, 1, lo_open=True, hi_open=True), True),
+    "train.lipschitz.lambdas": (number_list(0.0), True),
+    "train.lipschitz.start": (choice("resnet18", "scratch"), True),
+    "train.lipschitz.epochs": (integer(1), True),
+    "train.blur.epochs": (integer(1), True),
+    "train.blur.fraction": (number(0, 1), True),
+    "train.blur.sigma": (pair(0.0), True),
+    "attack.attacks": (name_list, True),
+    "attack.max_images": (integer(0), True),
+    "attack.batch_size": (integer(1), True),
+    "attack.fgsm.eps": (number(0), False),
+    "attack.pgd.eps": (number(0), False),
+    "attack.cw.kappa": (number(0), False),
+    "attack.cw.c_range": (pair(0.0, lo_open=True), False),
+    "attack.cw.search_steps": (integer(1), False),
+    "attack.cw.max_steps": (integer(1), False),
+    "attack.cw.lr": (number(0, lo_open=True), False),
+    "attack.cw.unreached": (choice("min-l2", "max-margin"), False),
+    "dip.per_category": (integer(1), True),
+    "dip.iterations": (integer(1), True),
+    "dip.classify_at": (integer(1), True),
+    "dip.record_every": (integer(1), True),
+    "dip.batch_size": (integer(1), True),
+    "dip.stop_at": (integer(0), False),
+}
+
+
+def _get(cfg: dict[str, Any], dotted: str) -> tuple[bool, Any]:
+    node: Any = cfg
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return False, None
+        node = node[key]
+    return True, node
+
+
+def _fail(key: str, value: Any, problem: str) -> DfrobustError:
+    return DfrobustError(f"config {key} = {value!r} {problem}; change it with --set {key}=...")
+
+
+def validate_study_config(cfg: dict[str, Any]) -> None:
+    """Raise a one-line :class:`DfrobustError` for the first key of ``cfg`` whose value cannot work.
+
+    Checks every key of :data:`SCHEMA` (required ones must be present), the per-role training
+    sections (``train.vgg16``, ``train.resnet18``) with the ``[train]`` rules, the numeric
+    knobs of ``data.swap``, and the DIP iterations against each other (``classify_at`` and
+    ``record_every`` within the iterations run, ``stop_at`` not before ``classify_at``).
+    """
+    if not isinstance(cfg, dict):
+        raise DfrobustError("a study config is a table of sections (run, data, train, attack, dip)")
+    for key, (check, required) in SCHEMA.items():
+        present, value = _get(cfg, key)
+        if not present:
+            if required:
+                raise DfrobustError(f"config lacks {key}; add it to the preset (or start the preset with extends = \"paper\")")
+            continue
+        problem = check(value)
+        if problem:
+            raise _fail(key, value, problem)
+    train = cfg.get("train", {})
+    sections = {"train": train} | {f"train.{role}": v for role, v in train.items() if isinstance(v, dict) and role not in ("lipschitz", "blur")}
+    for prefix, section in sections.items():
+        for k, check in TRAIN_KEYS.items():
+            # [train] holds the common settings and the sections; a section is checked on its own
+            if k in section and not isinstance(section[k], dict) and (problem := check(section[k])):
+                raise _fail(f"{prefix}.{k}", section[k], problem)
+    for k, v in (cfg.get("data", {}).get("swap") or {}).items():
+        if not _is_num(v):
+            raise _fail(f"data.swap.{k}", v, "needs a finite number")
+    dip = cfg["dip"]
+    stop = dip.get("stop_at") or 0
+    end = min(dip["iterations"], stop) if stop else dip["iterations"]
+    if dip["classify_at"] > end:
+        last = f"the last DIP iteration run ({end}: dip.{'stop_at' if stop and stop < dip['iterations'] else 'iterations'})"
+        raise _fail("dip.classify_at", dip["classify_at"], f"lies after {last}; choose at most {end}")
+    if dip["record_every"] > end:
+        raise _fail("dip.record_every", dip["record_every"], f"is more than the {end} iterations run; nothing would be recorded")

@@ -1,0 +1,196 @@
+"""Bad input is a one-line error before any work starts, and damaged files are caught (issue 17)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from dfrobust.cli import main
+from dfrobust.data.dataset import load_split
+from dfrobust.errors import DfrobustError
+from dfrobust.models.checkpoint import load_detector
+from dfrobust.utils.io import read_json, write_json
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str], *needles: str) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--eval-batch-size", "0"], "--eval-batch-size"),
+        (["--momentum", "-1"], "--momentum"),
+        (["--weight-decay", "-1"], "--weight-decay"),
+        (["--lr", "nan"], "--lr must be a finite number"),
+        (["--arch", "vit_b_16"], "vit_b_16 is not supported"),
+        (["--arch", "googlenet"], "googlenet is not supported"),
+    ],
+)
+def test_train_options_are_checked_before_work(
+    flags: list[str], needle: str, toy_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "m.safetensors"
+    args = ["train", "--data", str(toy_dataset), "--arch", "tiny", "--epochs", "1", "--device", "cpu", "--out", str(out)]
+    assert main(args + flags) == 2
+    _one_line_error(capsys, needle)
+    assert list(tmp_path.iterdir()) == []  # nothing started: no partial state, no model
+
+
+def test_evaluate_batch_size_zero(toy_dataset: Path, toy_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "--data", str(toy_dataset), "--model", str(toy_model), "--batch-size", "0"]) == 2
+    _one_line_error(capsys, "--batch-size must be")
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("dip.classify_at=999", "dip.classify_at = 999 lies after the last DIP iteration"),
+        ("attack.cw.c_range=[5.0]", "attack.cw.c_range = [5.0] needs two numbers"),
+        ("train.lr=nan", "train.lr = nan"),
+        ("train.vgg16.momentum=-1.0", "train.vgg16.momentum = -1.0"),
+    ],
+)
+def test_study_config_is_checked_before_the_first_stage(
+    override: str, needle: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def no_stage(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a stage started on an invalid config")
+
+    monkeypatch.setattr("dfrobust.pipeline.reproduce", no_stage)
+    assert main(["reproduce", "--preset", "tiny", "--run", str(tmp_path / "run"), "--set", override]) == 2
+    _one_line_error(capsys, needle)
+
+
+def test_every_shipped_preset_passes_the_checks() -> None:
+    from dfrobust.config import available_presets, study_config
+    from dfrobust.config_checks import validate_study_config
+
+    for preset in available_presets():
+        validate_study_config(study_config(preset))
+
+
+def test_fgsm_warns_above_a_sane_eps(caplog: pytest.LogCaptureFixture) -> None:
+    from dfrobust.attacks import make_attack
+
+    with caplog.at_level(logging.WARNING, logger="dfrobust"):
+        make_attack("fgsm", eps=0.05)
+        assert not caplog.records
+        make_attack("fgsm", eps=2.0)
+    assert any("--eps 2" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+
+
+def _copy_model(src: Path, dst: Path) -> Path:
+    shutil.copy(src, dst)
+    shutil.copy(src.with_suffix(".json"), dst.with_suffix(".json"))
+    return dst
+
+
+@pytest.mark.parametrize("key", ["arch", "input_size"])
+def test_a_sidecar_without_arch_or_input_size_is_one_line(
+    key: str, toy_dataset: Path, toy_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = _copy_model(toy_model, tmp_path / "m.safetensors")
+    side = read_json(model.with_suffix(".json"))
+    del side[key]
+    write_json(model.with_suffix(".json"), side)
+    assert main(["evaluate", "--data", str(toy_dataset), "--model", str(model)]) == 2
+    _one_line_error(capsys, f"has no {key!r}" if key == "arch" else "has no valid 'input_size'")
+
+
+def test_invalid_json_in_a_sidecar_or_a_manifest_is_one_line(
+    toy_dataset: Path, toy_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = _copy_model(toy_model, tmp_path / "m.safetensors")
+    model.with_suffix(".json").write_text("{not json")
+    assert main(["evaluate", "--data", str(toy_dataset), "--model", str(model)]) == 2
+    _one_line_error(capsys, "m.json is not valid JSON")
+    data = shutil.copytree(toy_dataset, tmp_path / "data")
+    (data / "manifest.json").write_text('{"images": [')
+    assert main(["evaluate", "--data", str(data), "--model", str(toy_model)]) == 2
+    _one_line_error(capsys, "manifest.json is not valid JSON")
+
+
+def test_sidecar_must_describe_the_weights(toy_model: Path, tmp_path: Path) -> None:
+    model = _copy_model(toy_model, tmp_path / "m.safetensors")
+    side = read_json(model.with_suffix(".json"))
+    assert len(side["weights_sha256"]) == 64  # recorded when saved
+    write_json(model.with_suffix(".json"), {**side, "normalization": "imagenet"})
+    with pytest.raises(DfrobustError, match="says normalization 'imagenet' but the weights .* were saved with 'none'"):
+        load_detector(model)
+    write_json(model.with_suffix(".json"), {**side, "weights_sha256": "0" * 64})
+    with pytest.raises(DfrobustError, match="does not match the weights_sha256"):
+        load_detector(model)
+
+
+def _edit_manifest(data: Path, edit) -> None:  # noqa: ANN001 - a one-off callback
+    manifest = json.loads((data / "manifest.json").read_text())
+    edit(manifest["images"])
+    (data / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_image_hashes_are_verified(toy_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = shutil.copytree(toy_dataset, tmp_path / "data")
+    assert main(["data", "verify", str(data)]) == 0
+    assert "all 96 images match" in capsys.readouterr().out
+    assert len(load_split(data, "test")) == 48  # and the cache of checked files is written
+    first = next(r for r in json.loads((data / "manifest.json").read_text())["images"] if r["split"] == "test")
+
+    def zero(images: list[dict]) -> None:
+        images[[r["path"] for r in images].index(first["path"])]["sha256"] = "0" * 64
+
+    _edit_manifest(data, zero)
+    with pytest.raises(DfrobustError, match=f"{first['path']}: its sha256 differs from"):
+        load_split(data, "test")
+    assert main(["data", "verify", str(data)]) == 2
+    captured = capsys.readouterr()
+    assert f"{first['path']}: sha256 differs from the manifest" in captured.out and "1 of 96 images" in captured.err
+
+
+def test_a_changed_image_is_caught_although_the_manifest_is_intact(toy_dataset: Path, tmp_path: Path) -> None:
+    data = shutil.copytree(toy_dataset, tmp_path / "data")
+    load_split(data, "train")  # checked once: the cache now skips unchanged files
+    target = sorted((data / "fake").glob("*.png"))[0]
+    shutil.copy(sorted((data / "real").glob("*.png"))[0], target)
+    with pytest.raises(DfrobustError, match="its sha256 differs"):
+        load_split(data, None)
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (lambda images: images[0].update(path="../../../etc/hostname"), "outside the dataset folder"),
+        (lambda images: images[0].update(path="/etc/hostname"), "outside the dataset folder"),
+        (lambda images: images[0].update(split="validation"), "has split 'validation'"),
+    ],
+)
+def test_manifest_records_are_checked(edit, needle: str, toy_dataset: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    data = shutil.copytree(toy_dataset, tmp_path / "data")
+    _edit_manifest(data, edit)
+    with pytest.raises(DfrobustError, match=needle):
+        load_split(data, None)
+
+
+@pytest.mark.parametrize(("code", "needle"), [(errno.ENOSPC, "no space left on device"), (errno.EROFS, "read-only file system")])
+def test_a_full_disk_or_read_only_folder_is_one_line(
+    code: int, needle: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr("dfrobust.utils.io.os.replace", fail)
+    assert main(["data", "synth", "--out", str(tmp_path / "d"), "--n", "16", "--size", "16"]) == 2
+    _one_line_error(capsys, f"{needle} while writing", "rerun the same command")
+
