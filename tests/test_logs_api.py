@@ -53,7 +53,11 @@ def test_quiet_and_verbose_before_or_after_the_command(toy_dataset: Path) -> Non
 def test_status_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
     run.mkdir()
-    write_json(run / "config.json", {"config": study_config("tiny"), "data_arg": None, "device": "cpu"})
+    from dfrobust.pipeline import plan_study
+
+    cfg = study_config("tiny")
+    write_json(run / "config.json", {"config": cfg, "data_arg": None, "device": "cpu"})
+    write_json(run / "plan.json", plan_study(cfg, run, device="cpu").record(cfg, {}))  # what reproduce writes first
     assert main(["status", "--run", str(run), "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["done"] == 0 and status["total"] == len(status["stages"]) > 10
