@@ -3,8 +3,11 @@ and the public API importable from the package root (issue 17)."""
 
 from __future__ import annotations
 
+import re
+
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -78,13 +81,7 @@ def test_import_dfrobust_is_light() -> None:
 
 
 #: The README's example (five lines), run here on the toy fixtures in place of the quick run's files.
-README_EXAMPLE = """\
-from dfrobust import load_detector, load_split, make_attack, evaluate_detector
-model, meta = load_detector("runs/quick/models/resnet18.safetensors")
-fakes = load_split("runs/quick/data", "test", classes=["fake"], limit=20)
-adv = make_attack("fgsm", eps=0.02)(model, fakes.images(), fakes.y)
-print(f"FGSM fooled {adv.success.float().mean():.0%}; clean accuracy {evaluate_detector(model, fakes)['accuracy']:.0%}")
-"""
+README_EXAMPLE = re.search(r"## Python API.*?```python\n(.*?)```", (Path(__file__).resolve().parents[1] / "README.md").read_text(), re.S).group(1)
 
 
 def test_readme_example_runs(toy_dataset: Path, toy_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
