@@ -118,9 +118,19 @@ def test_report_is_self_contained_and_from_the_run(built_run: Path) -> None:
     report = tiny_run / "report"
     page = (report / "report.html").read_text()
     assert "data:image/png;base64," in page and not re.search(r'src="(?!data:)', page)
-    for title in ("Table I.", "Table II.", "Table III.", "Table IV.", "Fig 2.", "Fig 3.", "Fig 4.", "Fig 5.", "Fig 6."):
+    for title in ("Table I.", "Table II.", "Table III.", "Table IV.", "Fig 2.", "Fig 3.", "Fig 4.", "Fig 5.", "Fig 6.",
+                  "Defense leaderboard", "Trade-off", "Randomized-smoothing certificates"):
         assert title in page, title
     results = read_json(report / "results.json")
+    board = {r["defense"]: r for r in results["leaderboard"]}
+    assert {"resnet18", "resnet18-at", "resnet18-smooth", "resnet18-blur", "dip + resnet18-blur"} <= set(board)
+    assert "vgg16" not in board  # the other architecture is not a defense of the ResNet
+    robust = [r["robust_accuracy"] for r in results["leaderboard"] if r["robust_accuracy"] is not None]
+    assert robust == sorted(robust, reverse=True)
+    at = board["resnet18-at"]
+    assert at["robust_accuracy"] == min(at["whitebox"].values()) and at["cost_multiplier"] > 0
+    cert = read_json(tiny_run / "certify" / "resnet18-smooth" / "summary.json")
+    assert board["resnet18-smooth"]["certified_n"] == cert["n_images"] == 6
     vgg = next(r for r in results["table1"] if r["model"] == "vgg16")
     assert vgg["accuracy"] == read_json(tiny_run / "models" / "vgg16.json")["metrics"]["test"]["accuracy"]
     assert vgg["paper"]["accuracy"] == 99.7
@@ -144,7 +154,7 @@ def test_rerun_skips_and_a_changed_setting_reruns_only_its_dependents(tiny_run: 
     capsys.readouterr()
     assert main(["status", "--run", str(tiny_run)]) == 0
     out = capsys.readouterr().out
-    assert "18/18 stages done" in out and "attack/cw-vgg16" in out
+    assert "25/25 stages done" in out and "attack/cw-vgg16" in out and "certify/resnet18-smooth" in out
 
 
 def test_a_retrained_target_is_rescored_not_recrafted(tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -207,6 +217,6 @@ def test_the_report_orders_models_by_their_roles_and_counts_only_planned_stages(
     write_json(run / "plan.json", plan)
     write_report(run)
     results = read_json(run / "report" / "results.json")
-    assert [r["model"] for r in results["table1"]][0] == "resnet18-blur"
+    assert [r["model"] for r in results["table1"]][0] == plan["roles"][0]["name"] == "resnet18-smooth"
     assert sum(s["seconds"] for s in results["stages"]) < 1e5
     assert "old-vgg16" not in (run / "report" / "report.md").read_text()

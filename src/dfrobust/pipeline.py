@@ -10,6 +10,7 @@ roles (:mod:`dfrobust.roles`), writes the plan to ``RUN/plan.json`` and runs the
                               every role whose ``transfer_from`` is the source)
     samples                   RUN/samples/  (the images and scores of Fig 2)
     dip                       RUN/dip/      (the DIP study on the role marked ``purifier_classifier``)
+    certify/<role>            RUN/certify/<role>/  (randomized smoothing, roles with ``certify_sigma``)
     report                    RUN/report/   (drawn from the stage outputs and plan.json alone)
 """
 
@@ -43,6 +44,7 @@ class Plan:
     stages: list[Stage] = field(default_factory=list)
     attacks: list[tuple[str, str, list[str]]] = field(default_factory=list)
     dip: dict[str, Any] | None = None
+    certify: dict[str, str] = field(default_factory=dict)  #: role name -> certification folder (relative)
 
     def model_path(self, name: str) -> Path:
         """Checkpoint path of model ``name``."""
@@ -65,6 +67,7 @@ class Plan:
             "attacks": [{"attack": a, "source": s, "targets": t, "dir": self._rel(self.attack_dir(a, s))} for a, s, t in self.attacks],
             "samples": "samples",
             "dip": self.dip,
+            "certify": self.certify,
             "stages": [s.record(self.run_dir) for s in self.stages],
         }
 
@@ -220,6 +223,27 @@ def _dip_stage(plan: Plan, cfg: dict[str, Any], device: str) -> Stage | None:
     return Stage("dip", conf, out, run, deps=deps, keep_output=True, device=device)
 
 
+def _certify_stage(plan: Plan, cfg: dict[str, Any], role: Role, device: str) -> Stage:
+    """Randomized-smoothing certificates of a role trained with noise, at its own sigma."""
+    from dataclasses import asdict
+
+    from dfrobust.defenses.certification import CertifyConfig, run_certification
+
+    c = cfg["certify"]
+    cc = CertifyConfig(sigma=float(role.certify_sigma), n0=int(c["n0"]), n=int(c["n"]), alpha=float(c["alpha"]), classes="both",
+                       max_images=int(c["max_images"]) or None, batch_size=int(c["batch_size"]), seed=int(cfg["run"]["seed"]),
+                       device=device)
+    out = plan.run_dir / "certify" / role.name
+    model = plan.model_path(role.name)
+
+    def run() -> None:
+        run_certification(plan.data_dir, model, cc, out)
+
+    plan.certify[role.name] = str(out.relative_to(plan.run_dir))
+    conf = {k: v for k, v in asdict(cc).items() if k != "device"} | {"model": role.name}
+    return Stage(f"certify/{role.name}", conf, out, run, deps=["data", f"train/{role.name}"], device=device)
+
+
 def plan_study(cfg: dict[str, Any], run_dir: Path, data_arg: Path | None = None, device: str = "auto") -> Plan:
     """Every stage of the study, in an order that respects their dependencies."""
     run_dir = Path(run_dir)
@@ -233,6 +257,9 @@ def plan_study(cfg: dict[str, Any], run_dir: Path, data_arg: Path | None = None,
     for stage in (_samples_stage(plan, cfg, device), _dip_stage(plan, cfg, device)):
         if stage is not None:
             plan.stages.append(stage)
+    for role in plan.roles:
+        if role.certify_sigma:
+            plan.stages.append(_certify_stage(plan, cfg, role, device))
     return plan
 
 

@@ -95,6 +95,11 @@ def collect(run_dir: Path) -> dict[str, Any]:
     samples = resolve(run_dir, plan["samples"]) if plan.get("samples") else None
     if samples is not None and (samples / "samples.json").is_file():
         ctx["samples"] = {"dir": samples, **read_json(samples / "samples.json")}
+    ctx["certify"] = {}
+    for name, folder in (plan.get("certify") or {}).items():
+        summary = resolve(run_dir, folder) / "summary.json"
+        if summary.is_file():
+            ctx["certify"][name] = read_json(summary)
     ctx["dip"] = None
     dip_dir = resolve(run_dir, plan["dip"]["dir"]) if plan.get("dip") else None
     if dip_dir is not None and (dip_dir / "summary.json").is_file():
@@ -364,7 +369,8 @@ WHY = {
     "train.lipschitz.start": "the authors started from ImageNet weights",
 }
 #: Keys that only say how a run is labelled or scheduled, not what it computes.
-NOT_SCIENCE = ("run.", "dip.batch_size", "attack.batch_size", "train.eval_batch_size", "dip.record_every")
+NOT_SCIENCE = ("run.", "dip.batch_size", "attack.batch_size", "train.eval_batch_size", "dip.record_every",
+               "train.hardened.", "certify.", "dip.purifiers")  # the last ones go beyond the paper: nothing to differ from
 #: Keys the fixed lines of :func:`differences` already state (the data source and the input size).
 STATED = ("data.n", "data.size")
 
@@ -500,6 +506,7 @@ def build_sections(ctx: dict[str, Any], figs: Path) -> tuple[list[Section], dict
     s = Section("Adversarial attacks")
     if ctx["attack_rows"]:
         t, long_rows, wide = table2(ctx)
+        ctx["table2_rows"], ctx["table2_wide"] = long_rows, wide
         s.items.append(t)
         results["table2"] = long_rows
         results["table2_wide"] = wide
@@ -545,6 +552,10 @@ def build_sections(ctx: dict[str, Any], figs: Path) -> tuple[list[Section], dict
         s.items.append("The DIP study has not run yet.")
     sections.append(s)
 
+    s = defense_section(ctx, results, figs)
+    if s is not None:
+        sections.append(s)
+
     diffs = differences(ctx)
     sections.append(Section("Where this run differs from the paper", ["\n".join(f"- {d}" for d in diffs)]))
     sections.append(Section("How these numbers were made", [settings_table(ctx), stage_table(ctx)]))
@@ -561,6 +572,38 @@ def _md_paragraph(text: str) -> str:
     if len(parts) % 2 == 0:
         return "\n".join(md_escape(line) for line in str(text).splitlines())
     return "".join(f"`{p}`" if i % 2 else md_escape(p) for i, p in enumerate(parts))
+
+
+def defense_section(ctx: dict[str, Any], results: dict[str, Any], figs: Path) -> Section | None:
+    """Beyond the paper: the defense leaderboard, the trade-off figure and the certificates."""
+    from dfrobust.report.leaderboard import leaderboard_rows, leaderboard_table, plot_tradeoff
+
+    if not ctx["models"]:
+        return None
+    s = Section("Beyond the paper: defense leaderboard")
+    rows = leaderboard_rows(ctx, ctx.get("table2_wide") or {})
+    results["leaderboard"] = rows
+    s.items.append("Every defended detector on equal terms: the paper's (Lipschitz regularisation, blur augmentation, DIP "
+                   "purification) and the field's (adversarial training, Gaussian-noise training with randomized-smoothing "
+                   "certificates). A defense is only as good as the strongest attack run against it; the DIP row is measured "
+                   "against attacks that did not know the purifier unless its adaptive column is filled.")
+    s.items.append(leaderboard_table(rows))
+    path = plot_tradeoff(rows, figs / "tradeoff.png")
+    if path:
+        s.items.append(Figure(path, "Trade-off: robust accuracy (worst whitebox attack) vs clean accuracy per defense; marker area: training cost."))
+    if ctx["certify"]:
+        t = Table("Randomized-smoothing certificates (Cohen et al. 2019)", ["model", "sigma", "n", "n0 / n samples", "abstained",
+                  *(f"certified @ L2 {r:g}" for r in (0.0, 0.25, 0.5, 1.0))],
+                  note="Certified accuracy: the smoothed classifier is correct and certified at this L2 radius (pixels in [0, 1]); "
+                       "Clopper-Pearson bounds at the given alpha; [low–high]: Wilson 95% interval over images.")
+        for name, c in ctx["certify"].items():
+            by = {round(float(a["radius"]), 4): a for a in c["certified_accuracy"]}
+            st = c["settings"]
+            t.rows.append([name, f"{st['sigma']:g}", str(c["n_images"]), f"{st['n0']} / {st['n']}", str(c["abstained"]),
+                           *(rate(by[r]["accuracy"], by[r]["n"]) if r in by else "–" for r in (0.0, 0.25, 0.5, 1.0))])
+        s.items.append(t)
+        results["certify"] = ctx["certify"]
+    return s
 
 
 def _markdown(title: str, sections: list[Section], report_dir: Path) -> str:

@@ -47,6 +47,7 @@ class Role:
             Lipschitz rows).
         purifier_classifier: the classifier the DIP study purifies for (the paper: the blur ResNet).
         sample_source: Fig 2 shows the images crafted on this role (the paper: the ResNet-18).
+        certify_sigma: certify this role by randomized smoothing at this noise sigma (``None``: no certificate).
         order: position in tables (then declaration order).
     """
 
@@ -61,6 +62,7 @@ class Role:
     average_group: str | None = None
     purifier_classifier: bool = False
     sample_source: bool = False
+    certify_sigma: float | None = None
     order: int = 0
 
     def record(self) -> dict[str, Any]:

@@ -1,0 +1,138 @@
+"""The defense leaderboard: every defended detector on equal terms, and the robustness/accuracy trade-off figure.
+
+Rows come from what the stages wrote: the models' sidecars (clean metrics, training time), the
+attack tables (whitebox and blackbox accuracy on attacked fakes), the certification summaries
+and the DIP study. Robust accuracy is the worst whitebox accuracy over the attacks run: a defense
+is only as good as the strongest attack that was run against it, and a purifier's row says
+whether that attack knew the purifier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+from dfrobust.report.plotting import plt, save_figure
+from dfrobust.report.tables import Table, pct, rate
+
+#: Groups of roles the paper itself tried (marked in the table).
+PAPER_GROUPS = ("paper", "lipschitz", "blur")
+#: Certified radii shown (L2, pixels in [0, 1]).
+RADII = (0.25, 0.5)
+
+
+def _epoch_seconds(meta: Mapping[str, Any]) -> float | None:
+    hist = [float(h["seconds"]) for h in meta.get("history", []) if h.get("seconds")]
+    return mean(hist) if hist else None
+
+
+def _cost(meta: Mapping[str, Any], base: Mapping[str, Any] | None) -> tuple[float | None, str]:
+    """Training cost per epoch relative to plain training, and where the number comes from."""
+    adv = meta.get("adversarial") or {}
+    if adv.get("cost_multiplier"):
+        return float(adv["cost_multiplier"]), "measured step against step"
+    mine, theirs = _epoch_seconds(meta), _epoch_seconds(base) if base else None
+    if mine and theirs:
+        return mine / theirs, "epoch time against the plain model's"
+    return None, ""
+
+
+def leaderboard_rows(ctx: dict[str, Any], wide: Mapping[str, Mapping[str, float | None]]) -> list[dict[str, Any]]:
+    """One row per defended detector (and the DIP purifier in front of its classifier), sorted by robust accuracy."""
+    roles = {r["name"]: r for r in ctx["roles"]}
+    models = ctx["models"]
+    n_of = {r["model"]: int(r["n"]) for r in ctx.get("table2_rows", [])}
+    base_name = next((r["name"] for r in ctx["roles"] if r.get("sample_source")), None)
+    rows = []
+    for name, meta in models.items():
+        role = roles.get(name, {})
+        if role.get("group") == "paper" and name != base_name:
+            continue  # the other architecture is not a defense of the ResNet
+        cols = wide.get(name, {})
+        white = {k: v for k, v in cols.items() if k.endswith("_whitebox") and v is not None}
+        black = [v for k, v in cols.items() if "_blackbox" in k and v is not None]
+        test = meta.get("metrics", {}).get("test", {})
+        cost, cost_source = _cost(meta, models.get(role.get("start_from") or "") if role.get("start_from") else None)
+        row: dict[str, Any] = {
+            "defense": name, "label": role.get("label", name), "paper": role.get("group") in PAPER_GROUPS,
+            "kind": "trained", "n_test": test.get("n"), "clean_accuracy": test.get("accuracy"), "auroc": test.get("auroc"),
+            "n_attacked": n_of.get(name), "whitebox": white, "robust_accuracy": min(white.values()) if white else None,
+            "blackbox": min(black) if black else None, "adaptive": None,
+            "cost_multiplier": 1.0 if name == base_name else cost, "cost_source": "the baseline" if name == base_name else cost_source,
+        }
+        cert = (ctx.get("certify") or {}).get(name)
+        if cert:
+            by_radius = {round(float(c["radius"]), 4): c for c in cert["certified_accuracy"]}
+            row["certified"] = {r: by_radius.get(r) for r in RADII}
+            row["certified_n"] = cert.get("n_images")
+        rows.append(row)
+    dip = ctx.get("dip")
+    if dip:
+        t3 = {(r["method"], float(r["threshold"])): r for r in dip["table3"]}
+        t4 = {r["category"]: r for r in dip["table4"]}
+        thr = 0.25 if ("dip", 0.25) in t3 else 0.5
+        perturbed = [t4.get(c) for c in ("perturbed/fake-wrong", "perturbed/fake-correct") if t4.get(c)]
+        n_p = sum(int(r["n"]) for r in perturbed)
+        acc_p = sum(float(r[f"dip@{thr:g}"]) * int(r["n"]) for r in perturbed if int(r["n"])) / n_p if n_p else None
+        role = dip["role"]
+        rows.append({
+            "defense": f"dip + {role.get('model')}", "label": f"DIP purification in front of {role.get('label', role.get('model'))} "
+            f"(threshold {thr:g})", "paper": True, "kind": "purifier", "n_test": int(t3[("dip", thr)]["n"]) if ("dip", thr) in t3 else None,
+            "clean_accuracy": float(t3[("dip", thr)]["accuracy"]) if ("dip", thr) in t3 else None,
+            "auroc": float(t3[("dip", thr)]["auroc"]) if ("dip", thr) in t3 and t3[("dip", thr)]["auroc"] not in ("", None) else None,
+            "n_attacked": n_p, "whitebox": {}, "robust_accuracy": acc_p, "blackbox": None,
+            "adaptive": (ctx.get("adaptive") or {}).get("accuracy_adaptive_worst"),
+            "cost_multiplier": None, "cost_source": "", "nonadaptive_only": not ctx.get("adaptive"),
+        })
+    rows.sort(key=lambda r: -1.0 if r["robust_accuracy"] is None else r["robust_accuracy"], reverse=True)
+    return rows
+
+
+def leaderboard_table(rows: list[dict[str, Any]]) -> Table:
+    """The leaderboard as a report table."""
+    attacks = sorted({k.removesuffix("_whitebox") for r in rows for k in r["whitebox"]})
+    t = Table("Defense leaderboard", ["defense", "paper's", "clean accuracy (n)", "AUROC", *(f"{a.upper()} whitebox" for a in attacks),
+              "robust accuracy", "best blackbox transfer", "adaptive (purifier)", *(f"certified @ L2 {r:g}" for r in RADII),
+              "training cost"],
+              note="Accuracy on attacked fake test images unless stated; robust accuracy = the worst whitebox accuracy over the "
+                   "attacks run (for the DIP purifier: its accuracy on the perturbed fakes of its study, which the attacks did not "
+                   "know about unless the adaptive column says otherwise). [low–high]: Wilson 95% interval. Training cost: per "
+                   "epoch relative to plain training. Sorted by robust accuracy.")
+    for r in rows:
+        n = r.get("n_attacked")
+        cert = r.get("certified") or {}
+        cells = [r["label"], "yes" if r["paper"] else "", f"{pct(r['clean_accuracy'])} ({r['n_test'] or '–'})",
+                 f"{r['auroc']:.3f}" if r.get("auroc") is not None else "–",
+                 *(rate(r["whitebox"].get(f"{a}_whitebox"), n) if f"{a}_whitebox" in r["whitebox"] else "–" for a in attacks),
+                 rate(r["robust_accuracy"], n) + (" (non-adaptive)" if r.get("nonadaptive_only") else ""),
+                 rate(r["blackbox"], n) if r["blackbox"] is not None else "–",
+                 pct(r["adaptive"]) if r["adaptive"] is not None else ("not run" if r["kind"] == "purifier" else "n/a"),
+                 *(rate(cert[rad]["accuracy"], cert[rad]["n"]) if cert.get(rad) else "–" for rad in RADII),
+                 f"{r['cost_multiplier']:.1f}x" if r.get("cost_multiplier") else "–"]
+        t.rows.append(cells)
+    return t
+
+
+def plot_tradeoff(rows: list[dict[str, Any]], path: str | Path) -> Path | None:
+    """Robust accuracy against clean accuracy per defense, marker size = training cost."""
+    pts = [r for r in rows if r["robust_accuracy"] is not None and r["clean_accuracy"] is not None]
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 5.0))
+    for r in pts:
+        size = 40 * (r.get("cost_multiplier") or 1.0)
+        ax.scatter(100 * r["clean_accuracy"], 100 * r["robust_accuracy"], s=size, alpha=0.7,
+                   marker="o" if r["kind"] == "trained" else "s", edgecolor="black", linewidth=0.6,
+                   color="tab:blue" if r["paper"] else "tab:orange")
+        ax.annotate(r["defense"], (100 * r["clean_accuracy"], 100 * r["robust_accuracy"]), fontsize=7,
+                    xytext=(4, 3), textcoords="offset points")
+    ax.set_xlabel("clean accuracy, whole test split (%)")
+    ax.set_ylabel("robust accuracy on attacked fakes (%)")
+    ax.set_xlim(-3, 103)
+    ax.set_ylim(-3, 103)
+    ax.set_title("Trade-off: robustness vs clean accuracy (blue: the paper's defenses; marker area: training cost)", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return save_figure(fig, path)
