@@ -46,9 +46,24 @@ class Plan:
     dip: dict[str, Any] | None = None
     certify: dict[str, str] = field(default_factory=dict)  #: role name -> certification folder (relative)
 
+    def _role(self, name: str) -> Role | None:
+        return next((r for r in self.roles if r.name == name), None)
+
     def model_path(self, name: str) -> Path:
-        """Checkpoint path of model ``name``."""
+        """The model argument of ``name``: its checkpoint in the run, or the user's detector card."""
+        role = self._role(name)
+        if role is not None and role.card:
+            return Path(role.card).resolve()
         return self.run_dir / "models" / f"{name}.safetensors"
+
+    def sidecar_path(self, name: str) -> Path:
+        """The JSON record of model ``name`` (a trained model's sidecar, or a card's evaluation record)."""
+        return self.run_dir / "models" / f"{name}.json"
+
+    def model_stage(self, name: str) -> str:
+        """The stage that makes model ``name`` available (``train/NAME`` or ``card/NAME``)."""
+        role = self._role(name)
+        return f"card/{name}" if role is not None and role.card else f"train/{name}"
 
     def attack_dir(self, attack: str, source: str) -> Path:
         """Output folder of ``attack`` crafted on ``source``."""
@@ -63,7 +78,8 @@ class Plan:
             "preset": cfg["run"].get("preset"),
             "data_dir": self._rel(self.data_dir),
             "data": data,
-            "roles": [{**r.record(), "model": self._rel(self.model_path(r.name))} for r in self.roles],
+            "roles": [{**r.record(), "model": self._rel(self.model_path(r.name)), "sidecar": self._rel(self.sidecar_path(r.name))}
+                      for r in self.roles],
             "attacks": [{"attack": a, "source": s, "targets": t, "dir": self._rel(self.attack_dir(a, s))} for a, s, t in self.attacks],
             "samples": "samples",
             "dip": self.dip,
@@ -136,6 +152,20 @@ def _train_stage(plan: Plan, cfg: dict[str, Any], role: Role, device: str) -> St
                  device=device)
 
 
+def _card_stage(plan: Plan, cfg: dict[str, Any], role: Role, device: str) -> Stage:
+    """A user's detector: checked and evaluated on the test split (its Table I row); nothing is trained."""
+    from dfrobust.evaluate.card_record import write_card_record
+    from dfrobust.models.cards import card_identity
+
+    out = plan.sidecar_path(role.name)
+
+    def run() -> None:
+        write_card_record(plan.data_dir, role.card, out, int(cfg["train"]["eval_batch_size"]), device)
+
+    conf = {"card": role.name, "identity": card_identity(role.card)}
+    return Stage(f"card/{role.name}", conf, out, run, deps=["data"], device=device)
+
+
 def _attack_stage(plan: Plan, cfg: dict[str, Any], attack: str, source: str, targets: list[str], device: str) -> Stage:
     from dfrobust.attacks.experiment import AttackConfig, run_attack
 
@@ -151,18 +181,23 @@ def _attack_stage(plan: Plan, cfg: dict[str, Any], attack: str, source: str, tar
     def run() -> None:
         run_attack(plan.data_dir, plan.model_path(source), [plan.model_path(t) for t in targets], ac, out, replace=True)
 
-    deps = ["data", *sorted({f"train/{m}" for m in [source, *targets]})]
+    deps = ["data", *sorted({plan.model_stage(m) for m in [source, *targets]})]
     # keep_output: a retrained target only re-scores the stored images (run_attack checks the crafting)
     return Stage(f"attack/{attack}-{source}", conf, out, run, deps=deps, keep_output=True, device=device)
 
 
 def attack_plan(cfg: dict[str, Any], roles: list[Role] | None = None) -> list[tuple[str, str, list[str]]]:
-    """``(attack, source, targets)`` for every attack run: whitebox on each role, blackbox per ``transfer_from``."""
+    """``(attack, source, targets)`` for every attack run: whitebox on each role, blackbox per ``transfer_from``
+    and among the roles of one ``transfer_group``."""
     roles = roles if roles is not None else study_roles(cfg)
+
+    def blackbox(src: Role, r: Role) -> bool:
+        return r.name != src.name and (r.transfer_from == src.name or (r.transfer_group is not None and r.transfer_group == src.transfer_group))
+
     runs = []
     for attack in cfg["attack"]["attacks"]:
         for src in roles:
-            runs.append((attack, src.name, [src.name, *(r.name for r in roles if r.transfer_from == src.name)]))
+            runs.append((attack, src.name, [src.name, *(r.name for r in roles if blackbox(src, r))]))
     return runs
 
 
@@ -170,8 +205,9 @@ def _samples_stage(plan: Plan, cfg: dict[str, Any], device: str) -> Stage | None
     """Fig 2's images and scores: real test images and the images crafted on the sample-source role, scored by the paper's roles."""
     from dfrobust.evaluate.samples import write_samples
 
-    source = next((r.name for r in plan.roles if r.sample_source), None)
-    names = [r.name for r in plan.roles if r.group == "paper"]
+    src = next((r for r in plan.roles if r.sample_source), None)
+    source = src.name if src else None
+    names = [r.name for r in plan.roles if src and r.group == src.group]
     attacks = [a for a in FIG2_ATTACKS if a in cfg["attack"]["attacks"]]
     if source is None or not attacks:
         return None
@@ -183,7 +219,7 @@ def _samples_stage(plan: Plan, cfg: dict[str, Any], device: str) -> Stage | None
         write_samples(plan.data_dir, models, dirs, out, device=device)
 
     conf = {"source": source, "models": names, "attacks": attacks}
-    deps = ["data", *(f"train/{n}" for n in names), *(f"attack/{a}-{source}" for a in attacks)]
+    deps = ["data", *(plan.model_stage(n) for n in names), *(f"attack/{a}-{source}" for a in attacks)]
     return Stage("samples", conf, out, run, deps=deps, device=device)
 
 
@@ -217,7 +253,7 @@ def _dip_stage(plan: Plan, cfg: dict[str, Any], device: str) -> Stage | None:
         run_dip_study(plan.data_dir, model, adv, out, sc)
 
     conf = {k: v for k, v in asdict(sc).items() if k != "device"} | {"adv": [p.name for p in adv], "model": classifier.name}
-    deps = ["data", f"train/{classifier.name}", *(f"attack/{p.name}" for p in adv)]
+    deps = ["data", plan.model_stage(classifier.name), *(f"attack/{p.name}" for p in adv)]
     plan.dip = {"dir": "dip", "model": classifier.name, "label": classifier.label, "adv": [p.name for p in adv]}
     # keep_output: the purified batches are reused while the images, classifier and settings are unchanged
     return Stage("dip", conf, out, run, deps=deps, keep_output=True, device=device)
@@ -250,7 +286,7 @@ def plan_study(cfg: dict[str, Any], run_dir: Path, data_arg: Path | None = None,
     data_stage, data_dir = _data_stage(cfg, run_dir, data_arg)
     plan = Plan(run_dir, data_dir, study_roles(cfg), [data_stage])
     for role in plan.roles:
-        plan.stages.append(_train_stage(plan, cfg, role, device))
+        plan.stages.append(_card_stage(plan, cfg, role, device) if role.card else _train_stage(plan, cfg, role, device))
     plan.attacks = attack_plan(cfg, plan.roles)
     for attack, source, targets in plan.attacks:
         plan.stages.append(_attack_stage(plan, cfg, attack, source, targets, device))

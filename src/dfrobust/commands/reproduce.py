@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dfrobust.commands.common import add_command, add_device_arg
+from dfrobust.errors import DfrobustError
 
 log = logging.getLogger(__name__)
 #: ``--force preset``: confirms switching an existing run to another preset.
@@ -36,6 +37,7 @@ def register(subparsers: Any) -> None:
             "dfrobust reproduce --preset paper --data ~/celeba-vs-gan --device cuda --run runs/paper",
             "dfrobust reproduce --preset quick --set attack.cw.max_steps=200 --set data.size=48",
             "dfrobust reproduce --run runs/quick --force attack/cw     # redo the CW attacks and what depends on them",
+            "dfrobust reproduce --preset quick --detector cards/a.toml --detector cards/b.toml --data ~/faces --run runs/mine",
             "dfrobust reproduce --run runs/quick --preset cpu --force preset   # switch a run to another preset",
         ],
         description=(
@@ -51,6 +53,9 @@ def register(subparsers: Any) -> None:
                    help=f"one of {available_presets()} or a .toml file (default: an existing run's own preset, else quick)")
     p.add_argument("--data", default=None, help="a dataset folder, or a folder of real/ and fake/ images to import (default: synthetic faces)")
     p.add_argument("--run", default=None, help="run folder (default: runs/<preset>)")
+    p.add_argument("--detector", action="append", default=[], metavar="CARD",
+                   help="red-team your own detector (a detector card; repeatable): no training, every attack whitebox "
+                        "on each and blackbox from each to every other, the DIP study on the first, the same report")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a preset value, e.g. attack.cw.max_steps=200 (repeatable)")
     p.add_argument("--force", action="append", default=[], metavar="STAGE",
@@ -69,7 +74,6 @@ def resolve_run(args: argparse.Namespace) -> tuple[Path, dict[str, Any], str | N
     unless ``--force preset`` confirms the switch. A non-empty folder that is not a run is refused.
     """
     from dfrobust.config import apply_overrides, study_config
-    from dfrobust.errors import DfrobustError
     from dfrobust.pipeline import CONFIG_FILE
     from dfrobust.utils.io import read_json
 
@@ -130,6 +134,14 @@ def run(args: argparse.Namespace) -> int:
     from dfrobust.utils.runlock import run_lock
 
     run_dir, cfg, data = resolve_run(args)
+    if args.detector:
+        from dfrobust.models.loading import model_display_name
+
+        cards = [str(Path(c).resolve()) for c in args.detector]
+        names = [model_display_name(c) for c in cards]  # checks each card before any work (one-line errors)
+        if len(set(names)) < len(names):
+            raise DfrobustError(f"two detector cards share a name ({names}); set `name` in one of them")
+        cfg["run"]["detectors"] = cards
     validate_study_config(cfg)
     with run_lock(run_dir), run_log(run_dir):
         log.info(f"dfrobust reproduce: preset {cfg['run']['preset']}, run {run_dir}, data {data or 'synthetic'}, device {args.device}")

@@ -438,6 +438,27 @@ def load_card_weights(model: nn.Module, card: DetectorCard) -> dict[str, list[st
     return {"missing": missing, "unexpected": unexpected}
 
 
+def card_identity(path: str | Path) -> str:
+    """A hash of a card, its weights and (for ``python:`` sources) the module file, without building the model:
+    what a study's cache keys on."""
+    import importlib.util
+
+    card = read_card(path)
+    parts: dict[str, Any] = {"card": sha256_file(card.path)}
+    if card.weights is not None and card.weights.is_file():
+        parts["weights"] = sha256_file(card.weights)
+    if card.kind == "dfrobust" and (card.path.parent / card.spec).is_file():
+        parts["checkpoint"] = sha256_file(card.path.parent / card.spec)
+    if card.kind == "python":
+        try:
+            spec = importlib.util.find_spec(card.spec.split(":")[0])
+        except (ImportError, ValueError):
+            spec = None
+        if spec is not None and spec.origin and Path(spec.origin).is_file():
+            parts["code"] = sha256_file(spec.origin)
+    return sha256_bytes(to_json(parts).encode())
+
+
 def _identity(card: DetectorCard, model: nn.Module) -> str:
     """A hash of everything the wrapped model depends on: the card, its weights and the source's file."""
     parts: dict[str, Any] = {"card": sha256_file(card.path)}

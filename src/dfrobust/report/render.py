@@ -80,9 +80,9 @@ def collect(run_dir: Path) -> dict[str, Any]:
     ctx["manifest"] = plan.get("data") or None
     ctx["models"] = {}
     for role in plan["roles"]:
-        path = resolve(run_dir, role["model"])
-        if path.is_file() and path.with_suffix(".json").is_file():
-            ctx["models"][role["name"]] = read_json(path.with_suffix(".json"))
+        side = resolve(run_dir, role.get("sidecar") or str(Path(role["model"]).with_suffix(".json")))
+        if side.is_file():
+            ctx["models"][role["name"]] = read_json(side)
     rows: list[dict[str, str]] = []
     ctx["attack_dirs"] = {}
     for a in plan["attacks"]:
@@ -460,11 +460,12 @@ def _fig2(ctx: dict[str, Any], figs: Path) -> Figure | None:
 def _fig3(ctx: dict[str, Any], long_rows: list[dict[str, Any]], figs: Path) -> Figure | None:
     from dfrobust.report.attack_figures import plot_fig3
 
-    paper_models = [r["name"] for r in ctx["roles"] if r["group"] == "paper"]
+    group = next((r["group"] for r in ctx["roles"] if r.get("sample_source")), "paper")
+    paper_models = [r["name"] for r in ctx["roles"] if r["group"] == group]
     rows = [r for r in long_rows if r["model"] in paper_models]
     if not rows:
         return None
-    who = " and ".join(r["label"] for r in ctx["roles"] if r["group"] == "paper")
+    who = " and ".join(r["label"] for r in ctx["roles"] if r["group"] == group)
     columns = [k for k in table2_columns({r["model"]: {f"{r['attack']}_{r['setting']}": 0} for r in rows})]
     theirs = {m: dict(zip(columns, paper_table2(_paper_row(ctx, m), columns))) for m in paper_models}
     return Figure(plot_fig3(rows, figs / "fig3.png", paper=theirs), f"Fig 3. Accuracy of the {who} on unperturbed and perturbed fake test images.")

@@ -48,6 +48,8 @@ class Role:
         purifier_classifier: the classifier the DIP study purifies for (the paper: the blur ResNet).
         sample_source: Fig 2 shows the images crafted on this role (the paper: the ResNet-18).
         certify_sigma: certify this role by randomized smoothing at this noise sigma (``None``: no certificate).
+        card: the detector card of a user's detector (``None``: the study trains the role).
+        transfer_group: roles sharing this key are evaluated as blackbox targets on each other's adversarial images.
         order: position in tables (then declaration order).
     """
 
@@ -63,6 +65,8 @@ class Role:
     purifier_classifier: bool = False
     sample_source: bool = False
     certify_sigma: float | None = None
+    card: str | None = None
+    transfer_group: str | None = None
     order: int = 0
 
     def record(self) -> dict[str, Any]:

@@ -19,6 +19,8 @@ ROLES = ("at", "trades", "smooth")
 @register_roles(order=10)
 def hardened_roles(cfg: dict[str, Any]) -> list[Role]:
     """The hardened ResNets the preset asks for (none when ``train.hardened.roles`` is empty or absent)."""
+    if cfg["run"].get("detectors"):
+        return []  # the user's detectors replace the trained ones
     h = cfg["train"].get("hardened") or {}
     wanted = list(h.get("roles", []))
     unknown = sorted(set(wanted) - set(ROLES))

@@ -20,6 +20,8 @@ def lip_name(lam: float) -> str:
 @register_roles(order=0)
 def paper_roles(cfg: dict[str, Any]) -> list[Role]:
     """The paper's detectors; blackbox images come from the other architecture, as in the paper."""
+    if cfg["run"].get("detectors"):
+        return []  # the user's detectors replace the trained ones
     t = cfg["train"]
     roles = [
         Role(VGG, VGG, "paper", "VGG-16", transfer_from=RESNET, paper_row=VGG, order=0),
