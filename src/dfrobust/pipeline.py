@@ -138,6 +138,8 @@ def _train_stage(plan: Plan, cfg: dict[str, Any], role: Role, device: str) -> St
     # a family's own section may change its architecture (the tiny test preset does)
     values = {**common, "arch": role.family, **t.get(role.family, {}), "seed": int(cfg["run"]["seed"]), "device": device,
               **role.recipe, **start}
+    if values.get("init") == "random" or role.start_from:
+        values["init"] = None  # "random": no initial weights; a fine-tune starts from its role's weights instead
     tc = TrainConfig.from_dict(values)
     out = plan.model_path(role.name)
 

@@ -367,6 +367,8 @@ WHY = {
     "train.vgg16.arch": "the paper's VGG-16 does not train reliably from random weights here",
     "attack.max_images": "a seeded subset of the fake test images per source model",
     "train.lipschitz.start": "the authors started from ImageNet weights",
+    "train.vgg16.init": "random weights: this preset runs offline, without torchvision's ImageNet weights",
+    "train.resnet18.init": "random weights: this preset runs offline, without torchvision's ImageNet weights",
 }
 #: Keys that only say how a run is labelled or scheduled, not what it computes.
 NOT_SCIENCE = ("run.", "dip.batch_size", "attack.batch_size", "train.eval_batch_size", "dip.record_every",
@@ -425,8 +427,7 @@ def differences(ctx: dict[str, Any]) -> list[str]:
             text = f"`{key}` = {ours} (the paper: {'not set' if theirs is None else theirs})"
         why = WHY.get(key)
         out.append(f"{text}{f' ({why})' if why else ''}.")
-    out.append("Detectors start from random weights (the authors' code used ImageNet weights); the model is selected on a "
-               "validation split carved from training data, never on the test set as the authors' code did.")
+    out.append("The model is selected on a validation split carved from training data, never on the test set as the authors' code did.")
     out.append("Adversarial images are stored and evaluated as lossless 8-bit PNGs (the authors saved JPEGs); "
                "CW restarts Adam for each of its per-image binary-search steps and keeps c inside its range (the authors' port did not).")
     out.append("DIP fits images at their own size (padded, not resized to 512x512 as the authors' code did).")
