@@ -24,6 +24,7 @@ def test_two_cards_get_the_whole_study_and_report(toy_dataset: Path, toy_model: 
     run = tmp_path / "run"
     args = ["reproduce", "--preset", "tiny", "--data", str(toy_dataset), "--run", str(run), "--device", "cpu"]
     assert main([*args, "--detector", str(cards[0]), "--detector", str(cards[1])]) == 0
+    assert "[run]  card/mine" in (run / "run.log").read_text()  # the stage lines reach RUN/run.log
     plan = read_json(run / "plan.json")
     assert [r["name"] for r in plan["roles"]] == ["mine", "theirs"]
     assert not any(s["name"].startswith("train/") for s in plan["stages"])  # nothing is trained

@@ -16,6 +16,7 @@ roles (:mod:`dfrobust.roles`), writes the plan to ``RUN/plan.json`` and runs the
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -28,6 +29,7 @@ from dfrobust.stages import Stage, StageRunner
 from dfrobust.utils.io import read_json, write_json
 from dfrobust.utils.runfolder import CONFIG_FILE, PLAN_FILE, read_plan
 
+log = logging.getLogger(__name__)
 #: Knobs of the built-in fakes a preset may set under ``[data.swap]`` (the fields of SwapKnobs).
 SWAP_KNOBS = tuple(f.name for f in fields(SwapKnobs))
 #: The attacks whose images Fig 2 shows (crafted on the ResNet-18 role when it exists).
@@ -337,7 +339,7 @@ def reproduce(
         if stage.name == "data":  # the data exists now: record its size and counts
             write_json(run_dir / PLAN_FILE, plan.record(cfg, _data_summary(plan.data_dir)))
     report_dir = write_report(run_dir)
-    print(f"done in {time.perf_counter() - t0:.0f} s; report: {report_dir / 'report.html'}")
+    log.info(f"done in {time.perf_counter() - t0:.0f} s; report: {report_dir / 'report.html'}")
     return report_dir
 
 

@@ -18,6 +18,7 @@ Bookkeeping lives in ``RUN/.stages/<name>.json`` (one file per stage, written at
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import secrets
@@ -30,6 +31,8 @@ from typing import Any
 
 from dfrobust.utils.io import read_json, sha256_bytes, to_json, write_json
 from dfrobust.utils.runfolder import STAGES_DIR, stage_record_path
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -83,7 +86,7 @@ class Stage:
 class StageRunner:
     """Runs stages in a run folder with caching and resumption (see the module docstring)."""
 
-    def __init__(self, run_dir: str | Path, force: set[str] | None = None, log: Callable[[str], None] = print) -> None:
+    def __init__(self, run_dir: str | Path, force: set[str] | None = None, log: Callable[[str], None] = log.info) -> None:
         self.run_dir = Path(run_dir)
         self.book = self.run_dir / STAGES_DIR
         self.force = set(force or ())
