@@ -220,3 +220,49 @@ def test_the_report_orders_models_by_their_roles_and_counts_only_planned_stages(
     assert [r["model"] for r in results["table1"]][0] == plan["roles"][0]["name"] == "resnet18-smooth"
     assert sum(s["seconds"] for s in results["stages"]) < 1e5
     assert "old-vgg16" not in (run / "report" / "report.md").read_text()
+
+
+SMALL = ["train.lipschitz.lambdas=[5.0]", "train.hardened.roles=[]", 'attack.attacks=["fgsm"]']
+
+
+def test_several_devices_start_every_stage_once_its_inputs_are_done(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import threading
+
+    started: list[str] = []
+    lock = threading.Lock()
+    real_run = subprocess.run
+
+    def in_process(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess:
+        if "--stage" not in cmd:
+            return real_run(cmd, **kwargs)
+        # the stage's own command line, run here instead of in a new process (quick; the slow test below spawns)
+        with lock:
+            started.append(cmd[cmd.index("--stage") + 1])
+        return subprocess.CompletedProcess(cmd, main(cmd[3:]))
+
+    monkeypatch.setattr(subprocess, "run", in_process)
+    run = tmp_path / "two-devices"
+    reproduce(study_config("tiny", SMALL), run, device="cpu", devices=["cpu", "cpu"])
+    plan = read_json(run / "plan.json")
+    assert sorted(started) == sorted(s["name"] for s in plan["stages"][1:])
+    records = {r["name"]: r for r in map(read_json, (run / ".stages").glob("*.json"))}
+    assert all(r["state"] == "done" for r in records.values()) and len(records) == len(plan["stages"])
+    for st in plan["stages"]:  # no stage started before its inputs were finished
+        assert all(records[d]["finished"] <= records[st["name"]]["started"] for d in st["deps"])
+    spans = sorted((r["started"], r["finished"]) for r in records.values())
+    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:]))  # some stage started before the previous one ended
+
+
+@pytest.mark.slow
+def test_several_devices_give_the_numbers_of_one(tmp_path: Path) -> None:
+    cfg = study_config("tiny", SMALL)
+    reproduce(cfg, tmp_path / "one", device="cpu")
+    run = tmp_path / "two-devices"
+    reproduce(cfg, run, device="cpu", devices=["cpu", "cpu"])
+
+    def rows(folder: Path) -> list[dict[str, str]]:
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in read_csv(folder / "results.csv")]
+
+    for name in ("fgsm-vgg16", "fgsm-resnet18-blur"):  # each stage in its own process: no shared random state
+        assert rows(run / "attacks" / name) == rows(tmp_path / "one" / "attacks" / name)

@@ -320,27 +320,98 @@ def reproduce(
     data_arg: str | Path | None = None,
     device: str = "auto",
     force: set[str] | None = None,
+    devices: list[str] | None = None,
 ) -> Path:
-    """Run (or resume) the whole study in ``run_dir`` and write its report; returns the report folder."""
+    """Run (or resume) the whole study in ``run_dir`` and write its report; returns the report folder.
+
+    With several ``devices`` (``["cuda:0", "cuda:1"]``), stages whose inputs are ready run at the
+    same time, one per device (:func:`run_on_devices`); otherwise one after another on ``device``.
+    """
     from dfrobust.report.render import write_report
     from dfrobust.utils.runtime import resolve_device, versions
 
     run_dir = Path(run_dir)
-    resolve_device(device)  # fail early on a missing GPU
-    plan = plan_study(cfg, run_dir, Path(data_arg) if data_arg else None, device)
+    devices = list(devices or [device])
+    for d in devices:
+        resolve_device(d)  # fail early on a missing GPU
+    plan = plan_study(cfg, run_dir, Path(data_arg) if data_arg else None, devices[0])
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / CONFIG_FILE, {"config": cfg, "data_arg": str(data_arg) if data_arg else None, "device": device,
-                                       "versions": versions()})
+                                       "devices": devices, "versions": versions()})
     write_json(run_dir / PLAN_FILE, plan.record(cfg, _data_summary(plan.data_dir)))
     runner = StageRunner(run_dir, force=force)
     t0 = time.perf_counter()
-    for stage in plan.stages:
-        runner.run(stage)
-        if stage.name == "data":  # the data exists now: record its size and counts
-            write_json(run_dir / PLAN_FILE, plan.record(cfg, _data_summary(plan.data_dir)))
+    runner.run(plan.stages[0])  # the data: every other stage reads it
+    write_json(run_dir / PLAN_FILE, plan.record(cfg, _data_summary(plan.data_dir)))  # its size and counts exist now
+    if len(devices) == 1:
+        for stage in plan.stages[1:]:
+            runner.run(stage)
+    else:
+        run_on_devices(run_dir, plan, devices, force or set())
     report_dir = write_report(run_dir)
     log.info(f"done in {time.perf_counter() - t0:.0f} s; report: {report_dir / 'report.html'}")
     return report_dir
+
+
+def run_on_devices(run_dir: Path, plan: Plan, devices: list[str], force: set[str]) -> None:
+    """Run the plan's stages after the data, each as soon as its inputs are done, one at a time per device slot.
+
+    Each stage runs in its own process (``dfrobust reproduce --run RUN --stage NAME --device D``), so
+    stages never share a random generator or a CUDA context; a device listed twice runs two stages.
+    The first failure stops new starts and is raised once the running stages finish.
+    """
+    import subprocess
+    import sys
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+    def run_one(name: str, device: str) -> None:
+        cmd = [sys.executable, "-m", "dfrobust", "reproduce", "--run", str(run_dir), "--stage", name, "--device", device]
+        cmd += [a for f in sorted(force) for a in ("--force", f)]
+        if subprocess.run(cmd).returncode != 0:
+            raise DfrobustError(f"stage {name} failed on {device} (its error is above); rerun the same command to resume")
+
+    by_name = {s.name: s for s in plan.stages}
+    pending = [s.name for s in plan.stages[1:]]
+    done = {plan.stages[0].name}
+    free = list(range(len(devices)))
+    running: dict[Future, tuple[str, int]] = {}
+    error: BaseException | None = None
+    with ThreadPoolExecutor(max_workers=len(devices)) as pool:
+        while (pending and error is None) or running:
+            for name in list(pending):
+                if not free or error is not None:
+                    break
+                if all(d in done for d in by_name[name].deps):
+                    slot = free.pop(0)
+                    pending.remove(name)
+                    log.info(f"[start] {name} on {devices[slot]}")
+                    running[pool.submit(run_one, name, devices[slot])] = (name, slot)
+            if not running:
+                if pending and error is None:
+                    raise RuntimeError(f"stages {pending} wait for inputs that no stage makes")
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                name, slot = running.pop(fut)
+                free.append(slot)
+                if fut.exception() is not None:
+                    error = error or fut.exception()
+                else:
+                    done.add(name)
+    if error is not None:
+        raise error
+
+
+def run_stage(run_dir: str | Path, name: str, device: str, force: set[str] | None = None) -> bool:
+    """Run one stage of an existing run (what :func:`run_on_devices` starts per stage); ``True`` if it ran."""
+    run_dir = Path(run_dir)
+    stored = load_run_config(run_dir)
+    data_arg = stored.get("data_arg")
+    plan = plan_study(stored["config"], run_dir, Path(data_arg) if data_arg else None, device)
+    stage = next((s for s in plan.stages if s.name == name), None)
+    if stage is None:
+        raise DfrobustError(f"no stage {name!r} in {run_dir}; `dfrobust status --run {run_dir}` lists them")
+    return StageRunner(run_dir, force=force).run(stage)
 
 
 def load_run_config(run_dir: str | Path) -> dict[str, Any]:

@@ -152,7 +152,7 @@ class StageRunner:
         prev = self.record(stage.name) or {}
         seconds_before = prev.get("seconds", 0.0) if state == "partial" else 0.0
         write_json(self._book_file(stage.name), {"name": stage.name, "key": key, "state": "running", "config": stage.config, "seconds": seconds_before})
-        t0 = time.perf_counter()
+        t0, started = time.perf_counter(), time.time()
         try:
             stage.fn()
         except BaseException:
@@ -172,6 +172,8 @@ class StageRunner:
                 "output": str(stage.output.relative_to(self.run_dir) if stage.output.is_relative_to(self.run_dir) else stage.output),
                 "seconds": round(seconds, 3),
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "started": round(started, 3),
+                "finished": round(time.time(), 3),
                 "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "device": stage.device},
             },
         )

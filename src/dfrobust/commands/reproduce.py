@@ -62,6 +62,9 @@ def register(subparsers: Any) -> None:
                    help="rerun a stage or a group (data, train, train/vgg16, attack, attack/cw, dip) and what depends on it; "
                    f"'{FORCE_PRESET}' confirms switching an existing run to another --preset")
     add_device_arg(p)
+    p.add_argument("--devices", default=None, metavar="LIST",
+                   help="run independent stages at the same time, one per device, e.g. cuda:0,cuda:1 (default: --device only)")
+    p.add_argument("--stage", default=None, help=argparse.SUPPRESS)  # internal: run one stage of an existing run (--devices)
     p.set_defaults(func=run)
 
 
@@ -133,6 +136,13 @@ def run(args: argparse.Namespace) -> int:
     from dfrobust.pipeline import reproduce
     from dfrobust.utils.runlock import run_lock
 
+    if args.stage:  # one stage for the --devices scheduler, which holds the run's lock
+        from dfrobust.pipeline import run_stage
+
+        run_dir = Path(args.run)
+        with run_log(run_dir):
+            run_stage(run_dir, args.stage, args.device, set(args.force) - {FORCE_PRESET})
+        return 0
     run_dir, cfg, data = resolve_run(args)
     if args.detector:
         from dfrobust.models.loading import model_display_name
@@ -145,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
     validate_study_config(cfg)
     with run_lock(run_dir), run_log(run_dir):
         log.info(f"dfrobust reproduce: preset {cfg['run']['preset']}, run {run_dir}, data {data or 'synthetic'}, device {args.device}")
-        reproduce(cfg, run_dir, data_arg=data, device=args.device, force=set(args.force) - {FORCE_PRESET})
+        devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
+        reproduce(cfg, run_dir, data_arg=data, device=args.device, force=set(args.force) - {FORCE_PRESET}, devices=devices)
         log.info("reproduce finished")
     return 0
