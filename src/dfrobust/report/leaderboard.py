@@ -76,11 +76,13 @@ def leaderboard_rows(ctx: dict[str, Any], wide: Mapping[str, Mapping[str, float 
         perturbed = [t4.get(c) for c in ("perturbed/fake-wrong", "perturbed/fake-correct") if t4.get(c)]
         n_p = sum(int(r["n"]) for r in perturbed)
         acc_p = sum(float(r[f"dip@{thr:g}"]) * int(r["n"]) for r in perturbed if int(r["n"])) / n_p if n_p else None
+        clean = [t4.get(c) for c in ("clean/fake-correct", "clean/real-correct") if t4.get(c) and int(t4[c]["n"])]
+        n_c = sum(int(r["n"]) for r in clean)
         role = dip["role"]
         rows.append({
             "defense": f"dip + {role.get('model')}", "label": f"DIP purification in front of {role.get('label', role.get('model'))} "
-            f"(threshold {thr:g})", "paper": True, "kind": "purifier", "n_test": int(t3[("dip", thr)]["n"]) if ("dip", thr) in t3 else None,
-            "clean_accuracy": float(t3[("dip", thr)]["accuracy"]) if ("dip", thr) in t3 else None,
+            f"(threshold {thr:g})", "paper": True, "kind": "purifier", "n_test": n_c,
+            "clean_accuracy": sum(float(r[f"dip@{thr:g}"]) * int(r["n"]) for r in clean) / n_c if n_c else None,
             "auroc": float(t3[("dip", thr)]["auroc"]) if ("dip", thr) in t3 and t3[("dip", thr)]["auroc"] not in ("", None) else None,
             "n_attacked": n_p, "whitebox": {}, "robust_accuracy": acc_p, "blackbox": None,
             "adaptive": (ctx.get("adaptive") or {}).get("accuracy_adaptive_worst"),
@@ -96,7 +98,7 @@ def leaderboard_table(rows: list[dict[str, Any]]) -> Table:
     t = Table("Defense leaderboard", ["defense", "paper's", "clean accuracy (n)", "AUROC", *(f"{a.upper()} whitebox" for a in attacks),
               "robust accuracy", "best blackbox transfer", "adaptive (purifier)", *(f"certified @ L2 {r:g}" for r in RADII),
               "training cost"],
-              note="Accuracy on attacked fake test images unless stated; robust accuracy = the worst whitebox accuracy over the "
+              note="Accuracy on attacked fake test images unless stated (the DIP row's clean accuracy is on its study's clean images); robust accuracy = the worst whitebox accuracy over the "
                    "attacks run (for the DIP purifier: its accuracy on the perturbed fakes of its study, which the attacks did not "
                    "know about unless the adaptive column says otherwise). [low–high]: Wilson 95% interval. Training cost: per "
                    "epoch relative to plain training. Sorted by robust accuracy.")
