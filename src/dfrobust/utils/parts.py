@@ -169,13 +169,18 @@ class PartStore:
         return write_json(self.mark_path(unit), mark)
 
     def ranks(self) -> list[dict[str, int]]:
-        """``[{"rank", "images"}]``: how many images of the finished units each rank did, by rank."""
-        counts: dict[int, int] = {}
+        """``[{"rank", "world_size", "images"}]``: the images of the finished units each rank did.
+
+        One entry per rank of each world size that wrote parts (a run resumed with another number
+        of processes has entries of both); the images add up to the finished units' images.
+        """
+        counts: dict[tuple[int, int], int] = {}
         for unit in self.units:
             mark = self.mark(unit)
             if mark is not None:
-                counts[int(mark["rank"])] = counts.get(int(mark["rank"]), 0) + unit.size
-        return [{"rank": r, "images": n} for r, n in sorted(counts.items())]
+                key = (int(mark.get("world_size", 1)), int(mark["rank"]))
+                counts[key] = counts.get(key, 0) + unit.size
+        return [{"rank": r, "world_size": w, "images": n} for (w, r), n in sorted(counts.items())]
 
     def merge(self, read: Callable[[Unit], list[T]]) -> list[T]:
         """Every unit's rows in the global order (``read(unit)`` gives one unit's rows); an error if a unit is missing."""
