@@ -353,7 +353,7 @@ def run_attack(
         summary = read_json(summary_file) if summary_file.is_file() else None
         return summary if summary is not None and summary.get("fingerprint") == fingerprint else None
 
-    if (done := merged()) is not None:
+    if (done := distributed.broadcast(merged(), ctx)) is not None:  # rank 0 decides for all
         return done
     if ctx.is_main or not ctx.group:  # under torchrun rank 0 claims (and may empty) the folder
         _claim_out_dir(out_dir, fingerprint, craft, cfg, replace)

@@ -166,9 +166,10 @@ def run_certification(
     }
     fingerprint = hashlib.sha256(to_json(record).encode()).hexdigest()
     summary_file = out_dir / "summary.json"
-    if summary_file.is_file() and read_json(summary_file).get("fingerprint") == fingerprint:
+    done = read_json(summary_file) if summary_file.is_file() else None
+    if (done := distributed.broadcast(done if done and done.get("fingerprint") == fingerprint else None, ctx)) is not None:
         log(f"{out_dir} already holds this certification; nothing to do")
-        return read_json(summary_file)
+        return done
     if ctx.is_main:
         _claim(out_dir, fingerprint, {k: v for k, v in record.items() if k != "images"})
     distributed.barrier(ctx)

@@ -304,7 +304,7 @@ def run_dip_study(
         previous = read_json(summary_path) if summary_path.is_file() else None
         return previous if previous is not None and previous.get("merge_key") == json_safe(merge_key) else None
 
-    if (previous := merged()) is not None:
+    if (previous := distributed.broadcast(merged(), ctx)) is not None:  # rank 0 decides for all
         return previous
 
     store = study_parts(out_dir, fingerprint, len(study.items), cfg.batch_size, cfg.seed)

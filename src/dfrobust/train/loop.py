@@ -382,7 +382,7 @@ def train_detector(
     manifest = read_manifest(data_dir)
     data_hash = manifest_hash(data_dir)
     sources = {"init": _file_source(cfg.init, "--init"), "resume_from": _file_source(cfg.resume_from, "--resume-from")}
-    if not force and (done := _up_to_date(out_path, cfg, data_hash, sources)) is not None:
+    if not force and (done := distributed.broadcast(_up_to_date(out_path, cfg, data_hash, sources), ctx)) is not None:
         log(f"{out_path} is already trained with these settings on this data; nothing to do (use --force to retrain)")
         return done
 
