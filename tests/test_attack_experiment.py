@@ -126,7 +126,7 @@ def test_interrupted_run_resumes_and_matches(
     monkeypatch.setattr(experiment, "_attack_batch", dying_after_two)
     with pytest.raises(KeyboardInterrupt):
         run_attack(toy_dataset, models[0], list(models), cfg, tmp_path / "run")
-    assert sorted(p.name for p in (tmp_path / "run" / "parts").iterdir()) == ["batch-00000.csv", "batch-00001.csv"]
+    assert sorted(p.name for p in (tmp_path / "run" / "parts").iterdir()) == ["part-00000.csv", "part-00000.json", "part-00001.csv", "part-00001.json"]
     assert not (tmp_path / "run" / "summary.json").exists()
 
     calls.clear()
@@ -145,7 +145,7 @@ def test_shards_merge_into_the_same_results(
 ) -> None:
     cfg = dataclasses.replace(PGD, jpeg_quality=75)
     first = run_attack(toy_dataset, models[0], list(models), cfg, tmp_path / "run", rank=1, world_size=2)
-    assert first == {"complete": False, "batches_done": 1, "batches_total": 3, "out_dir": str(tmp_path / "run")}
+    assert first == {"complete": False, "batches_done": 1, "batches_total": 3, "out_dir": str(tmp_path / "run"), "rank": 1, "world_size": 2}
     second = run_attack(toy_dataset, models[0], list(models), cfg, tmp_path / "run", rank=0, world_size=2)
     assert second["complete"]
     assert _rows_without_time(tmp_path / "run" / "results.csv") == _rows_without_time(reference_run / "results.csv")

@@ -27,7 +27,7 @@ def test_resumed_study_writes_the_same_tables(tmp_path: Path, toy_dataset: Path,
     (resumed_dir / "summary.json").unlink()
     for name in OUTPUTS:
         (resumed_dir / name).unlink()
-    sorted((resumed_dir / "parts").glob("batch-*.json"))[-1].unlink()
+    sorted((resumed_dir / "parts").glob("part-*.json"))[-1].unlink()
     resumed = run_dip_study(toy_dataset, toy_model, adv, resumed_dir, cfg)
 
     for name in OUTPUTS:

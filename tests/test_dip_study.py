@@ -145,7 +145,7 @@ def test_purify_end_to_end_through_the_cli(tmp_path: Path, toy_dataset: Path, to
     assert "dip" in capsys.readouterr().out
 
     # a rerun resumes: finished batches are not purified again
-    parts = sorted((out / "parts").glob("batch-*.json"))
+    parts = sorted((out / "parts").glob("part-*.json"))
     assert len(parts) == 2
     stamps = [p.stat().st_mtime_ns for p in parts]
     plan_stamp = (out / "plan.json").stat().st_mtime_ns
@@ -156,22 +156,22 @@ def test_purify_end_to_end_through_the_cli(tmp_path: Path, toy_dataset: Path, to
     assert (out / "plan.json").stat().st_mtime_ns == plan_stamp  # the sample was reused, not drawn again
     assert read_json(out / "summary.json")["table3"] == summary["table3"]
     # another T on the recording grid re-merges the tables without purifying anything
-    stamps = [p.stat().st_mtime_ns for p in sorted((out / "parts").glob("batch-*.json"))]
+    stamps = [p.stat().st_mtime_ns for p in sorted((out / "parts").glob("part-*.json"))]
     other_t = list(args)
     other_t[other_t.index("--classify-at") + 1] = "4"
     assert main(other_t) == 0
     assert read_json(out / "summary.json")["classify_at"] == 4
-    assert [p.stat().st_mtime_ns for p in sorted((out / "parts").glob("batch-*.json"))] == stamps
+    assert [p.stat().st_mtime_ns for p in sorted((out / "parts").glob("part-*.json"))] == stamps
 
 
 def test_ranks_split_the_batches_and_the_last_one_merges(tmp_path: Path, toy_dataset: Path, toy_model: Path, attack_dirs: list[Path]) -> None:
     dip = DipConfig(iterations=4, record_every=2, channels_down=(4, 8), channels_up=(4, 8), channels_skip=(0, 2), input_channels=6)
-    cfgs = [DipStudyConfig(dip=dip, per_category=1, batch_size=2, device="cpu", rank=r, world_size=2) for r in (0, 1)]
-    first = run_dip_study(toy_dataset, toy_model, attack_dirs[:1], tmp_path, cfgs[0])
+    cfg = DipStudyConfig(dip=dip, per_category=1, batch_size=2, device="cpu")
+    first = run_dip_study(toy_dataset, toy_model, attack_dirs[:1], tmp_path, cfg, rank=0, world_size=2)
     assert first["complete"] is False and first["missing_images"] > 0
     assert not (tmp_path / "table3.csv").exists()
-    assert sorted(p.name for p in (tmp_path / "parts").glob("*.json")) == ["batch-b2-0000.json"]
-    second = run_dip_study(toy_dataset, toy_model, attack_dirs[:1], tmp_path, cfgs[1])
+    assert len(list((tmp_path / "parts").glob("*.json"))) == 1  # 4 images in 2 batches: one each
+    second = run_dip_study(toy_dataset, toy_model, attack_dirs[:1], tmp_path, cfg, rank=1, world_size=2)
     assert second["complete"] and second["n_images"] == 4 and (tmp_path / "table4.csv").is_file()
 
 

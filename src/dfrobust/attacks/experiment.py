@@ -9,20 +9,23 @@ Output folder::
 
     OUT/run.json        the run's fingerprints: crafting (config, data, source, images) and targets
     OUT/images/...      adversarial PNGs, mirroring the dataset's relative paths
-    OUT/parts/batch-00003.csv   rows of one finished batch (resume and sharding unit)
+    OUT/parts/part-00003.csv, .json   rows of one finished batch and its completion mark
     OUT/results.csv     one row per image and target (RESULT_COLUMNS first)
     OUT/table2.csv      accuracy on perturbed images per target, attack and setting, beside clean
-    OUT/summary.json    config, manifest hash, models {name: {path, sha256}}, per-target aggregates
+    OUT/summary.json    config, manifest hash, models {name: {path, sha256}}, per-target aggregates,
+                        world_size and ranks [{rank, images}]
 
-Batch ``k`` belongs to rank ``k % world_size``; each finished batch is a part file, so a killed
-run resumes where it stopped, and the rank that finds every part present writes the merged files.
+Batches are the units of :class:`dfrobust.utils.parts.PartStore`: batch ``k`` holds images
+``k * batch_size ..`` of the seeded image order whatever the number of processes, and goes to the
+rank the store's seeded assignment gives it. A killed run resumes where it stopped (only its
+unfinished batches are redone); under torchrun rank 0 merges after a barrier, with explicit
+``rank``/``world_size`` the rank that finds every part present merges (:mod:`dfrobust.utils.distributed`).
 A run whose crafting is unchanged but whose targets changed (a retrained target model, one
 more target) re-scores the stored PNGs instead of crafting them again.
 """
 
 from __future__ import annotations
 
-import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -39,6 +42,7 @@ from dfrobust.errors import DfrobustError
 from dfrobust.evaluate.image_metrics import psnr, ssim
 from dfrobust.models.inference import p_real
 from dfrobust.models.loading import load_model_arg, model_display_name
+from dfrobust.utils import distributed
 from dfrobust.utils.io import (
     load_image,
     quantize,
@@ -52,7 +56,8 @@ from dfrobust.utils.io import (
     write_json,
 )
 from dfrobust.utils.imageops import jpeg_round_trip
-from dfrobust.utils.runtime import progress, resolve_device, seed_everything, versions
+from dfrobust.utils.parts import PartStore, Unit
+from dfrobust.utils.runtime import progress, seed_everything, versions
 
 CLASS_CHOICES = {"fake": ["fake"], "real": ["real"], "both": ["fake", "real"]}
 #: Per-image attack extras copied into results.csv (when the attack reports them).
@@ -67,7 +72,7 @@ class AttackConfig:
         attack: ``fgsm``, ``cw`` or ``pgd`` (see :func:`dfrobust.attacks.base.available_attacks`).
         params: the attack's parameters; missing ones take the paper's defaults, filled in on
             creation so that the stored config is complete.
-        batch_size: images attacked together (one part file each).
+        batch_size: images attacked together (one part file each, the unit of resume and sharding).
         classes: ``fake`` (the paper), ``real`` or ``both``: which test images are attacked.
         max_images: attack a seeded subset of at most this many images.
         seed: seeds the subset and any randomness of the attack.
@@ -248,16 +253,15 @@ def _target_rows(
 
 
 def _rescore_part(
-    cfg: AttackConfig, batch: int, images: ImageSet, src: _Model, models: list[_Model], device: torch.device, out_dir: Path
-) -> None:
-    """Re-evaluate a finished batch on a new set of targets from its stored PNGs (no crafting)."""
-    rows = read_csv(part_path(out_dir, batch))
+    cfg: AttackConfig, unit: Unit, part: Path, images: ImageSet, src: _Model, models: list[_Model], device: torch.device, out_dir: Path
+) -> list[dict[str, Any]]:
+    """Re-evaluate a finished batch on a new set of targets from its stored PNGs (no crafting); its new rows."""
+    rows = read_csv(part)
     crafted = [{k: v for k, v in r.items() if k not in TARGET_COLUMNS} for r in rows if r["setting"] == "whitebox"]
-    sl = _batch_slice(cfg, batch)
-    if [c["image"] for c in crafted] != images.paths[sl]:
-        raise DfrobustError(f"{part_path(out_dir, batch)} does not hold this run's images; delete {out_dir} and rerun")
+    if [c["image"] for c in crafted] != images.paths[unit.slice]:
+        raise DfrobustError(f"{part} does not hold this run's images; delete {out_dir} and rerun")
     x_adv = torch.stack([load_image(out_dir / "images" / png_name(c["image"])) for c in crafted])
-    write_csv(part_path(out_dir, batch), _target_rows(cfg, crafted, images.images(sl), x_adv, src, models, device), RESULT_COLUMNS)
+    return _target_rows(cfg, crafted, images.images(unit.slice), x_adv, src, models, device)
 
 
 def _craft_key(cfg: AttackConfig, data_hash: str, src: _Model, images: ImageSet) -> str:
@@ -272,39 +276,33 @@ def _fingerprint(craft: str, models: list[_Model]) -> str:
     return sha256_bytes(to_json({"craft": craft, "targets": {m.name: m.sha256 for m in models}}).encode())
 
 
-def _claim_out_dir(out_dir: Path, fingerprint: str, craft: str, cfg: AttackConfig, replace: bool) -> bool:
-    """Make ``out_dir`` this run's; returns ``True`` when its finished batches need re-scoring on new targets.
+def _claim_out_dir(out_dir: Path, fingerprint: str, craft: str, cfg: AttackConfig, replace: bool) -> None:
+    """Make ``out_dir`` this run's.
 
     A folder of another run is refused, or emptied when ``replace`` (the pipeline's own folders).
-    When re-scoring is due, ``run.json`` is left as it is: the caller writes it once the stored
-    batches agree with the new targets, so a parallel rank cannot merge parts of both kinds.
+    A folder of the same crafting with other targets is kept: its finished batches carry the old
+    fingerprint in their marks, so they are re-scored (not crafted) as they come up.
     """
     run_file = out_dir / "run.json"
     if run_file.is_file():
         previous = read_json(run_file)
         if previous.get("fingerprint") == fingerprint:
-            return False
-        if previous.get("craft") == craft:
-            return True
-        if replace:
+            return
+        if previous.get("craft") != craft:
+            if not replace:
+                raise DfrobustError(
+                    f"{out_dir} holds another attack run (different attack settings, data or source model); "
+                    "choose another --out or delete that folder"
+                )
             for name in ("images", "parts"):
                 shutil.rmtree(out_dir / name, ignore_errors=True)
-        else:
-            raise DfrobustError(
-                f"{out_dir} holds another attack run (different attack settings, data or source model); "
-                "choose another --out or delete that folder"
-            )
-    _write_run_file(out_dir, fingerprint, craft, cfg)
-    return False
-
-
-def _write_run_file(out_dir: Path, fingerprint: str, craft: str, cfg: AttackConfig) -> None:
+        (out_dir / "summary.json").unlink(missing_ok=True)
     write_json(out_dir / "run.json", {"fingerprint": fingerprint, "craft": craft, "config": asdict(cfg)})
 
 
-def part_path(out_dir: Path, batch: int) -> Path:
-    """The part file of batch ``batch``."""
-    return out_dir / "parts" / f"batch-{batch:05d}.csv"
+def part_store(out_dir: Path, fingerprint: str, n_images: int, cfg: AttackConfig) -> PartStore:
+    """The finished batches of a run under ``out_dir/parts`` (one CSV of rows and a mark each)."""
+    return PartStore(out_dir / "parts", fingerprint, n_images, cfg.batch_size, seed=cfg.seed, payloads=(".csv",))
 
 
 def run_attack(
@@ -313,8 +311,8 @@ def run_attack(
     targets: list[Path] | list[str],
     cfg: AttackConfig,
     out_dir: str | Path,
-    rank: int = 0,
-    world_size: int = 1,
+    rank: int | None = None,
+    world_size: int | None = None,
     replace: bool = False,
 ) -> dict[str, Any]:
     """Craft adversarial test images on ``source`` and evaluate ``targets`` on them.
@@ -326,23 +324,23 @@ def run_attack(
             source); the source is added when missing, so its whitebox row is always there.
         cfg: the attack settings.
         out_dir: output folder (see the module docstring); a finished run is not redone.
-        rank, world_size: this process's shard; batch ``k`` goes to rank ``k % world_size``.
+        rank, world_size: this process's shard of separate runs (no process group); both
+            ``None``: torchrun's (``RANK``/``WORLD_SIZE``), or one process.
         replace: empty ``out_dir`` when it holds a run with other crafting (else that is an error).
             A run with the same crafting and other targets is always continued: its stored
             images are re-scored on the new targets.
 
     Returns:
         ``summary.json``'s content once every batch is done, else
-        ``{"complete": False, "batches_done", "batches_total", "out_dir"}``.
+        ``{"complete": False, "batches_done", "batches_total", "out_dir", "rank", "world_size"}``.
 
     >>> run_attack("data/synth", "models/vgg16.safetensors",
     ...            ["models/vgg16.safetensors", "models/resnet18.safetensors"],
     ...            AttackConfig("fgsm"), "attacks/fgsm-vgg16")  # doctest: +SKIP
     """
-    if not 0 <= rank < world_size:
-        raise DfrobustError(f"rank {rank} is outside 0..{world_size - 1}")
+    ctx = distributed.shard(rank, world_size, cfg.device)
     data_dir, out_dir = Path(data_dir), require_own_folder(out_dir, ["run.json"])
-    device = resolve_device(cfg.device)
+    device = distributed.device_for(cfg.device, ctx)
     seed_everything(cfg.seed)
     # a dfrobust dataset folder, or the user's folder/list read in place (data/layouts.py)
     images, data_hash = load_images(data_dir, "test", CLASS_CHOICES[cfg.classes], limit=cfg.max_images, seed=cfg.seed)
@@ -350,39 +348,48 @@ def run_attack(
     craft = _craft_key(cfg, data_hash, src, images)
     fingerprint = _fingerprint(craft, models)
     summary_file = out_dir / "summary.json"
-    if summary_file.is_file() and read_json(summary_file).get("fingerprint") == fingerprint:
-        return read_json(summary_file)
-    n_batches = math.ceil(len(images) / cfg.batch_size)
-    if _claim_out_dir(out_dir, fingerprint, craft, cfg, replace):
-        summary_file.unlink(missing_ok=True)
-        stored = [k for k in range(n_batches) if part_path(out_dir, k).is_file()]
-        for k in progress(stored, desc=f"re-scoring {cfg.attack} on {src.name}", unit="batch"):
-            _rescore_part(cfg, k, images, src, models, device, out_dir)
-        _write_run_file(out_dir, fingerprint, craft, cfg)
 
-    mine = [k for k in range(n_batches) if k % world_size == rank]
-    todo = [k for k in mine if not part_path(out_dir, k).is_file()]
+    def merged() -> dict[str, Any] | None:
+        summary = read_json(summary_file) if summary_file.is_file() else None
+        return summary if summary is not None and summary.get("fingerprint") == fingerprint else None
+
+    if (done := distributed.broadcast(merged(), ctx)) is not None:  # rank 0 decides for all
+        return done
+    if ctx.is_main or not ctx.group:  # under torchrun rank 0 claims (and may empty) the folder
+        _claim_out_dir(out_dir, fingerprint, craft, cfg, replace)
+    distributed.barrier(ctx)
+
+    store = part_store(out_dir, fingerprint, len(images), cfg)
+    mine, todo = store.mine(ctx.rank, ctx.world_size), store.todo(ctx.rank, ctx.world_size)
     done_ok = done_n = 0
     bar = progress(total=len(mine), initial=len(mine) - len(todo), desc=f"{cfg.attack} on {src.name}", unit="batch")
-    for k in todo:
-        rows = _attack_batch(cfg, k, images, src, models, device, out_dir)
-        write_csv(part_path(out_dir, k), rows, RESULT_COLUMNS)
+    for unit in todo:
+        part, mark = store.path(unit, ".csv"), store.read_mark(unit)
+        if mark is not None and mark.get("craft") == craft and part.is_file():
+            rows = _rescore_part(cfg, unit, part, images, src, models, device, out_dir)
+        else:
+            rows = _attack_batch(cfg, unit.index, images, src, models, device, out_dir)
+        write_csv(part, rows, RESULT_COLUMNS)
+        store.finish(unit, ctx.rank, ctx.world_size, craft=craft)  # the mark, last
         whitebox = [r for r in rows if r["target"] == src.name]
-        done_ok += sum(r["success"] for r in whitebox)
+        done_ok += sum(int(r["success"]) for r in whitebox)
         done_n += len(whitebox)
-        bar.set_postfix(success=f"{done_ok / done_n:.0%}")
+        bar.set_postfix(success=f"{done_ok / max(done_n, 1):.0%}")
         bar.update()
     bar.close()
 
-    missing = [k for k in range(n_batches) if not part_path(out_dir, k).is_file()]
-    if missing:
-        return {"complete": False, "batches_done": n_batches - len(missing), "batches_total": n_batches, "out_dir": str(out_dir)}
-    return _merge(out_dir, n_batches, cfg, fingerprint, data_dir, data_hash, images, src, models)
+    summary = distributed.merge_once(
+        ctx, store.complete, lambda: _merge(out_dir, store, cfg, fingerprint, data_dir, data_hash, images, src, models, ctx), merged
+    )
+    if summary is None:
+        return {"complete": False, "batches_done": len(store.done()), "batches_total": len(store.units), "out_dir": str(out_dir),
+                "rank": ctx.rank, "world_size": ctx.world_size}  # fmt: skip
+    return summary
 
 
 def _merge(
     out_dir: Path,
-    n_batches: int,
+    store: PartStore,
     cfg: AttackConfig,
     fingerprint: str,
     data_dir: Path,
@@ -390,9 +397,10 @@ def _merge(
     images: ImageSet,
     src: _Model,
     models: list[_Model],
+    ctx: distributed.Context,
 ) -> dict[str, Any]:
-    """Join the parts into results.csv, table2.csv and summary.json (written last)."""
-    rows = [row for k in range(n_batches) for row in read_csv(part_path(out_dir, k))]
+    """Join the parts (in the global image order) into results.csv, table2.csv and summary.json (written last)."""
+    rows = store.merge(lambda unit: read_csv(store.path(unit, ".csv")))
     write_csv(out_dir / "results.csv", rows, RESULT_COLUMNS)
     table = table2_rows(rows)
     write_csv(out_dir / "table2.csv", table)
@@ -421,6 +429,8 @@ def _merge(
         "targets": {m.name: {"path": str(m.path), "sha256": m.sha256} for m in models},
         "crafting": crafting,
         "results": target_aggregates(rows),
+        "world_size": ctx.world_size,
+        "ranks": store.ranks(),
         "versions": versions(),
     }
     write_json(out_dir / "summary.json", summary)

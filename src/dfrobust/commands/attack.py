@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from dfrobust.commands.common import add_command, add_device_arg, add_seed_arg
+from dfrobust.commands.common import add_command, add_device_arg, add_seed_arg, add_shard_args, is_main_process
 from dfrobust.commands.params import ParamFlag, add_param_flags, chosen_params, defer_arguments, plain_text
 from dfrobust.utils.plugins import summary_line
 
@@ -58,8 +58,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     opts.add_argument("--max-images", type=int, metavar="N", help="attack a seeded subset of N images")
     opts.add_argument("--batch-size", type=int, default=32, help="images per batch (default: 32)")
     opts.add_argument("--jpeg-quality", type=int, metavar="Q", help="also evaluate after a JPEG round trip at quality Q")
-    opts.add_argument("--rank", type=int, default=0, help="this shard's rank (batch k goes to rank k %% world size)")
-    opts.add_argument("--world-size", type=int, default=1, help="number of shards (default: 1)")
+    add_shard_args(opts)
     add_device_arg(opts)
     add_seed_arg(opts)  # also the seed of a seeded attack (AttackConfig fills its `seed` parameter)
     # after the run options, so that a plug-in parameter cannot shadow one of them
@@ -90,10 +89,12 @@ def run_command(args: argparse.Namespace) -> int:
     summary = run_attack(args.data, args.source, args.target, cfg, args.out, rank=args.rank, world_size=args.world_size)
     if not summary.get("complete"):
         print(
-            f"rank {args.rank}: {summary['batches_done']}/{summary['batches_total']} batches done in {args.out}; "
-            "the results are merged when the last shard finishes (or rerun any shard)"
+            f"rank {summary['rank']} of {summary['world_size']}: {summary['batches_done']}/{summary['batches_total']} batches "
+            f"done in {args.out}; the results are merged when the last shard finishes (or rerun any shard)"
         )
         return 0
+    if not is_main_process():
+        return 0  # under torchrun rank 0 draws and prints
     from dfrobust.report.attack_figures import plot_fig3
     from dfrobust.utils.io import read_csv
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from dfrobust.commands.common import add_command
+from dfrobust.commands.common import add_command, is_main_process
 from dfrobust.commands.dataclass_args import add_dataclass_options, add_options_lazily, dataclass_kwargs
 
 EXAMPLES = [
@@ -53,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = CertifyConfig(**dataclass_kwargs(args, CertifyConfig))
     summary = run_certification(args.data, args.model, cfg, args.out)
+    if not is_main_process():
+        return 0  # under torchrun rank 0 prints
     print(f"{args.model}: sigma {cfg.sigma:g}, n {cfg.n}, alpha {cfg.alpha:g}, {summary['n_images']} images, "
           f"{summary['abstained']} abstained")
     print("radius  certified accuracy  (95% interval)")

@@ -28,6 +28,9 @@ one folder per generator (test/progan/0_real: one row per generator), or a .csv/
 path,label[,split][,group] (paths relative to the list; labels real/fake). Images are read lazily
 and resized to the detector's input size; unreadable files are skipped and listed. A folder
 without splits is evaluated whole.
+
+Under torchrun (torchrun --nproc_per_node N -m dfrobust evaluate ...) the ranks share the
+batches and rank 0 prints and writes the metrics of all images, the same as one process.
 """
 
 
@@ -67,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
     from dfrobust.evaluate.evaluation import evaluate_items, format_metrics_table
     from dfrobust.evaluate.metrics import CONVENTIONS
     from dfrobust.models.loading import load_model_arg, model_display_name
+    from dfrobust.utils import distributed
     from dfrobust.utils.io import require_file_path, write_json
-    from dfrobust.utils.runtime import resolve_device
 
     if args.batch_size < 1 or args.workers < 0:
         raise DfrobustError("--batch-size must be >= 1 and --workers >= 0")
@@ -77,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         require_file_path(args.json, "--json")
     layout = scan_layout(args.data)
-    device = resolve_device(args.device)
+    ctx = distributed.setup(args.device)  # torchrun: every rank scores its share of the batches
+    device = distributed.device_for(args.device, ctx)
     split = None if args.split == "all" else args.split
     items = layout.select(split)
     names = [model_display_name(path) for path in args.model]  # every argument checked before any work
@@ -91,12 +95,14 @@ def run(args: argparse.Namespace) -> int:
         size = layout.image_size or meta.get("input_size")
         if size is None:
             raise DfrobustError(f"{path} has no input_size, so the images of {args.data} cannot be batched; add input_size to the card")
-        out = evaluate_items(model, items, tuple(size), args.batch_size, device, args.threshold, args.gradients, args.workers)
+        out = evaluate_items(model, items, tuple(size), args.batch_size, device, args.threshold, args.gradients, args.workers, ctx)
         skipped = out["skipped"]
         results[name] = {"path": str(path), "sha256": meta["sha256"], "kind": meta["kind"], "arch": meta.get("arch"),
                          "input_size": list(size), "metrics": out["metrics"]}  # fmt: skip
         if out["groups"]:
             results[name]["groups"] = out["groups"]
+    if not ctx.is_main:
+        return 0  # rank 0 prints and writes
     scope = f"{args.split} split" if layout.splits or split is None else "no splits: every image"
     n = next(iter(results.values()))["metrics"]["n"]
     print(f"{args.data} ({layout.description}; {scope}, {n} images, threshold {args.threshold})")

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
-from dfrobust.commands.common import add_command, add_device_arg, add_seed_arg
+from dfrobust.commands.common import add_command, add_device_arg, add_seed_arg, add_shard_args, is_main_process
 
 
 #: Position of this command in ``dfrobust --help``.
@@ -45,8 +44,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="images purified at once, one network each (default: 8)")
     parser.add_argument("--amp", choices=["none", "bf16"], default="none", help="bfloat16 autocast for the generator (CUDA; default: none)")
     parser.add_argument("--no-transforms", action="store_true", help="skip the JPEG and blur baselines")
-    parser.add_argument("--rank", type=int, default=int(os.environ.get("RANK", 0)), help="this process's shard (default: $RANK or 0)")
-    parser.add_argument("--world-size", type=int, default=int(os.environ.get("WORLD_SIZE", 1)), help="number of shards (default: $WORLD_SIZE or 1)")
+    add_shard_args(parser)
     add_device_arg(parser)
     add_seed_arg(parser)
     parser.set_defaults(func=run)
@@ -57,13 +55,6 @@ def run(args: argparse.Namespace) -> int:
     from dfrobust.defenses.dip import DipConfig
     from dfrobust.defenses.study import DipStudyConfig, run_dip_study
 
-    device = args.device
-    local_rank = os.environ.get("LOCAL_RANK")
-    if device == "auto" and args.world_size > 1 and local_rank is not None:
-        import torch
-
-        if torch.cuda.is_available():
-            device = f"cuda:{int(local_rank) % torch.cuda.device_count()}"
     cfg = DipStudyConfig(
         dip=DipConfig(iterations=args.iterations, record_every=args.record_every, amp=args.amp),
         per_category=args.per_category,
@@ -71,15 +62,15 @@ def run(args: argparse.Namespace) -> int:
         stop_at=args.stop_at,
         batch_size=args.batch_size,
         seed=args.seed,
-        device=device,
-        rank=args.rank,
-        world_size=args.world_size,
+        device=args.device,
         transforms=not args.no_transforms,
     )
-    summary = run_dip_study(args.data, args.model, args.adv, args.out, cfg)
+    summary = run_dip_study(args.data, args.model, args.adv, args.out, cfg, rank=args.rank, world_size=args.world_size)
     if not summary.get("complete"):
-        print(f"rank {args.rank}: batches done; {summary['missing_images']} image(s) wait for other ranks ({args.out})")
+        print(f"rank {summary['rank']} of {summary['world_size']}: batches done; {summary['missing_images']} image(s) wait for other ranks ({args.out})")
         return 0
+    if not is_main_process():
+        return 0  # under torchrun rank 0 draws and prints
     from dfrobust.report.dip_figures import draw_dip_figures
 
     draw_dip_figures(args.out, args.out)

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from typing import Any
 
-from dfrobust.commands.common import add_command
+from dfrobust.commands.common import add_command, is_main_process
 from dfrobust.commands.dataclass_args import add_dataclass_options, add_options_lazily, dataclass_kwargs
 
 EXAMPLES = [
@@ -34,6 +34,9 @@ run resumes from its last finished epoch when the same command is run again.
 Hardening beyond the paper: --adversarial pgd|fast|trades trains on adversarial examples (the
 epoch kept is then the one with the best PGD accuracy on a held-out batch, and a collapse of it,
 catastrophic overfitting, is logged and recorded); --noise-sigma trains for randomized smoothing.
+
+Many GPUs: torchrun --nproc_per_node N -m dfrobust train ... trains with DistributedDataParallel;
+--batch-size stays the global batch (each process takes 1/N of it), rank 0 writes the files.
 """
 
 
@@ -115,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     check_out(args, cfg)
     meta = train_detector(args.data, cfg, args.out, force=args.force)
+    if not is_main_process():
+        return 0  # under torchrun rank 0 prints
     columns = {split: meta["metrics"][split] for split in ("val", "test") if meta["metrics"].get(split)}
     print(f"{args.out}: {meta['arch']} {meta['input_size'][0]}x{meta['input_size'][1]}, epoch {meta['metrics']['selected_epoch']} selected")
     if columns:

@@ -10,8 +10,10 @@
                        Wilson 95% intervals, abstentions
     OUT/run.json, OUT/parts/   this run's fingerprint and its finished parts (resume)
 
-Images are certified in parts of :data:`PART_IMAGES`, each part with its own seed, so an
-interrupted run resumes from its finished parts and gives the rows an uninterrupted one would.
+Images are certified in parts of :data:`PART_IMAGES`, each part with its own seed: the units of
+:class:`dfrobust.utils.parts.PartStore`, so an interrupted run resumes from its finished parts,
+and under torchrun the ranks share the parts (rank 0 merges); the rows are an uninterrupted
+one-process run's.
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ from dfrobust.defenses.smoothing import ABSTAIN, certify
 from dfrobust.errors import DfrobustError
 from dfrobust.evaluate.intervals import wilson_interval
 from dfrobust.models.checkpoint import load_detector, model_name
+from dfrobust.utils import distributed
 from dfrobust.utils.io import read_csv, read_json, sha256_file, to_json, write_csv, write_json
-from dfrobust.utils.runtime import progress, resolve_device
+from dfrobust.utils.parts import PartStore
+from dfrobust.utils.runtime import progress
 
 #: Test images per class choice.
 CLASS_CHOICES = {"fake": ["fake"], "real": ["real"], "both": ["fake", "real"]}
@@ -146,8 +150,9 @@ def run_certification(
     if not data_dir.is_dir():
         raise DfrobustError(f"data folder {data_dir} does not exist; make one with `dfrobust data synth --out {data_dir}`")
     started = time.time()
+    ctx = distributed.setup(cfg.device)  # torchrun: the ranks share the parts
     images = load_split(data_dir, "test", CLASS_CHOICES[cfg.classes], limit=cfg.max_images, seed=cfg.seed)
-    device = resolve_device(cfg.device)
+    device = distributed.device_for(cfg.device, ctx)
     model, meta = load_detector(model_path, device, expect_input_size=images.image_size)
     trained_sigma = float(meta.get("training", {}).get("noise_sigma", 0.0) or 0.0)
     if trained_sigma != cfg.sigma:
@@ -161,18 +166,18 @@ def run_certification(
     }
     fingerprint = hashlib.sha256(to_json(record).encode()).hexdigest()
     summary_file = out_dir / "summary.json"
-    if summary_file.is_file() and read_json(summary_file).get("fingerprint") == fingerprint:
+    done = read_json(summary_file) if summary_file.is_file() else None
+    if (done := distributed.broadcast(done if done and done.get("fingerprint") == fingerprint else None, ctx)) is not None:
         log(f"{out_dir} already holds this certification; nothing to do")
-        return read_json(summary_file)
-    _claim(out_dir, fingerprint, {k: v for k, v in record.items() if k != "images"})
+        return done
+    if ctx.is_main:
+        _claim(out_dir, fingerprint, {k: v for k, v in record.items() if k != "images"})
+    distributed.barrier(ctx)
 
-    n_parts = -(-len(images) // PART_IMAGES)
-    parts = out_dir / "parts"
-    parts.mkdir(exist_ok=True)
-    todo = [k for k in range(n_parts) if not (parts / f"part-{k:05d}.csv").is_file()]
-    bar = progress(todo, desc=f"certify {model_path.stem}", unit="part")
-    for k in bar:
-        sl = slice(k * PART_IMAGES, (k + 1) * PART_IMAGES)
+    store = PartStore(out_dir / "parts", fingerprint, len(images), PART_IMAGES, seed=cfg.seed, payloads=(".csv",))
+    bar = progress(store.todo(ctx.rank, ctx.world_size), desc=f"certify {model_path.stem}", unit="part")
+    for unit in bar:
+        k, sl = unit.index, unit.slice
         cert = certify(model, images.images(sl), cfg.sigma, cfg.n0, cfg.n, cfg.alpha, cfg.batch_size, part_seed(cfg.seed, k))
         rows = []
         for i, path in enumerate(images.paths[sl]):
@@ -181,9 +186,23 @@ def run_certification(
                          "radius": float(cert.radius[i]), "pA_lower": float(cert.pa_lower[i]),
                          "count_fake": int(cert.counts[i, CLASS_NAMES.index("fake")]),
                          "count_real": int(cert.counts[i, CLASS_NAMES.index("real")]), "n": cfg.n})
-        write_csv(parts / f"part-{k:05d}.csv", rows, COLUMNS)
+        write_csv(store.path(unit, ".csv"), rows, COLUMNS)
+        store.finish(unit, ctx.rank, ctx.world_size)
 
-    rows = [row for k in range(n_parts) for row in read_csv(parts / f"part-{k:05d}.csv")]
+    def merged() -> dict[str, Any] | None:
+        summary = read_json(summary_file) if summary_file.is_file() else None
+        return summary if summary is not None and summary.get("fingerprint") == fingerprint else None
+
+    summary = distributed.merge_once(ctx, store.complete, lambda: _merge(store, out_dir, record, cfg, fingerprint, started, ctx), merged)
+    if summary is None:
+        raise DfrobustError(f"{len(store.missing())} part(s) of {out_dir} are missing; run the same command again to finish them")
+    return summary
+
+
+def _merge(store: PartStore, out_dir: Path, record: dict[str, Any], cfg: CertifyConfig, fingerprint: str, started: float,
+           ctx: distributed.Context) -> dict[str, Any]:  # fmt: skip
+    """Join the parts (in image order) into certify.csv, curve.csv and summary.json (written last)."""
+    rows = store.merge(lambda unit: read_csv(store.path(unit, ".csv")))
     write_csv(out_dir / "certify.csv", rows, COLUMNS)
     write_csv(out_dir / "curve.csv", accuracy_curve(rows))
     correct_radii = [float(r["radius"]) for r in rows if int(r["correct"])]
@@ -196,6 +215,8 @@ def run_certification(
         "median_radius_correct": sorted(correct_radii)[len(correct_radii) // 2] if correct_radii else None,
         "fingerprint": fingerprint,
         "seconds": time.time() - started,
+        "world_size": ctx.world_size,
+        "ranks": store.ranks(),
     }
-    write_json(summary_file, summary)
+    write_json(out_dir / "summary.json", summary)
     return summary

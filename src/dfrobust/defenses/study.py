@@ -11,8 +11,12 @@
 * ``summary.json``
 * ``parts/`` and ``snapshots/``: finished batches (the run resumes from them) and kept outputs
 
-Batch ``k`` of the plan goes to rank ``k % world_size``; whichever rank finds every batch done
-merges the outputs. Tables and figure data depend on ``classify_at``, ``thresholds`` and ``window``
+Batches of ``batch_size`` images of the study order are the units of
+:class:`dfrobust.utils.parts.PartStore`: a seeded assignment gives each to one rank, a killed run
+redoes only its unfinished batches, and the outputs are merged once every batch is done (under
+torchrun by rank 0 after a barrier; with explicit ``rank``/``world_size`` by the rank that finds
+them all: :mod:`dfrobust.utils.distributed`). ``summary.json`` records ``world_size`` and
+``ranks`` (the images each rank purified). Tables and figure data depend on ``classify_at``, ``thresholds`` and ``window``
 only, so changing those and running again re-merges without purifying anything.
 """
 
@@ -33,7 +37,7 @@ from dfrobust.constants import CLASS_NAMES, DECISION_THRESHOLD
 from dfrobust.data.dataset import ImageSet, load_split
 from dfrobust.data.manifest import manifest_hash, read_manifest
 from dfrobust.defenses.dip import DipConfig, default_classify_at, purify_batch
-from dfrobust.defenses.dip_parts import PartStore, snapshot_path
+from dfrobust.defenses.dip_parts import load_curves, snapshot_path, study_parts, write_part
 from dfrobust.defenses.dip_sampling import (
     CLEAN_FAKE,
     CLEAN_REAL,
@@ -71,7 +75,8 @@ from dfrobust.utils.io import (
     write_csv,
     write_json,
 )
-from dfrobust.utils.runtime import resolve_device, versions
+from dfrobust.utils import distributed
+from dfrobust.utils.runtime import versions
 
 TRAJECTORY_COLUMNS = ["image", "category", "iteration", "p_real_raw", "p_real_avg", "mse_input", "psnr_input", "psnr_clean"]
 #: Fig 5 iterations as fractions of the run (the paper's 10,000: 100, 1,000, 3,000, 6,000, 9,000, 10,000).
@@ -92,8 +97,6 @@ class DipStudyConfig:
     batch_size: int = 8  #: images purified at once (one network each)
     seed: int = 0
     device: str = "auto"
-    rank: int = 0
-    world_size: int = 1
     transforms: bool = True  #: also score the cheap purifiers below beside DIP
     purifiers: tuple[str, ...] = ("jpeg", "blur")  #: registered purifiers scored beside DIP (jpeg/blur with the settings below)
     jpeg_quality: int = 75
@@ -131,8 +134,6 @@ class DipStudyConfig:
         unknown = sorted(set(self.purifiers) - set(available_purifiers()))
         if unknown:
             raise DfrobustError(f"unknown purifier(s) {unknown}; use {available_purifiers()}")
-        if not 0 <= self.rank < self.world_size:
-            raise DfrobustError(f"rank {self.rank} is not in 0..{self.world_size - 1}")
 
 
 @dataclass
@@ -262,6 +263,8 @@ def run_dip_study(
     adv_dirs: Sequence[str | Path],
     out_dir: str | Path,
     cfg: DipStudyConfig | None = None,
+    rank: int | None = None,
+    world_size: int | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the DIP study and write its tables and figure data to ``out_dir``.
 
@@ -271,6 +274,8 @@ def run_dip_study(
         adv_dirs: attack output folders (FGSM and CW, blackbox and whitebox in the paper).
         out_dir: where everything goes.
         cfg: study options.
+        rank, world_size: this process's shard of separate runs (no process group); both
+            ``None``: torchrun's (``RANK``/``WORLD_SIZE``), or one process.
 
     Returns:
         The summary (also written as ``summary.json``); ``{"complete": False, ...}`` when this
@@ -278,52 +283,58 @@ def run_dip_study(
     """
     cfg = cfg or DipStudyConfig()
     cfg.validate()
+    ctx = distributed.shard(rank, world_size, cfg.device)
     out_dir, model_path = require_own_folder(out_dir, ["plan.json", "summary.json", "parts"]), Path(model_path)
-    device = resolve_device(cfg.device)
+    device = distributed.device_for(cfg.device, ctx)
     data_dir = Path(data_dir)
     size = read_manifest(data_dir).get("image_size") or None
     model, meta = load_model_arg(model_path, device, expect_input_size=size)  # a checkpoint or a detector card
     model_sha, manifest = meta["sha256"], manifest_hash(data_dir)
+    if ctx.group and not ctx.is_main:
+        distributed.barrier(ctx)  # rank 0 draws the sample (plan.json); the others read it
     study = plan_study(data_dir, model, model_path, adv_dirs, cfg, manifest, model_sha, cache=out_dir / "plan.json")
+    if ctx.group and ctx.is_main:
+        distributed.barrier(ctx)
     fingerprint = _fingerprint(cfg, study.items, study.inputs, model_sha, manifest)
     merge_key = {"fingerprint": fingerprint, "classify_at": cfg.t, "thresholds": cfg.thresholds, "window": cfg.window, "transforms": cfg.transforms,
                  "purifiers": list(cfg.purifiers)}
     summary_path = out_dir / "summary.json"
-    if summary_path.is_file():
-        previous = read_json(summary_path)
-        if previous.get("merge_key") == json_safe(merge_key):
-            return previous
 
-    store = PartStore(out_dir, fingerprint)
-    done = store.done_keys()
-    n_batches = math.ceil(len(study.items) / cfg.batch_size)
-    for k in range(cfg.rank, n_batches, cfg.world_size):
-        sl = slice(k * cfg.batch_size, (k + 1) * cfg.batch_size)
-        batch = study.items[sl]
-        if all(it.key in done for it in batch):
-            continue
+    def merged() -> dict[str, Any] | None:
+        previous = read_json(summary_path) if summary_path.is_file() else None
+        return previous if previous is not None and previous.get("merge_key") == json_safe(merge_key) else None
+
+    if (previous := distributed.broadcast(merged(), ctx)) is not None:  # rank 0 decides for all
+        return previous
+
+    store = study_parts(out_dir, fingerprint, len(study.items), cfg.batch_size, cfg.seed)
+    for unit in store.todo(ctx.rank, ctx.world_size):
+        batch = study.items[unit.slice]
         traj = purify_batch(
-            study.inputs[sl],
+            study.inputs[unit.slice],
             [it.seed for it in batch],
             cfg.dip,
             classifier=model,
-            clean=study.clean[sl],
+            clean=study.clean[unit.slice],
             keep=cfg.keep_iterations(),
             stop_at=cfg.end,
             device=device,
-            desc=f"DIP batch {k + 1}/{n_batches}",
+            desc=f"DIP batch {unit.index + 1}/{len(store.units)}",
         )
-        store.write(f"b{cfg.batch_size}-{k:04d}", [it.key for it in batch], traj, str(device))
+        write_part(store, out_dir, unit, [it.key for it in batch], traj, str(device), ctx.rank, ctx.world_size)
 
-    curves = store.load()
-    missing = [it.key for it in study.items if it.key not in curves]
-    if missing:
-        return {"complete": False, "rank": cfg.rank, "world_size": cfg.world_size, "missing_images": len(missing), "out_dir": str(out_dir)}
-    summary = merge_study(study, curves, model, model_path, out_dir, cfg, device)
-    summary.update({"merge_key": json_safe(merge_key), "fingerprint": fingerprint, "model_sha256": model_sha, "data_manifest_hash": manifest})
-    summary["data_dir"] = str(data_dir)
-    summary = json_safe(summary)
-    write_json(summary_path, summary)
+    def merge() -> dict[str, Any]:
+        summary = merge_study(study, load_curves(store), model, model_path, out_dir, cfg, device)
+        summary.update({"merge_key": json_safe(merge_key), "fingerprint": fingerprint, "model_sha256": model_sha, "data_manifest_hash": manifest})
+        summary.update({"data_dir": str(data_dir), "world_size": ctx.world_size, "ranks": store.ranks()})
+        summary = json_safe(summary)
+        write_json(summary_path, summary)
+        return summary
+
+    summary = distributed.merge_once(ctx, store.complete, merge, merged)
+    if summary is None:
+        missing = sum(u.size for u in store.missing())
+        return {"complete": False, "rank": ctx.rank, "world_size": ctx.world_size, "missing_images": missing, "out_dir": str(out_dir)}
     return summary
 
 

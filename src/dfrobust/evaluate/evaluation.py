@@ -2,7 +2,9 @@
 
 :func:`evaluate_detector` takes images held in memory; :func:`evaluate_items` streams them from
 disk (any layout of :mod:`dfrobust.data.layouts`) with constant memory and adds one row per group
-(generator) when the images have groups.
+(generator) when the images have groups. Under torchrun it shares the batches among the ranks
+(the seeded assignment of :mod:`dfrobust.utils.parts`, no padding) and gathers the logits in
+the global order, so every rank gets the metrics of a one-process run.
 """
 
 from __future__ import annotations
@@ -13,14 +15,17 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.data import DataLoader
 
 from dfrobust.constants import DECISION_THRESHOLD, REAL
 from dfrobust.data.dataset import ImageSet
-from dfrobust.data.layouts import Item, LazyImageDataset, make_loader
+from dfrobust.data.layouts import Item, LazyImageDataset, collate_skipping, make_loader
 from dfrobust.errors import DfrobustError
 from dfrobust.evaluate.metrics import detection_metrics
 from dfrobust.models.gradients import input_gradient_norms
 from dfrobust.models.inference import predict_logits
+from dfrobust.utils import distributed
+from dfrobust.utils.parts import assign, plan_units
 
 #: Rows of :func:`format_metrics_table`, in order, with their labels.
 TABLE_ROWS = (
@@ -95,11 +100,14 @@ def evaluate_items(
     threshold: float = 0.5,
     gradients: bool = True,
     workers: int = 2,
+    ctx: distributed.Context | None = None,
 ) -> dict[str, Any]:
     """Table I metrics of ``model`` on images read lazily from disk and resized to ``size``.
 
     Memory stays constant in the number of images: a DataLoader (``workers`` processes, pinned
     memory on CUDA) decodes one batch at a time and only logits and gradient norms are kept.
+    With ``ctx`` of several ranks under a process group (torchrun), each rank reads and scores
+    its share of the batches and every rank returns the metrics of all images.
 
     Returns:
         ``{"metrics": <evaluate_detector's dict>, "groups": {group: metrics} (images with a group
@@ -108,7 +116,16 @@ def evaluate_items(
     if device is None:
         device = next(model.parameters()).device
     device = torch.device(device)
-    loader = make_loader(LazyImageDataset(items, size), batch_size, workers, device)
+    dataset = LazyImageDataset(items, size)
+    if ctx is not None and ctx.group and ctx.sharded:
+        # the batches of a one-process run (same composition, same numbers), shared among the ranks
+        units = plan_units(len(items), batch_size)
+        owners = assign(len(units), ctx.world_size)
+        mine = [list(range(u.start, u.stop)) for u in units if owners[u.index] == ctx.rank]
+        loader = DataLoader(dataset, batch_sampler=mine, num_workers=workers, pin_memory=device.type == "cuda",
+                            collate_fn=collate_skipping)  # fmt: skip
+    else:
+        loader = make_loader(dataset, batch_size, workers, device)
     logits, labels, index, norms, skipped = [], [], [], [], []
     was_training = model.training
     model.eval()
@@ -126,6 +143,8 @@ def evaluate_items(
             index.append(batch["index"])
     finally:
         model.train(was_training)
+    if ctx is not None and ctx.group and ctx.sharded:
+        logits, labels, index, norms, skipped = _gather_in_order(ctx, items, logits, labels, index, norms, skipped)
     if not logits:
         raise DfrobustError(f"none of the {len(items)} images could be read (e.g. {skipped[0]['path']}: {skipped[0]['reason']})")
     z, y, idx = torch.cat(logits), torch.cat(labels), torch.cat(index)
@@ -136,6 +155,25 @@ def evaluate_items(
         mask = torch.tensor([n == name for n in names])
         groups[name] = metrics_from_logits(z[mask], y[mask], threshold, g[mask] if g is not None else None)
     return {"metrics": metrics_from_logits(z, y, threshold, g), "groups": groups, "skipped": skipped}
+
+
+def _gather_in_order(
+    ctx: distributed.Context, items: Sequence[Item], logits: list, labels: list, index: list, norms: list, skipped: list
+) -> tuple[list, list, list, list, list]:
+    """Every rank's scored batches, put back in the global image order (as one process would have them)."""
+    parts = distributed.all_gather((logits, labels, index, norms, skipped), ctx)
+    position = {item.rel: i for i, item in enumerate(items)}
+    all_skipped = sorted((s for p in parts for s in p[4]), key=lambda s: position.get(s["path"], -1))
+    if not any(p[0] for p in parts):
+        return [], [], [], [], all_skipped
+
+    def joined(k: int) -> torch.Tensor:
+        return torch.cat([t for p in parts for t in p[k]])
+
+    idx = joined(2)
+    order = idx.argsort()
+    g = [joined(3)[order]] if any(p[3] for p in parts) else []
+    return [joined(0)[order]], [joined(1)[order]], [idx[order]], g, all_skipped
 
 
 def format_metrics_table(columns: dict[str, dict[str, Any]]) -> str:

@@ -19,6 +19,14 @@ Each recipe turns a clean batch into a training loss. The adversarial examples o
 The per-batch randomness (random starts) is drawn from the epoch's CPU generator, so a resumed run
 draws what an uninterrupted one would.
 
+Under DistributedDataParallel each process makes the examples of its slice of the global batch
+on the bare model (no DDP collectives in the inner loop; the weights are frozen there anyway)
+and the loss goes through the DDP model. TRADES' start noise is drawn for the global batch and
+sliced, as one process would draw it. The random starts of ``pgd`` and ``fast`` are made by the
+``pgd`` attack from one seed per batch: a process's slice gets the seed plus its offset in the
+global batch, so the slices' starts are independent but, beyond the first slice, not those of a
+one-process run (equal in distribution, not bit for bit).
+
 Catastrophic overfitting (Wong et al.: PGD accuracy collapsing while FGSM accuracy rises, the
 known failure of FGSM training) is watched by :func:`robustness_check` on a fixed held-out batch
 after every epoch and flagged by :func:`collapsed`.
@@ -105,22 +113,28 @@ class AdversarialRecipe:
         return make_attack("pgd", eps=self.eps, norm="linf", steps=self.steps, step_size=self.step_size,
                            random_start=True, seed=seed)
 
-    def examples(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """Adversarial versions of ``x`` (detached, in ``[0, 1]``), made in the method's BatchNorm mode."""
+    def examples(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None,
+                 rows: tuple[int, int] | None = None) -> torch.Tensor:  # fmt: skip
+        """Adversarial versions of ``x`` (detached, in ``[0, 1]``), made in the method's BatchNorm mode.
+
+        ``rows``: ``(offset, total)`` when ``x`` is rows ``offset ..`` of a global batch of ``total`` (DDP).
+        """
         if self.method == "trades":
-            return self._trades_examples(model, x, generator)
-        attack = self.attack(_draw_seed(generator))
+            return self._trades_examples(model, x, generator, rows)
+        attack = self.attack(_draw_seed(generator) + (rows[0] if rows is not None else 0))
         mode = frozen_eval(model) if EXAMPLE_BATCHNORM[self.method] == "eval" else contextlib.nullcontext()
         with mode:
             x_adv, _ = attack.perturb(model, x.detach(), y)
         return x_adv.detach().clamp(0, 1)
 
-    def _trades_examples(self, model: nn.Module, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def _trades_examples(self, model: nn.Module, x: torch.Tensor, generator: torch.Generator | None,
+                         rows: tuple[int, int] | None = None) -> torch.Tensor:  # fmt: skip
         x = x.detach()
+        offset, total = rows if rows is not None else (0, len(x))
         with frozen_eval(model):
             with torch.no_grad():
                 p_clean = F.softmax(model(x).float(), dim=1)
-            start = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
+            start = torch.randn((total, *x.shape[1:]), generator=generator)[offset : offset + len(x)].to(x.device, x.dtype)
             x_adv = (x + 0.001 * start).clamp(0, 1)
             for _ in range(self.steps):
                 x_adv.requires_grad_(True)
@@ -131,14 +145,17 @@ class AdversarialRecipe:
         return x_adv.detach()
 
     def loss(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None,
+        rows: tuple[int, int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """The training loss on a clean batch: ``(loss, logits, penalty)``.
 
         ``logits`` are those the cross-entropy is taken on (adversarial for ``pgd``/``fast``,
-        clean for ``trades``); ``penalty`` is TRADES' KL term (``None`` otherwise).
+        clean for ``trades``); ``penalty`` is TRADES' KL term (``None`` otherwise). ``model`` may be
+        a DistributedDataParallel wrapper (the examples are made on the module inside it);
+        ``rows``: see :meth:`examples`.
         """
-        x_adv = self.examples(model, x, y, generator)
+        x_adv = self.examples(getattr(model, "module", model), x, y, generator, rows)
         if self.method != "trades":
             logits = model(x_adv)
             return F.cross_entropy(logits.float(), y), logits, None

@@ -26,6 +26,15 @@ and still shrinks the gradients of the deployed (eval-mode) model. With ``"eval"
 running statistics, so it is exactly each image's own gradient as at test time (one more
 forward pass and its double backward). Models without BatchNorm (VGG-16, ``tiny``) get the
 exact per-image penalty either way.
+
+Under DistributedDataParallel (``train`` under torchrun) each process computes the penalty on
+its own slice of the global batch, as a mean over its images; the training loop weights each
+process's loss by its share of the batch, so DDP's gradient average is the gradient of the
+global batch's mean. The double backward runs in each process; DDP averages the weight gradients
+once, after it. BatchNorm is per process (plain BatchNorm, not SyncBatchNorm, which has no double
+backward): batch statistics, and so the coupling of ``"batch"`` mode, span the process's slice.
+``rows`` lets the Rademacher signs of a slice be the rows of the global batch's signs, so the
+estimate equals the one-process one.
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ def lipschitz_penalty(
     estimator: str = "exact",
     generator: torch.Generator | None = None,
     coupled: bool = False,
+    rows: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """The bracket of eq. (7) without lambda: ``mean_b 1/(C N) sum_i ||grad_x Z_i(x_b)||^2``.
 
@@ -58,6 +68,9 @@ def lipschitz_penalty(
         generator: CPU generator for the random signs of ``"rademacher"``.
         coupled: whether the images of the batch are coupled (BatchNorm in train mode); then
             ``"rademacher"`` shares one sign vector across the batch.
+        rows: ``(offset, total)`` when ``logits`` are rows ``offset ..`` of a global batch of
+            ``total`` images (one process's slice under DDP): the per-image signs are drawn for
+            the global batch and sliced, as one process would draw them.
 
     Returns:
         A scalar that is differentiable with respect to the model's weights.
@@ -69,9 +82,10 @@ def lipschitz_penalty(
     elif estimator == "rademacher":
         # one sign vector per image where images are independent; one per batch where BatchNorm's
         # batch statistics couple them (then only shared signs estimate the batch-summed gradient)
-        shape = (1, classes) if coupled else logits.shape
+        offset, total = rows if rows is not None else (0, batch)
+        shape = (1, classes) if coupled else (total, classes)
         signs = torch.randint(0, 2, shape, generator=generator).to(logits.device, logits.dtype) * 2 - 1
-        signs = signs.expand_as(logits)
+        signs = signs[offset : offset + batch] if not coupled else signs.expand_as(logits)
         (g,) = torch.autograd.grad(logits, x, grad_outputs=signs, create_graph=True)
         sq = g.float().pow(2).sum()
     else:
@@ -93,11 +107,13 @@ def training_loss(
     estimator: str = "exact",
     generator: torch.Generator | None = None,
     batchnorm: str = "batch",
+    rows: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Cross-entropy plus ``lam`` times the Lipschitz penalty (none when ``lam == 0``).
 
     ``batchnorm`` says how the penalty treats BatchNorm (see the module docstring): ``"batch"``
-    on the training pass, ``"eval"`` on a second pass with running statistics.
+    on the training pass, ``"eval"`` on a second pass with running statistics. ``rows``: see
+    :func:`lipschitz_penalty`.
     Returns ``(loss, logits, penalty)``; ``penalty`` is ``None`` without regularisation.
     """
     if batchnorm not in BATCHNORM_MODES:
@@ -110,12 +126,12 @@ def training_loss(
         xr = x.detach().requires_grad_(True)
         model.eval()
         try:
-            penalty = lipschitz_penalty(model(xr), xr, estimator, generator)
+            penalty = lipschitz_penalty(model(xr), xr, estimator, generator, rows=rows)
         finally:
             model.train()
     else:
         x = x.detach().requires_grad_(True)
         logits = model(x)
         coupled = model.training and has_batchnorm(model)
-        penalty = lipschitz_penalty(logits, x, estimator, generator, coupled)
+        penalty = lipschitz_penalty(logits, x, estimator, generator, coupled, rows)
     return F.cross_entropy(logits.float(), y) + lam * penalty, logits, penalty

@@ -12,7 +12,16 @@ sidecar, and returns the sidecar. It
 * saves its state after every epoch (``x.partial.safetensors``) and resumes from it when run
   again with the same settings; the final files appear only when training is done;
 * returns at once when ``out_path`` already holds a model trained with the same settings on the
-  same data.
+  same data;
+* under torchrun (``torchrun --nproc_per_node N -m dfrobust train ...``) trains with
+  DistributedDataParallel: ``batch_size`` stays the global batch, each process takes a
+  contiguous slice of every batch (no ``DistributedSampler``: the one-process batch order is
+  kept, so no image is padded in twice), augmentation is drawn for the whole batch by every
+  process (same generator, same draws) and sliced, and each process's loss is weighted by its
+  share of the batch, so DDP's gradient average is the one-process gradient. Rank 0 validates,
+  logs, writes the per-epoch state and the final files (the sidecar records ``world_size``);
+  a run resumes from its last finished epoch with any number of processes. BatchNorm is per
+  process (batch statistics over the process's slice); dropout draws per process.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from dfrobust.constants import CLASS_NAMES
 from dfrobust.data.augment import Augment, scaled_sigma
@@ -41,8 +51,9 @@ from dfrobust.train.adversarial import AdversarialRecipe, check_batch, collapsed
 from dfrobust.train.config import TrainConfig
 from dfrobust.train.lipschitz import training_loss
 from dfrobust.train.state import load_partial, partial_path, restore_optimizer, restore_rng, save_partial
+from dfrobust.utils import distributed
 from dfrobust.utils.io import sha256_file
-from dfrobust.utils.runtime import progress, resolve_device, seed_everything
+from dfrobust.utils.runtime import progress, seed_everything
 
 Log = Callable[[str], None]
 
@@ -136,6 +147,7 @@ def train_step(
     generator: torch.Generator | None = None,
     amp_dtype: torch.dtype | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    rows: tuple[int, int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """One optimizer step on a batch; returns (loss, logits, penalty).
 
@@ -143,24 +155,38 @@ def train_step(
     or an adversarial recipe's (:func:`dfrobust.train.adversarial.recipe_for`; its attacks draw
     their random starts from ``generator``) when ``cfg.adversarial`` is set. ``penalty`` is the
     Lipschitz term or TRADES' KL term, ``None`` otherwise.
+
+    ``rows``: ``(offset, total, world_size)`` when ``x`` is one process's slice of a global batch
+    of ``total`` images under DDP; the loss that is backpropagated is then weighted by
+    ``len(x) * world_size / total``, so DDP's average over the processes is the gradient of the
+    global batch's mean loss (the returned loss is the slice's own mean).
     """
     recipe = recipe_for(cfg, (x.shape[-2], x.shape[-1]))
+    slice_rows = rows[:2] if rows is not None else None
     with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         if recipe is not None:
-            loss, logits, penalty = recipe.loss(model, x, y, generator)
+            loss, logits, penalty = recipe.loss(model, x, y, generator, slice_rows)
         else:
             loss, logits, penalty = training_loss(
-                model, x, y, cfg.lipschitz, cfg.lipschitz_estimator, generator, cfg.lipschitz_batchnorm
+                model, x, y, cfg.lipschitz, cfg.lipschitz_estimator, generator, cfg.lipschitz_batchnorm, slice_rows
             )
+    weighted = loss if rows is None else loss * (len(x) * rows[2] / rows[1])
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
-        scaler.scale(loss).backward()
+        scaler.scale(weighted).backward()
         scaler.step(optimizer)
         scaler.update()
     else:
-        loss.backward()
+        weighted.backward()
         optimizer.step()
     return loss, logits, penalty
+
+
+def local_rows(n: int, ctx: distributed.Context) -> tuple[int, int]:
+    """The rows ``[start, stop)`` of a global batch of ``n`` that process ``ctx.rank`` trains on (contiguous, sizes within one)."""
+    base, extra = divmod(n, ctx.world_size)
+    start = ctx.rank * base + min(ctx.rank, extra)
+    return start, start + base + (ctx.rank < extra)
 
 
 def train_one_epoch(
@@ -173,24 +199,37 @@ def train_one_epoch(
     augment: Augment,
     amp_dtype: torch.dtype | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    ctx: distributed.Context | None = None,
 ) -> dict[str, float]:
-    """One pass over ``train`` in shuffled batches; returns mean loss, accuracy and penalty."""
+    """One pass over ``train`` in shuffled batches; returns mean loss, accuracy and penalty.
+
+    With ``ctx`` of several processes (``model`` wrapped in DistributedDataParallel) each process
+    trains on its slice of every global batch and the returned means are over all processes.
+    """
+    ctx = ctx or distributed.Context()
     gen = epoch_generator(cfg.seed, epoch)
     order = torch.randperm(len(train), generator=gen)
     batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-    if len(batches) > 1 and len(batches[-1]) < 2:
-        batches.pop()  # BatchNorm cannot train on a single image
+    if len(batches) > 1 and len(batches[-1]) < 2 * ctx.world_size:
+        batches.pop()  # BatchNorm cannot train on a single image (per process)
+    if ctx.sharded:
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch * 7919 + ctx.rank)  # dropout: independent draws per process
     model.train()
     totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss, correct, penalty, count
-    bar = progress(batches, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch")
+    bar = progress(batches, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", disable=not ctx.is_main)
     for step, idx in enumerate(bar):
+        # the whole batch's augmentation on every process (the same draws), then this process's slice
         x = augment(train.images(idx).to(device, non_blocking=True), gen)
         if cfg.noise_sigma > 0:
             # Cohen et al.: every training image gets fresh Gaussian noise, not clipped to [0, 1]
             x = x + cfg.noise_sigma * torch.randn(x.shape, generator=gen).to(device)
         y = train.y[idx].to(device, non_blocking=True)
-        loss, logits, penalty = train_step(model, optimizer, x, y, cfg, gen, amp_dtype, scaler)
-        n = len(idx)
+        rows = None
+        if ctx.sharded:
+            start, stop = local_rows(len(idx), ctx)
+            x, y, rows = x[start:stop], y[start:stop], (start, len(idx), ctx.world_size)
+        loss, logits, penalty = train_step(model, optimizer, x, y, cfg, gen, amp_dtype, scaler, rows)
+        n = len(y)
         totals += torch.stack(
             [
                 loss.detach().double() * n,
@@ -204,7 +243,7 @@ def train_one_epoch(
             if not math.isfinite(loss_sum):
                 raise DfrobustError(f"training diverged (loss is not finite) in epoch {epoch}; lower --lr or --lipschitz")
             bar.set_postfix(loss=f"{loss_sum / count:.4f}", acc=f"{correct / count:.3f}")
-    loss_sum, correct, pen_sum, count = totals.tolist()
+    loss_sum, correct, pen_sum, count = distributed.all_reduce_sum(totals, ctx).tolist()
     return {"train_loss": loss_sum / count, "train_accuracy": correct / count, "train_penalty": pen_sum / count}
 
 
@@ -333,7 +372,8 @@ def train_detector(
     >>> meta = train_detector("data/synth", TrainConfig(arch="resnet18"), "models/resnet18.safetensors")  # doctest: +SKIP
     >>> meta["metrics"]["test"]["accuracy"]  # doctest: +SKIP
     """
-    log = log or _default_log
+    ctx = distributed.setup(cfg.device)  # torchrun: one process per device, DDP
+    log = (log or _default_log) if ctx.is_main else (lambda message: None)
     data_dir, out_path = Path(data_dir), Path(out_path)
     if out_path.suffix != ".safetensors":
         raise DfrobustError(f"--out must end in .safetensors, got {out_path.name}")
@@ -342,12 +382,15 @@ def train_detector(
     manifest = read_manifest(data_dir)
     data_hash = manifest_hash(data_dir)
     sources = {"init": _file_source(cfg.init, "--init"), "resume_from": _file_source(cfg.resume_from, "--resume-from")}
-    if not force and (done := _up_to_date(out_path, cfg, data_hash, sources)) is not None:
+    if not force and (done := distributed.broadcast(_up_to_date(out_path, cfg, data_hash, sources), ctx)) is not None:
         log(f"{out_path} is already trained with these settings on this data; nothing to do (use --force to retrain)")
         return done
 
+    if ctx.sharded and cfg.batch_size < 2 * ctx.world_size:
+        raise DfrobustError(f"--batch-size {cfg.batch_size} is the global batch; {ctx.world_size} processes need at least "
+                            f"{2 * ctx.world_size} (2 images each)")
     started = time.time()
-    device = resolve_device(cfg.device)
+    device = distributed.device_for(cfg.device, ctx)
     seed_everything(cfg.seed)
     train_all = load_split(data_dir, "train")
     _check_classes(train_all, data_dir, "training split")
@@ -380,15 +423,21 @@ def train_detector(
         restore_rng(groups["rng"])
         best_state = groups["best"] or None
         log(f"resuming {out_path.name} after epoch {info['epoch']} of {cfg.epochs}")
-    if recipe is not None and "cost" not in info:
+    if recipe is not None and "cost" not in info and ctx.is_main:
         info["cost"] = measure_cost(model, cfg, train, augment, device, amp_dtype)
         log(f"{recipe.method} adversarial training, eps {recipe.eps:.5f} ({recipe.eps_source}): "
             f"{info['cost']['cost_multiplier']:.2f}x the time of a plain step")
 
+    # the optimizer holds the module's parameters, which DDP shares; rank 0 validates and saves on the bare module
+    net = model
+    if ctx.group:
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     session_epochs = 0.0
     for epoch in range(info["epoch"] + 1, cfg.epochs + 1):
         t0 = time.time()
-        row: dict[str, Any] = {"epoch": epoch, **train_one_epoch(model, optimizer, train, cfg, epoch, device, augment, amp_dtype, scaler)}
+        row: dict[str, Any] = {"epoch": epoch, **train_one_epoch(net, optimizer, train, cfg, epoch, device, augment, amp_dtype, scaler, ctx)}
+        if not ctx.is_main:
+            continue
         line = f"epoch {epoch}/{cfg.epochs}: loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f}"
         if val is not None:
             val_metrics = evaluate_detector(model, val, cfg.eval_batch_size, device, gradients=False)
@@ -412,6 +461,9 @@ def train_detector(
         save_partial(partial, model, optimizer, best_state, {**info})
         log(f"{line}  [{row['seconds']:.1f} s]")
 
+    if not ctx.is_main:
+        distributed.barrier(ctx)  # rank 0 evaluates and writes the files
+        return read_sidecar(out_path)
     if best_state is not None:
         model.load_state_dict(best_state)
     selected = info["best_epoch"] if val is not None else cfg.epochs
@@ -443,6 +495,7 @@ def train_detector(
         **({"adversarial": {**recipe.settings(), **info["cost"],
                             "catastrophic_overfitting": info.get("catastrophic_overfitting")}} if recipe is not None else {}),
         "device": str(device),
+        "world_size": ctx.world_size,
         "amp": str(amp_dtype).removeprefix("torch.") if amp_dtype is not None else None,
         # epochs of every session (a resumed run included) plus this session's loading and evaluation
         "wall_seconds": info["elapsed"] + (time.time() - started - session_epochs),
@@ -450,4 +503,5 @@ def train_detector(
     save_detector(model.cpu(), out_path, meta)
     with contextlib.suppress(FileNotFoundError):
         partial.unlink()
+    distributed.barrier(ctx)
     return read_sidecar(out_path)
