@@ -203,3 +203,17 @@ def test_ddp_adversarial_training_resumes_with_another_world_size(toy_dataset: P
     _weights_close(tmp_path / "one.safetensors", tmp_path / "two.safetensors", atol=1e-3)
     model, _ = load_detector(tmp_path / "two.safetensors")
     assert model(torch.rand(2, 3, 32, 32)).shape == (2, 2)
+
+
+@pytest.mark.slow
+def test_torchrun_reproduce_shares_every_stage_and_matches_one_process(tmp_path: Path) -> None:
+    small = ["--set", "train.lipschitz.lambdas=[5.0]", "--set", "train.hardened.roles=[]", "--set", 'attack.attacks=["fgsm"]']
+    from dfrobust.cli import main
+
+    assert main(["reproduce", "--preset", "tiny", "--run", str(tmp_path / "one"), "--device", "cpu", *small]) == 0
+    torchrun("reproduce", "--preset", "tiny", "--run-dir", str(tmp_path / "two"), "--device", "cpu", *small)
+    for model in ("vgg16", "resnet18"):
+        one, two = (read_json(tmp_path / r / "models" / f"{model}.json") for r in ("one", "two"))
+        assert two["world_size"] == 2 and abs(one["metrics"]["test"]["accuracy"] - two["metrics"]["test"]["accuracy"]) < 1e-9
+    assert read_json(tmp_path / "two" / "dip" / "summary.json")["world_size"] == 2
+    assert (tmp_path / "two" / "report" / "report.html").is_file()

@@ -32,6 +32,9 @@ from dfrobust.utils.runfolder import CONFIG_FILE, PLAN_FILE, read_plan
 log = logging.getLogger(__name__)
 #: Knobs of the built-in fakes a preset may set under ``[data.swap]`` (the fields of SwapKnobs).
 SWAP_KNOBS = tuple(f.name for f in fields(SwapKnobs))
+#: torchrun's variables, which a stage started by the --devices scheduler must not inherit.
+TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "MASTER_ADDR", "MASTER_PORT",
+                 "TORCHELASTIC_RUN_ID")
 #: The attacks whose images Fig 2 shows (crafted on the ResNet-18 role when it exists).
 FIG2_ATTACKS = ("fgsm", "cw")
 
@@ -153,7 +156,7 @@ def _train_stage(plan: Plan, cfg: dict[str, Any], role: Role, device: str) -> St
         conf["resume_from"] = Path(conf["resume_from"]).stem  # its fingerprint is in the deps
     deps = ["data", *([f"train/{role.start_from}"] if role.start_from else [])]
     return Stage(f"train/{role.name}", conf, out, train, deps=deps, extra_paths=[out.with_suffix(".json"), partial_path(out)],
-                 device=device)
+                 device=device, sharded=True)
 
 
 def _card_stage(plan: Plan, cfg: dict[str, Any], role: Role, device: str) -> Stage:
@@ -187,7 +190,7 @@ def _attack_stage(plan: Plan, cfg: dict[str, Any], attack: str, source: str, tar
 
     deps = ["data", *sorted({plan.model_stage(m) for m in [source, *targets]})]
     # keep_output: a retrained target only re-scores the stored images (run_attack checks the crafting)
-    return Stage(f"attack/{attack}-{source}", conf, out, run, deps=deps, keep_output=True, device=device)
+    return Stage(f"attack/{attack}-{source}", conf, out, run, deps=deps, keep_output=True, device=device, sharded=True)
 
 
 def attack_plan(cfg: dict[str, Any], roles: list[Role] | None = None) -> list[tuple[str, str, list[str]]]:
@@ -260,7 +263,7 @@ def _dip_stage(plan: Plan, cfg: dict[str, Any], device: str) -> Stage | None:
     deps = ["data", plan.model_stage(classifier.name), *(f"attack/{p.name}" for p in adv)]
     plan.dip = {"dir": "dip", "model": classifier.name, "label": classifier.label, "adv": [p.name for p in adv]}
     # keep_output: the purified batches are reused while the images, classifier and settings are unchanged
-    return Stage("dip", conf, out, run, deps=deps, keep_output=True, device=device)
+    return Stage("dip", conf, out, run, deps=deps, keep_output=True, device=device, sharded=True)
 
 
 def _certify_stage(plan: Plan, cfg: dict[str, Any], role: Role, device: str) -> Stage:
@@ -281,7 +284,7 @@ def _certify_stage(plan: Plan, cfg: dict[str, Any], role: Role, device: str) -> 
 
     plan.certify[role.name] = str(out.relative_to(plan.run_dir))
     conf = {k: v for k, v in asdict(cc).items() if k != "device"} | {"model": role.name}
-    return Stage(f"certify/{role.name}", conf, out, run, deps=["data", f"train/{role.name}"], device=device)
+    return Stage(f"certify/{role.name}", conf, out, run, deps=["data", plan.model_stage(role.name)], device=device, sharded=True)
 
 
 def plan_study(cfg: dict[str, Any], run_dir: Path, data_arg: Path | None = None, device: str = "auto") -> Plan:
@@ -330,25 +333,34 @@ def reproduce(
     from dfrobust.report.render import write_report
     from dfrobust.utils.runtime import resolve_device, versions
 
+    from dfrobust.utils import distributed
+
     run_dir = Path(run_dir)
     devices = list(devices or [device])
     for d in devices:
         resolve_device(d)  # fail early on a missing GPU
+    ctx = distributed.setup(devices[0])  # under torchrun: every stage is shared by all ranks
+    if ctx.group and len(devices) > 1:
+        raise DfrobustError("--devices and torchrun do not mix: under torchrun every rank already has its own device")
     plan = plan_study(cfg, run_dir, Path(data_arg) if data_arg else None, devices[0])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / CONFIG_FILE, {"config": cfg, "data_arg": str(data_arg) if data_arg else None, "device": device,
-                                       "devices": devices, "versions": versions()})
-    write_json(run_dir / PLAN_FILE, plan.record(cfg, _data_summary(plan.data_dir)))
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / CONFIG_FILE, {"config": cfg, "data_arg": str(data_arg) if data_arg else None, "device": device,
+                                           "devices": devices, "world_size": ctx.world_size, "versions": versions()})
+        write_json(run_dir / PLAN_FILE, plan.record(cfg, _data_summary(plan.data_dir)))
     runner = StageRunner(run_dir, force=force)
     t0 = time.perf_counter()
     runner.run(plan.stages[0])  # the data: every other stage reads it
-    write_json(run_dir / PLAN_FILE, plan.record(cfg, _data_summary(plan.data_dir)))  # its size and counts exist now
+    if ctx.is_main:
+        write_json(run_dir / PLAN_FILE, plan.record(cfg, _data_summary(plan.data_dir)))  # its size and counts exist now
     if len(devices) == 1:
         for stage in plan.stages[1:]:
             runner.run(stage)
     else:
         run_on_devices(run_dir, plan, devices, force or set())
-    report_dir = write_report(run_dir)
+    report_dir = run_dir / "report"
+    if ctx.is_main:
+        report_dir = write_report(run_dir)
     log.info(f"done in {time.perf_counter() - t0:.0f} s; report: {report_dir / 'report.html'}")
     return report_dir
 
@@ -360,6 +372,7 @@ def run_on_devices(run_dir: Path, plan: Plan, devices: list[str], force: set[str
     stages never share a random generator or a CUDA context; a device listed twice runs two stages.
     The first failure stops new starts and is raised once the running stages finish.
     """
+    import os
     import subprocess
     import sys
     from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -367,7 +380,9 @@ def run_on_devices(run_dir: Path, plan: Plan, devices: list[str], force: set[str
     def run_one(name: str, device: str) -> None:
         cmd = [sys.executable, "-m", "dfrobust", "reproduce", "--run", str(run_dir), "--stage", name, "--device", device]
         cmd += [a for f in sorted(force) for a in ("--force", f)]
-        if subprocess.run(cmd).returncode != 0:
+        # a stage is one process of its own, never a rank of a torchrun group this process may belong to
+        env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_VARS}
+        if subprocess.run(cmd, env=env).returncode != 0:
             raise DfrobustError(f"stage {name} failed on {device} (its error is above); rerun the same command to resume")
 
     by_name = {s.name: s for s in plan.stages}

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dfrobust.utils import distributed
 from dfrobust.utils.io import read_json, sha256_bytes, to_json, write_json
 from dfrobust.utils.runfolder import STAGES_DIR, stage_record_path
 
@@ -50,6 +51,8 @@ class Stage:
         keep_output: on a key change, leave the output for ``fn`` to reuse what is still valid
             (``fn`` must check that itself); ``--force`` still removes it.
         device: the device the stage computes on (recorded with the host that ran it).
+        sharded: under torchrun every rank runs the function, which splits the work itself;
+            otherwise rank 0 alone runs it.
     """
 
     name: str
@@ -60,6 +63,7 @@ class Stage:
     extra_paths: list[Path] = field(default_factory=list)
     keep_output: bool = False
     device: str = "cpu"
+    sharded: bool = False
 
     def record(self, run_dir: Path) -> dict[str, Any]:
         """What ``plan.json`` keeps of the stage: enough to compute its state without re-planning."""
@@ -134,7 +138,38 @@ class StageRunner:
                 path.unlink()
 
     def run(self, stage: Stage) -> bool:
-        """Run ``stage`` unless it is done; returns ``True`` if it ran."""
+        """Run ``stage`` unless it is done; returns ``True`` if it ran.
+
+        Under torchrun (a started process group) rank 0 decides, clears and keeps the records;
+        every rank runs a ``sharded`` stage (its function splits the work), rank 0 alone the others.
+        """
+        ctx = distributed.env_context()
+        decision = self._decide(stage) if ctx.is_main else None
+        if ctx.group:
+            decision = distributed.broadcast(decision, ctx)
+        if decision is None:
+            return False
+        key, state, seconds_before = decision
+        t0, started = time.perf_counter(), time.time()
+        try:
+            if stage.sharded or ctx.is_main:
+                stage.fn()
+            if ctx.group:
+                distributed.barrier(ctx)
+        except BaseException:
+            if ctx.is_main:
+                rec = {"name": stage.name, "key": key, "state": "interrupted", "config": stage.config}
+                rec["seconds"] = seconds_before + time.perf_counter() - t0
+                write_json(self._book_file(stage.name), rec)
+            raise
+        if ctx.is_main:
+            self._finish(stage, key, seconds_before + time.perf_counter() - t0, started, ctx.world_size)
+        if ctx.group:
+            distributed.barrier(ctx)
+        return True
+
+    def _decide(self, stage: Stage) -> tuple[str, str, float] | None:
+        """``None`` when the stage is done; else clear what must go, mark it running, return ``(key, state, seconds so far)``."""
         missing = [d for d in stage.deps if self.fingerprint(d) is None]
         if missing:
             raise RuntimeError(f"stage {stage.name} runs before its inputs {missing}")
@@ -142,7 +177,7 @@ class StageRunner:
         state = self.state(stage)
         if state == "done" and not forced:
             self.log(f"[skip] {stage.name} (done)")
-            return False
+            return None
         key = self.key(stage)
         if forced or (state == "stale" and not stage.keep_output):
             self._clear(stage)
@@ -152,15 +187,9 @@ class StageRunner:
         prev = self.record(stage.name) or {}
         seconds_before = prev.get("seconds", 0.0) if state == "partial" else 0.0
         write_json(self._book_file(stage.name), {"name": stage.name, "key": key, "state": "running", "config": stage.config, "seconds": seconds_before})
-        t0, started = time.perf_counter(), time.time()
-        try:
-            stage.fn()
-        except BaseException:
-            rec = {"name": stage.name, "key": key, "state": "interrupted", "config": stage.config}
-            rec["seconds"] = seconds_before + time.perf_counter() - t0
-            write_json(self._book_file(stage.name), rec)
-            raise
-        seconds = seconds_before + time.perf_counter() - t0
+        return key, state, seconds_before
+
+    def _finish(self, stage: Stage, key: str, seconds: float, started: float, world_size: int) -> None:
         write_json(
             self._book_file(stage.name),
             {
@@ -174,10 +203,9 @@ class StageRunner:
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "started": round(started, 3),
                 "finished": round(time.time(), 3),
-                "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "device": stage.device},
+                "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "device": stage.device, "world_size": world_size},
             },
         )
-        return True
 
     def table(self, stages: list[Stage]) -> list[dict[str, Any]]:
         """Status rows (name, state, seconds, output) for ``stages`` in order.

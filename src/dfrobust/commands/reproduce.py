@@ -52,7 +52,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--preset", default=None,
                    help=f"one of {available_presets()} or a .toml file (default: an existing run's own preset, else quick)")
     p.add_argument("--data", default=None, help="a dataset folder, or a folder of real/ and fake/ images to import (default: synthetic faces)")
-    p.add_argument("--run", default=None, help="run folder (default: runs/<preset>)")
+    p.add_argument("--run", "--run-dir", dest="run", default=None,
+                   help="run folder (default: runs/<preset>); under torchrun write --run-dir (torchrun takes --run for its own --run-path)")
     p.add_argument("--detector", action="append", default=[], metavar="CARD",
                    help="red-team your own detector (a detector card; repeatable): no training, every attack whitebox "
                         "on each and blackbox from each to every other, the DIP study on the first, the same report")
@@ -153,7 +154,11 @@ def run(args: argparse.Namespace) -> int:
             raise DfrobustError(f"two detector cards share a name ({names}); set `name` in one of them")
         cfg["run"]["detectors"] = cards
     validate_study_config(cfg)
-    with run_lock(run_dir), run_log(run_dir):
+    from dfrobust.utils.distributed import env_context
+
+    # under torchrun rank 0 holds the lock and writes run.log; the other ranks join its stages
+    main_rank = env_context().rank == 0
+    with run_lock(run_dir) if main_rank else contextlib.nullcontext(), run_log(run_dir) if main_rank else contextlib.nullcontext():
         log.info(f"dfrobust reproduce: preset {cfg['run']['preset']}, run {run_dir}, data {data or 'synthetic'}, device {args.device}")
         devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
         reproduce(cfg, run_dir, data_arg=data, device=args.device, force=set(args.force) - {FORCE_PRESET}, devices=devices)
