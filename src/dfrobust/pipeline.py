@@ -50,6 +50,8 @@ class Plan:
     attacks: list[tuple[str, str, list[str]]] = field(default_factory=list)
     dip: dict[str, Any] | None = None
     certify: dict[str, str] = field(default_factory=dict)  #: role name -> certification folder (relative)
+    curves: dict[str, str] = field(default_factory=dict)  #: role name -> robustness-curve folder (relative)
+    adaptive: dict[str, str] = field(default_factory=dict)  #: purifier -> adaptive-attack folder (relative)
 
     def _role(self, name: str) -> Role | None:
         return next((r for r in self.roles if r.name == name), None)
@@ -89,6 +91,8 @@ class Plan:
             "samples": "samples",
             "dip": self.dip,
             "certify": self.certify,
+            "curves": self.curves,
+            "adaptive": self.adaptive,
             "stages": [s.record(self.run_dir) for s in self.stages],
         }
 
@@ -287,6 +291,71 @@ def _certify_stage(plan: Plan, cfg: dict[str, Any], role: Role, device: str) -> 
     return Stage(f"certify/{role.name}", conf, out, run, deps=["data", plan.model_stage(role.name)], device=device, sharded=True)
 
 
+def _curves_stage(plan: Plan, cfg: dict[str, Any], role: Role, device: str) -> Stage:
+    """APGD accuracy of one detector over a range of Linf and L2 radii, with the gradient-masking checks."""
+    from dfrobust.attacks.curves import run_curves
+
+    r = cfg["robustness"]
+    norms = {"linf": [float(e) / 255 for e in r["linf_255"]], "l2": [float(e) for e in r["l2"]]}
+    out = plan.run_dir / "curves" / role.name
+    model = plan.model_path(role.name)
+    kw = {"norms": norms, "max_images": int(r["max_images"]) or None, "classes": "both", "seed": int(cfg["run"]["seed"]),
+          "steps": int(r["steps"]), "batch_size": int(r["batch_size"])}
+
+    def run() -> None:
+        run_curves(plan.data_dir, model, out, device=device, **kw)
+
+    plan.curves[role.name] = str(out.relative_to(plan.run_dir))
+    conf = {"model": role.name, **kw}
+    return Stage(f"curves/{role.name}", conf, out, run, deps=["data", plan.model_stage(role.name)], device=device)
+
+
+def fooled_fakes(dip_dir: Path) -> list[str]:
+    """The clean fakes behind the DIP study's perturbed fakes that fooled its classifier (the adaptive attack's images)."""
+    from dfrobust.utils.io import read_csv
+
+    rows = read_csv(dip_dir / "predictions.csv")
+    return list(dict.fromkeys(r["image"] for r in rows if r["category"].endswith("/fake-wrong") and r["source"] != "clean"))
+
+
+def _adaptive_stage(plan: Plan, cfg: dict[str, Any], purifier: str, device: str) -> Stage | None:
+    """An adaptive attack (BPDA + EOT) through ``purifier`` in front of the DIP study's classifier."""
+    from dfrobust.defenses.adaptive_run import run_adaptive
+    from dfrobust.defenses.transforms import default_blur_sigma
+
+    if plan.dip is None:
+        return None
+    a, d = cfg["adaptive"], cfg["dip"]
+    model = plan.dip["model"]
+    params: dict[str, Any] = {}
+    attack_params: dict[str, Any] = {}
+    if purifier == "dip":  # the study's DIP, classified at its T; the attack sees a cheaper one
+        params = {"iterations": int(d["classify_at"]), "classify_at": int(d["classify_at"])}
+        cheap = min(int(a["dip_attack_iterations"]), int(d["classify_at"]))
+        attack_params = {"iterations": cheap, "classify_at": cheap}
+    elif purifier == "blur":  # as scored beside DIP in Table III
+        params = {"sigma": default_blur_sigma(int(cfg["data"]["size"]))}
+    atk = {"steps": int(a["steps"])} | {k: v for k, v in cfg["attack"].get(a["attack"], {}).items() if k != "steps"}
+    out = plan.run_dir / "adaptive" / purifier
+    dip_dir = plan.run_dir / plan.dip["dir"]
+    kw = {"purifier_params": params, "attack_name": str(a["attack"]), "attack_params": atk, "eot": int(a["eot"]),
+          "bpda": str(a["bpda"]), "attack_purifier_params": attack_params, "eval_draws": int(a["eval_draws"]),
+          "seed": int(cfg["run"]["seed"]), "batch_size": int(a["batch_size"])}
+
+    def run() -> None:
+        images = fooled_fakes(dip_dir)
+        if images:
+            run_adaptive(plan.data_dir, plan.model_path(model), purifier, out_dir=out, images=images, device=device,
+                         replace=True, **kw)
+        else:  # nothing fooled the classifier: nothing for an adaptive attack to improve on
+            out.mkdir(parents=True, exist_ok=True)
+            write_json(out / "summary.json", {"complete": True, "defense": purifier, "n": 0, "note": "no fooled fakes in the DIP study"})
+
+    plan.adaptive[purifier] = str(out.relative_to(plan.run_dir))
+    conf = {"purifier": purifier, "model": model, **kw}
+    return Stage(f"adaptive/{purifier}", conf, out, run, deps=["data", plan.model_stage(model), "dip"], device=device)
+
+
 def plan_study(cfg: dict[str, Any], run_dir: Path, data_arg: Path | None = None, device: str = "auto") -> Plan:
     """Every stage of the study, in an order that respects their dependencies."""
     run_dir = Path(run_dir)
@@ -303,6 +372,12 @@ def plan_study(cfg: dict[str, Any], run_dir: Path, data_arg: Path | None = None,
     for role in plan.roles:
         if role.certify_sigma:
             plan.stages.append(_certify_stage(plan, cfg, role, device))
+    if cfg.get("robustness"):
+        plan.stages += [_curves_stage(plan, cfg, role, device) for role in plan.roles]
+    for purifier in (cfg.get("adaptive") or {}).get("purifiers", []):
+        stage = _adaptive_stage(plan, cfg, purifier, device)
+        if stage is not None:
+            plan.stages.append(stage)
     return plan
 
 

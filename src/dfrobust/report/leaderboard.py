@@ -85,8 +85,9 @@ def leaderboard_rows(ctx: dict[str, Any], wide: Mapping[str, Mapping[str, float 
             "clean_accuracy": sum(float(r[f"dip@{thr:g}"]) * int(r["n"]) for r in clean) / n_c if n_c else None,
             "auroc": float(t3[("dip", thr)]["auroc"]) if ("dip", thr) in t3 and t3[("dip", thr)]["auroc"] not in ("", None) else None,
             "n_attacked": n_p, "whitebox": {}, "robust_accuracy": acc_p, "blackbox": None,
-            "adaptive": (ctx.get("adaptive") or {}).get("accuracy_adaptive_worst"),
-            "cost_multiplier": None, "cost_source": "", "nonadaptive_only": not ctx.get("adaptive"),
+            "adaptive": (ctx.get("adaptive") or {}).get("dip", {}).get("accuracy_adaptive_worst"),
+            "cost_multiplier": None, "cost_source": "",
+            "nonadaptive_only": (ctx.get("adaptive") or {}).get("dip", {}).get("accuracy_adaptive_worst") is None,
         })
     rows.sort(key=lambda r: -1.0 if r["robust_accuracy"] is None else r["robust_accuracy"], reverse=True)
     return rows

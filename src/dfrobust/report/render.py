@@ -100,6 +100,10 @@ def collect(run_dir: Path) -> dict[str, Any]:
         summary = resolve(run_dir, folder) / "summary.json"
         if summary.is_file():
             ctx["certify"][name] = read_json(summary)
+    from dfrobust.report.adaptive import read_adaptive, read_curves
+
+    ctx["adaptive"] = read_adaptive({k: resolve(run_dir, v) for k, v in (plan.get("adaptive") or {}).items()})
+    ctx["curves"], ctx["curve_warnings"] = read_curves({k: resolve(run_dir, v) for k, v in (plan.get("curves") or {}).items()})
     ctx["dip"] = None
     dip_dir = resolve(run_dir, plan["dip"]["dir"]) if plan.get("dip") else None
     if dip_dir is not None and (dip_dir / "summary.json").is_file():
@@ -372,7 +376,7 @@ WHY = {
 }
 #: Keys that only say how a run is labelled or scheduled, not what it computes.
 NOT_SCIENCE = ("run.", "dip.batch_size", "attack.batch_size", "train.eval_batch_size", "dip.record_every",
-               "train.hardened.", "certify.", "dip.purifiers")  # the last ones go beyond the paper: nothing to differ from
+               "train.hardened.", "certify.", "dip.purifiers", "robustness.", "adaptive.", "attack.apgd.", "attack.square.")  # the last ones go beyond the paper: nothing to differ from
 #: Keys the fixed lines of :func:`differences` already state (the data source and the input size).
 STATED = ("data.n", "data.size")
 
@@ -554,9 +558,10 @@ def build_sections(ctx: dict[str, Any], figs: Path) -> tuple[list[Section], dict
         s.items.append("The DIP study has not run yet.")
     sections.append(s)
 
-    s = defense_section(ctx, results, figs)
-    if s is not None:
-        sections.append(s)
+    for make in (adaptive_section, defense_section):
+        s = make(ctx, results, figs)
+        if s is not None:
+            sections.append(s)
 
     diffs = differences(ctx)
     sections.append(Section("Where this run differs from the paper", ["\n".join(f"- {d}" for d in diffs)]))
@@ -574,6 +579,46 @@ def _md_paragraph(text: str) -> str:
     if len(parts) % 2 == 0:
         return "\n".join(md_escape(line) for line in str(text).splitlines())
     return "".join(f"`{p}`" if i % 2 else md_escape(p) for i, p in enumerate(parts))
+
+
+def adaptive_section(ctx: dict[str, Any], results: dict[str, Any], figs: Path) -> Section | None:
+    """Beyond the paper: Table V (adaptive attacks on the purifiers), robustness curves, Square's queries, masking checks."""
+    from dfrobust.report.adaptive import adaptive_reading, curves_table, plot_curves, plot_square, square_rows, table5, warnings_lines
+
+    if not (ctx["adaptive"] or ctx["curves"] or ctx["attack_rows"]):
+        return None
+    s = Section("Beyond the paper: adaptive evaluation")
+    if ctx["adaptive"]:
+        dip_non, dip_n = None, None
+        if ctx["dip"]:
+            wrong = next((r for r in ctx["dip"]["table4"] if r["category"] == "perturbed/fake-wrong"), None)
+            if wrong and int(wrong["n"]):
+                thr = "0.25" if "dip@0.25" in wrong else "0.5"
+                dip_non, dip_n = float(wrong[f"dip@{thr}"]), int(wrong["n"])
+        t, rows = table5(ctx["adaptive"], dip_non, dip_n)
+        s.items += [adaptive_reading(rows), t]
+        results["adaptive"] = rows
+    if ctx["curves"]:
+        results["robustness_curves"] = [{k: r[k] for k in ("model", "norm", "eps", "subset", "n", "accuracy", "ci_low", "ci_high")}
+                                        for r in ctx["curves"]]
+        for norm in ("linf", "l2"):
+            path = plot_curves(ctx["curves"], norm, figs / f"curves-{norm}.png")
+            if path:
+                s.items.append(Figure(path, f"Robustness curve ({norm}): accuracy on fake test images under APGD at each radius, "
+                                            "with Wilson 95% intervals."))
+        s.items.append(curves_table(ctx["curves"]))
+    warn = warnings_lines(ctx["curve_warnings"])
+    if warn:
+        s.items += ["Signs of gradient masking (checks in the spirit of AutoAttack's; each is a reason to distrust a gradient "
+                    "attack's number for that model):", warn]
+        results["masking_warnings"] = ctx["curve_warnings"]
+    sq = square_rows(ctx["attack_rows"])
+    if sq:
+        path = plot_square(sq, figs / "square.png")
+        if path:
+            s.items.append(Figure(path, "Square attack: share of fakes passed as real within a query budget (whitebox scores, no gradients)."))
+        results["square"] = {m: [{"queries": q, "success_rate": r, "n": n} for q, r, n in pts] for m, pts in sq.items()}
+    return s if len(s.items) else None
 
 
 def defense_section(ctx: dict[str, Any], results: dict[str, Any], figs: Path) -> Section | None:
