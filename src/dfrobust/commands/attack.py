@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,11 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     opts = parser.add_argument_group("run")
     opts.add_argument("--classes", choices=["fake", "real", "both"], default="fake", help="test images to attack (default: fake)")
     opts.add_argument("--max-images", type=int, metavar="N", help="attack a seeded subset of N images")
-    opts.add_argument("--batch-size", type=int, default=32, help="images per batch (default: 32)")
+    from dfrobust.attacks.experiment import AttackConfig
+    from dfrobust.defenses.adaptive_run import run_adaptive
+
+    adaptive_batch = inspect.signature(run_adaptive).parameters["batch_size"].default
+    opts.add_argument("--batch-size", type=int, help=f"images per batch (default: {AttackConfig.batch_size}; {adaptive_batch} with --through)")
     opts.add_argument("--jpeg-quality", type=int, metavar="Q", help="also evaluate after a JPEG round trip at quality Q")
     opts.add_argument("--rank", type=int, default=0, help="this shard's rank (batch k goes to rank k %% world size)")
     opts.add_argument("--world-size", type=int, default=1, help="number of shards (default: 1)")
@@ -76,8 +81,6 @@ ADAPTIVE_OPTIONS = ("eot", "bpda", "unroll_steps", "eval_draws", "nonadaptive")
 
 def _add_adaptive_arguments(parser: argparse.ArgumentParser) -> None:
     """``--through PURIFIER`` and its options; defaults come from :func:`run_adaptive`'s signature."""
-    import inspect
-
     from dfrobust.defenses.adaptive import BPDA_MODES
     from dfrobust.defenses.adaptive_run import run_adaptive
     from dfrobust.defenses.base import purifier_classes
@@ -132,7 +135,7 @@ def run_adaptive_command(args: argparse.Namespace) -> int:
 
     if any(t.resolve() != args.source.resolve() for t in args.target) or args.jpeg_quality:
         raise DfrobustError("--target and --jpeg-quality do not apply with --through: the defense is evaluated on the source detector")
-    options = {k: getattr(args, k) for k in ADAPTIVE_OPTIONS if getattr(args, k) is not None}
+    options = {k: getattr(args, k) for k in (*ADAPTIVE_OPTIONS, "batch_size") if getattr(args, k) is not None}
     params = attack_params(args)  # run_adaptive gives a seeded attack --seed when its seed is not set
     summary = run_adaptive(
         args.data,
@@ -147,7 +150,6 @@ def run_adaptive_command(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         classes=args.classes,
-        batch_size=args.batch_size,
         rank=args.rank,
         world_size=args.world_size,
         **options,
@@ -171,7 +173,8 @@ def run_adaptive_command(args: argparse.Namespace) -> int:
     print(f"  adaptive, purified           {pct('accuracy_adaptive')}  worst of {summary['eval_draws']}: {pct('accuracy_adaptive_worst')}")
     if summary.get("fitted_sigma_mean") is not None:
         print(f"  fitted blur sigma (mean)     {summary['fitted_sigma_mean']:.2f} px")
-    print(f"results in {args.out}: results.csv, summary.json, images/, images-nonadaptive/")
+    folders = "images/, images-nonadaptive/" if summary["config"]["nonadaptive"] else "images/"
+    print(f"results in {args.out}: results.csv, summary.json, {folders}")
     return 0
 
 
@@ -195,12 +198,12 @@ def run_command(args: argparse.Namespace) -> int:
     cfg = AttackConfig(
         attack=args.attack,
         params=attack_params(args),
-        batch_size=args.batch_size,
         classes=args.classes,
         max_images=args.max_images,
         seed=args.seed,
         device=args.device,
         jpeg_quality=args.jpeg_quality,
+        **({"batch_size": args.batch_size} if args.batch_size is not None else {}),
     )
     summary = run_attack(args.data, args.source, args.target, cfg, args.out, rank=args.rank, world_size=args.world_size)
     if not summary.get("complete"):
