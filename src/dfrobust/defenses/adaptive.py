@@ -33,6 +33,7 @@ from torch import nn
 from dfrobust.attacks.base import frozen_eval, model_device
 from dfrobust.constants import REAL
 from dfrobust.defenses.base import Purifier
+from dfrobust.defenses.dip import Dip
 from dfrobust.defenses.dip_unroll import dip_unrolled
 from dfrobust.errors import DfrobustError
 from dfrobust.utils.imageops import gaussian_blur
@@ -66,9 +67,9 @@ def check_bpda(purifier: Purifier, bpda: str) -> None:
     if bpda == "surrogate" and type(purifier).surrogate is Purifier.surrogate:
         raise DfrobustError(
             f"purifier {purifier.name} has no differentiable surrogate; use --bpda identity, fitted-blur"
-            + (" or unroll" if purifier.name == "dip" else "")
+            + (" or unroll" if isinstance(purifier, Dip) else "")
         )
-    if bpda == "unroll" and not hasattr(purifier, "config"):
+    if bpda == "unroll" and not isinstance(purifier, Dip):
         raise DfrobustError(f"--bpda unroll differentiates DIP's fit; purifier {purifier.name} is not DIP (use identity, surrogate or fitted-blur)")
 
 
@@ -139,8 +140,9 @@ class PurifiedModel(nn.Module):
         self.forwards += 1
         wants_grad = torch.is_grad_enabled() and x.requires_grad
         if wants_grad and self.bpda == "unroll":
-            cfg, at = self.purifier.config, self.purifier.classify_at  # type: ignore[attr-defined]
-            purified = dip_unrolled(xs, [seed + i for i in range(len(xs))], cfg, at, self.unroll_steps)
+            dip = self.purifier
+            assert isinstance(dip, Dip)  # check_bpda
+            purified = dip_unrolled(xs, [seed + i for i in range(len(xs))], dip.config, dip.classify_at, self.unroll_steps)
         else:
             purified = self.purifier(xs, seed)
             if wants_grad:
