@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ def register(subparsers: Any) -> None:
             "--target models/vgg16.safetensors --attack cw --max-images 100 --out attacks/cw-resnet18",
             "dfrobust attack --data data/synth --source models/resnet18.safetensors "
             "--attack pgd --norm l2 --eps 1.0 --out attacks/pgd-l2",
+            "dfrobust attack --data data/synth --source models/resnet18-blur.safetensors --attack apgd --steps 50 "
+            "--through dip --eot 4 --bpda fitted-blur --attack-purifier-set dip.iterations=200 --eval-draws 5 --out adaptive/dip",
         ],
         description=(
             "Craft adversarial versions of the test images (by default the fakes, the paper's threat) on the source "
@@ -56,14 +59,122 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     opts = parser.add_argument_group("run")
     opts.add_argument("--classes", choices=["fake", "real", "both"], default="fake", help="test images to attack (default: fake)")
     opts.add_argument("--max-images", type=int, metavar="N", help="attack a seeded subset of N images")
-    opts.add_argument("--batch-size", type=int, default=32, help="images per batch (default: 32)")
+    from dfrobust.attacks.experiment import AttackConfig
+    from dfrobust.defenses.adaptive_run import run_adaptive
+
+    adaptive_batch = inspect.signature(run_adaptive).parameters["batch_size"].default
+    opts.add_argument("--batch-size", type=int, help=f"images per batch (default: {AttackConfig.batch_size}; {adaptive_batch} with --through)")
     opts.add_argument("--jpeg-quality", type=int, metavar="Q", help="also evaluate after a JPEG round trip at quality Q")
     add_shard_args(opts)
     add_device_arg(opts)
     add_seed_arg(opts)  # also the seed of a seeded attack (AttackConfig fills its `seed` parameter)
+    _add_adaptive_arguments(parser)
     # after the run options, so that a plug-in parameter cannot shadow one of them
     flags = add_param_flags(parser, classes, kind="attack", skip=("seed",))
     parser.set_defaults(func=run_command, _param_flags=flags)
+
+
+#: Options of an adaptive run (``--through``), each named as the :func:`run_adaptive` parameter it sets.
+ADAPTIVE_OPTIONS = ("eot", "bpda", "unroll_steps", "eval_draws", "nonadaptive")
+
+
+def _add_adaptive_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--through PURIFIER`` and its options; defaults come from :func:`run_adaptive`'s signature."""
+    from dfrobust.defenses.adaptive import BPDA_MODES
+    from dfrobust.defenses.adaptive_run import run_adaptive
+    from dfrobust.defenses.base import purifier_classes
+
+    defaults = {k: p.default for k, p in inspect.signature(run_adaptive).parameters.items()}
+    names = list(purifier_classes())
+    group = parser.add_argument_group(
+        "adaptive attack through a purifier",
+        "BPDA + EOT (Athalye et al. 2018): attack model(P(x)) with a stand-in gradient for P, averaged over P's draws; "
+        "the defense is then evaluated on one purification per image and on the worst of --eval-draws",
+    )
+    group.add_argument("--through", choices=names, metavar="{" + ",".join(names) + "}",
+                       help="attack through this registered purifier (the source is the defended detector)")
+    group.add_argument("--purifier-set", nargs="+", default=[], metavar="KEY=VALUE",
+                       help="the defense's purifier parameters, e.g. iterations=2000 (default: the purifier's own)")
+    group.add_argument("--attack-purifier-set", nargs="+", default=[], metavar="KEY=VALUE",
+                       help="overrides for the purifier the attack sees, e.g. dip.iterations=200 (cheaper, as Lee & Kim); "
+                       "the evaluation always uses the defense's settings")
+    group.add_argument("--eot", type=int, help=f"purifier draws averaged per gradient (default: {defaults['eot']})")
+    group.add_argument("--bpda", choices=BPDA_MODES,
+                       help="backward stand-in for the purifier: identity, its own surrogate, a blur fitted to its output, "
+                       f"or DIP's last fitting steps unrolled (default: {defaults['bpda']})")
+    group.add_argument("--unroll-steps", type=int, help=f"DIP steps differentiated with --bpda unroll (default: {defaults['unroll_steps']})")
+    group.add_argument("--eval-draws", type=int, help=f"purifications per image in the evaluation (default: {defaults['eval_draws']})")
+    group.add_argument("--nonadaptive", action=argparse.BooleanOptionalAction, default=None,
+                       help="also craft the attack on the bare detector and evaluate it purified "
+                       f"(default: {'on' if defaults['nonadaptive'] else 'off'})")
+
+
+def purifier_overrides(items: list[str], purifier: str, flag: str) -> dict[str, Any]:
+    """``KEY=VALUE`` (or ``PURIFIER.KEY=VALUE``) strings as purifier parameters; values read as TOML, lists as tuples."""
+    from dfrobust.config import parse_override
+    from dfrobust.errors import DfrobustError
+
+    params: dict[str, Any] = {}
+    for text in items:
+        if "=" not in text:
+            raise DfrobustError(f"{flag} wants KEY=VALUE (e.g. {purifier}.iterations=200), got {text!r}")
+        keys, value = parse_override(text)
+        if len(keys) == 2 and keys[0] == purifier:
+            keys = keys[1:]
+        if len(keys) != 1:
+            raise DfrobustError(f"{flag} {text}: the key is a parameter of purifier {purifier} (KEY or {purifier}.KEY)")
+        params[keys[0]] = tuple(value) if isinstance(value, list) else value
+    return params
+
+
+def run_adaptive_command(args: argparse.Namespace) -> int:
+    """``--through``: craft through the purifier and print the defense's accuracies."""
+    from dfrobust.defenses.adaptive_run import run_adaptive
+    from dfrobust.errors import DfrobustError
+
+    if any(t.resolve() != args.source.resolve() for t in args.target) or args.jpeg_quality:
+        raise DfrobustError("--target and --jpeg-quality do not apply with --through: the defense is evaluated on the source detector")
+    options = {k: getattr(args, k) for k in (*ADAPTIVE_OPTIONS, "batch_size") if getattr(args, k) is not None}
+    params = attack_params(args)  # run_adaptive gives a seeded attack --seed when its seed is not set
+    summary = run_adaptive(
+        args.data,
+        args.source,
+        args.through,
+        purifier_overrides(args.purifier_set, args.through, "--purifier-set"),
+        args.attack,
+        params,
+        args.out,
+        attack_purifier_params=purifier_overrides(args.attack_purifier_set, args.through, "--attack-purifier-set"),
+        images=args.max_images,
+        seed=args.seed,
+        device=args.device,
+        classes=args.classes,
+        rank=args.rank,
+        world_size=args.world_size,
+        **options,
+    )
+    if not summary.get("complete"):
+        print(
+            f"rank {args.rank}: {summary['batches_done']}/{summary['batches_total']} batches done in {args.out}; "
+            "the results are merged when the last shard finishes (or rerun any shard)"
+        )
+        return 0
+
+    def pct(key: str) -> str:
+        value, ci = summary.get(key), summary.get(f"{key}_ci")
+        return "n/a" if value is None else f"{value:6.1%} [{ci[0]:.1%}, {ci[1]:.1%}]"
+
+    print(f"{summary['attack']} through {summary['defense']} (BPDA {summary['bpda']}, EOT {summary['eot']}), n = {summary['n']}:")
+    print(f"  clean                        {pct('accuracy_clean')}")
+    print(f"  clean, purified              {pct('accuracy_clean_purified')}")
+    print(f"  non-adaptive, purified       {pct('accuracy_nonadaptive')}  worst of {summary['eval_draws']}: {pct('accuracy_nonadaptive_worst')}")
+    print(f"  adaptive, unpurified         {pct('accuracy_adaptive_unpurified')}")
+    print(f"  adaptive, purified           {pct('accuracy_adaptive')}  worst of {summary['eval_draws']}: {pct('accuracy_adaptive_worst')}")
+    if summary.get("fitted_sigma_mean") is not None:
+        print(f"  fitted blur sigma (mean)     {summary['fitted_sigma_mean']:.2f} px")
+    folders = "images/, images-nonadaptive/" if summary["config"]["nonadaptive"] else "images/"
+    print(f"results in {args.out}: results.csv, summary.json, {folders}")
+    return 0
 
 
 def attack_params(args: argparse.Namespace) -> dict[str, Any]:
@@ -73,18 +184,25 @@ def attack_params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """Run the attack and print the per-target accuracies."""
+    """Run the attack and print the per-target accuracies (with ``--through``: the adaptive run)."""
     from dfrobust.attacks.experiment import AttackConfig, run_attack
+    from dfrobust.errors import DfrobustError
+
+    if args.through is not None:
+        return run_adaptive_command(args)
+    given = [f"--{k.replace('_', '-')}" for k in (*ADAPTIVE_OPTIONS, "purifier_set", "attack_purifier_set") if getattr(args, k) not in (None, [])]
+    if given:
+        raise DfrobustError(f"{', '.join(given)} only apply with --through PURIFIER")
 
     cfg = AttackConfig(
         attack=args.attack,
         params=attack_params(args),
-        batch_size=args.batch_size,
         classes=args.classes,
         max_images=args.max_images,
         seed=args.seed,
         device=args.device,
         jpeg_quality=args.jpeg_quality,
+        **({"batch_size": args.batch_size} if args.batch_size is not None else {}),
     )
     summary = run_attack(args.data, args.source, args.target, cfg, args.out, rank=args.rank, world_size=args.world_size)
     if not summary.get("complete"):

@@ -1,0 +1,250 @@
+"""Robustness curves: accuracy against APGD as the budget grows, per norm, with n and a Wilson 95% interval per point.
+
+:func:`robustness_curve` computes one curve for images in memory; :func:`run_curves` is the
+stage: it loads a dataset and a detector, computes every curve (Linf and L2 by default), runs
+the gradient-masking checks of :mod:`dfrobust.attacks.checks` and writes::
+
+    OUT/run.json           fingerprint of the run (config, data, model, images)
+    OUT/parts/linf-02.csv  per-image outcome of one point (resume and sharding unit)
+    OUT/curves.csv         model, norm, eps, subset, n, accuracy, ci_low, ci_high
+    OUT/summary.json       the rows, the checks' numbers, and ``warnings`` (strings)
+
+Accuracy is measured on the attack's float images (the continuous threat model of
+RobustBench, not the 8-bit stored images of the attack stage); eps 0 is clean accuracy and
+starts every curve.
+
+>>> rows = robustness_curve(model, x, y, "linf", [0, 2 / 255, 8 / 255], steps=20)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dfrobust.attacks.base import attack_defaults, frozen_eval, make_attack, model_device
+from dfrobust.attacks.checks import gradient_checks, monotone_check, weaker_beats_stronger
+from dfrobust.constants import CLASS_NAMES
+from dfrobust.data.layouts import load_images
+from dfrobust.errors import DfrobustError
+from dfrobust.evaluate.intervals import wilson_interval
+from dfrobust.models.loading import load_model_arg
+from dfrobust.utils.io import read_csv, read_json, require_own_folder, sha256_bytes, to_json, write_csv, write_json
+from dfrobust.utils.runtime import progress, resolve_device, seed_everything, versions
+
+#: Budgets of the curves (the issue's: Linf {0, 1, 2, 4, 8, 16}/255, L2 {0.25, 0.5, 1, 2}); eps 0 is added to each.
+DEFAULT_NORMS: dict[str, tuple[float, ...]] = {
+    "linf": (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255),
+    "l2": (0.25, 0.5, 1.0, 2.0),
+}
+CURVE_COLUMNS = ("model", "norm", "eps", "subset", "n", "accuracy", "ci_low", "ci_high")
+CLASS_CHOICES = {"fake": ["fake"], "real": ["real"], "both": ["fake", "real"]}
+
+
+def attack_success(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str, params: Mapping[str, Any], seed: int = 0, batch_size: int = 32
+) -> torch.Tensor:
+    """Per image (CPU bool): whether ``attack`` with ``params`` fooled ``model``; batch ``k`` is attacked with seed ``seed + k``.
+
+    Parameters the attack does not take (``norm`` for FGSM) are dropped, so one call shape fits every attack.
+    """
+    known = attack_defaults(attack)
+    kept = {k: v for k, v in params.items() if k in known}
+    out = []
+    for k, start in enumerate(range(0, len(x), batch_size)):
+        extra = {"seed": seed + k} if "seed" in known else {}
+        result = make_attack(attack, **kept, **extra)(model, x[start : start + batch_size], y[start : start + batch_size])
+        out.append(result.success.cpu())
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
+
+
+@torch.no_grad()
+def clean_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+    """Per image (CPU bool): the model's argmax equals the label."""
+    device = model_device(model)
+    with frozen_eval(model):
+        preds = [model(x[i : i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(x), batch_size)]
+    return (torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)) == y.cpu()
+
+
+def point_correct(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps: float, attack: str = "apgd",
+    steps: int = 100, seed: int = 0, batch_size: int = 32,
+) -> torch.Tensor:  # fmt: skip
+    """Per image (CPU bool): still correctly classified under ``attack`` at budget ``eps`` (clean when ``eps`` is 0)."""
+    if eps == 0:
+        return clean_correct(model, x, y, batch_size)
+    return ~attack_success(model, x, y, attack, {"eps": eps, "norm": norm, "steps": steps}, seed, batch_size)
+
+
+def rate_row(correct: torch.Tensor, **head: Any) -> dict[str, Any]:
+    """``head`` plus ``n``, ``accuracy``, ``ci_low``, ``ci_high`` (Wilson 95%) of per-image outcomes."""
+    n, k = len(correct), int(torch.as_tensor(correct).sum())
+    lo, hi = wilson_interval(k, n)
+    return {**head, "n": n, "accuracy": k / n if n else math.nan, "ci_low": lo, "ci_high": hi}
+
+
+def robustness_curve(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    norm: str,
+    eps_list: Sequence[float],
+    attack: str = "apgd",
+    steps: int = 100,
+    seed: int = 0,
+    batch_size: int = 32,
+) -> list[dict[str, Any]]:
+    """Accuracy of ``model`` on ``x`` under ``attack`` at each budget: rows ``norm, eps, n, accuracy, ci_low, ci_high``.
+
+    Every point attacks the same images afresh with the same seed (eps 0 is clean accuracy).
+    """
+    if norm not in ("linf", "l2"):
+        raise DfrobustError(f"a curve's norm must be linf or l2, got {norm!r}")
+    rows = []
+    for eps in eps_list:
+        correct = point_correct(model, x, y, norm, float(eps), attack, steps, seed, batch_size)
+        rows.append(rate_row(correct, norm=norm, eps=float(eps)))
+    return rows
+
+
+def _subsets(y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``all`` images and, when both classes are present, each class (by its name) as masks."""
+    out = {"all": torch.ones(len(y), dtype=torch.bool)}
+    present = sorted(set(int(v) for v in y))
+    if len(present) > 1:
+        for label in present:
+            out[CLASS_NAMES[label]] = y == label
+    return out
+
+
+def _eps_key(norm: str, index: int) -> str:
+    return f"{norm}-{index:02d}"
+
+
+def _plan(norms: Mapping[str, Sequence[float]]) -> list[tuple[str, float]]:
+    """Every point to compute: ``(norm, eps)``, eps 0 first in each norm, duplicates dropped."""
+    points = []
+    for norm, eps_list in norms.items():
+        if norm not in ("linf", "l2"):
+            raise DfrobustError(f"curve norms are linf and l2, got {norm!r}")
+        values = sorted({0.0, *(float(e) for e in eps_list)})
+        if values[0] < 0:
+            raise DfrobustError(f"curve budgets must be >= 0, got {values[0]} for {norm}")
+        points += [(norm, e) for e in values]
+    return points
+
+
+def run_curves(
+    data_dir: str | Path,
+    model_path: str | Path,
+    out_dir: str | Path,
+    norms: Mapping[str, Sequence[float]] | None = None,
+    max_images: int | None = None,
+    classes: str = "both",
+    seed: int = 0,
+    device: str = "auto",
+    steps: int = 100,
+    batch_size: int = 32,
+    fgsm_check: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
+) -> dict[str, Any]:
+    """Robustness curves of one detector on a dataset's test images, with the gradient-masking checks.
+
+    Args:
+        data_dir: dataset folder (its ``test`` split) or any layout ``load_images`` reads.
+        model_path: the detector (checkpoint or card).
+        out_dir: output folder (module docstring); a finished run is returned as it is.
+        norms: ``{"linf": [eps...], "l2": [eps...]}`` (default :data:`DEFAULT_NORMS`); eps 0 is added.
+        max_images: a seeded subset of at most this many images.
+        classes: ``fake``, ``real`` or ``both`` (rows per class and for ``all``).
+        seed: seeds the subset and the attacks.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        steps: APGD iterations per point.
+        batch_size: images attacked together.
+        fgsm_check: also run FGSM at each Linf budget and warn where it fools an image APGD did not.
+        rank, world_size: this process's shard: point ``i`` goes to rank ``i % world_size``.
+
+    Returns:
+        ``summary.json``'s content (``rows``, ``checks``, ``warnings``) once every point is done,
+        else ``{"complete": False, ...}``.
+    """
+    if not 0 <= rank < world_size:
+        raise DfrobustError(f"rank {rank} is outside 0..{world_size - 1}")
+    if classes not in CLASS_CHOICES:
+        raise DfrobustError(f"--classes must be one of {sorted(CLASS_CHOICES)}, got {classes!r}")
+    if steps < 1 or batch_size < 1:
+        raise DfrobustError(f"curves need steps >= 1 and batch_size >= 1, got {steps} and {batch_size}")
+    points = _plan(DEFAULT_NORMS if norms is None else norms)
+    out_dir = require_own_folder(out_dir, ["run.json"])
+    dev = resolve_device(device)
+    seed_everything(seed)
+    images, data_hash = load_images(data_dir, "test", CLASS_CHOICES[classes], limit=max_images, seed=seed)
+    model, meta = load_model_arg(model_path, device=dev, expect_input_size=images.image_size)
+    name = meta["name"]
+    config = {"points": points, "classes": classes, "max_images": max_images, "seed": seed, "steps": steps,
+              "batch_size": batch_size, "fgsm_check": fgsm_check, "attack": "apgd"}  # fmt: skip
+    fingerprint = sha256_bytes(to_json({"config": config, "data": data_hash, "model": meta["sha256"], "images": images.paths}).encode())
+    summary_file = out_dir / "summary.json"
+    if summary_file.is_file() and read_json(summary_file).get("fingerprint") == fingerprint:
+        return read_json(summary_file)
+    run_file = out_dir / "run.json"
+    if run_file.is_file() and read_json(run_file).get("fingerprint") != fingerprint:
+        raise DfrobustError(f"{out_dir} holds curves of another run (other settings, data or model); choose another --out or delete it")
+    if not run_file.is_file():
+        write_json(run_file, {"fingerprint": fingerprint, "config": config})
+
+    x, y = images.images(), images.y
+    counters: dict[str, int] = {}
+    keys = []
+    for norm, _ in points:
+        keys.append(_eps_key(norm, counters.get(norm, 0)))
+        counters[norm] = counters.get(norm, 0) + 1
+    mine = [i for i in range(len(points)) if i % world_size == rank]
+    todo = [i for i in mine if not (out_dir / "parts" / f"{keys[i]}.csv").is_file()]
+    for i in progress(todo, desc=f"curves of {name}", unit="point"):
+        norm, eps = points[i]
+        correct = point_correct(model, x, y, norm, eps, "apgd", steps, seed, batch_size)
+        part = [{"image": p, "label": int(y[j]), "norm": norm, "eps": eps, "correct": int(correct[j])} for j, p in enumerate(images.paths)]
+        if fgsm_check and norm == "linf" and eps > 0:
+            fooled = attack_success(model, x, y, "fgsm", {"eps": eps}, seed, batch_size)
+            for j, row in enumerate(part):
+                row["fgsm_success"] = int(fooled[j])
+        write_csv(out_dir / "parts" / f"{keys[i]}.csv", part)
+    if any(not (out_dir / "parts" / f"{k}.csv").is_file() for k in keys):
+        done = sum((out_dir / "parts" / f"{k}.csv").is_file() for k in keys)
+        return {"complete": False, "points_done": done, "points_total": len(keys), "out_dir": str(out_dir)}
+
+    rows, weaker = [], []
+    subsets = _subsets(y)
+    for key, (norm, eps) in zip(keys, points):
+        part = read_csv(out_dir / "parts" / f"{key}.csv")
+        correct = torch.tensor([int(r["correct"]) for r in part], dtype=torch.bool)
+        for subset, mask in subsets.items():
+            rows.append(rate_row(correct[mask], model=name, norm=norm, eps=eps, subset=subset))
+        if part and "fgsm_success" in part[0]:
+            fgsm = torch.tensor([int(r["fgsm_success"]) for r in part], dtype=torch.bool)
+            weaker.append({"norm": norm, "eps": eps, **weaker_beats_stronger(fgsm, ~correct, f"{name} {norm} eps {eps:.4g}")})
+    write_csv(out_dir / "curves.csv", rows, CURVE_COLUMNS)
+    grads = gradient_checks(model, x, y, batch_size)
+    monotone = monotone_check(rows)
+    warnings = [*grads["warnings"], *monotone["warnings"], *(w for c in weaker for w in c["warnings"])]
+    summary = {
+        "complete": True,
+        "fingerprint": fingerprint,
+        "model": {name: {"path": str(model_path), "sha256": meta["sha256"]}},
+        "dataset": {"path": str(data_dir), "manifest_hash": data_hash, "split": "test", "classes": CLASS_CHOICES[classes],
+                    "n_images": len(images), "image_size": list(images.image_size)},
+        "config": config,
+        "rows": rows,
+        "checks": {"gradients": grads, "monotone": monotone, "fgsm_vs_apgd": weaker},
+        "warnings": warnings,
+        "versions": versions(),
+    }  # fmt: skip
+    write_json(summary_file, summary)
+    return summary

@@ -1,0 +1,361 @@
+"""The adaptive-attack stage: craft through a purifier (BPDA + EOT), store the images, evaluate the defense on them.
+
+:func:`run_adaptive` is what ``dfrobust attack --through PURIFIER`` and the pipeline call. Per
+image it reports the detector on the clean image, on the clean image purified, on the same
+attack crafted without knowing the purifier (non-adaptive) and then purified, and on the
+adaptive image purified, each purified evaluation on one draw and on the worst of
+``eval_draws`` draws (an image is fooled when any draw is). The attack sees the purifier with
+``attack_purifier_params`` over the defense's (cheaper, as Lee & Kim do); the evaluation always
+uses the defense's own settings.
+
+Output folder::
+
+    OUT/run.json                 fingerprint of the run (config, data, model, images)
+    OUT/images/...               adaptive adversarial PNGs (8-bit; evaluated as stored)
+    OUT/images-nonadaptive/...   the same attack crafted on the bare detector
+    OUT/parts/batch-00003.csv    rows of one finished batch (resume and sharding unit)
+    OUT/results.csv              one row per image (ADAPTIVE_COLUMNS first)
+    OUT/summary.json             accuracies with n and Wilson 95% intervals, config, model, data
+
+A killed run resumes at its first unfinished batch; batch ``k`` belongs to rank ``k % world_size``.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dfrobust.attacks.base import make_attack, perturbation_norms
+from dfrobust.data.dataset import ImageSet
+from dfrobust.data.layouts import load_images
+from dfrobust.defenses.adaptive import PurifiedModel, check_bpda, evaluate_through
+from dfrobust.defenses.base import Purifier, make_purifier
+from dfrobust.errors import DfrobustError
+from dfrobust.evaluate.image_metrics import psnr
+from dfrobust.evaluate.intervals import wilson_interval
+from dfrobust.models.inference import p_real
+from dfrobust.models.loading import load_model_arg
+from dfrobust.utils.io import (
+    quantize,
+    read_csv,
+    read_json,
+    require_own_folder,
+    save_png,
+    sha256_bytes,
+    to_json,
+    write_csv,
+    write_json,
+)
+from dfrobust.utils.runtime import progress, resolve_device, seed_everything, versions
+
+CLASS_CHOICES = {"fake": ["fake"], "real": ["real"], "both": ["fake", "real"]}
+#: The first columns of an adaptive ``results.csv``, in this order.
+ADAPTIVE_COLUMNS = (
+    "image", "label", "defense", "attack", "bpda", "eot", "eval_draws",
+    "clean_p_real", "clean_pred", "clean_purified_pred",
+    "nonadaptive_pred", "nonadaptive_fooled_any",
+    "adv_p_real", "adv_pred", "adaptive_p_real", "adaptive_pred", "adaptive_correct_draws", "adaptive_fooled_any",
+    "l2", "linf", "psnr", "seconds", "fitted_sigma",
+)  # fmt: skip
+#: The accuracies of summary.json and their results.csv column (a prediction, or ``*_fooled_any``: correct when 0).
+ACCURACIES = {
+    "accuracy_clean": "clean_pred",
+    "accuracy_clean_purified": "clean_purified_pred",
+    "accuracy_nonadaptive": "nonadaptive_pred",
+    "accuracy_nonadaptive_worst": "nonadaptive_fooled_any",
+    "accuracy_adaptive_unpurified": "adv_pred",
+    "accuracy_adaptive": "adaptive_pred",
+    "accuracy_adaptive_worst": "adaptive_fooled_any",
+}
+#: Offset between an attack's seed and the seed of its stream of purifier draws.
+_DRAW_STREAM = 0x5EED_ADA
+
+
+def _png(rel: str) -> str:
+    return str(Path(rel).with_suffix(".png"))
+
+
+def _attack_params(name: str, params: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """The attack's complete parameters (defaults filled in), with ``seed`` when it takes one and none was given."""
+    params = dict(params)
+    attack = make_attack(name, **params)
+    if "seed" in attack.settings and "seed" not in params:
+        attack = make_attack(name, **params, seed=seed)
+    return {k: v for k, v in attack.settings.items() if k != "attack"}
+
+
+def _select(data_dir: Path, images: Sequence[str] | int | None, classes: str, seed: int) -> tuple[ImageSet, str]:
+    """The test images to attack: a list of dataset-relative paths (in that order), or a seeded subset of ``images`` of ``classes``."""
+    if classes not in CLASS_CHOICES:
+        raise DfrobustError(f"--classes must be one of {sorted(CLASS_CHOICES)}, got {classes!r}")
+    if images is None or isinstance(images, int):
+        if isinstance(images, int) and images < 1:
+            raise DfrobustError(f"--max-images must be >= 1, got {images}")
+        return load_images(data_dir, "test", CLASS_CHOICES[classes], limit=images, seed=seed)
+    wanted = [str(p) for p in images]
+    if not wanted:
+        raise DfrobustError("the list of images to attack is empty")
+    every, data_hash = load_images(data_dir, "test", None, seed=seed)
+    where = {p: i for i, p in enumerate(every.paths)}
+    missing = [p for p in wanted if p not in where]
+    if missing:
+        raise DfrobustError(f"{len(missing)} image(s) are not test images of {data_dir} (e.g. {missing[0]}); give dataset-relative paths")
+    return every.subset([where[p] for p in wanted]), data_hash
+
+
+def _part(out_dir: Path, batch: int) -> Path:
+    return out_dir / "parts" / f"batch-{batch:05d}.csv"
+
+
+def run_adaptive(
+    data_dir: str | Path,
+    model_path: str | Path,
+    purifier_name: str,
+    purifier_params: Mapping[str, Any] | None = None,
+    attack_name: str = "apgd",
+    attack_params: Mapping[str, Any] | None = None,
+    out_dir: str | Path = "adaptive",
+    eot: int = 1,
+    bpda: str = "identity",
+    attack_purifier_params: Mapping[str, Any] | None = None,
+    eval_draws: int = 1,
+    images: Sequence[str] | int | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    classes: str = "fake",
+    batch_size: int = 8,
+    unroll_steps: int = 4,
+    nonadaptive: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
+    replace: bool = False,
+) -> dict[str, Any]:
+    """Attack ``model_path`` through purifier ``purifier_name`` with BPDA + EOT and evaluate the defense on the result.
+
+    Args:
+        data_dir: dataset folder (its ``test`` split), or any layout :func:`~dfrobust.data.layouts.load_images` reads.
+        model_path: the detector (checkpoint or detector card).
+        purifier_name, purifier_params: the defense, as it is evaluated.
+        attack_name, attack_params: a registered attack and its parameters (defaults filled in);
+            a seeded attack gets ``seed + batch`` per batch.
+        out_dir: output folder (module docstring).
+        eot: purifier draws averaged per gradient (a deterministic purifier takes one).
+        bpda: backward stand-in: ``identity``, ``surrogate``, ``fitted-blur`` or ``unroll``
+            (:mod:`dfrobust.defenses.adaptive`).
+        attack_purifier_params: overrides of ``purifier_params`` for the purifier the attack
+            sees (e.g. ``{"iterations": 200}`` for a cheaper DIP).
+        eval_draws: purifications per image in the evaluation (worst-of-N besides draw 0).
+        images: dataset-relative test image paths to attack (in that order), or a seeded subset
+            size, or ``None`` for every test image of ``classes``.
+        seed: seeds the subset, the attack, the attack-time draws and the evaluation draws.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        classes: ``fake`` (the paper's threat), ``real`` or ``both`` when ``images`` is not a list.
+        batch_size: images attacked together (a random purifier purifies ``eot`` times as many).
+        unroll_steps: DIP steps differentiated through with ``bpda="unroll"``.
+        nonadaptive: also craft the same attack on the bare detector and evaluate it purified.
+        rank, world_size: this process's shard (batch ``k`` goes to rank ``k % world_size``).
+        replace: empty ``out_dir`` when it holds another adaptive run (else that is an error).
+
+    Returns:
+        ``summary.json``'s content once every batch is done, else ``{"complete": False, ...}``.
+    """
+    if not 0 <= rank < world_size:
+        raise DfrobustError(f"rank {rank} is outside 0..{world_size - 1}")
+    if eot < 1 or eval_draws < 1 or batch_size < 1:
+        raise DfrobustError(f"--eot, --eval-draws and --batch-size must be >= 1, got {eot}, {eval_draws}, {batch_size}")
+    purifier_params = dict(purifier_params or {})
+    defense = make_purifier(purifier_name, **purifier_params)
+    at_attack = make_purifier(purifier_name, **{**purifier_params, **dict(attack_purifier_params or {})})
+    check_bpda(at_attack, bpda)
+    if bpda == "unroll" and unroll_steps < 1:
+        raise DfrobustError(f"--unroll-steps must be >= 1, got {unroll_steps}")
+    params = _attack_params(attack_name, attack_params or {}, seed)
+    data_dir, out_dir = Path(data_dir), require_own_folder(out_dir, ["run.json"])
+    dev = resolve_device(device)
+    seed_everything(seed)
+    image_set, data_hash = _select(data_dir, images, classes, seed)
+    model, meta = load_model_arg(model_path, device=dev, expect_input_size=image_set.image_size)
+
+    config = {
+        "defense": defense.settings,
+        "attack_purifier": at_attack.settings,
+        "attack": {"attack": attack_name, **params},
+        "bpda": bpda,
+        "eot": eot,
+        "unroll_steps": unroll_steps if bpda == "unroll" else None,
+        "eval_draws": eval_draws,
+        "nonadaptive": nonadaptive,
+        "batch_size": batch_size,
+        "seed": seed,
+    }
+    key = {"config": config, "data": data_hash, "model": meta["sha256"], "images": image_set.paths}
+    fingerprint = sha256_bytes(to_json(key).encode())
+    summary_file = out_dir / "summary.json"
+    if summary_file.is_file() and read_json(summary_file).get("fingerprint") == fingerprint:
+        return read_json(summary_file)
+    _claim(out_dir, fingerprint, config, replace)
+
+    run = _Run(model, defense, at_attack, attack_name, params, config, image_set, dev, out_dir)
+    n_batches = math.ceil(len(image_set) / batch_size)
+    mine = [k for k in range(n_batches) if k % world_size == rank]
+    todo = [k for k in mine if not _part(out_dir, k).is_file()]
+    bar = progress(total=len(mine), initial=len(mine) - len(todo), desc=f"{attack_name} through {purifier_name}", unit="batch")
+    for k in todo:
+        write_csv(_part(out_dir, k), run.batch(k), ADAPTIVE_COLUMNS)
+        bar.update()
+    bar.close()
+    missing = [k for k in range(n_batches) if not _part(out_dir, k).is_file()]
+    if missing:
+        return {"complete": False, "batches_done": n_batches - len(missing), "batches_total": n_batches, "out_dir": str(out_dir)}
+    rows = [row for k in range(n_batches) for row in read_csv(_part(out_dir, k))]
+    write_csv(out_dir / "results.csv", rows, ADAPTIVE_COLUMNS)
+    summary = {
+        "complete": True,
+        "fingerprint": fingerprint,
+        **adaptive_summary(rows),
+        "config": config,
+        "model": {meta["name"]: {"path": str(model_path), "sha256": meta["sha256"]}},
+        "dataset": {"path": str(data_dir), "manifest_hash": data_hash, "split": "test", "n_images": len(image_set),
+                    "image_size": list(image_set.image_size)},
+        "versions": versions(),
+    }  # fmt: skip
+    write_json(summary_file, summary)
+    return summary
+
+
+def adaptive_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``defense``, ``attack``, ``n`` and every accuracy of :data:`ACCURACIES` with ``<key>_ci`` (Wilson 95%) from result rows."""
+    n = len(rows)
+    out: dict[str, Any] = {
+        "defense": rows[0]["defense"] if rows else None,
+        "attack": rows[0]["attack"] if rows else None,
+        "bpda": rows[0]["bpda"] if rows else None,
+        "eot": int(rows[0]["eot"]) if rows else None,
+        "eval_draws": int(rows[0]["eval_draws"]) if rows else None,
+        "n": n,
+    }
+    for key, column in ACCURACIES.items():
+        known = [r for r in rows if r.get(column) not in ("", None)]
+        if not known:
+            out[key], out[f"{key}_ci"] = None, None
+            continue
+        if column.endswith("fooled_any"):
+            k = sum(not int(float(r[column])) for r in known)
+        else:
+            k = sum(int(float(r[column])) == int(float(r["label"])) for r in known)
+        out[key] = k / len(known)
+        out[f"{key}_ci"] = list(wilson_interval(k, len(known)))
+    sigmas = [float(r["fitted_sigma"]) for r in rows if r.get("fitted_sigma") not in ("", None)]
+    out["fitted_sigma_mean"] = sum(sigmas) / len(sigmas) if sigmas else None
+    secs = [float(r["seconds"]) for r in rows]
+    out["attack_seconds_per_image"] = sum(secs) / n if n else None
+    return out
+
+
+def _claim(out_dir: Path, fingerprint: str, config: dict[str, Any], replace: bool) -> None:
+    """Make ``out_dir`` this run's: a folder of another adaptive run is refused, or emptied of what that run made."""
+    run_file = out_dir / "run.json"
+    if run_file.is_file() and read_json(run_file).get("fingerprint") != fingerprint:
+        if not replace:
+            raise DfrobustError(f"{out_dir} holds another adaptive run (other settings, data, model or images); choose another --out or delete it")
+        for name in ("images", "images-nonadaptive", "parts"):
+            shutil.rmtree(out_dir / name, ignore_errors=True)
+        for name in ("results.csv", "summary.json"):
+            (out_dir / name).unlink(missing_ok=True)
+    if not run_file.is_file() or read_json(run_file).get("fingerprint") != fingerprint:
+        write_json(run_file, {"fingerprint": fingerprint, "config": config})
+
+
+class _Run:
+    """What every batch of one run shares: the models, the purifiers, the attack settings, the images."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        defense: Purifier,
+        at_attack: Purifier,
+        attack_name: str,
+        params: dict[str, Any],
+        config: dict[str, Any],
+        images: ImageSet,
+        device: torch.device,
+        out_dir: Path,
+    ) -> None:
+        self.model, self.defense, self.at_attack = model, defense, at_attack
+        self.attack_name, self.params, self.config = attack_name, params, config
+        self.images, self.device, self.out_dir = images, device, out_dir
+
+    def _attack(self, batch: int) -> Any:
+        params = dict(self.params)
+        if "seed" in params:
+            params["seed"] = int(params["seed"]) + batch
+        return make_attack(self.attack_name, **params)
+
+    def batch(self, k: int) -> list[dict[str, Any]]:
+        """Craft, store and evaluate batch ``k``; its result rows."""
+        cfg = self.config
+        bs, seed = cfg["batch_size"], cfg["seed"]
+        sl = slice(k * bs, (k + 1) * bs)
+        x, y, paths = self.images.images(sl), self.images.y[sl], self.images.paths[sl]
+        offset = k * bs
+        attack = self._attack(k)
+        through = PurifiedModel(self.model, self.at_attack, cfg["bpda"], cfg["eot"], seed + k + _DRAW_STREAM, cfg["unroll_steps"] or 1)
+        start = time.perf_counter()
+        result = attack(through, x.to(self.device), y.to(self.device)).to("cpu")
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = (time.perf_counter() - start) / len(x)
+        x_adv = quantize(result.x_adv)  # what the PNG holds; evaluated as stored
+        for rel, img in zip(paths, x_adv):
+            save_png(self.out_dir / "images" / _png(rel), img)
+
+        def ev(images: torch.Tensor, draws: int) -> dict[str, Any]:
+            return evaluate_through(self.model, self.defense, images, y, draws, seed, bs, offset)
+
+        clean_scores = p_real(self.model, x, bs, self.device)
+        adv_scores = p_real(self.model, x_adv, bs, self.device)
+        clean_pure = ev(x, 1)
+        adaptive = ev(x_adv, cfg["eval_draws"])
+        plain = None
+        if cfg["nonadaptive"]:
+            x_plain = quantize(self._attack(k)(self.model, x.to(self.device), y.to(self.device)).x_adv.cpu())
+            for rel, img in zip(paths, x_plain):
+                save_png(self.out_dir / "images-nonadaptive" / _png(rel), img)
+            plain = ev(x_plain, cfg["eval_draws"])
+        l2, linf = perturbation_norms(x_adv, x)
+        quality = psnr(x_adv, x)
+        sigma = through.sigma_mean
+        rows = []
+        for i, rel in enumerate(paths):
+            rows.append({
+                "image": rel,
+                "label": int(y[i]),
+                "defense": self.defense.name,
+                "attack": attack.label,
+                "bpda": cfg["bpda"],
+                "eot": cfg["eot"],
+                "eval_draws": adaptive["draws"],
+                "clean_p_real": float(clean_scores[i]),
+                "clean_pred": int(clean_scores[i] >= 0.5),  # REAL = 1 when P(real) >= 0.5
+                "clean_purified_pred": int(clean_pure["pred"][i]),
+                "nonadaptive_pred": int(plain["pred"][i]) if plain else "",
+                "nonadaptive_fooled_any": int(plain["fooled_any"][i]) if plain else "",
+                "adv_p_real": float(adv_scores[i]),
+                "adv_pred": int(adv_scores[i] >= 0.5),
+                "adaptive_p_real": float(adaptive["p_real"][i]),
+                "adaptive_pred": int(adaptive["pred"][i]),
+                "adaptive_correct_draws": int(adaptive["correct_draws"][i]),
+                "adaptive_fooled_any": int(adaptive["fooled_any"][i]),
+                "l2": float(l2[i]),
+                "linf": float(linf[i]),
+                "psnr": float(quality[i]),
+                "seconds": seconds,
+                "fitted_sigma": sigma if sigma is not None else "",
+            })  # fmt: skip
+        return rows
