@@ -119,7 +119,8 @@ def test_report_is_self_contained_and_from_the_run(built_run: Path) -> None:
     page = (report / "report.html").read_text()
     assert "data:image/png;base64," in page and not re.search(r'src="(?!data:)', page)
     for title in ("Table I.", "Table II.", "Table III.", "Table IV.", "Fig 2.", "Fig 3.", "Fig 4.", "Fig 5.", "Fig 6.",
-                  "Defense leaderboard", "Trade-off", "Randomized-smoothing certificates"):
+                  "Defense leaderboard", "Trade-off", "Randomized-smoothing certificates", "Table V.", "Robustness curve (linf)",
+                  "Robustness curve (l2)", "Square attack"):
         assert title in page, title
     results = read_json(report / "results.json")
     board = {r["defense"]: r for r in results["leaderboard"]}
@@ -129,6 +130,9 @@ def test_report_is_self_contained_and_from_the_run(built_run: Path) -> None:
     assert robust == sorted(robust, reverse=True)
     at = board["resnet18-at"]
     assert at["robust_accuracy"] == min(at["whitebox"].values()) and at["cost_multiplier"] > 0
+    assert {r["model"] for r in results["robustness_curves"]} == {r.name for r in study_roles(study_config("tiny"))}
+    assert all(r["ci_low"] <= r["accuracy"] <= r["ci_high"] and r["n"] > 0 for r in results["robustness_curves"])
+    assert "apgd-ce-linf_whitebox" in results["table2_wide"]["vgg16"] and "square-linf_whitebox" in results["table2_wide"]["vgg16"]
     cert = read_json(tiny_run / "certify" / "resnet18-smooth" / "summary.json")
     assert board["resnet18-smooth"]["certified_n"] == cert["n_images"] == 6
     vgg = next(r for r in results["table1"] if r["model"] == "vgg16")
@@ -150,11 +154,11 @@ def test_rerun_skips_and_a_changed_setting_reruns_only_its_dependents(tiny_run: 
     reproduce(study_config("tiny", ["attack.fgsm.eps=0.05"]), tiny_run, device="cpu")
     after = _tokens(tiny_run)
     changed = {name for name in before if after[name] != before[name]}
-    assert changed == {name for name in before if name.startswith("attack/fgsm")} | {"samples", "dip"}
+    assert changed == {name for name in before if name.startswith(("attack/fgsm", "adaptive/"))} | {"samples", "dip"}
     capsys.readouterr()
     assert main(["status", "--run", str(tiny_run)]) == 0
     out = capsys.readouterr().out
-    assert "25/25 stages done" in out and "attack/cw-vgg16" in out and "certify/resnet18-smooth" in out
+    assert "49/49 stages done" in out and "attack/cw-vgg16" in out and "certify/resnet18-smooth" in out and "adaptive/dip" in out
 
 
 def test_a_retrained_target_is_rescored_not_recrafted(tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
