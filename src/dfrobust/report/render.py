@@ -729,6 +729,23 @@ def summary_markdown(ctx: dict[str, Any], results: dict[str, Any]) -> str:
                       f"(paper {paper.TABLE3['baseline'][0]:.1f}%); on perturbed fakes that fooled the detector: "
                       f"{pct(wrong.get('dip@0.25'))} (paper {paper.TABLE4_TEXT['perturbed fake-wrong, DIP @0.25']:.0f}%); "
                       f"real images kept as real: {pct(dip['real_recall'])} (paper {theirs['real_recall']:.1f}%)."]
+    for r in results.get("adaptive", []):
+        if r.get("accuracy_adaptive_worst") is not None:
+            lines += ["", f"Adaptive attack on {r['defense']} ({r['attack']}, BPDA {r['bpda']}, EOT {r['eot']}; n = {r['n']} fooled fakes): "
+                          f"{pct(r['accuracy_nonadaptive'])} accuracy against the attack that ignores the purifier, "
+                          f"{pct(r['accuracy_adaptive'])} against BPDA+EOT on one purification, {pct(r['accuracy_adaptive_worst'])} on "
+                          "the worst of its draws."]
+    board = [r for r in results.get("leaderboard", []) if r.get("robust_accuracy") is not None]
+    if board:
+        lines += ["", "Defense leaderboard, robust accuracy (worst whitebox attack, attacked fakes) / clean accuracy: "
+                      + "; ".join(f"{r['defense']} {pct(r['robust_accuracy'])} / {pct(r['clean_accuracy'])}"
+                                  + (" (non-adaptive)" if r.get("nonadaptive_only") else "") for r in board) + "."]
+    for name, c in (ctx.get("certify") or {}).items():
+        by = {round(float(a["radius"]), 4): a for a in c["certified_accuracy"]}
+        if 0.25 in by:
+            lines += ["", f"Randomized smoothing ({name}, sigma {c['settings']['sigma']:g}, n = {c['n_images']} images, "
+                          f"{c['settings']['n']} samples): certified accuracy {pct(by[0.25]['accuracy'])} at L2 radius 0.25"
+                          + (f", {pct(by[0.5]['accuracy'])} at 0.5." if 0.5 in by else ".")]
     total = sum(float(r.get("seconds") or 0) for r in ctx["stages"])
     vers = ctx["stored"].get("versions", {})
     cpus = sorted({r["host"]["cpus"] for r in ctx["stages"] if r.get("host")})  # the machine that ran the stages, not this one
