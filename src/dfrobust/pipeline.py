@@ -256,7 +256,8 @@ def _dip_stage(plan: Plan, cfg: dict[str, Any], device: str) -> Stage | None:
     )
     sc.validate()  # an unknown purifier or classify_at past the end fails before any stage runs
     sources = [s for s in (classifier.transfer_from, classifier.name) if s]
-    adv = [plan.attack_dir(a, s) for a in cfg["attack"]["attacks"] for s in sources]
+    attacks = [a for a in d.get("attacks", cfg["attack"]["attacks"]) if a in cfg["attack"]["attacks"]]
+    adv = [plan.attack_dir(a, s) for a in attacks for s in sources]
     out = plan.run_dir / "dip"
     model = plan.model_path(classifier.name)
 
@@ -340,10 +341,12 @@ def _adaptive_stage(plan: Plan, cfg: dict[str, Any], purifier: str, device: str)
     dip_dir = plan.run_dir / plan.dip["dir"]
     kw = {"purifier_params": params, "attack_name": str(a["attack"]), "attack_params": atk, "eot": int(a["eot"]),
           "bpda": str(a["bpda"]), "attack_purifier_params": attack_params, "eval_draws": int(a["eval_draws"]),
-          "seed": int(cfg["run"]["seed"]), "batch_size": int(a["batch_size"])}
+          "seed": int(cfg["run"]["seed"]), "batch_size": int(a["batch_size"]), "nonadaptive": bool(a.get("nonadaptive", True))}
+
+    limit = int(a.get("max_images", 0)) or None
 
     def run() -> None:
-        images = fooled_fakes(dip_dir)
+        images = fooled_fakes(dip_dir)[:limit]
         if images:
             run_adaptive(plan.data_dir, plan.model_path(model), purifier, out_dir=out, images=images, device=device,
                          replace=True, **kw)
@@ -352,7 +355,7 @@ def _adaptive_stage(plan: Plan, cfg: dict[str, Any], purifier: str, device: str)
             write_json(out / "summary.json", {"complete": True, "defense": purifier, "n": 0, "note": "no fooled fakes in the DIP study"})
 
     plan.adaptive[purifier] = str(out.relative_to(plan.run_dir))
-    conf = {"purifier": purifier, "model": model, **kw}
+    conf = {"purifier": purifier, "model": model, "max_images": limit, **kw}
     return Stage(f"adaptive/{purifier}", conf, out, run, deps=["data", plan.model_stage(model), "dip"], device=device)
 
 
