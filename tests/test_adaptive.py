@@ -179,7 +179,7 @@ def test_run_adaptive_through_dip_writes_rows_and_resumes(toy_dataset: Path, toy
     assert len(rows) == 4 and all((out / "images" / Path(r["image"]).with_suffix(".png")).is_file() for r in rows)
     assert all(int(r["eval_draws"]) == 2 for r in rows)
     # a lost batch is redone exactly; a finished run is returned as it is
-    (out / "parts" / "batch-00001.csv").unlink()
+    (out / "parts" / "part-00001.csv").unlink()
     (out / "summary.json").unlink()
     again = run_adaptive(toy_dataset, toy_model, "dip", TINY_DIP, "apgd", {"steps": 2, "eps": 8 / 255}, out, **kwargs)
     timeless = [{k: v for k, v in r.items() if k != "seconds"} for r in rows]

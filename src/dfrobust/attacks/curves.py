@@ -5,7 +5,7 @@ stage: it loads a dataset and a detector, computes every curve (Linf and L2 by d
 the gradient-masking checks of :mod:`dfrobust.attacks.checks` and writes::
 
     OUT/run.json           fingerprint of the run (config, data, model, images)
-    OUT/parts/linf-02.csv  per-image outcome of one point (resume and sharding unit)
+    OUT/parts/part-00002.csv  per-image outcome of one point, then its mark (utils/parts.py: resume and sharding unit)
     OUT/curves.csv         model, norm, eps, subset, n, accuracy, ci_low, ci_high
     OUT/summary.json       the rows, the checks' numbers, and ``warnings`` (strings)
 
@@ -34,6 +34,7 @@ from dfrobust.errors import DfrobustError
 from dfrobust.evaluate.intervals import wilson_interval
 from dfrobust.models.loading import load_model_arg
 from dfrobust.utils.io import read_csv, read_json, require_own_folder, sha256_bytes, to_json, write_csv, write_json
+from dfrobust.utils.parts import PartStore
 from dfrobust.utils.runtime import progress, resolve_device, seed_everything, versions
 
 #: Budgets of the curves (the issue's: Linf {0, 1, 2, 4, 8, 16}/255, L2 {0.25, 0.5, 1, 2}); eps 0 is added to each.
@@ -122,10 +123,6 @@ def _subsets(y: torch.Tensor) -> dict[str, torch.Tensor]:
     return out
 
 
-def _eps_key(norm: str, index: int) -> str:
-    return f"{norm}-{index:02d}"
-
-
 def _plan(norms: Mapping[str, Sequence[float]]) -> list[tuple[str, float]]:
     """Every point to compute: ``(norm, eps)``, eps 0 first in each norm, duplicates dropped."""
     points = []
@@ -168,7 +165,7 @@ def run_curves(
         steps: APGD iterations per point.
         batch_size: images attacked together.
         fgsm_check: also run FGSM at each Linf budget and warn where it fools an image APGD did not.
-        rank, world_size: this process's shard: point ``i`` goes to rank ``i % world_size``.
+        rank, world_size: this process's shard (the part store's seeded assignment of points).
 
     Returns:
         ``summary.json``'s content (``rows``, ``checks``, ``warnings``) once every point is done,
@@ -200,30 +197,25 @@ def run_curves(
         write_json(run_file, {"fingerprint": fingerprint, "config": config})
 
     x, y = images.images(), images.y
-    counters: dict[str, int] = {}
-    keys = []
-    for norm, _ in points:
-        keys.append(_eps_key(norm, counters.get(norm, 0)))
-        counters[norm] = counters.get(norm, 0) + 1
-    mine = [i for i in range(len(points)) if i % world_size == rank]
-    todo = [i for i in mine if not (out_dir / "parts" / f"{keys[i]}.csv").is_file()]
-    for i in progress(todo, desc=f"curves of {name}", unit="point"):
-        norm, eps = points[i]
+    # point i is unit i of the one sharded part store (its CSV, then its mark)
+    store = PartStore(out_dir / "parts", fingerprint, len(points), 1, seed=seed, payloads=(".csv",))
+    for unit in progress(store.todo(rank, world_size), desc=f"curves of {name}", unit="point"):
+        norm, eps = points[unit.index]
         correct = point_correct(model, x, y, norm, eps, "apgd", steps, seed, batch_size)
         part = [{"image": p, "label": int(y[j]), "norm": norm, "eps": eps, "correct": int(correct[j])} for j, p in enumerate(images.paths)]
         if fgsm_check and norm == "linf" and eps > 0:
             fooled = attack_success(model, x, y, "fgsm", {"eps": eps}, seed, batch_size)
             for j, row in enumerate(part):
                 row["fgsm_success"] = int(fooled[j])
-        write_csv(out_dir / "parts" / f"{keys[i]}.csv", part)
-    if any(not (out_dir / "parts" / f"{k}.csv").is_file() for k in keys):
-        done = sum((out_dir / "parts" / f"{k}.csv").is_file() for k in keys)
-        return {"complete": False, "points_done": done, "points_total": len(keys), "out_dir": str(out_dir)}
+        write_csv(store.path(unit, ".csv"), part)
+        store.finish(unit, rank, world_size)  # the mark, last
+    if not store.complete():
+        return {"complete": False, "points_done": len(store.done()), "points_total": len(points), "out_dir": str(out_dir)}
 
     rows, weaker = [], []
     subsets = _subsets(y)
-    for key, (norm, eps) in zip(keys, points):
-        part = read_csv(out_dir / "parts" / f"{key}.csv")
+    for unit, (norm, eps) in zip(store.units, points):
+        part = read_csv(store.path(unit, ".csv"))
         correct = torch.tensor([int(r["correct"]) for r in part], dtype=torch.bool)
         for subset, mask in subsets.items():
             rows.append(rate_row(correct[mask], model=name, norm=norm, eps=eps, subset=subset))

@@ -13,16 +13,16 @@ Output folder::
     OUT/run.json                 fingerprint of the run (config, data, model, images)
     OUT/images/...               adaptive adversarial PNGs (8-bit; evaluated as stored)
     OUT/images-nonadaptive/...   the same attack crafted on the bare detector
-    OUT/parts/batch-00003.csv    rows of one finished batch (resume and sharding unit)
+    OUT/parts/part-00003.csv     rows of one finished batch, then its mark part-00003.json (utils/parts.py)
     OUT/results.csv              one row per image (ADAPTIVE_COLUMNS first)
     OUT/summary.json             accuracies with n and Wilson 95% intervals, config, model, data
 
-A killed run resumes at its first unfinished batch; batch ``k`` belongs to rank ``k % world_size``.
+A killed run resumes at its first unfinished batch; batches are the units of
+:class:`dfrobust.utils.parts.PartStore` (a seeded assignment of batches to ranks).
 """
 
 from __future__ import annotations
 
-import math
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -41,6 +41,7 @@ from dfrobust.evaluate.image_metrics import psnr
 from dfrobust.evaluate.intervals import wilson_interval
 from dfrobust.models.inference import p_real
 from dfrobust.models.loading import load_model_arg
+from dfrobust.utils.parts import PartStore
 from dfrobust.utils.io import (
     quantize,
     read_csv,
@@ -109,10 +110,6 @@ def _select(data_dir: Path, images: Sequence[str] | int | None, classes: str, se
     return every.subset([where[p] for p in wanted]), data_hash
 
 
-def _part(out_dir: Path, batch: int) -> Path:
-    return out_dir / "parts" / f"batch-{batch:05d}.csv"
-
-
 def run_adaptive(
     data_dir: str | Path,
     model_path: str | Path,
@@ -132,8 +129,8 @@ def run_adaptive(
     batch_size: int = 8,
     unroll_steps: int = 4,
     nonadaptive: bool = True,
-    rank: int = 0,
-    world_size: int = 1,
+    rank: int | None = 0,
+    world_size: int | None = 1,
     replace: bool = False,
 ) -> dict[str, Any]:
     """Attack ``model_path`` through purifier ``purifier_name`` with BPDA + EOT and evaluate the defense on the result.
@@ -159,12 +156,17 @@ def run_adaptive(
         batch_size: images attacked together (a random purifier purifies ``eot`` times as many).
         unroll_steps: DIP steps differentiated through with ``bpda="unroll"``.
         nonadaptive: also craft the same attack on the bare detector and evaluate it purified.
-        rank, world_size: this process's shard (batch ``k`` goes to rank ``k % world_size``).
+        rank, world_size: this process's shard (the part store's seeded assignment of batches).
         replace: empty ``out_dir`` when it holds another adaptive run (else that is an error).
 
     Returns:
         ``summary.json``'s content once every batch is done, else ``{"complete": False, ...}``.
     """
+    if rank is None or world_size is None:  # torchrun's ranks, or one process
+        from dfrobust.utils import distributed
+
+        ctx = distributed.shard(rank, world_size, device)
+        rank, world_size = ctx.rank, ctx.world_size
     if not 0 <= rank < world_size:
         raise DfrobustError(f"rank {rank} is outside 0..{world_size - 1}")
     if eot < 1 or eval_draws < 1 or batch_size < 1:
@@ -202,18 +204,18 @@ def run_adaptive(
     _claim(out_dir, fingerprint, config, replace)
 
     run = _Run(model, defense, at_attack, attack_name, params, config, image_set, dev, out_dir)
-    n_batches = math.ceil(len(image_set) / batch_size)
-    mine = [k for k in range(n_batches) if k % world_size == rank]
-    todo = [k for k in mine if not _part(out_dir, k).is_file()]
+    # batch k is unit k of the one sharded part store (its CSV, then its mark)
+    store = PartStore(out_dir / "parts", fingerprint, len(image_set), batch_size, seed=seed, payloads=(".csv",))
+    mine, todo = store.mine(rank, world_size), store.todo(rank, world_size)
     bar = progress(total=len(mine), initial=len(mine) - len(todo), desc=f"{attack_name} through {purifier_name}", unit="batch")
-    for k in todo:
-        write_csv(_part(out_dir, k), run.batch(k), ADAPTIVE_COLUMNS)
+    for unit in todo:
+        write_csv(store.path(unit, ".csv"), run.batch(unit.index), ADAPTIVE_COLUMNS)
+        store.finish(unit, rank, world_size)  # the mark, last
         bar.update()
     bar.close()
-    missing = [k for k in range(n_batches) if not _part(out_dir, k).is_file()]
-    if missing:
-        return {"complete": False, "batches_done": n_batches - len(missing), "batches_total": n_batches, "out_dir": str(out_dir)}
-    rows = [row for k in range(n_batches) for row in read_csv(_part(out_dir, k))]
+    if not store.complete():
+        return {"complete": False, "batches_done": len(store.done()), "batches_total": len(store.units), "out_dir": str(out_dir)}
+    rows = store.merge(lambda unit: read_csv(store.path(unit, ".csv")))
     write_csv(out_dir / "results.csv", rows, ADAPTIVE_COLUMNS)
     summary = {
         "complete": True,

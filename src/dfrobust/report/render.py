@@ -731,9 +731,10 @@ def summary_markdown(ctx: dict[str, Any], results: dict[str, Any]) -> str:
                       f"real images kept as real: {pct(dip['real_recall'])} (paper {theirs['real_recall']:.1f}%)."]
     for r in results.get("adaptive", []):
         if r.get("accuracy_adaptive_worst") is not None:
+            non = (f"{pct(r['accuracy_nonadaptive'])} accuracy against the same attack ignoring the purifier, "
+                   if r.get("accuracy_nonadaptive") is not None else "")
             lines += ["", f"Adaptive attack on {r['defense']} ({r['attack']}, BPDA {r['bpda']}, EOT {r['eot']}; n = {r['n']} fooled fakes): "
-                          f"{pct(r['accuracy_nonadaptive'])} accuracy against the attack that ignores the purifier, "
-                          f"{pct(r['accuracy_adaptive'])} against BPDA+EOT on one purification, {pct(r['accuracy_adaptive_worst'])} on "
+                          f"{non}{pct(r['accuracy_adaptive'])} against BPDA+EOT on one purification, {pct(r['accuracy_adaptive_worst'])} on "
                           "the worst of its draws."]
     board = [r for r in results.get("leaderboard", []) if r.get("robust_accuracy") is not None]
     if board:
