@@ -3,8 +3,6 @@ and the public API importable from the package root (issue 17)."""
 
 from __future__ import annotations
 
-import re
-
 import json
 import os
 import re

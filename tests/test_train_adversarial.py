@@ -203,7 +203,7 @@ def test_train_flags_come_from_the_config_fields(small_data: Path, tmp_path: Pat
             assert action.default is f.default and action.option_strings == [("--no-" if f.default else "--") + f.name.replace("_", "-")]
         else:
             assert action.option_strings == [flag(f.name)] and action.default == f.default
-            assert f.default is None or f"(default: " in action.help
+            assert f.default is None or "(default: " in action.help
     out = tmp_path / "m.safetensors"
     assert main(["train", "--data", str(small_data), "--arch", "tiny", "--out", str(out), "--epochs", "1", "--batch-size", "8",
                  "--adversarial", "fast", "--adv-eps", "0.04", "--device", "cpu", "--blur-sigma", "2", "4"]) == 0

@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from dfrobust.cli import main
 from dfrobust.data.dataset import load_split
