@@ -132,6 +132,8 @@ SCHEMA: dict[str, tuple[Check, bool]] = {
     "attack.max_images": (integer(0), True),
     "attack.batch_size": (integer(1), True),
     "attack.fgsm.eps": (number(0), False),
+    "attack.square.max_images": (integer(0), False),
+    "attack.apgd.max_images": (integer(0), False),
     "attack.pgd.eps": (number(0), False),
     "attack.cw.kappa": (number(0), False),
     "attack.cw.c_range": (pair(0.0, lo_open=True), False),

@@ -182,10 +182,12 @@ def _attack_stage(plan: Plan, cfg: dict[str, Any], attack: str, source: str, tar
 
     a = cfg["attack"]
     params = dict(a.get(attack, {}))
+    # an attack's own section may attack fewer images than the rest (Square's queries are costly)
+    max_images = int(params.pop("max_images", a["max_images"])) or None
     if "c_range" in params:
         params["c_range"] = tuple(params["c_range"])
     ac = AttackConfig(attack=attack, params=params, batch_size=int(a["batch_size"]), classes="fake",
-                      max_images=int(a["max_images"]) or None, seed=int(cfg["run"]["seed"]), device=device)
+                      max_images=max_images, seed=int(cfg["run"]["seed"]), device=device)
     out = plan.attack_dir(attack, source)
     conf = {k: v for k, v in ac.__dict__.items() if k != "device"} | {"source": source, "targets": targets}
 
@@ -336,7 +338,7 @@ def _adaptive_stage(plan: Plan, cfg: dict[str, Any], purifier: str, device: str)
         attack_params = {"iterations": cheap, "classify_at": cheap}
     elif purifier == "blur":  # as scored beside DIP in Table III
         params = {"sigma": default_blur_sigma(int(cfg["data"]["size"]))}
-    atk = {"steps": int(a["steps"])} | {k: v for k, v in cfg["attack"].get(a["attack"], {}).items() if k != "steps"}
+    atk = {"steps": int(a["steps"])} | {k: v for k, v in cfg["attack"].get(a["attack"], {}).items() if k not in ("steps", "max_images")}
     out = plan.run_dir / "adaptive" / purifier
     dip_dir = plan.run_dir / plan.dip["dir"]
     kw = {"purifier_params": params, "attack_name": str(a["attack"]), "attack_params": atk, "eot": int(a["eot"]),
