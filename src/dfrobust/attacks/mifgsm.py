@@ -111,3 +111,21 @@ class MIFGSM(Attack):
             x_adv = x + (x_adv + step * g.sign() - x).clamp(-self.eps, self.eps)
             x_adv = x_adv.clamp(0, 1)
         return x_adv, {}
+
+
+@register_attack
+class DIMIFGSM(MIFGSM):
+    """DI-MI-FGSM (Xie et al. 2019): MI-FGSM with input diversity on by default (``di_prob`` 0.5).
+
+    Args:
+        eps: Linf radius (the paper's FGSM budget 0.02, about 5/255).
+        steps: iterations, each of size ``eps / steps`` (Dong et al.: 10).
+        decay: momentum decay factor ``mu`` (Dong et al.: 1.0).
+        di_prob: probability, per image and step, of the input-diversity transform (Xie et al.: 0.5).
+        seed: seed of the input-diversity draws.
+    """
+
+    name = "dimifgsm"
+
+    def __init__(self, eps: float = 0.02, steps: int = 10, decay: float = 1.0, di_prob: float = 0.5, seed: int = 0) -> None:
+        super().__init__(eps=eps, steps=steps, decay=decay, di_prob=di_prob, seed=seed)
