@@ -128,6 +128,12 @@ def test_report_is_self_contained_and_from_the_run(built_run: Path) -> None:
     assert "vgg16" not in board  # the other architecture is not a defense of the ResNet
     robust = [r["robust_accuracy"] for r in results["leaderboard"] if r["robust_accuracy"] is not None]
     assert robust == sorted(robust, reverse=True)
+    # the transfer attacks beyond the paper stand beside its plain FGSM, and the strongest is quoted
+    assert "Transfer attacks: the paper" in page
+    for row in results["transfer"]:
+        attacks = {t["attack"] for t in row["transfers"]}
+        assert {"fgsm", "mifgsm", "di-mifgsm"} <= attacks
+        assert row["strongest"]["accuracy"] <= results["table2_wide"][row["model"]]["fgsm_blackbox"]
     at = board["resnet18-at"]
     assert at["robust_accuracy"] == min(at["whitebox"].values()) and at["cost_multiplier"] > 0
     assert {r["model"] for r in results["robustness_curves"]} == {r.name for r in study_roles(study_config("tiny"))}
@@ -158,7 +164,7 @@ def test_rerun_skips_and_a_changed_setting_reruns_only_its_dependents(tiny_run: 
     capsys.readouterr()
     assert main(["status", "--run", str(tiny_run)]) == 0
     out = capsys.readouterr().out
-    assert "49/49 stages done" in out and "attack/cw-vgg16" in out and "certify/resnet18-smooth" in out and "adaptive/dip" in out
+    assert "63/63 stages done" in out and "attack/cw-vgg16" in out and "certify/resnet18-smooth" in out and "adaptive/dip" in out
 
 
 def test_a_retrained_target_is_rescored_not_recrafted(tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:

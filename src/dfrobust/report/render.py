@@ -23,9 +23,13 @@ from typing import Any
 
 from dfrobust.report import paper
 from dfrobust.report.tables import Table, md_escape, paper_pct, pct, rate
+from dfrobust.report.transfer import PLAIN, attack_label, transfer_rows, transfer_table
 from dfrobust.utils.io import read_csv, read_json, write_json
 from dfrobust.utils.runfolder import CONFIG_FILE, read_plan, resolve, stage_records
 
+#: Attacks of the paper (Table II's columns), and the momentum transfer attacks the summary shows as one line.
+PAPER_ATTACKS = (PLAIN, "cw")
+TRANSFER_ATTACKS = ("mifgsm", "di-mifgsm")
 METRIC_KEYS = ("accuracy", "auroc", "fake_precision", "fake_recall", "real_precision", "real_recall")
 METRIC_LABELS = ("accuracy", "AUROC", "fake precision", "fake recall", "real precision", "real recall")
 
@@ -516,6 +520,9 @@ def build_sections(ctx: dict[str, Any], figs: Path) -> tuple[list[Section], dict
         s.items.append(t)
         results["table2"] = long_rows
         results["table2_wide"] = wide
+        results["transfer"] = transfer_rows(long_rows)
+        if any(len({e["attack"] for e in r["transfers"]}) > 1 for r in results["transfer"]):
+            s.items.append(transfer_table(results["transfer"], ordered_models(ctx, [r["model"] for r in results["transfer"]])))
         results["perturbations"] = perturbation_rows(ctx["attack_rows"])
         s.items.append(perturbation_table(results["perturbations"]))
         for fig in (_fig2(ctx, figs), _fig3(ctx, long_rows, figs)):
@@ -703,7 +710,9 @@ def summary_markdown(ctx: dict[str, Any], results: dict[str, Any]) -> str:
     lines = []
     wide = results.get("table2_wide", {})
     if wide:
-        columns = table2_columns(wide)
+        # the paper's attacks both ways, the others whitebox only: their transfers get the line below
+        columns = [c for c in table2_columns(wide) if c == "unperturbed" or c.split("_")[0] in PAPER_ATTACKS
+                   or (c.endswith("_whitebox") and c.split("_")[0] not in TRANSFER_ATTACKS)]
         n_of = {r["model"]: int(r["n"]) for r in results.get("table2", [])}
         lines += ["| model | n | " + " | ".join(map(column_label, columns)) + " |", "|---" * (len(columns) + 2) + "|"]
         for name, row in wide.items():
@@ -712,6 +721,11 @@ def summary_markdown(ctx: dict[str, Any], results: dict[str, Any]) -> str:
             lines.append(f"| {name} | {n or '–'} | " + " | ".join(_both(row.get(k), vals[i], n) for i, k in enumerate(columns)) + " |")
         lines += ["", "Accuracy on the attacked fake test images (n of them), clean and perturbed, with a Wilson 95% interval; "
                       "in parentheses the paper's numbers."]
+    transfers = [r for r in results.get("transfer", []) if r["plain"] and r["strongest"]["attack"] != r["plain"]["attack"]]
+    if transfers:
+        lines += ["", "Strongest transfer (blackbox) beside the paper's plain FGSM, accuracy on the attacked fakes: "
+                      + "; ".join(f"{r['model']} {pct(r['strongest']['accuracy'])} ({attack_label(r['strongest']['attack'])} from "
+                                  f"{r['strongest']['source']}) vs {pct(r['plain']['accuracy'])}" for r in transfers) + "."]
     models = ctx.get("models") or {}
     if models:
         parts = []

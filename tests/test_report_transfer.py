@@ -1,0 +1,32 @@
+"""The transfer table: every blackbox attack beside the paper's plain FGSM, and the strongest one quoted."""
+
+from __future__ import annotations
+
+from dfrobust.report.transfer import transfer_rows, transfer_table
+
+
+def _row(model: str, attack: str, source: str, acc: float, setting: str = "blackbox", n: int = 20) -> dict:
+    return {"model": model, "attack": attack, "setting": setting, "source": source, "n": n, "perturbed_accuracy": acc}
+
+
+def test_strongest_transfer_per_model_with_ties_to_the_paper() -> None:
+    rows = transfer_rows([
+        _row("resnet18", "fgsm", "vgg16", 0.60), _row("resnet18", "mifgsm", "vgg16", 0.45),
+        _row("resnet18", "di-mifgsm", "vgg16", 0.30), _row("resnet18", "fgsm", "resnet18", 0.0, setting="whitebox"),
+        _row("vgg16", "fgsm", "resnet18", 0.50), _row("vgg16", "di-mifgsm", "resnet18", 0.50),
+    ])  # fmt: skip
+    by = {r["model"]: r for r in rows}
+    assert by["resnet18"]["strongest"]["attack"] == "di-mifgsm" and by["resnet18"]["strongest"]["accuracy"] == 0.30
+    assert by["resnet18"]["plain"]["accuracy"] == 0.60
+    assert all(t["attack"] != "fgsm" or t["source"] != "resnet18" for t in by["resnet18"]["transfers"])  # whitebox left out
+    assert by["vgg16"]["strongest"]["attack"] == "fgsm"  # a tie is no stronger than the paper's attack
+    table = transfer_table(rows, ["vgg16", "resnet18"])
+    assert [r[0] for r in table.rows] == ["vgg16", "resnet18"]
+    assert table.columns[1] == "FGSM blackbox" and table.rows[1][-1] == "DI-MIFGSM (vgg16)"
+
+
+def test_several_sources_show_the_strongest_per_attack() -> None:
+    rows = transfer_rows([_row("a", "fgsm", "b", 0.9), _row("a", "fgsm", "c", 0.4, n=10)])
+    assert rows[0]["plain"] == {"attack": "fgsm", "source": "c", "n": 10, "accuracy": 0.4}
+    cell = transfer_table(rows, ["a"]).rows[0][1]
+    assert cell.startswith("40.0%") and "(n=10)" in cell
