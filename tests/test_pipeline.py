@@ -100,11 +100,11 @@ def test_every_stage_and_artifact(built_run: Path) -> None:
     for name in (r.name for r in study_roles(cfg)):
         side = read_json(tiny_run / "models" / f"{name}.json")
         assert side["metrics"]["test"]["n"] > 0 and (tiny_run / "models" / f"{name}.safetensors").is_file()
-    for attack, source, targets in attack_plan(cfg):
-        folder = tiny_run / "attacks" / f"{attack}-{source}"
+    for run in attack_plan(cfg):
+        folder = tiny_run / "attacks" / f"{run.attack}-{run.source}"
         rows = read_csv(folder / "results.csv")
         assert list(rows[0])[: len(RESULT_COLUMNS)] == RESULT_COLUMNS
-        assert {r["target"] for r in rows} == set(targets)
+        assert {r["target"] for r in rows} == set(run.targets)
         assert all((folder / "images" / r["image"]).with_suffix(".png").is_file() for r in rows)
     for name in ("trajectories.csv", "table3.csv", "table4.csv", "sweep.csv", "figures.json", "summary.json"):
         assert (tiny_run / "dip" / name).is_file(), name

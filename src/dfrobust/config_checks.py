@@ -95,6 +95,11 @@ def name_list(v: Any) -> str | None:
     return None if ok else "needs a non-empty list of distinct names"
 
 
+def optional_name_list(v: Any) -> str | None:
+    """A list of distinct names, possibly empty (``[]`` turns the feature off)."""
+    return None if v == [] else (name_list(v) and "needs a list of distinct names (or [])")
+
+
 #: Settings of one detector's training (the ``[train]`` section and its per-role sections).
 TRAIN_KEYS: dict[str, Check] = {
     "arch": text,
@@ -131,6 +136,7 @@ SCHEMA: dict[str, tuple[Check, bool]] = {
     "attack.attacks": (name_list, True),
     "attack.max_images": (integer(0), True),
     "attack.batch_size": (integer(1), True),
+    "attack.ensemble": (optional_name_list, False),
     "attack.fgsm.eps": (number(0), False),
     "attack.square.max_images": (integer(0), False),
     "attack.apgd.max_images": (integer(0), False),

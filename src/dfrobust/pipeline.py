@@ -8,6 +8,8 @@ roles (:mod:`dfrobust.roles`), writes the plan to ``RUN/plan.json`` and runs the
     train/<role>              RUN/models/<role>.safetensors + .json, one per role
     attack/<attack>-<source>  RUN/attacks/<attack>-<source>/  (whitebox on the source, blackbox on
                               every role whose ``transfer_from`` is the source)
+    attack/<attack>-ens-<T>   RUN/attacks/<attack>-ens-<T>/  (``attack.ensemble``: crafted on the ensemble of the
+                              other roles of T's ``transfer_group``, evaluated on T)
     samples                   RUN/samples/  (the images and scores of Fig 2)
     dip                       RUN/dip/      (the DIP study on the role marked ``purifier_classifier``)
     certify/<role>            RUN/certify/<role>/  (randomized smoothing, roles with ``certify_sigma``)
@@ -39,6 +41,29 @@ TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_
 FIG2_ATTACKS = ("fgsm", "cw")
 
 
+@dataclass(frozen=True)
+class AttackRun:
+    """One attack run of the study: ``attack`` crafted on ``source``, evaluated on ``targets``.
+
+    Attributes:
+        attack: the registered attack's name.
+        source: the source role, or an ensemble's name (``ensemble(a+b)``, its results' source column).
+        targets: the models evaluated, the source first (an ensemble is evaluated as its own whitebox target).
+        members: the roles of an ensemble source (empty: ``source`` is one role).
+        folder: the run's stage name after ``attack/`` and its folder under ``RUN/attacks``.
+    """
+
+    attack: str
+    source: str
+    targets: list[str]
+    members: tuple[str, ...] = ()
+    folder: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.folder:
+            object.__setattr__(self, "folder", f"{self.attack}-{self.source}")
+
+
 @dataclass
 class Plan:
     """The stages of a study, its roles and where their outputs land."""
@@ -47,7 +72,7 @@ class Plan:
     data_dir: Path
     roles: list[Role] = field(default_factory=list)
     stages: list[Stage] = field(default_factory=list)
-    attacks: list[tuple[str, str, list[str]]] = field(default_factory=list)
+    attacks: list[AttackRun] = field(default_factory=list)
     dip: dict[str, Any] | None = None
     certify: dict[str, str] = field(default_factory=dict)  #: role name -> certification folder (relative)
     curves: dict[str, str] = field(default_factory=dict)  #: role name -> robustness-curve folder (relative)
@@ -87,7 +112,8 @@ class Plan:
             "data": data,
             "roles": [{**r.record(), "model": self._rel(self.model_path(r.name)), "sidecar": self._rel(self.sidecar_path(r.name))}
                       for r in self.roles],
-            "attacks": [{"attack": a, "source": s, "targets": t, "dir": self._rel(self.attack_dir(a, s))} for a, s, t in self.attacks],
+            "attacks": [{"attack": r.attack, "source": r.source, "targets": r.targets, "dir": self._rel(self.run_dir / "attacks" / r.folder),
+                         **({"members": list(r.members)} if r.members else {})} for r in self.attacks],
             "samples": "samples",
             "dip": self.dip,
             "certify": self.certify,
@@ -177,10 +203,11 @@ def _card_stage(plan: Plan, cfg: dict[str, Any], role: Role, device: str) -> Sta
     return Stage(f"card/{role.name}", conf, out, run, deps=["data"], device=device)
 
 
-def _attack_stage(plan: Plan, cfg: dict[str, Any], attack: str, source: str, targets: list[str], device: str) -> Stage:
+def _attack_stage(plan: Plan, cfg: dict[str, Any], run: AttackRun, device: str) -> Stage:
     from dfrobust.attacks.experiment import AttackConfig, run_attack
 
     a = cfg["attack"]
+    attack = run.attack
     params = dict(a.get(attack, {}))
     # an attack's own section may attack fewer images than the rest (Square's queries are costly)
     max_images = int(params.pop("max_images", a["max_images"])) or None
@@ -188,20 +215,29 @@ def _attack_stage(plan: Plan, cfg: dict[str, Any], attack: str, source: str, tar
         params["c_range"] = tuple(params["c_range"])
     ac = AttackConfig(attack=attack, params=params, batch_size=int(a["batch_size"]), classes="fake",
                       max_images=max_images, seed=int(cfg["run"]["seed"]), device=device)
-    out = plan.attack_dir(attack, source)
-    conf = {k: v for k, v in ac.__dict__.items() if k != "device"} | {"source": source, "targets": targets}
+    out = plan.run_dir / "attacks" / run.folder
+    conf = {k: v for k, v in ac.__dict__.items() if k != "device"} | {"source": run.source, "targets": run.targets}
+    if run.members:
+        conf["members"] = list(run.members)
+    sources = [plan.model_path(m) for m in run.members] if run.members else plan.model_path(run.source)
+    # an ensemble is no role: run_attack builds it from its members and evaluates it itself
+    targets = [t for t in run.targets if t != run.source] if run.members else run.targets
+    name = run.source if run.members else None
 
-    def run() -> None:
-        run_attack(plan.data_dir, plan.model_path(source), [plan.model_path(t) for t in targets], ac, out, replace=True)
+    def work() -> None:
+        run_attack(plan.data_dir, sources, [plan.model_path(t) for t in targets], ac, out, replace=True, source_name=name)
 
-    deps = ["data", *sorted({plan.model_stage(m) for m in [source, *targets]})]
+    deps = ["data", *sorted({plan.model_stage(m) for m in [*run.members, *targets]})]
     # keep_output: a retrained target only re-scores the stored images (run_attack checks the crafting)
-    return Stage(f"attack/{attack}-{source}", conf, out, run, deps=deps, keep_output=True, device=device, sharded=True)
+    return Stage(f"attack/{run.folder}", conf, out, work, deps=deps, keep_output=True, device=device, sharded=True)
 
 
-def attack_plan(cfg: dict[str, Any], roles: list[Role] | None = None) -> list[tuple[str, str, list[str]]]:
-    """``(attack, source, targets)`` for every attack run: whitebox on each role, blackbox per ``transfer_from``
-    and among the roles of one ``transfer_group``."""
+def attack_plan(cfg: dict[str, Any], roles: list[Role] | None = None) -> list[AttackRun]:
+    """Every attack run: whitebox on each role, blackbox per ``transfer_from`` and among the roles of one
+    ``transfer_group``; then, for each attack of ``attack.ensemble``, one run per member T of a transfer
+    group of at least 3 roles, crafted on the ensemble of the group's other roles and evaluated on T."""
+    from dfrobust.models.ensemble import ensemble_name
+
     roles = roles if roles is not None else study_roles(cfg)
 
     def blackbox(src: Role, r: Role) -> bool:
@@ -210,7 +246,19 @@ def attack_plan(cfg: dict[str, Any], roles: list[Role] | None = None) -> list[tu
     runs = []
     for attack in cfg["attack"]["attacks"]:
         for src in roles:
-            runs.append((attack, src.name, [src.name, *(r.name for r in roles if blackbox(src, r))]))
+            runs.append(AttackRun(attack, src.name, [src.name, *(r.name for r in roles if blackbox(src, r))]))
+    # Only transfer groups (the user's cards) get ensembles: the paper's roles each transfer from one
+    # source (transfer_from), as in the paper, so they have no "other members" to ensemble.
+    groups: dict[str, list[Role]] = {}
+    for r in roles:
+        if r.transfer_group is not None:
+            groups.setdefault(r.transfer_group, []).append(r)
+    for attack in cfg["attack"].get("ensemble") or []:
+        for members in (g for g in groups.values() if len(g) >= 3):
+            for target in members:
+                others = tuple(r.name for r in members if r is not target)
+                name = ensemble_name(others)
+                runs.append(AttackRun(attack, name, [name, target.name], members=others, folder=f"{attack}-ens-{target.name}"))
     return runs
 
 
@@ -369,8 +417,8 @@ def plan_study(cfg: dict[str, Any], run_dir: Path, data_arg: Path | None = None,
     for role in plan.roles:
         plan.stages.append(_card_stage(plan, cfg, role, device) if role.card else _train_stage(plan, cfg, role, device))
     plan.attacks = attack_plan(cfg, plan.roles)
-    for attack, source, targets in plan.attacks:
-        plan.stages.append(_attack_stage(plan, cfg, attack, source, targets, device))
+    for run in plan.attacks:
+        plan.stages.append(_attack_stage(plan, cfg, run, device))
     for stage in (_samples_stage(plan, cfg, device), _dip_stage(plan, cfg, device)):
         if stage is not None:
             plan.stages.append(stage)

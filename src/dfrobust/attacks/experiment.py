@@ -5,6 +5,12 @@ chosen test images (by default the fakes: a fake made to pass as real) on the so
 evaluates each target on the quantised images, whitebox when the target is the source and
 blackbox (transfer) otherwise, so one run gives a whole row of the transfer matrix.
 
+Several sources make one surrogate, the :class:`dfrobust.models.ensemble.LogitEnsemble` of
+their logits (Liu et al. 2017): the ensemble is the run's source (``ensemble(a+b)`` unless
+named), is evaluated itself as the whitebox target, and its members, when listed as targets,
+are scored with the setting ``ensemble-member`` (neither whitebox nor a transfer); every other
+target is ``blackbox``. Rows crafted on an ensemble carry ``source_members`` (``a+b``).
+
 Output folder::
 
     OUT/run.json        the run's fingerprints: crafting (config, data, source, images) and targets
@@ -28,11 +34,13 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from dfrobust.attacks.base import Attack, make_attack, perturbation_norms
 from dfrobust.attacks.tables import RESULT_COLUMNS, table2_rows, target_aggregates
@@ -40,8 +48,9 @@ from dfrobust.data.dataset import ImageSet
 from dfrobust.data.layouts import load_images
 from dfrobust.errors import DfrobustError
 from dfrobust.evaluate.image_metrics import psnr, ssim
+from dfrobust.models.ensemble import LogitEnsemble, check_input_sizes, check_output_shapes, ensemble_name
 from dfrobust.models.inference import p_real
-from dfrobust.models.loading import load_model_arg, model_display_name
+from dfrobust.models.loading import load_model_arg, model_display_name, model_input_size
 from dfrobust.utils import distributed
 from dfrobust.utils.io import (
     load_image,
@@ -60,6 +69,8 @@ from dfrobust.utils.parts import PartStore, Unit
 from dfrobust.utils.runtime import progress, seed_everything, versions
 
 CLASS_CHOICES = {"fake": ["fake"], "real": ["real"], "both": ["fake", "real"]}
+#: The ``setting`` of a target that is one of the ensemble the images were crafted on.
+ENSEMBLE_MEMBER = "ensemble-member"
 #: Per-image attack extras copied into results.csv (when the attack reports them).
 EXTRA_COLUMNS = ("kappa_reached", "margin", "c", "c_lo", "c_hi", "adam_steps", "queries")
 
@@ -116,31 +127,75 @@ class AttackConfig:
 @dataclass
 class _Model:
     name: str
-    path: Path
+    path: Path | None  # None: an ensemble (its members have paths)
     sha256: str
-    model: torch.nn.Module
+    model: nn.Module
+    members: list[_Model] = field(default_factory=list)
+
+    def record(self) -> dict[str, Any]:
+        """What summary.json says of the model: path and sha256, or an ensemble's sha256 and members."""
+        if self.members:
+            return {"sha256": self.sha256, "members": {m.name: m.record() for m in self.members}}
+        return {"path": str(self.path), "sha256": self.sha256}
+
+    def setting(self, src: _Model) -> str:
+        """``whitebox`` on the source itself, ``ensemble-member`` on a member of an ensemble source, else ``blackbox``."""
+        if self is src:
+            return "whitebox"
+        return ENSEMBLE_MEMBER if any(m is self for m in src.members) else "blackbox"
 
 
-def _load_models(source: Path, targets: list[Path], device: torch.device, size: tuple[int, int]) -> tuple[_Model, list[_Model]]:
-    """Load the source and the targets (the source is always evaluated too, first when not listed)."""
-    paths = [Path(p) for p in targets]
-    if not any(p.resolve() == Path(source).resolve() for p in paths):
-        paths.insert(0, Path(source))
-    seen: dict[str, Path] = {}
-    loaded: list[_Model] = []
-    for path in paths:
+def _load_models(
+    sources: list[Path], targets: list[Path], device: torch.device, size: tuple[int, int], source_name: str | None = None
+) -> tuple[_Model, list[_Model]]:
+    """Load the source (one model, or the ensemble of several) and the targets; the source is always
+    evaluated too, first when not listed. Each file is loaded once."""
+    if not sources:
+        raise DfrobustError("give at least one --source model")
+    if len(sources) == 1 and source_name is not None:
+        raise DfrobustError("--source-name names an ensemble; give two or more --source (one model keeps its own name)")
+    if len(sources) > 1:  # before loading anything: a mismatch is not the data's fault
+        check_input_sizes({model_display_name(p): model_input_size(p) for p in sources})
+    seen: dict[str, _Model] = {}
+
+    def load(path: Path) -> _Model:
         name = model_display_name(path)
         if name in seen:
-            if seen[name].resolve() == path.resolve():
-                continue
+            if Path(seen[name].path or "").resolve() == path.resolve():
+                return seen[name]
             raise DfrobustError(
-                f"two models are named {name!r} ({seen[name]} and {path}); model names are file stems or card names, rename one"
+                f"two models are named {name!r} ({seen[name].path} and {path}); model names are file stems or card names, rename one"
             )
-        seen[name] = path
         model, meta = load_model_arg(path, device=device, expect_input_size=size)  # a card resizes inside: any size
-        loaded.append(_Model(name, path, meta["sha256"], model))
-    src = next(m for m in loaded if m.path.resolve() == Path(source).resolve())
-    return src, loaded
+        seen[name] = _Model(name, path, meta["sha256"], model)
+        return seen[name]
+
+    if len(sources) == 1:
+        paths = list(targets)
+        if not any(p.resolve() == sources[0].resolve() for p in paths):
+            paths.insert(0, sources[0])
+        loaded = list({id(m): m for m in map(load, paths)}.values())
+        return load(sources[0]), loaded
+    return _load_ensemble(sources, targets, device, size, source_name, load)
+
+
+def _load_ensemble(sources: list[Path], targets: list[Path], device: torch.device, size: tuple[int, int], source_name: str | None,
+                   load: Callable[[Path], _Model]) -> tuple[_Model, list[_Model]]:  # fmt: skip
+    """The :class:`LogitEnsemble` of ``sources`` as the source model, then the targets (members loaded once)."""
+    members: list[_Model] = [load(p) for p in sources]
+    names = [m.name for m in members]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DfrobustError(f"--source {twice[0]} is given twice; list each ensemble member once")
+    check_output_shapes({m.name: m.model for m in members}, torch.zeros(1, 3, *size, device=device))
+    name = source_name or ensemble_name(names)
+    loaded = list({id(m): m for m in map(load, targets)}.values())
+    if any(m.name == name for m in loaded):
+        raise DfrobustError(f"the ensemble's name {name!r} is also a target's; choose another --source-name")
+    identity = {"ensemble": name, "members": [[m.name, m.sha256] for m in members]}  # member order and the name
+    src = _Model(name, None, sha256_bytes(to_json(identity).encode()), LogitEnsemble([m.model for m in members]).to(device).eval(),
+                 members=members)
+    return src, [src, *loaded]
 
 
 def png_name(rel: str) -> str:
@@ -199,6 +254,7 @@ def _attack_batch(
             "attack": attack.label,
             "source": src.name,
             **{k: v[i] for k, v in per_image.items()},
+            **({"source_members": "+".join(m.name for m in src.members)} if src.members else {}),
             "seconds": seconds,
             "attack_success": int(result.success[i]),  # on the float image, before quantisation
             **{k: int(v[i]) if isinstance(v[i], bool) else v[i] for k, v in extras.items()},
@@ -232,7 +288,7 @@ def _target_rows(
             row = {
                 **head,
                 "target": m.name,
-                "setting": "whitebox" if m is src else "blackbox",
+                "setting": m.setting(src),
                 "clean_p_real": s["clean"],
                 "adv_p_real": s["adv"],
                 "clean_pred": int(s["clean"] >= 0.5),
@@ -307,21 +363,24 @@ def part_store(out_dir: Path, fingerprint: str, n_images: int, cfg: AttackConfig
 
 def run_attack(
     data_dir: str | Path,
-    source: str | Path,
+    source: str | Path | Sequence[str | Path],
     targets: list[Path] | list[str],
     cfg: AttackConfig,
     out_dir: str | Path,
     rank: int | None = None,
     world_size: int | None = None,
     replace: bool = False,
+    source_name: str | None = None,
 ) -> dict[str, Any]:
     """Craft adversarial test images on ``source`` and evaluate ``targets`` on them.
 
     Args:
         data_dir: dataset folder (its ``test`` split is attacked).
-        source: checkpoint the attack sees (whitebox on itself).
-        targets: checkpoints evaluated on the adversarial images (transfer for all but the
-            source); the source is added when missing, so its whitebox row is always there.
+        source: checkpoint or detector card the attack sees (whitebox on itself), or a list of
+            them: the attack then sees their :class:`LogitEnsemble` (same input size and classes).
+        targets: checkpoints or cards evaluated on the adversarial images (transfer for all but the
+            source); the source is added when missing, so its whitebox row is always there. With
+            an ensemble source, members listed here are scored as ``ensemble-member``.
         cfg: the attack settings.
         out_dir: output folder (see the module docstring); a finished run is not redone.
         rank, world_size: this process's shard of separate runs (no process group); both
@@ -329,6 +388,7 @@ def run_attack(
         replace: empty ``out_dir`` when it holds a run with other crafting (else that is an error).
             A run with the same crafting and other targets is always continued: its stored
             images are re-scored on the new targets.
+        source_name: the ensemble's name in the results (default ``ensemble(a+b)``); only with several sources.
 
     Returns:
         ``summary.json``'s content once every batch is done, else
@@ -337,14 +397,17 @@ def run_attack(
     >>> run_attack("data/synth", "models/vgg16.safetensors",
     ...            ["models/vgg16.safetensors", "models/resnet18.safetensors"],
     ...            AttackConfig("fgsm"), "attacks/fgsm-vgg16")  # doctest: +SKIP
+    >>> run_attack("data/synth", ["models/vgg16.safetensors", "models/resnet18.safetensors"],
+    ...            ["models/resnet18-blur.safetensors"], AttackConfig("dimifgsm"), "attacks/dimifgsm-ens")  # doctest: +SKIP
     """
+    sources = [Path(source)] if isinstance(source, (str, Path)) else [Path(s) for s in source]
     ctx = distributed.shard(rank, world_size, cfg.device)
     data_dir, out_dir = Path(data_dir), require_own_folder(out_dir, ["run.json"])
     device = distributed.device_for(cfg.device, ctx)
     seed_everything(cfg.seed)
     # a dfrobust dataset folder, or the user's folder/list read in place (data/layouts.py)
     images, data_hash = load_images(data_dir, "test", CLASS_CHOICES[cfg.classes], limit=cfg.max_images, seed=cfg.seed)
-    src, models = _load_models(Path(source), [Path(t) for t in targets], device, images.image_size)
+    src, models = _load_models(sources, [Path(t) for t in targets], device, images.image_size, source_name)
     craft = _craft_key(cfg, data_hash, src, images)
     fingerprint = _fingerprint(craft, models)
     summary_file = out_dir / "summary.json"
@@ -425,8 +488,8 @@ def _merge(
             "n_images": len(images),
             "image_size": list(images.image_size),
         },
-        "source": {src.name: {"path": str(src.path), "sha256": src.sha256}},
-        "targets": {m.name: {"path": str(m.path), "sha256": m.sha256} for m in models},
+        "source": {src.name: src.record()},
+        "targets": {m.name: m.record() for m in models},
         "crafting": crafting,
         "results": target_aggregates(rows),
         "world_size": ctx.world_size,

@@ -113,8 +113,9 @@ def table2_rows(result_rows: Iterable[Row]) -> list[dict[str, Any]]:
     Columns: ``model, attack, setting, source, images, n, clean_accuracy, perturbed_accuracy,
     n_correct, success_rate_on_correct`` (fractions in ``[0, 1]``; the last is the attack success
     rate on the ``n_correct`` images classified correctly before the attack, empty when none),
-    then ``jpeg_quality, jpeg_accuracy`` when the run asked for a JPEG round trip. ``images``
-    says which classes were attacked (the paper: ``fake``).
+    then ``jpeg_quality, jpeg_accuracy`` when the run asked for a JPEG round trip, and
+    ``source_members`` (``a+b``) when the source is an ensemble. ``images`` says which classes
+    were attacked (the paper: ``fake``).
     """
     table = []
     for (model, attack, setting, source), rows in _group(result_rows, ("target", "attack", "setting", "source")).items():
@@ -133,16 +134,26 @@ def table2_rows(result_rows: Iterable[Row]) -> list[dict[str, Any]]:
         }
         if "jpeg_accuracy" in stats:
             row.update(jpeg_quality=stats["jpeg_quality"], jpeg_accuracy=stats["jpeg_accuracy"])
+        if _has(rows[0], "source_members"):
+            row["source_members"] = rows[0]["source_members"]
         table.append(row)
     order = {s: i for i, s in enumerate(SETTINGS)}
     table.sort(key=lambda r: (r["model"], r["attack"], order.get(r["setting"], len(order)), r["source"]))
     return table
 
 
-def column_key(attack: str, setting: str, source: str, ambiguous: bool) -> str:
+#: The source part of a column crafted on an ensemble (each model's own ensemble: one column for all).
+ENSEMBLE_SOURCE = "ensemble"
+
+
+def column_key(attack: str, setting: str, source: str, ambiguous: bool, ensemble: bool = False) -> str:
     """Column name of the wide table: ``fgsm_blackbox``; ``fgsm_blackbox_from_vgg16`` when one model
-    was attacked from several sources."""
+    was attacked from several sources; ``di-mifgsm_blackbox_from_ensemble`` for images crafted on an
+    ensemble (whatever its members, so that every model's ensemble transfer shares one column), with
+    the ensemble's own name when one model was attacked from several ensembles."""
     key = f"{attack}_{setting}"
+    if ensemble:
+        return f"{key}_from_{source if ambiguous else ENSEMBLE_SOURCE}"
     return f"{key}_from_{source}" if ambiguous else key
 
 
@@ -154,7 +165,7 @@ def table2_wide(table2: Sequence[Row]) -> list[dict[str, Any]]:
     """
     sources: dict[tuple, set] = {}
     for r in table2:
-        sources.setdefault((r["model"], r["attack"], r["setting"]), set()).add(r["source"])
+        sources.setdefault((r["model"], r["attack"], r["setting"], _has(r, "source_members")), set()).add(r["source"])
     wide: dict[str, dict[str, Any]] = {}
     best_n: dict[str, int] = {}
     for r in table2:
@@ -163,6 +174,7 @@ def table2_wide(table2: Sequence[Row]) -> list[dict[str, Any]]:
         if _i(r["n"]) > best_n.get(model, -1):
             best_n[model] = _i(r["n"])
             entry["unperturbed"] = _f(r["clean_accuracy"])
-        ambiguous = len(sources[(model, r["attack"], r["setting"])]) > 1
-        entry[column_key(r["attack"], r["setting"], r["source"], ambiguous)] = _f(r["perturbed_accuracy"])
+        ensemble = _has(r, "source_members")
+        ambiguous = len(sources[(model, r["attack"], r["setting"], ensemble)]) > 1
+        entry[column_key(r["attack"], r["setting"], r["source"], ambiguous, ensemble)] = _f(r["perturbed_accuracy"])
     return list(wide.values())

@@ -27,14 +27,18 @@ def register(subparsers: Any) -> None:
             "--target models/vgg16.safetensors --attack cw --max-images 100 --out attacks/cw-resnet18",
             "dfrobust attack --data data/synth --source models/resnet18.safetensors "
             "--attack pgd --norm l2 --eps 1.0 --out attacks/pgd-l2",
+            "dfrobust attack --data data/synth --source models/vgg16.safetensors --source models/resnet18.safetensors "
+            "--target models/resnet18-blur.safetensors --attack dimifgsm --out attacks/dimifgsm-ens",
             "dfrobust attack --data data/synth --source models/resnet18-blur.safetensors --attack apgd --steps 50 "
             "--through dip --eot 4 --bpda fitted-blur --attack-purifier-set dip.iterations=200 --eval-draws 5 --out adaptive/dip",
         ],
         description=(
             "Craft adversarial versions of the test images (by default the fakes, the paper's threat) on the source "
             "model, save them as 8-bit PNGs and evaluate every target on them: whitebox when the target is the "
-            "source, blackbox (transfer) otherwise. Parameters default to the paper's values. A rerun of the same "
-            "command resumes an interrupted run."
+            "source, blackbox (transfer) otherwise. Several --source models are attacked as one: the ensemble of their "
+            "logits (averaged), a stronger transfer surrogate; the ensemble is then the whitebox target and a target that "
+            "is one of its members is scored as 'ensemble-member'. Parameters default to the paper's values. A rerun "
+            "of the same command resumes an interrupted run."
         ),
     )
     defer_arguments(parser, _add_arguments)
@@ -46,7 +50,13 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
     classes = attack_classes()
     parser.add_argument("--data", required=True, type=Path, metavar="DIR", help="dataset folder (its test split is attacked)")
-    parser.add_argument("--source", required=True, type=Path, metavar="FILE", help="checkpoint the attack is crafted on")
+    parser.add_argument(
+        "--source", required=True, type=Path, action="append", metavar="FILE",
+        help="checkpoint or detector card the attack is crafted on; repeat it to craft on the ensemble of several "
+             "(their logits averaged; same input size and classes), e.g. --source a.safetensors --source b.toml",
+    )  # fmt: skip
+    parser.add_argument("--source-name", metavar="NAME",
+                        help="the ensemble's name in the results' source column (default: ensemble(A+B), the members' names)")
     parser.add_argument(
         "--target", nargs="+", type=Path, default=[], metavar="FILE",
         help="checkpoints evaluated on the adversarial images (the source is always evaluated too)",
@@ -132,13 +142,16 @@ def run_adaptive_command(args: argparse.Namespace) -> int:
     from dfrobust.defenses.adaptive_run import run_adaptive
     from dfrobust.errors import DfrobustError
 
-    if any(t.resolve() != args.source.resolve() for t in args.target) or args.jpeg_quality:
+    if len(args.source) > 1 or args.source_name is not None:
+        raise DfrobustError("--through attacks one defended detector; give one --source (no ensemble, no --source-name)")
+    source = args.source[0]
+    if any(t.resolve() != source.resolve() for t in args.target) or args.jpeg_quality:
         raise DfrobustError("--target and --jpeg-quality do not apply with --through: the defense is evaluated on the source detector")
     options = {k: getattr(args, k) for k in (*ADAPTIVE_OPTIONS, "batch_size") if getattr(args, k) is not None}
     params = attack_params(args)  # run_adaptive gives a seeded attack --seed when its seed is not set
     summary = run_adaptive(
         args.data,
-        args.source,
+        source,
         args.through,
         purifier_overrides(args.purifier_set, args.through, "--purifier-set"),
         args.attack,
@@ -204,7 +217,8 @@ def run_command(args: argparse.Namespace) -> int:
         jpeg_quality=args.jpeg_quality,
         **({"batch_size": args.batch_size} if args.batch_size is not None else {}),
     )
-    summary = run_attack(args.data, args.source, args.target, cfg, args.out, rank=args.rank, world_size=args.world_size)
+    summary = run_attack(args.data, args.source, args.target, cfg, args.out, rank=args.rank, world_size=args.world_size,
+                         source_name=args.source_name)
     if not summary.get("complete"):
         print(
             f"rank {summary['rank']} of {summary['world_size']}: {summary['batches_done']}/{summary['batches_total']} batches "

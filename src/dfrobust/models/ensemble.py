@@ -7,14 +7,36 @@ attack needs to know about ensembles.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from dfrobust.errors import DfrobustError
-from dfrobust.models.checkpoint import load_detector
+from dfrobust.models.loading import load_model_arg
+
+
+def ensemble_name(members: Sequence[str]) -> str:
+    """The default name of an ensemble in result tables: ``ensemble(a+b)``."""
+    return f"ensemble({'+'.join(members)})"
+
+
+def check_input_sizes(sizes: Mapping[str, tuple[int, int] | None]) -> None:
+    """A one-line error when members need different input sizes (``None``: the member resizes inside, any size)."""
+    fixed = {name: size for name, size in sizes.items() if size is not None}
+    if len(set(fixed.values())) > 1:
+        listed = ", ".join(f"{n} {h}x{w}" for n, (h, w) in fixed.items())
+        raise DfrobustError(f"ensemble members take different input sizes ({listed}); ensemble detectors trained at one size, or use cards")
+
+
+def check_output_shapes(models: Mapping[str, nn.Module], probe: torch.Tensor) -> None:
+    """A one-line error when members return logits of different shapes on ``probe`` (one forward each, no gradient)."""
+    with torch.no_grad():
+        shapes = {name: tuple(m(probe).shape[1:]) for name, m in models.items()}
+    if len(set(shapes.values())) > 1:
+        listed = ", ".join(f"{n} {list(s)}" for n, s in shapes.items())
+        raise DfrobustError(f"ensemble members return outputs of different shapes ({listed}); ensemble detectors with the same classes")
 
 
 class LogitEnsemble(nn.Module):
@@ -56,6 +78,6 @@ class LogitEnsemble(nn.Module):
         weights: Sequence[float] | None = None,
         expect_input_size: tuple[int, int] | list[int] | None = None,
     ) -> LogitEnsemble:
-        """Load detector checkpoints (see :func:`dfrobust.models.checkpoint.load_detector`) into one ensemble."""
-        models = [load_detector(p, device=device, expect_input_size=expect_input_size)[0] for p in paths]
+        """Load checkpoints or detector cards (see :func:`dfrobust.models.loading.load_model_arg`) into one ensemble."""
+        models = [load_model_arg(p, device=device, expect_input_size=expect_input_size)[0] for p in paths]
         return cls(models, weights).to(device).eval()

@@ -20,7 +20,7 @@ from torch import nn
 
 from dfrobust.errors import DfrobustError
 from dfrobust.models.cards import load_card, read_card
-from dfrobust.models.checkpoint import load_detector, model_name
+from dfrobust.models.checkpoint import load_detector, model_name, read_sidecar
 from dfrobust.utils.io import sha256_file
 
 CARD_SUFFIX = ".toml"
@@ -48,6 +48,18 @@ def model_display_name(path: str | Path) -> str:
     if path.suffix.lower() != CHECKPOINT_SUFFIX:
         raise _refuse(path)
     return model_name(path)
+
+
+def model_input_size(path: str | Path) -> tuple[int, int] | None:
+    """The ``(H, W)`` a model argument must be fed, without building it: a checkpoint's trained size;
+    ``None`` for a card (it resizes inside, so it takes any size)."""
+    path = Path(path)
+    if is_card(path):
+        return None
+    if path.suffix.lower() != CHECKPOINT_SUFFIX:
+        raise _refuse(path)
+    size = read_sidecar(path)["input_size"]
+    return int(size[0]), int(size[1])
 
 
 def load_model_arg(

@@ -7,11 +7,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dfrobust.attacks.tables import table2_wide
+from dfrobust.attacks.tables import ENSEMBLE_SOURCE, table2_wide
 from dfrobust.report.plotting import plt, save_figure
 
 #: Display names of attacks in legends (others are shown upper-cased).
-ATTACK_NAMES = {"fgsm": "FGSM", "cw": "CW-L2", "pgd-linf": "PGD-Linf", "pgd-l2": "PGD-L2"}
+ATTACK_NAMES = {"fgsm": "FGSM", "cw": "CW-L2", "pgd-linf": "PGD-Linf", "pgd-l2": "PGD-L2", "mifgsm": "MI-FGSM", "di-mifgsm": "DI-MI-FGSM"}
+#: Attacks whose columns come first, in this order (the paper's, then PGD); the others follow by name.
+ATTACK_ORDER = ("fgsm", "cw", "pgd-linf", "pgd-l2")
 
 
 def _parse_column(column: str) -> tuple[str, str, str]:
@@ -22,18 +24,21 @@ def _parse_column(column: str) -> tuple[str, str, str]:
 
 
 def series_label(column: str) -> str:
-    """``cw_whitebox`` -> ``CW-L2 whitebox``; ``fgsm_blackbox_from_vgg16`` -> ``FGSM blackbox (from vgg16)``."""
+    """``cw_whitebox`` -> ``CW-L2 whitebox``; ``fgsm_blackbox_from_vgg16`` -> ``FGSM blackbox (from vgg16)``;
+    ``di-mifgsm_blackbox_from_ensemble`` -> ``DI-MI-FGSM blackbox from ensemble``."""
     if column == "unperturbed":
         return "Unperturbed"
     attack, setting, source = _parse_column(column)
     label = f"{ATTACK_NAMES.get(attack, attack.upper())} {setting}"
+    if source == ENSEMBLE_SOURCE:
+        return f"{label} from ensemble"
     return f"{label} (from {source})" if source else label
 
 
 def column_order(column: str) -> tuple:
     """The paper's order: FGSM before CW (then other attacks by name), blackbox before whitebox."""
     attack, setting, source = _parse_column(column)
-    rank = list(ATTACK_NAMES).index(attack) if attack in ATTACK_NAMES else len(ATTACK_NAMES)
+    rank = ATTACK_ORDER.index(attack) if attack in ATTACK_ORDER else len(ATTACK_ORDER)
     return rank, attack, setting != "blackbox", setting, source
 
 

@@ -218,7 +218,9 @@ def table2(ctx: dict[str, Any]) -> tuple[Table, list[dict[str, Any]], dict[str, 
     from dfrobust.attacks.tables import table2_rows, table2_wide
 
     long_rows = table2_rows(ctx["attack_rows"]) if ctx["attack_rows"] else []
-    wide = {r["model"]: r for r in table2_wide(long_rows)}
+    ensembles = {a["source"] for a in ctx["plan"]["attacks"] if a.get("members")}
+    # an ensemble's whitebox row describes the surrogate, not a detector of the study: no row of its own
+    wide = {r["model"]: r for r in table2_wide(long_rows) if r["model"] not in ensembles}
     columns = table2_columns(wide)
     names = ordered_models(ctx, list(wide))
     n_of = {r["model"]: int(r["n"]) for r in long_rows}  # attacked fakes per model (the same for each column)
@@ -233,7 +235,9 @@ def table2(ctx: dict[str, Any]) -> tuple[Table, list[dict[str, Any]], dict[str, 
               note="In parentheses: the paper's numbers. n: attacked fake images; [low–high]: Wilson 95% interval "
                    "(the average and best rows summarise their members and carry none). Blackbox: evaluated on images crafted on the role each model "
                    "transfers from (the paper: the VGG-16 for every ResNet, the ResNet-18 for the VGG-16). "
-                   "Best: the best member per column, as the paper's starred cells.")
+                   "Best: the best member per column, as the paper's starred cells."
+                   + (" From ensemble (beyond the paper): crafted on the averaged logits of the other detectors of the "
+                      "model's transfer group." if ensembles else ""))
     for name in names:
         theirs = paper_table2(_paper_row(ctx, name), columns)
         n = n_of.get(name)
@@ -380,7 +384,8 @@ WHY = {
 }
 #: Keys that only say how a run is labelled or scheduled, not what it computes.
 NOT_SCIENCE = ("run.", "dip.batch_size", "attack.batch_size", "train.eval_batch_size", "dip.record_every",
-               "train.hardened.", "certify.", "dip.purifiers", "robustness.", "adaptive.", "attack.apgd.", "attack.square.")  # the last ones go beyond the paper: nothing to differ from
+               "train.hardened.", "certify.", "dip.purifiers", "robustness.", "adaptive.", "attack.apgd.", "attack.square.",
+               "attack.ensemble")  # the last ones go beyond the paper: nothing to differ from
 #: Keys the fixed lines of :func:`differences` already state (the data source and the input size).
 STATED = ("data.n", "data.size")
 
