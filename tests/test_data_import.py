@@ -156,3 +156,14 @@ def test_missing_source_and_too_few_test_images(tmp_path: Path) -> None:
         _save(src / cls / "a.png", Image.fromarray(_rgb(16, 16, 0)))
     with pytest.raises(DfrobustError, match="test split has no readable"):
         import_folder(src, tmp_path / "out")
+
+
+def test_cnndetection_class_names_are_imported(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for split, n in (("train", 3), ("test", 2)):
+        for cls, shade in (("0_real", 0), ("1_fake", 50)):
+            for i in range(n):
+                _save(src / split / cls / f"{i}.png", Image.fromarray(_rgb(16, 16, shade + i)))
+    m = read_manifest(import_folder(src, tmp_path / "out", size=16))
+    assert m["counts"] == {"train": {"fake": 3, "real": 3}, "test": {"fake": 2, "real": 2}}
+    assert {r["source"].split("/")[1]: r["label"] for r in m["images"]} == {"1_fake": 0, "0_real": 1}  # fake = 0, real = 1

@@ -182,3 +182,37 @@ def test_purify_user_errors_are_one_line(tmp_path: Path, toy_dataset: Path, toy_
     err = capsys.readouterr().err
     assert err.startswith("error:") and "--classify-at 10" in err and len(err.strip().splitlines()) == 1
     assert not os.path.exists(tmp_path / "o" / "parts")
+
+
+def test_purify_reads_a_folder_in_place_at_mixed_sizes(tmp_path: Path, toy_dataset: Path, toy_model: Path) -> None:
+    """A 0_real/1_fake folder, most fakes at 64 px (so they are attacked at 64) and the rest at 32 (so DIP fits 32)."""
+    import torch.nn.functional as F
+
+    from dfrobust.data.dataset import load_split
+    from dfrobust.utils.io import save_png
+
+    folder = tmp_path / "mine"
+    test = load_split(toy_dataset, "test")
+    fakes, reals = [i for i in range(len(test)) if int(test.y[i]) == 0][:6], [i for i in range(len(test)) if int(test.y[i]) == 1][:6]
+    for k, i in enumerate(fakes):
+        x = test.images([i])
+        save_png(folder / "1_fake" / f"{k}.png", (F.interpolate(x, scale_factor=2, mode="nearest") if k < 4 else x)[0])
+    for k, i in enumerate(reals):
+        save_png(folder / "0_real" / f"{k}.png", test.images([i])[0])
+    before = sorted((str(p), p.stat().st_mtime_ns) for p in folder.rglob("*"))
+    card = tmp_path / "toy.toml"
+    card.write_text(f'source = "dfrobust:{toy_model}"\nname = "toy"\n')
+    adv = tmp_path / "fgsm"
+    assert main(["attack", "--data", str(folder), "--source", str(card), "--attack", "fgsm", "--out", str(adv), "--device", "cpu"]) == 0
+    assert read_json(adv / "summary.json")["dataset"]["image_size"] == [64, 64]
+    out = tmp_path / "dip"
+    args = _purify_args(folder, card, [adv], out, "--per-category", "1", "--iterations", "6", "--classify-at", "4", "--record-every", "2",
+                        "--batch-size", "8", "--no-transforms")
+    assert main(args) == 0
+    summary = read_json(out / "summary.json")
+    assert summary["complete"] and summary["categories"]["clean/real-correct"]["n"] == 1
+    preds = read_csv(out / "predictions.csv")
+    assert {p["image"].split("/")[0] for p in preds} == {"0_real", "1_fake"}  # the folder's own image ids
+    assert any(p["source"] == "fgsm-whitebox" for p in preds)  # an attacked 64 px fake, fitted beside its 32 px clean image
+    assert any("resized to 32x32" in n for n in summary["notes"])
+    assert sorted((str(p), p.stat().st_mtime_ns) for p in folder.rglob("*")) == before  # nothing written into it

@@ -125,6 +125,7 @@ class Plan:
 
 def _data_stage(cfg: dict[str, Any], run_dir: Path, data_arg: Path | None) -> tuple[Stage, Path]:
     from dfrobust.data.folders import import_folder, is_dataset_folder
+    from dfrobust.data.layouts import scan_layout
     from dfrobust.data.manifest import manifest_hash
     from dfrobust.data.synthetic import generate_synthetic
 
@@ -144,13 +145,20 @@ def _data_stage(cfg: dict[str, Any], run_dir: Path, data_arg: Path | None) -> tu
 
         return Stage("data", conf, out, make), out
     data_arg = data_arg.resolve()
-    if not data_arg.is_dir():
-        raise DfrobustError(f"--data {data_arg} is not a folder; give a dataset folder or a folder with real/ and fake/")
-    if is_dataset_folder(data_arg):
+    pointer = run_dir / "data.json"
+    if data_arg.is_dir() and is_dataset_folder(data_arg):
         # Used in place: the stage only records which dataset it was (never deletes the user's folder).
-        pointer = run_dir / "data.json"
         conf = {"source": "dataset", "path": str(data_arg), "manifest": manifest_hash(data_arg)}
         return Stage("data", conf, pointer, lambda: write_json(pointer, conf)), data_arg
+    if cfg["run"].get("detectors"):
+        # nothing is trained: the user's detectors are scored on their own folder or list as it is, never written to
+        layout = scan_layout(data_arg)
+        layout.select("test")  # no test images: a one-line error now, not after the first stages
+        conf = {"source": "in-place", "path": str(data_arg), "layout": layout.description, "fingerprint": layout.fingerprint()}
+        return Stage("data", conf, pointer, lambda: write_json(pointer, conf)), data_arg
+    if not data_arg.is_dir():
+        raise DfrobustError(f"--data {data_arg} is not a folder; training imports a dataset folder or a folder with real/ and fake/ "
+                            "(a .csv/.json list is read in place with --detector only)")
     out = run_dir / "data"
     listing = sorted((str(p.relative_to(data_arg)), p.stat().st_size) for p in data_arg.rglob("*") if p.is_file())
     conf = {"source": "import", "path": str(data_arg), "files": len(listing), "bytes": sum(s for _, s in listing),
@@ -434,12 +442,19 @@ def plan_study(cfg: dict[str, Any], run_dir: Path, data_arg: Path | None = None,
     return plan
 
 
-def _data_summary(data_dir: Path) -> dict[str, Any]:
+def _data_summary(plan: Plan) -> dict[str, Any]:
     """What the report says of the data, kept in plan.json so it survives a moved data folder."""
+    from dfrobust.data.layouts import scan_layout
     from dfrobust.data.manifest import manifest_hash, read_manifest
 
+    data_dir = plan.data_dir
     if not (data_dir / "manifest.json").is_file():
-        return {}
+        if data_dir == plan.run_dir / "data":
+            return {}  # synthetic or imported data not made yet
+        layout = scan_layout(data_dir)  # the user's folder or list, read in place
+        found = layout.summary()
+        return {"in_place": True, "layout": found["layout"], "counts": found["counts"], "groups": found["groups"],
+                "n_images": found["n_images"], "manifest_hash": found["fingerprint"]}
     man = read_manifest(data_dir)
     return {"image_size": man.get("image_size"), "counts": man.get("counts"), "created_by": man.get("created_by"),
             "manifest_hash": manifest_hash(data_dir)}
@@ -475,12 +490,12 @@ def reproduce(
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / CONFIG_FILE, {"config": cfg, "data_arg": str(data_arg) if data_arg else None, "device": device,
                                            "devices": devices, "world_size": ctx.world_size, "versions": versions()})
-        write_json(run_dir / PLAN_FILE, plan.record(cfg, _data_summary(plan.data_dir)))
+        write_json(run_dir / PLAN_FILE, plan.record(cfg, _data_summary(plan)))
     runner = StageRunner(run_dir, force=force)
     t0 = time.perf_counter()
     runner.run(plan.stages[0])  # the data: every other stage reads it
     if ctx.is_main:
-        write_json(run_dir / PLAN_FILE, plan.record(cfg, _data_summary(plan.data_dir)))  # its size and counts exist now
+        write_json(run_dir / PLAN_FILE, plan.record(cfg, _data_summary(plan)))  # its size and counts exist now
     if len(devices) == 1:
         for stage in plan.stages[1:]:
             runner.run(stage)

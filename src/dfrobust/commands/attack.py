@@ -49,7 +49,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     from dfrobust.attacks.base import attack_classes
 
     classes = attack_classes()
-    parser.add_argument("--data", required=True, type=Path, metavar="DIR", help="dataset folder (its test split is attacked)")
+    parser.add_argument("--data", required=True, type=Path, metavar="DIR", help="dataset folder, or a folder or .csv/.json list of real and fake images read in place (its test split is attacked)")
     parser.add_argument(
         "--source", required=True, type=Path, action="append", metavar="FILE",
         help="checkpoint or detector card the attack is crafted on; repeat it to craft on the ensemble of several "

@@ -35,7 +35,7 @@ def register(subparsers: Any) -> None:
     """Add the `certify` subcommand: --model, --data, --out, and one option per :class:`CertifyConfig` field."""
     p = add_command(subparsers, "certify", "Certified L2 robustness by randomized smoothing", EXAMPLES, DESCRIPTION)
     p.add_argument("--model", required=True, metavar="FILE", help="detector checkpoint (.safetensors with a .json sidecar)")
-    p.add_argument("--data", required=True, metavar="DIR", help="dataset folder (its test split is certified)")
+    p.add_argument("--data", required=True, metavar="DIR", help="dataset folder, or a folder or .csv/.json list of real and fake images read in place (its test split is certified)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.set_defaults(func=run)
     add_options_lazily(p, _add_settings)

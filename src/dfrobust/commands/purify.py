@@ -32,7 +32,7 @@ def register(subparsers: Any) -> None:
             "Resumable: finished batches are kept under OUT/parts."
         ),
     )
-    parser.add_argument("--data", required=True, help="dataset folder (its test split is sampled)")
+    parser.add_argument("--data", required=True, help="dataset folder, or a folder or .csv/.json list of real and fake images read in place (its test split is sampled)")
     parser.add_argument("--model", required=True, help="the classifier (.safetensors or a detector card .toml); the paper uses the blur-augmented ResNet-18")
     parser.add_argument("--adv", required=True, nargs="+", metavar="DIR", help="attack output folders (dfrobust attack --out)")
     parser.add_argument("--out", required=True, help="output folder")

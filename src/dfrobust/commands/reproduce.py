@@ -51,7 +51,8 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--preset", default=None,
                    help=f"one of {available_presets()} or a .toml file (default: an existing run's own preset, else quick)")
-    p.add_argument("--data", default=None, help="a dataset folder, or a folder of real/ and fake/ images to import (default: synthetic faces)")
+    p.add_argument("--data", default=None, help="a dataset folder, or a folder of real/ and fake/ (or 0_real/ and 1_fake/) images to import; with --detector any "
+                        "folder layout or .csv/.json list, read in place (default: synthetic faces)")
     p.add_argument("--run", "--run-dir", dest="run", default=None,
                    help="run folder (default: runs/<preset>); under torchrun write --run-dir (torchrun takes --run for its own --run-path)")
     p.add_argument("--detector", action="append", default=[], metavar="CARD",

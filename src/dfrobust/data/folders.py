@@ -4,6 +4,7 @@ Accepted layouts (folder names case-insensitive, images may sit in sub-folders):
 
     SRC/real/...  SRC/fake/...                               split made here (stratified)
     SRC/train/real/ SRC/train/fake/ SRC/test/real/ SRC/test/fake/   the given split is kept
+    0_real/ and 1_fake/ (CNNDetection's names) in place of real/ and fake/
 
 Any image Pillow reads (JPEG, PNG, WebP, BMP; greyscale, palette, RGBA, 16-bit) becomes an
 8-bit RGB PNG, centre-cropped to a square and resized to one size. Unreadable or truncated
@@ -23,6 +24,7 @@ from PIL import Image
 
 from dfrobust.constants import CLASS_NAMES, FAKE, REAL
 from dfrobust.data.images import IMAGE_EXTENSIONS, fit_square, list_images, read_error, read_rgb
+from dfrobust.data.layouts import CLASS_FOLDERS
 from dfrobust.data.manifest import MANIFEST, SPLITS, DatasetWriter, check_disjoint, check_out_dir, count_records, stratified_split
 from dfrobust.data.provenance import finished_dataset, is_dataset_folder, library_versions
 from dfrobust.errors import DfrobustError
@@ -31,7 +33,8 @@ from dfrobust.utils.runtime import progress
 
 __all__ = ["import_folder", "import_report", "is_dataset_folder", "scan_source", "SourceImage"]
 
-LAYOUT_HINT = "expected SRC/real/ and SRC/fake/, or SRC/train/{real,fake}/ and SRC/test/{real,fake}/"
+LAYOUT_HINT = ("expected SRC/real/ and SRC/fake/ (or 0_real/ and 1_fake/), or SRC/train/{real,fake}/ and SRC/test/{real,fake}/; "
+               "generator folders are read in place by --detector, evaluate and attack")
 IMBALANCE_RATIO = 1.5  # a class this many times larger than the other is reported
 
 
@@ -51,7 +54,9 @@ def _subdirs(folder: Path) -> dict[str, Path]:
 
 def _class_folders(folder: Path, src: Path) -> dict[int, Path]:
     dirs = _subdirs(folder)
-    found = {label: dirs.get(name) for label, name in enumerate(CLASS_NAMES)}
+    # real/fake, or CNNDetection's 0_real/1_fake (the first name found wins)
+    found = {label: next((dirs[n] for n in sorted(CLASS_FOLDERS) if CLASS_FOLDERS[n] == label and n in dirs), None)
+             for label in range(len(CLASS_NAMES))}
     missing = [CLASS_NAMES[k] for k, v in found.items() if v is None]
     if missing:
         where = folder.relative_to(src.parent) if folder != src else src
@@ -70,13 +75,13 @@ def scan_source(src: str | Path) -> tuple[str, list[SourceImage]]:
         raise DfrobustError(f"source folder {src} does not exist; {LAYOUT_HINT}")
     dirs = _subdirs(src)
     if "train" in dirs or "test" in dirs:
-        if "real" in dirs or "fake" in dirs:
+        if set(dirs) & set(CLASS_FOLDERS):
             raise DfrobustError(f"{src} mixes real/fake and train/test folders; use one layout: {LAYOUT_HINT}")
         missing = [s for s in SPLITS if s not in dirs]
         if missing:
             raise DfrobustError(f"{src} has no {missing[0]}/ folder; {LAYOUT_HINT}")
         layout, groups = "split", [(split, _class_folders(dirs[split], src)) for split in SPLITS]
-    elif "real" in dirs or "fake" in dirs:
+    elif set(dirs) & set(CLASS_FOLDERS):
         layout, groups = "flat", [(None, _class_folders(src, src))]
     else:
         loose = len([p for p in src.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS])

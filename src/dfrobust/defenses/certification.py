@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from dfrobust.constants import CLASS_NAMES
-from dfrobust.data.dataset import load_split
-from dfrobust.data.manifest import manifest_hash
+from dfrobust.data.layouts import load_images
 from dfrobust.defenses.smoothing import ABSTAIN, certify
 from dfrobust.errors import DfrobustError
 from dfrobust.evaluate.intervals import wilson_interval
@@ -147,11 +146,12 @@ def run_certification(
     """
     log = log or _default_log
     data_dir, model_path, out_dir = Path(data_dir), Path(model_path), Path(out_dir)
-    if not data_dir.is_dir():
+    if not data_dir.exists():
         raise DfrobustError(f"data folder {data_dir} does not exist; make one with `dfrobust data synth --out {data_dir}`")
     started = time.time()
     ctx = distributed.setup(cfg.device)  # torchrun: the ranks share the parts
-    images = load_split(data_dir, "test", CLASS_CHOICES[cfg.classes], limit=cfg.max_images, seed=cfg.seed)
+    # a dataset folder, or the user's folder or list read in place
+    images, data_hash = load_images(data_dir, "test", CLASS_CHOICES[cfg.classes], limit=cfg.max_images, seed=cfg.seed)
     device = distributed.device_for(cfg.device, ctx)
     model, meta = load_detector(model_path, device, expect_input_size=images.image_size)
     trained_sigma = float(meta.get("training", {}).get("noise_sigma", 0.0) or 0.0)
@@ -161,7 +161,7 @@ def run_certification(
         "config": cfg.identity(),
         "model": {"name": model_name(model_path), "path": str(model_path), "sha256": sha256_file(model_path),
                   "training_noise_sigma": trained_sigma},
-        "data": {"dir": str(data_dir), "manifest_hash": manifest_hash(data_dir), "split": "test", "classes": cfg.classes},
+        "data": {"dir": str(data_dir), "manifest_hash": data_hash, "split": "test", "classes": cfg.classes},
         "images": images.paths,
     }
     fingerprint = hashlib.sha256(to_json(record).encode()).hexdigest()

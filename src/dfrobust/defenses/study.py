@@ -32,10 +32,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from dfrobust.constants import CLASS_NAMES, DECISION_THRESHOLD
-from dfrobust.data.dataset import ImageSet, load_split
-from dfrobust.data.manifest import manifest_hash, read_manifest
+from dfrobust.data.dataset import ImageSet
+from dfrobust.data.layouts import load_images, scan_layout
 from dfrobust.defenses.dip import DipConfig, default_classify_at, purify_batch
 from dfrobust.defenses.dip_parts import load_curves, snapshot_path, study_parts, write_part
 from dfrobust.defenses.dip_sampling import (
@@ -214,11 +215,14 @@ def plan_study(
     manifest: str,
     model_sha: str,
     cache: Path | None = None,
+    test: ImageSet | None = None,
 ) -> StudyInputs:
     """Choose the study's images and load what DIP fits for each.
 
     The choice is kept in ``cache`` (``plan.json``) under a key of everything it depends on, so
-    a resumed run or another rank skips scoring the whole test split again.
+    a resumed run or another rank skips scoring the whole test split again. ``test``: the test
+    split already loaded (needed for data read in place, whose images are resized as they load);
+    without it a dataset folder's clean images are read one by one.
     """
     attacks = unique_names([read_attack_folder(d, model_path, model_sha, manifest) for d in adv_dirs])
     key = {
@@ -236,13 +240,31 @@ def plan_study(
         items = [StudyItem(**d) for d in cached["items"]]
         notes, candidates = list(cached["notes"]), {c: int(n) for c, n in cached["candidates"]}
     else:
-        items, notes, candidates = choose_items(load_split(data_dir, "test"), model, attacks, cfg)
+        test = test if test is not None else load_images(data_dir, "test")[0]
+        items, notes, candidates = choose_items(test, model, attacks, cfg)
         if cache is not None:
             write_json(cache, {"key": key_hash, "items": [it.to_json() for it in items], "notes": notes,
                                "candidates": [[c, n] for c, n in candidates.items()]})  # fmt: skip
     by_name = {a.name: a for a in attacks}
-    clean = torch.stack([_load(data_dir / it.image) for it in items])
-    inputs = torch.stack([clean[i] if it.source == "clean" else _load(by_name[it.source].image_path(it.image)) for i, it in enumerate(items)])
+    if test is not None:
+        index = {p: i for i, p in enumerate(test.paths)}
+        clean = test.images([index[it.image] for it in items])
+    else:
+        clean = torch.stack([_load(data_dir / it.image) for it in items])
+    size = tuple(clean.shape[-2:])
+    resized = 0
+
+    def adversarial(it: StudyItem) -> torch.Tensor:
+        nonlocal resized
+        x = _load(by_name[it.source].image_path(it.image))
+        if tuple(x.shape[-2:]) != size:  # attacked at another size (a folder of mixed sizes): DIP fits it beside its clean image
+            resized += 1
+            x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0].clamp(0, 1)
+        return x
+
+    inputs = torch.stack([clean[i] if it.source == "clean" else adversarial(it) for i, it in enumerate(items)])
+    if resized:
+        notes.append(f"{resized} adversarial image(s) were crafted at another size than their clean images and were resized to {size[0]}x{size[1]}")
     return StudyInputs(items, inputs, clean, attacks, notes, candidates)
 
 
@@ -269,7 +291,7 @@ def run_dip_study(
     """Run (or resume) the DIP study and write its tables and figure data to ``out_dir``.
 
     Args:
-        data_dir: the dataset folder (its test split is sampled).
+        data_dir: the data, any layout of :func:`~dfrobust.data.layouts.scan_layout` (its test split is sampled).
         model_path: the classifier (the paper: the blur-augmented ResNet-18).
         adv_dirs: attack output folders (FGSM and CW, blackbox and whitebox in the paper).
         out_dir: where everything goes.
@@ -287,12 +309,16 @@ def run_dip_study(
     out_dir, model_path = require_own_folder(out_dir, ["plan.json", "summary.json", "parts"]), Path(model_path)
     device = distributed.device_for(cfg.device, ctx)
     data_dir = Path(data_dir)
-    size = read_manifest(data_dir).get("image_size") or None
+    layout = scan_layout(data_dir)  # a dataset folder, or the user's folder or list read in place
+    size, test = layout.image_size, None
+    if size is None:  # read in place: the images' size is the one they load at (the most common one)
+        test = load_images(data_dir, "test")[0]
+        size = test.image_size
     model, meta = load_model_arg(model_path, device, expect_input_size=size)  # a checkpoint or a detector card
-    model_sha, manifest = meta["sha256"], manifest_hash(data_dir)
+    model_sha, manifest = meta["sha256"], layout.fingerprint()
     if ctx.group and not ctx.is_main:
         distributed.barrier(ctx)  # rank 0 draws the sample (plan.json); the others read it
-    study = plan_study(data_dir, model, model_path, adv_dirs, cfg, manifest, model_sha, cache=out_dir / "plan.json")
+    study = plan_study(data_dir, model, model_path, adv_dirs, cfg, manifest, model_sha, cache=out_dir / "plan.json", test=test)
     if ctx.group and ctx.is_main:
         distributed.barrier(ctx)
     fingerprint = _fingerprint(cfg, study.items, study.inputs, model_sha, manifest)

@@ -12,11 +12,17 @@ from typing import Any
 
 import torch
 
-from dfrobust.data.dataset import load_split
+from dfrobust.data.layouts import load_images, read_resized, scan_layout
 from dfrobust.models.loading import load_model_arg
 from dfrobust.models.inference import p_real
 from dfrobust.utils.io import load_image, read_csv, save_png, write_json
 from dfrobust.utils.runtime import resolve_device
+
+
+def _clean_image(files: dict[str, Path], data_dir: Path, image_id: str, size: tuple[int, int]) -> torch.Tensor:
+    """The clean image ``image_id`` of the data as float ``3 x H x W`` at ``size``."""
+    path = files.get(image_id, data_dir / image_id)
+    return torch.from_numpy(read_resized(path, size).copy()).permute(2, 0, 1).float() / 255.0
 
 
 def write_samples(
@@ -30,7 +36,7 @@ def write_samples(
     """Write ``n`` real, fake and perturbed samples with each model's P(real); returns ``OUT/samples.json``.
 
     Args:
-        data_dir: the dataset folder (real images come from its test split).
+        data_dir: the data (any layout of :func:`~dfrobust.data.layouts.scan_layout`; real images come from its test split).
         models: name -> checkpoint of the detectors whose scores are shown.
         attack_dirs: attack name -> attack output folder (its ``results.csv`` and ``images/``).
         out_dir: where the samples go (``samples.json`` is written last).
@@ -48,7 +54,8 @@ def write_samples(
     out_dir.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {"models": list(models), "rows": []}
     if chosen:
-        real = load_split(data_dir, "test", classes=["real"], limit=len(chosen), seed=0)
+        real, _ = load_images(data_dir, "test", classes=["real"], limit=len(chosen), seed=0)
+        files = {i.rel: i.path for i in scan_layout(data_dir).items}  # image ids -> files, in any layout
         dev = resolve_device(device)
         scores = {m: p_real(load_model_arg(p, dev)[0], real.images(), device=dev) for m, p in models.items()}
         cells = []
@@ -59,7 +66,9 @@ def write_samples(
         first = next(iter(attack_dirs))
         cells = []
         for i, img in enumerate(chosen):
-            save_png(out_dir / "fake" / f"{i}.png", load_image(data_dir / img))
+            # the clean fake at the size it was attacked at (images of a user's folder may differ in size)
+            size = load_image(Path(attack_dirs[first]) / "images" / str(Path(img).with_suffix(".png"))).shape[-2:]
+            save_png(out_dir / "fake" / f"{i}.png", _clean_image(files, data_dir, img, tuple(size)))
             cells.append({"image": f"fake/{i}.png", "p_real": {m: float(by_image[img][(first, m)]["clean_p_real"]) for m in models}})
         record["rows"].append({"kind": "fake", "cells": cells})
         for a, folder in attack_dirs.items():

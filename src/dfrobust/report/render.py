@@ -178,12 +178,19 @@ def table1(ctx: dict[str, Any]) -> tuple[Table, list[dict[str, Any]]]:
             m = models[name]["metrics"]["test"]
         key = _paper_row(ctx, name)
         theirs = paper.TABLE1.get(key) if key else None
-        counts = _class_counts(m)
-        cells = [_both(m.get(k), theirs[i] if theirs else None, counts.get(k)) for i, k in enumerate(METRIC_KEYS)]
-        g = m.get("input_grad_norm")
-        t.rows.append([name, str(m.get("n", "–")), *cells, f"{g:.3g}" if g is not None else "–"])
-        out.append({"model": name, **{k: m.get(k) for k in (*METRIC_KEYS, "input_grad_norm")},
-                    "paper": dict(zip(paper.TABLE1_COLUMNS, theirs)) if theirs else None})
+        rows = [(name, m, theirs, {})]
+        # one row per generator when the user's data has one folder per generator (no paper numbers for those)
+        groups = (models.get(name) or {}).get("metrics", {}).get("test_groups") or {}
+        rows += [(f"{name} / {group}", gm, None, {"detector": name, "group": group}) for group, gm in groups.items()]
+        for label, metrics, paper_row, extra in rows:
+            counts = _class_counts(metrics)
+            cells = [_both(metrics.get(k), paper_row[i] if paper_row else None, counts.get(k)) for i, k in enumerate(METRIC_KEYS)]
+            g = metrics.get("input_grad_norm")
+            t.rows.append([label, str(metrics.get("n", "–")), *cells, f"{g:.3g}" if g is not None else "–"])
+            out.append({"model": label, **extra, "n": metrics.get("n"), **{k: metrics.get(k) for k in (*METRIC_KEYS, "input_grad_norm")},
+                        "paper": dict(zip(paper.TABLE1_COLUMNS, paper_row)) if paper_row else None})
+    if any(r.get("group") for r in out):
+        t.note += " Rows NAME / GROUP: the same detector on the test images of one generator folder."
     return t, out
 
 
@@ -336,13 +343,20 @@ def settings_table(ctx: dict[str, Any]) -> Table:
     data_hash = man.get("manifest_hash") or "–"
     made = man.get("created_by", {})
     counts = man.get("counts", {})
+    if man.get("in_place"):  # the user's folder or list, read where it is
+        where = f" (read in place: {man.get('layout')})"
+        size = "; ".join(f"{split} " + ", ".join(f"{n} {c}" for c, n in per.items()) for split, per in counts.items())
+        size += f"; {len(man['groups'])} generator(s): {', '.join(man['groups'])}" if man.get("groups") else ""
+    else:
+        where = f" (made by: {made.get('command', '?')})" if made else ""
+        size = f"{man.get('image_size')} px; train {counts.get('train')}, test {counts.get('test')}" if man else "–"
     rows = [
         ["preset", str(cfg["run"].get("preset"))],
         ["overrides", " ".join(cfg["run"].get("overrides", [])) or "none"],
         ["seed", str(cfg["run"]["seed"])],
-        ["data", str(stored.get("data_arg") or "built-in synthetic faces") + (f" (made by: {made.get('command', '?')})" if made else "")],
-        ["data size", f"{man.get('image_size')} px; train {counts.get('train')}, test {counts.get('test')}" if man else "–"],
-        ["data manifest hash", data_hash],
+        ["data", str(stored.get("data_arg") or "built-in synthetic faces") + where],
+        ["data size", size],
+        ["data fingerprint" if man.get("in_place") else "data manifest hash", data_hash],
         ["device", str(stored.get("device"))],
     ]
     rows += [[f"version: {k}", str(v)] for k, v in sorted(stored.get("versions", {}).items())]
@@ -579,6 +593,7 @@ def build_sections(ctx: dict[str, Any], figs: Path) -> tuple[list[Section], dict
     sections.append(Section("Where this run differs from the paper", ["\n".join(f"- {d}" for d in diffs)]))
     sections.append(Section("How these numbers were made", [settings_table(ctx), stage_table(ctx)]))
     results["differences"] = diffs
+    results["data"] = ctx["manifest"]
     results["settings"] = {"config": ctx["cfg"], "data_arg": ctx["stored"].get("data_arg"), "device": ctx["stored"].get("device"),
                            "versions": ctx["stored"].get("versions")}
     results["stages"] = [{k: r.get(k) for k in ("name", "state", "seconds")} for r in ctx["stages"]]
