@@ -164,7 +164,7 @@ def test_rerun_skips_and_a_changed_setting_reruns_only_its_dependents(tiny_run: 
     capsys.readouterr()
     assert main(["status", "--run", str(tiny_run)]) == 0
     out = capsys.readouterr().out
-    assert "63/63 stages done" in out and "attack/cw-vgg16" in out and "certify/resnet18-smooth" in out and "adaptive/dip" in out
+    assert "53/53 stages done" in out and "attack/cw-vgg16" in out and "certify/resnet18-smooth" in out and "adaptive/dip" in out
 
 
 def test_a_retrained_target_is_rescored_not_recrafted(tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -276,3 +276,12 @@ def test_several_devices_give_the_numbers_of_one(tmp_path: Path) -> None:
 
     for name in ("fgsm-vgg16", "fgsm-resnet18-blur"):  # each stage in its own process: no shared random state
         assert rows(run / "attacks" / name) == rows(tmp_path / "one" / "attacks" / name)
+
+
+def test_transfer_attacks_are_crafted_only_where_something_transfers() -> None:
+    runs = attack_plan(study_config("tiny"))
+    sources = {a: {r.source for r in runs if r.attack == a} for a in ("fgsm", "mifgsm", "dimifgsm")}
+    assert sources["mifgsm"] == sources["dimifgsm"] == {"vgg16", "resnet18"}  # the roles the others transfer from
+    assert len(sources["fgsm"]) == len(study_roles(study_config("tiny")))  # the paper's attacks: every role
+    every = attack_plan(study_config("tiny", ["attack.transfer_only=[]"]))
+    assert {r.source for r in every if r.attack == "mifgsm"} == sources["fgsm"]

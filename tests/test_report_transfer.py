@@ -22,7 +22,7 @@ def test_strongest_transfer_per_model_with_ties_to_the_paper() -> None:
     assert by["vgg16"]["strongest"]["attack"] == "fgsm"  # a tie is no stronger than the paper's attack
     table = transfer_table(rows, ["vgg16", "resnet18"])
     assert [r[0] for r in table.rows] == ["vgg16", "resnet18"]
-    assert table.columns[1] == "FGSM blackbox" and table.rows[1][-1] == "DI-MIFGSM (vgg16)"
+    assert table.columns[1] == "FGSM blackbox" and table.rows[1][-1] == "DI-MI-FGSM (vgg16)"
 
 
 def test_several_sources_show_the_strongest_per_attack() -> None:

@@ -135,6 +135,7 @@ SCHEMA: dict[str, tuple[Check, bool]] = {
     "train.blur.sigma": (pair(0.0), True),
     "attack.attacks": (name_list, True),
     "attack.max_images": (integer(0), True),
+    "attack.transfer_only": (optional_name_list, False),
     "attack.batch_size": (integer(1), True),
     "attack.ensemble": (optional_name_list, False),
     "attack.fgsm.eps": (number(0), False),

@@ -241,8 +241,8 @@ def _attack_stage(plan: Plan, cfg: dict[str, Any], run: AttackRun, device: str) 
 
 
 def attack_plan(cfg: dict[str, Any], roles: list[Role] | None = None) -> list[AttackRun]:
-    """Every attack run: whitebox on each role, blackbox per ``transfer_from`` and among the roles of one
-    ``transfer_group``; then, for each attack of ``attack.ensemble``, one run per member T of a transfer
+    """Every attack run: whitebox on each role (for the attacks of ``attack.transfer_only``, only on roles
+    others transfer from), blackbox per ``transfer_from`` and among the roles of one ``transfer_group``; then, for each attack of ``attack.ensemble``, one run per member T of a transfer
     group of at least 3 roles, crafted on the ensemble of the group's other roles and evaluated on T."""
     from dfrobust.models.ensemble import ensemble_name
 
@@ -252,8 +252,11 @@ def attack_plan(cfg: dict[str, Any], roles: list[Role] | None = None) -> list[At
         return r.name != src.name and (r.transfer_from == src.name or (r.transfer_group is not None and r.transfer_group == src.transfer_group))
 
     runs = []
+    transfer_only = set(cfg["attack"].get("transfer_only") or [])
     for attack in cfg["attack"]["attacks"]:
         for src in roles:
+            if attack in transfer_only and not any(blackbox(src, r) for r in roles):
+                continue  # a transfer attack crafted where nothing transfers would be one more whitebox attack
             runs.append(AttackRun(attack, src.name, [src.name, *(r.name for r in roles if blackbox(src, r))]))
     # Only transfer groups (the user's cards) get ensembles: the paper's roles each transfer from one
     # source (transfer_from), as in the paper, so they have no "other members" to ensemble.

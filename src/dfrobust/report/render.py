@@ -399,7 +399,7 @@ WHY = {
 #: Keys that only say how a run is labelled or scheduled, not what it computes.
 NOT_SCIENCE = ("run.", "dip.batch_size", "attack.batch_size", "train.eval_batch_size", "dip.record_every",
                "train.hardened.", "certify.", "dip.purifiers", "robustness.", "adaptive.", "attack.apgd.", "attack.square.",
-               "attack.ensemble")  # the last ones go beyond the paper: nothing to differ from
+               "attack.ensemble", "attack.transfer_only", "attack.mifgsm.", "attack.dimifgsm.")  # the last ones go beyond the paper: nothing to differ from
 #: Keys the fixed lines of :func:`differences` already state (the data source and the input size).
 STATED = ("data.n", "data.size")
 

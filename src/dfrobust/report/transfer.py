@@ -19,7 +19,7 @@ PLAIN = "fgsm"
 
 
 def attack_label(attack: str) -> str:
-    """``di-mifgsm`` -> ``DI-MIFGSM``; the paper's attacks by their names in the paper."""
+    """``di-mifgsm`` -> ``DI-MI-FGSM``; the paper's attacks by their names in the paper."""
     return ATTACK_NAMES.get(attack, attack.upper())
 
 
