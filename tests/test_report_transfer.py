@@ -22,11 +22,12 @@ def test_strongest_transfer_per_model_with_ties_to_the_paper() -> None:
     assert by["vgg16"]["strongest"]["attack"] == "fgsm"  # a tie is no stronger than the paper's attack
     table = transfer_table(rows, ["vgg16", "resnet18"])
     assert [r[0] for r in table.rows] == ["vgg16", "resnet18"]
-    assert table.columns[1] == "FGSM blackbox" and table.rows[1][-1] == "DI-MI-FGSM (vgg16)"
+    assert table.columns[2] == "FGSM blackbox" and table.rows[1][-1] == "DI-MI-FGSM (vgg16)"
 
 
 def test_several_sources_show_the_strongest_per_attack() -> None:
-    rows = transfer_rows([_row("a", "fgsm", "b", 0.9), _row("a", "fgsm", "c", 0.4, n=10)])
+    rows = transfer_rows([_row("a", "fgsm", "b", 0.9), _row("a", "fgsm", "c", 0.4, n=10), _row("a", "square-linf", "b", 0.5, n=4)])
     assert rows[0]["plain"] == {"attack": "fgsm", "source": "c", "n": 10, "accuracy": 0.4}
-    cell = transfer_table(rows, ["a"]).rows[0][1]
-    assert cell.startswith("40.0%") and "(n=10)" in cell
+    row = transfer_table(rows, ["a"]).rows[0]
+    assert row[1] == "10" and row[2].startswith("40.0%") and "(n=" not in row[2]
+    assert row[3].startswith("50.0%") and row[3].endswith("(n=4)")  # another number of images is said in the cell

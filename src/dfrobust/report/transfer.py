@@ -50,17 +50,22 @@ def transfer_table(rows: Sequence[Mapping[str, Any]], order: Sequence[str]) -> T
     """The table of :func:`transfer_rows`, models in ``order``: one column per transfer attack (its strongest source)."""
     attacks = sorted({e["attack"] for r in rows for e in r["transfers"]}, key=lambda a: (a != PLAIN, a))
     t = Table("Transfer attacks: the paper's plain FGSM beside the strongest transfer",
-              ["model", *(f"{attack_label(a)} blackbox" for a in attacks), "strongest transfer", "attack (source)"],
-              note="Accuracy on fake images crafted on another detector (lower = a stronger attack); n: attacked fakes; "
-                   "[low–high]: Wilson 95% interval; with several sources, the strongest source per attack. "
-                   "The paper measured blackbox robustness with plain FGSM and CW only.")
+              ["model", "n", *(f"{attack_label(a)} blackbox" for a in attacks), "strongest transfer", "attack (source)"],
+              note="Accuracy on fake images crafted on another detector (lower = a stronger attack); n: attacked fakes "
+                   "(a cell attacked on another number says so); [low–high]: Wilson 95% interval; with several sources, the "
+                   "strongest source per attack. The paper measured blackbox robustness with plain FGSM and CW only.")
     by_model = {r["model"]: r for r in rows}
     for name in [m for m in order if m in by_model]:
         r = by_model[name]
+        n = (r["plain"] or r["strongest"])["n"]
+
+        def cell(e: Mapping[str, Any]) -> str:
+            return rate(e["accuracy"], e["n"]) + (f" (n={e['n']})" if e["n"] != n else "")
+
         cells = []
         for a in attacks:
             best = min((e for e in r["transfers"] if e["attack"] == a), key=lambda e: e["accuracy"], default=None)
-            cells.append(rate(best["accuracy"], best["n"]) + f" (n={best['n']})" if best else "–")
+            cells.append(cell(best) if best else "–")
         s = r["strongest"]
-        t.rows.append([name, *cells, rate(s["accuracy"], s["n"]) + f" (n={s['n']})", f"{attack_label(s['attack'])} ({s['source']})"])
+        t.rows.append([name, str(n), *cells, cell(s), f"{attack_label(s['attack'])} ({s['source']})"])
     return t
