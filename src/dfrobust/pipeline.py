@@ -242,8 +242,9 @@ def _attack_stage(plan: Plan, cfg: dict[str, Any], run: AttackRun, device: str) 
 
 def attack_plan(cfg: dict[str, Any], roles: list[Role] | None = None) -> list[AttackRun]:
     """Every attack run: whitebox on each role (for the attacks of ``attack.transfer_only``, only on roles
-    others transfer from), blackbox per ``transfer_from`` and among the roles of one ``transfer_group``; then, for each attack of ``attack.ensemble``, one run per member T of a transfer
-    group of at least 3 roles, crafted on the ensemble of the group's other roles and evaluated on T."""
+    others transfer from), blackbox per ``transfer_from`` and among the roles of one ``transfer_group``;
+    then, for each attack of ``attack.ensemble``, one run per member T of a transfer group of at least
+    3 roles, crafted on the ensemble of the group's other roles and evaluated on T."""
     from dfrobust.models.ensemble import ensemble_name
 
     roles = roles if roles is not None else study_roles(cfg)
