@@ -5,13 +5,16 @@ The issue's target: peak memory does not grow with the number of images; a 20,00
 PNGs (``test/gen{k}/0_real``, ``test/gen{k}/1_fake``) into a temporary folder, then evaluates the
 ``tiny`` detector on it in a fresh process (so each peak RSS is that size's own) through
 ``evaluate_items`` (lazy ``Dataset`` + ``DataLoader``), and prints one JSON line per size:
-``images``, ``seconds``, ``images_per_s``, ``peak_rss_mb`` (main process) and
-``peak_rss_children_mb`` (the largest loader worker).
+``images``, ``seconds``, ``images_per_s``, ``rss_before_mb`` (main process once the model is built
+and the folder scanned), ``peak_rss_mb`` (main process), ``growth_mb`` (peak minus before: what the
+loop itself adds, which should not depend on the number of images) and ``peak_rss_children_mb``
+(the largest loader worker).
 
 Timings on a shared machine are noisy. Example::
 
     python benchmarks/bench_stream.py                 # 2,000 and 20,000 images
     python benchmarks/bench_stream.py --smoke         # 200 and 400 images at 32 px: checks that it runs
+    python benchmarks/bench_stream.py --gradients     # also the input-gradient norms (evaluate's default)
 """
 
 from __future__ import annotations
@@ -39,7 +42,16 @@ def write_folder(root: Path, n: int, size: int, generators: int = 4, seed: int =
         Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"{i:06d}.png")
 
 
-def evaluate_once(folder: Path, size: int, batch_size: int, workers: int) -> dict[str, object]:
+def rss_mb() -> float:
+    """This process's current resident memory in MB (``VmRSS``; 0 where ``/proc`` is missing)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next((int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:")), 0.0)
+    except OSError:
+        return 0.0
+
+
+def evaluate_once(folder: Path, size: int, batch_size: int, workers: int, gradients: bool = False) -> dict[str, object]:
     """Evaluate the tiny detector on ``folder`` (run in its own process); returns the measurements."""
     import torch
 
@@ -50,16 +62,20 @@ def evaluate_once(folder: Path, size: int, batch_size: int, workers: int) -> dic
     torch.manual_seed(0)
     model = build_detector("tiny").eval()
     layout = scan_layout(folder)
+    before = rss_mb()
     t0 = time.perf_counter()
-    out = evaluate_items(model, layout.items, (size, size), batch_size, "cpu", gradients=False, workers=workers)
+    out = evaluate_items(model, layout.items, (size, size), batch_size, "cpu", gradients=gradients, workers=workers)
     seconds = time.perf_counter() - t0
     n = out["metrics"]["n"]
     kib = 1024  # ru_maxrss is in KiB on Linux
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / kib
     return {
         "images": n,
         "seconds": round(seconds, 2),
         "images_per_s": round(n / seconds, 1),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / kib, 1),
+        "rss_before_mb": round(before, 1),
+        "peak_rss_mb": round(peak, 1),
+        "growth_mb": round(peak - before, 1),
         "peak_rss_children_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / kib, 1),
         "skipped": len(out["skipped"]),
     }
@@ -71,11 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--px", type=int, default=64, help="image side (default: 64)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--gradients", action="store_true", help="also compute the input-gradient norms")
     parser.add_argument("--smoke", action="store_true", help="200 and 400 images at 32 px")
     parser.add_argument("--child", metavar="FOLDER", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(evaluate_once(Path(args.child), args.px, args.batch_size, args.workers)), flush=True)
+        print(json.dumps(evaluate_once(Path(args.child), args.px, args.batch_size, args.workers, args.gradients)), flush=True)
         return 0
     if args.smoke:
         args.sizes, args.px = [200, 400], 32
@@ -86,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
             write_folder(Path(tmp) / "data", n, args.px)
             written = time.perf_counter() - t0
             cmd = [sys.executable, __file__, "--child", str(Path(tmp) / "data"), "--px", str(args.px),
-                   "--batch-size", str(args.batch_size), "--workers", str(args.workers)]  # fmt: skip
+                   "--batch-size", str(args.batch_size), "--workers", str(args.workers)] + ["--gradients"] * args.gradients  # fmt: skip
             result = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
-            print(json.dumps({"measure": "evaluate_in_place", "px": args.px, "workers": args.workers,
+            print(json.dumps({"measure": "evaluate_in_place", "px": args.px, "workers": args.workers, "gradients": args.gradients,
                               "write_seconds": round(written, 2), **result}), flush=True)  # fmt: skip
     return 0
 

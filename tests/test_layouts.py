@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from conftest import toy_image
 from dfrobust.attacks.tables import group_stats, table2_rows
 from dfrobust.cli import main
 from dfrobust.constants import FAKE, REAL
-from dfrobust.data.layouts import LazyImageDataset, load_images, make_loader, scan_layout
+from dfrobust.data.layouts import LazyImageDataset, load_images, load_items, make_loader, scan_layout
 from dfrobust.errors import DfrobustError
+from dfrobust.evaluate.evaluation import evaluate_detector, evaluate_items
 from dfrobust.evaluate.metrics import detection_metrics, equal_error_rate
+from dfrobust.models.detectors import build_detector
 from dfrobust.utils.io import read_csv, save_png
 
 
@@ -111,6 +115,41 @@ def test_lazy_dataset_resizes_and_skips_unreadable_files(nested: Path) -> None:
     skipped = [s for b in batches for s in b["skipped"]]
     assert len(skipped) == 1 and layout.items[skipped[0][0]].rel.endswith("broken.png")
     assert torch.cat([b["index"] for b in batches]).tolist() == [i for i in range(25) if i != skipped[0][0]]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_evaluate_items_matches_the_same_images_in_memory(nested: Path, workers: int) -> None:
+    torch.manual_seed(0)
+    model = build_detector("tiny").eval()
+    layout = scan_layout(nested)
+    out = evaluate_items(model, layout.items, (32, 32), batch_size=5, device="cpu", workers=workers)
+    images, skipped = load_items(layout.items, layout.root, (32, 32))
+    reference = evaluate_detector(model, images, batch_size=7, device="cpu")
+    assert [s["path"] for s in out["skipped"]] == [s["path"] for s in skipped] == ["test/stylegan/1_fake/broken.png"]
+    m = out["metrics"]
+    assert m["n"] == reference["n"] == 24 and m["confusion"] == reference["confusion"]
+    for key in ("accuracy", "auroc", "loss", "input_grad_norm"):
+        assert m[key] == pytest.approx(reference[key], rel=1e-5), key
+    assert {g: r["n"] for g, r in out["groups"].items()} == {"progan": 12, "stylegan": 12}
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts open files through /proc")
+def test_evaluate_items_keeps_nothing_open_per_batch(nested: Path) -> None:
+    """Tensors from loader workers arrive in shared memory, one open file each: none may outlive its batch."""
+    open_files: list[int] = []
+
+    class Counting(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = build_detector("tiny")
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            open_files.append(len(os.listdir("/proc/self/fd")))
+            return self.net(x)
+
+    items = scan_layout(nested).items
+    evaluate_items(Counting(), items, (16, 16), batch_size=1, device="cpu", gradients=False, workers=1)
+    assert len(open_files) == 24 and max(open_files) <= open_files[0] + 6  # bounded by the batches in flight
 
 
 def test_evaluate_in_place_gives_per_generator_rows(

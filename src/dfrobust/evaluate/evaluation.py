@@ -105,7 +105,8 @@ def evaluate_items(
     """Table I metrics of ``model`` on images read lazily from disk and resized to ``size``.
 
     Memory stays constant in the number of images: a DataLoader (``workers`` processes, pinned
-    memory on CUDA) decodes one batch at a time and only logits and gradient norms are kept.
+    memory on CUDA) decodes one batch at a time, and each batch's logits and gradient norms are
+    written into arrays of ``len(items)`` rows allocated once, so nothing is kept per batch.
     With ``ctx`` of several ranks under a process group (torchrun), each rank reads and scores
     its share of the batches and every rank returns the metrics of all images.
 
@@ -126,7 +127,12 @@ def evaluate_items(
                             collate_fn=collate_skipping)  # fmt: skip
     else:
         loader = make_loader(dataset, batch_size, workers, device)
-    logits, labels, index, norms, skipped = [], [], [], [], []
+    # one row per image, filled in place: small tensors kept per batch would pin the batches' freed
+    # memory in the allocator's heap (and keep the workers' shared-memory segments open)
+    scores: torch.Tensor | None = None  # N x C, allocated once the first batch gives C
+    grad_norms = torch.zeros(len(items)) if gradients else None
+    scored = torch.zeros(len(items), dtype=torch.bool)
+    skipped: list[dict[str, str]] = []
     was_training = model.training
     model.eval()
     try:
@@ -134,20 +140,34 @@ def evaluate_items(
             skipped += [{"path": items[i].rel, "reason": reason} for i, reason in batch["skipped"]]
             if batch["x"] is None:
                 continue
+            rows = batch["index"]
             x = batch["x"].to(device, non_blocking=True).float().div_(255.0)
+            del batch  # the images are on ``device`` now; free the loader's copy before the forward pass
             with torch.no_grad():
-                logits.append(model(x).float().cpu())
-            if gradients:
-                norms.append(input_gradient_norms(model, x, batch_size, device))
-            labels.append(batch["y"])
-            index.append(batch["index"])
+                z = model(x).float().cpu()
+            if scores is None:
+                scores = torch.zeros(len(items), z.shape[1])
+            scores[rows] = z
+            if grad_norms is not None:
+                grad_norms[rows] = input_gradient_norms(model, x, batch_size, device)
+            scored[rows] = True
+            del x, z, rows  # free this batch's tensors before the loader hands over the next one
     finally:
         model.train(was_training)
+    kept = scored.nonzero().squeeze(1)  # the images read (by this rank), in item order
+    logits: list[torch.Tensor] = []
+    labels: list[torch.Tensor] = []
+    index: list[torch.Tensor] = []
+    norms: list[torch.Tensor] = []
+    if scores is not None and len(kept):
+        logits, index = [scores[kept]], [kept]
+        labels = [torch.tensor([item.label for item in items], dtype=torch.long)[kept]]
+        norms = [grad_norms[kept]] if grad_norms is not None else []
     if ctx is not None and ctx.group and ctx.sharded:
         logits, labels, index, norms, skipped = _gather_in_order(ctx, items, logits, labels, index, norms, skipped)
     if not logits:
         raise DfrobustError(f"none of the {len(items)} images could be read (e.g. {skipped[0]['path']}: {skipped[0]['reason']})")
-    z, y, idx = torch.cat(logits), torch.cat(labels), torch.cat(index)
+    z, y, idx = torch.cat(logits), torch.cat(labels), torch.cat(index)  # one tensor each (per rank: gathered)
     g = torch.cat(norms) if gradients else None
     groups: dict[str, Any] = {}
     names = [items[i].group for i in idx.tolist()]
