@@ -37,6 +37,7 @@ from dfrobust.defenses.dip import Dip
 from dfrobust.defenses.dip_unroll import dip_unrolled
 from dfrobust.errors import DfrobustError
 from dfrobust.utils.imageops import gaussian_blur
+from dfrobust.utils.runtime import progress
 
 BPDA_MODES = ("identity", "surrogate", "fitted-blur", "unroll")
 #: Gaussian sigmas (pixels) the ``fitted-blur`` stand-in chooses from; 0 is the identity.
@@ -205,13 +206,17 @@ def evaluate_through(
     n = len(x)
     device = model_device(model)
     scores = torch.empty(taken, n)
-    with frozen_eval(model):
+    starts = range(0, n, batch_size)
+    # a DIP purification takes minutes: one line per batch and draw (silent for a cheap purifier)
+    bar = progress(total=taken * len(starts), desc=f"purify through {purifier.name}", unit="batch", disable=not purifier.random or None)
+    with frozen_eval(model), bar:
         for d in range(taken):
             base = draw_seed(seed, d) + offset
-            for start in range(0, n, batch_size):
+            for start in starts:
                 xb = x[start : start + batch_size].to(device)
                 logits = model(purifier(xb, base + start))
                 scores[d, start : start + len(xb)] = logits.float().softmax(1)[:, REAL].cpu()
+                bar.update(1)
     preds = (scores >= 0.5).long()
     correct = preds == y.cpu().view(1, -1)
     every = correct.all(0)
