@@ -92,6 +92,12 @@ def test_cards_on_a_generator_folder_read_in_place(toy_dataset: Path, toy_model:
     assert rows["b / gen2"]["group"] == "gen2" and rows["b / gen2"]["paper"] is None
     page = (run / "report" / "report.md").read_text()
     assert "a / gen1" in page and "read in place" in page
+    # Table II by generator: each attack's images split over the generators, none lost or counted twice
+    by_gen = results["table2_groups"]
+    assert {r["group"] for r in by_gen} == {"gen1", "gen2"} and "Table II by generator" in page
+    for whole in results["table2"]:
+        parts = [r for r in by_gen if all(r[k] == whole[k] for k in ("model", "attack", "setting", "source"))]
+        assert sum(r["n"] for r in parts) == whole["n"] and len(parts) in (1, 2)
 
 
 def test_a_list_is_read_in_place_only_for_cards(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from statistics import mean
 from typing import Any
 
 from dfrobust.report import paper
+from dfrobust.report.by_group import group_rows, group_table
 from dfrobust.report.tables import Table, md_escape, paper_pct, pct, rate
 from dfrobust.report.transfer import PLAIN, attack_label, transfer_rows, transfer_table
 from dfrobust.utils.io import read_csv, read_json, write_json
@@ -542,6 +543,9 @@ def build_sections(ctx: dict[str, Any], figs: Path) -> tuple[list[Section], dict
         results["transfer"] = transfer_rows(long_rows)
         if any(len({e["attack"] for e in r["transfers"]}) > 1 for r in results["transfer"]):
             s.items.append(transfer_table(results["transfer"], ordered_models(ctx, [r["model"] for r in results["transfer"]])))
+        results["table2_groups"] = group_rows(ctx["attack_rows"])
+        if results["table2_groups"]:
+            s.items.append(group_table(results["table2_groups"], ordered_models(ctx, sorted({r["model"] for r in results["table2_groups"]}))))
         results["perturbations"] = perturbation_rows(ctx["attack_rows"])
         s.items.append(perturbation_table(results["perturbations"]))
         for fig in (_fig2(ctx, figs), _fig3(ctx, long_rows, figs)):
