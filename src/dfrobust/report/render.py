@@ -745,7 +745,9 @@ def summary_markdown(ctx: dict[str, Any], results: dict[str, Any]) -> str:
             lines.append(f"| {name} | {n or '–'} | " + " | ".join(_both(row.get(k), vals[i], n) for i, k in enumerate(columns)) + " |")
         lines += ["", "Accuracy on the attacked fake test images (n of them), clean and perturbed, with a Wilson 95% interval; "
                       "in parentheses the paper's numbers."]
-    transfers = [r for r in results.get("transfer", []) if r["plain"] and r["strongest"]["attack"] != r["plain"]["attack"]]
+    rank = {name: i for i, name in enumerate(wide)}  # Table II's order
+    transfers = sorted((r for r in results.get("transfer", []) if r["plain"] and r["strongest"]["attack"] != r["plain"]["attack"]),
+                       key=lambda r: rank.get(r["model"], len(rank)))
     if transfers:
         lines += ["", "Strongest transfer (blackbox) beside the paper's plain FGSM, accuracy on the attacked fakes: "
                       + "; ".join(f"{r['model']} {pct(r['strongest']['accuracy'])} ({attack_label(r['strongest']['attack'])} from "
