@@ -21,6 +21,9 @@ from dfrobust.report.tables import Table, pct, rate
 PAPER_GROUPS = ("paper", "lipschitz", "blur")
 #: Certified radii shown (L2, pixels in [0, 1]).
 RADII = (0.25, 0.5)
+#: Below this clean AUROC a detector barely tells real from fake: a detector that calls every image fake
+#: keeps every attacked fake "detected", so its robust accuracy says nothing and it ranks last.
+NEAR_CHANCE_AUROC = 0.6
 
 
 def _epoch_seconds(meta: Mapping[str, Any]) -> float | None:
@@ -61,6 +64,7 @@ def leaderboard_rows(ctx: dict[str, Any], wide: Mapping[str, Mapping[str, float 
             "n_attacked": n_of.get(name), "whitebox": white, "robust_accuracy": min(white.values()) if white else None,
             "blackbox": min(black) if black else None, "adaptive": None,
             "cost_multiplier": 1.0 if name == base_name else cost, "cost_source": "the baseline" if name == base_name else cost_source,
+            "near_chance": test.get("auroc") is not None and float(test["auroc"]) < NEAR_CHANCE_AUROC,
         }
         cert = (ctx.get("certify") or {}).get(name)
         if cert:
@@ -89,7 +93,7 @@ def leaderboard_rows(ctx: dict[str, Any], wide: Mapping[str, Mapping[str, float 
             "cost_multiplier": None, "cost_source": "",
             "nonadaptive_only": (ctx.get("adaptive") or {}).get("dip", {}).get("accuracy_adaptive_worst") is None,
         })
-    rows.sort(key=lambda r: -1.0 if r["robust_accuracy"] is None else r["robust_accuracy"], reverse=True)
+    rows.sort(key=lambda r: (not r.get("near_chance"), -1.0 if r["robust_accuracy"] is None else r["robust_accuracy"]), reverse=True)
     return rows
 
 
@@ -102,14 +106,16 @@ def leaderboard_table(rows: list[dict[str, Any]]) -> Table:
               note="Accuracy on attacked fake test images unless stated (the DIP row's clean accuracy is on its study's clean images); robust accuracy = the worst whitebox accuracy over the "
                    "attacks run (for the DIP purifier: its accuracy on the perturbed fakes of its study, which the attacks did not "
                    "know about unless the adaptive column says otherwise). [low–high]: Wilson 95% interval. Training cost: per "
-                   "epoch relative to plain training. Sorted by robust accuracy.")
+                   "epoch relative to plain training. Sorted by robust accuracy; a detector near chance (clean AUROC below "
+                   f"{NEAR_CHANCE_AUROC:g}, e.g. one that calls every image fake) ranks last: its accuracy on attacked fakes is no robustness.")
     for r in rows:
         n = r.get("n_attacked")
         cert = r.get("certified") or {}
         cells = [r["label"], "yes" if r["paper"] else "", f"{pct(r['clean_accuracy'])} ({r['n_test'] or '–'})",
                  f"{r['auroc']:.3f}" if r.get("auroc") is not None else "–",
                  *(rate(r["whitebox"].get(f"{a}_whitebox"), n) if f"{a}_whitebox" in r["whitebox"] else "–" for a in attacks),
-                 rate(r["robust_accuracy"], n) + (" (non-adaptive)" if r.get("nonadaptive_only") else ""),
+                 rate(r["robust_accuracy"], n) + (" (non-adaptive)" if r.get("nonadaptive_only") else "")
+                 + (" (near chance)" if r.get("near_chance") else ""),
                  rate(r["blackbox"], n) if r["blackbox"] is not None else "–",
                  pct(r["adaptive"]) if r["adaptive"] is not None else ("not run" if r["kind"] == "purifier" else "n/a"),
                  *(rate(cert[rad]["accuracy"], cert[rad]["n"]) if cert.get(rad) else "–" for rad in RADII),

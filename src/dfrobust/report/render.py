@@ -780,7 +780,8 @@ def summary_markdown(ctx: dict[str, Any], results: dict[str, Any]) -> str:
     if board:
         lines += ["", "Defense leaderboard, robust accuracy (worst whitebox attack, attacked fakes) / clean accuracy: "
                       + "; ".join(f"{r['defense']} {pct(r['robust_accuracy'])} / {pct(r['clean_accuracy'])}"
-                                  + (" (non-adaptive)" if r.get("nonadaptive_only") else "") for r in board) + "."]
+                                  + (" (non-adaptive)" if r.get("nonadaptive_only") else "")
+                                  + (" (near chance: no robustness)" if r.get("near_chance") else "") for r in board) + "."]
     for name, c in (ctx.get("certify") or {}).items():
         by = {round(float(a["radius"]), 4): a for a in c["certified_accuracy"]}
         if 0.25 in by:
