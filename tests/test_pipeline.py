@@ -126,11 +126,11 @@ def test_report_is_self_contained_and_from_the_run(built_run: Path) -> None:
     board = {r["defense"]: r for r in results["leaderboard"]}
     assert {"resnet18", "resnet18-at", "resnet18-smooth", "resnet18-blur", "dip + resnet18-blur"} <= set(board)
     assert "vgg16" not in board  # the other architecture is not a defense of the ResNet
-    board = [r for r in results["leaderboard"] if r["robust_accuracy"] is not None]
-    chance = [bool(r.get("near_chance")) for r in board]
+    ranked = [r for r in results["leaderboard"] if r["robust_accuracy"] is not None]
+    chance = [bool(r.get("near_chance")) for r in ranked]
     assert chance == sorted(chance)  # a detector near chance ranks after every other
     for flag in (False, True):
-        robust = [r["robust_accuracy"] for r in board if bool(r.get("near_chance")) == flag]
+        robust = [r["robust_accuracy"] for r in ranked if bool(r.get("near_chance")) == flag]
         assert robust == sorted(robust, reverse=True)
     # the transfer attacks beyond the paper stand beside its plain FGSM, and the strongest is quoted
     assert "Transfer attacks: the paper" in page
