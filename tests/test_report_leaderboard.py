@@ -14,7 +14,7 @@ def test_a_detector_near_chance_ranks_last_and_says_so() -> None:
                   {"name": "resnet18-at", "group": "hardened", "label": "ResNet-18, PGD-AT", "start_from": "resnet18"},
                   {"name": "resnet18-lip5", "group": "lipschitz", "label": "ResNet-18, Lipschitz 5", "start_from": "resnet18"}],
         "models": {"resnet18": model(0.93, 0.99), "resnet18-at": model(0.50, 0.503), "resnet18-lip5": model(0.92, 0.99)},
-        "table2_rows": [{"model": m, "n": 20} for m in ("resnet18", "resnet18-at", "resnet18-lip5")],
+        "table2_rows": [{"model": m, "n": 20, "attack": "fgsm", "setting": "whitebox", "source": m} for m in ("resnet18", "resnet18-at", "resnet18-lip5")],
     }  # fmt: skip
     wide = {"resnet18": {"fgsm_whitebox": 0.0}, "resnet18-at": {"fgsm_whitebox": 1.0}, "resnet18-lip5": {"fgsm_whitebox": 0.3}}
     rows = leaderboard_rows(ctx, wide)

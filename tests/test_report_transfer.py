@@ -31,3 +31,12 @@ def test_several_sources_show_the_strongest_per_attack() -> None:
     row = transfer_table(rows, ["a"]).rows[0]
     assert row[1] == "10" and row[2].startswith("40.0%") and "(n=" not in row[2]
     assert row[3].startswith("50.0%") and row[3].endswith("(n=4)")  # another number of images is said in the cell
+
+
+def test_each_cell_of_table2_has_its_own_n() -> None:
+    from dfrobust.attacks.tables import table2_counts
+
+    rows = [_row("a", "fgsm", "b", 0.5, n=20), _row("a", "square-linf", "a", 0.9, setting="whitebox", n=10)]
+    rows = [{**r, "clean_accuracy": 1.0} for r in rows]
+    counts = table2_counts(rows)["a"]
+    assert counts == {"unperturbed": 20, "fgsm_blackbox": 20, "square-linf_whitebox": 10}

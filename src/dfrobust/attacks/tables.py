@@ -178,3 +178,21 @@ def table2_wide(table2: Sequence[Row]) -> list[dict[str, Any]]:
         ambiguous = len(sources[(model, r["attack"], r["setting"], ensemble)]) > 1
         entry[column_key(r["attack"], r["setting"], r["source"], ambiguous, ensemble)] = _f(r["perturbed_accuracy"])
     return list(wide.values())
+
+
+def table2_counts(table2: Sequence[Row]) -> dict[str, dict[str, int]]:
+    """The ``n`` behind each cell of :func:`table2_wide` (same keys; ``unperturbed``: the model's largest n).
+
+    An attack may run on fewer images than the others (a preset's per-attack ``max_images``), so
+    a cell's interval needs its own n.
+    """
+    sources: dict[tuple, set] = {}
+    for r in table2:
+        sources.setdefault((r["model"], r["attack"], r["setting"]), set()).add(r["source"])
+    counts: dict[str, dict[str, int]] = {}
+    for r in table2:
+        entry = counts.setdefault(r["model"], {})
+        entry["unperturbed"] = max(entry.get("unperturbed", 0), _i(r["n"]))
+        ambiguous = len(sources[(r["model"], r["attack"], r["setting"])]) > 1
+        entry[column_key(r["attack"], r["setting"], r["source"], ambiguous)] = _i(r["n"])
+    return counts

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dfrobust.attacks.tables import table2_rows, table2_wide
+from dfrobust.attacks.tables import table2_counts, table2_rows, table2_wide
 from dfrobust.report.attack_figures import column_order, series_label
 from dfrobust.report.tables import Table, rate
 
@@ -30,13 +30,13 @@ def group_rows(attack_rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
 def group_table(rows: Sequence[Mapping[str, Any]], order: Sequence[str]) -> Table:
     """One row per detector (in ``order``) and generator: n, unperturbed and every attack column, with intervals."""
     wide: dict[tuple[str, str], dict[str, Any]] = {}
-    n_of: dict[tuple[str, str], int] = {}
+    n_of: dict[tuple[str, str], dict[str, int]] = {}  # n per cell: an attack may run on fewer images
     for g in sorted({str(r["group"]) for r in rows}):
         mine = [r for r in rows if r["group"] == g]
         for entry in table2_wide(mine):
             wide[(entry["model"], g)] = entry
-        for r in mine:
-            n_of[(str(r["model"]), g)] = max(n_of.get((str(r["model"]), g), 0), int(r["n"]))
+        for model, counts in table2_counts(mine).items():
+            n_of[(model, g)] = counts
     columns = ["unperturbed", *sorted({k for e in wide.values() for k in e if k not in ("model", "unperturbed")}, key=column_order)]
     t = Table("Table II by generator: accuracy on the attacked fakes of each generator",
               ["model / generator", "n", *(series_label(c) for c in columns)],
@@ -46,5 +46,6 @@ def group_table(rows: Sequence[Mapping[str, Any]], order: Sequence[str]) -> Tabl
         for (m, g), entry in wide.items():
             if m == model:
                 n = n_of[(m, g)]
-                t.rows.append([f"{m} / {g}", str(n), *(rate(entry[c], n) if c in entry else "–" for c in columns)])
+                t.rows.append([f"{m} / {g}", str(n["unperturbed"]),
+                               *(rate(entry[c], n.get(c, n["unperturbed"])) if c in entry else "–" for c in columns)])
     return t

@@ -14,6 +14,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
+from dfrobust.attacks.tables import table2_counts
 from dfrobust.report.plotting import plt, save_figure
 from dfrobust.report.tables import Table, pct, rate
 
@@ -46,7 +47,7 @@ def leaderboard_rows(ctx: dict[str, Any], wide: Mapping[str, Mapping[str, float 
     """One row per defended detector (and the DIP purifier in front of its classifier), sorted by robust accuracy."""
     roles = {r["name"]: r for r in ctx["roles"]}
     models = ctx["models"]
-    n_of = {r["model"]: int(r["n"]) for r in ctx.get("table2_rows", [])}
+    counts = table2_counts(ctx.get("table2_rows", []))  # an attack may run on fewer images than the others
     base_name = next((r["name"] for r in ctx["roles"] if r.get("sample_source")), None)
     rows = []
     for name, meta in models.items():
@@ -61,7 +62,9 @@ def leaderboard_rows(ctx: dict[str, Any], wide: Mapping[str, Mapping[str, float 
         row: dict[str, Any] = {
             "defense": name, "label": role.get("label", name), "paper": role.get("group") in PAPER_GROUPS,
             "kind": "trained", "n_test": test.get("n"), "clean_accuracy": test.get("accuracy"), "auroc": test.get("auroc"),
-            "n_attacked": n_of.get(name), "whitebox": white, "robust_accuracy": min(white.values()) if white else None,
+            "n_attacked": counts.get(name, {}).get("unperturbed"), "n_whitebox": {k: counts.get(name, {}).get(k) for k in white},
+            "whitebox": white,
+            "n_robust": counts.get(name, {}).get(min(white, key=lambda k: white[k])) if white else None, "robust_accuracy": min(white.values()) if white else None,
             "blackbox": min(black) if black else None, "adaptive": None,
             "cost_multiplier": 1.0 if name == base_name else cost, "cost_source": "the baseline" if name == base_name else cost_source,
             "near_chance": test.get("auroc") is not None and float(test["auroc"]) < NEAR_CHANCE_AUROC,
@@ -113,8 +116,9 @@ def leaderboard_table(rows: list[dict[str, Any]]) -> Table:
         cert = r.get("certified") or {}
         cells = [r["label"], "yes" if r["paper"] else "", f"{pct(r['clean_accuracy'])} ({r['n_test'] or '–'})",
                  f"{r['auroc']:.3f}" if r.get("auroc") is not None else "–",
-                 *(rate(r["whitebox"].get(f"{a}_whitebox"), n) if f"{a}_whitebox" in r["whitebox"] else "–" for a in attacks),
-                 rate(r["robust_accuracy"], n) + (" (non-adaptive)" if r.get("nonadaptive_only") else "")
+                 *(rate(r["whitebox"].get(f"{a}_whitebox"), (r.get("n_whitebox") or {}).get(f"{a}_whitebox") or n)
+                   if f"{a}_whitebox" in r["whitebox"] else "–" for a in attacks),
+                 rate(r["robust_accuracy"], r.get("n_robust") or n) + (" (non-adaptive)" if r.get("nonadaptive_only") else "")
                  + (" (near chance)" if r.get("near_chance") else ""),
                  rate(r["blackbox"], n) if r["blackbox"] is not None else "–",
                  pct(r["adaptive"]) if r["adaptive"] is not None else ("not run" if r["kind"] == "purifier" else "n/a"),

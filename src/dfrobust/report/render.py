@@ -223,7 +223,7 @@ def paper_table2(name: str | None, columns: list[str]) -> list[float | None]:
 
 def table2(ctx: dict[str, Any]) -> tuple[Table, list[dict[str, Any]], dict[str, dict[str, float]]]:
     """Table II: accuracy on fake test images, clean and perturbed, per model, attack and setting."""
-    from dfrobust.attacks.tables import table2_rows, table2_wide
+    from dfrobust.attacks.tables import table2_counts, table2_rows, table2_wide
 
     long_rows = table2_rows(ctx["attack_rows"]) if ctx["attack_rows"] else []
     ensembles = {a["source"] for a in ctx["plan"]["attacks"] if a.get("members")}
@@ -231,7 +231,7 @@ def table2(ctx: dict[str, Any]) -> tuple[Table, list[dict[str, Any]], dict[str, 
     wide = {r["model"]: r for r in table2_wide(long_rows) if r["model"] not in ensembles}
     columns = table2_columns(wide)
     names = ordered_models(ctx, list(wide))
-    n_of = {r["model"]: int(r["n"]) for r in long_rows}  # attacked fakes per model (the same for each column)
+    counts = table2_counts(long_rows)  # attacked fakes per model and column (an attack may run on fewer)
     for name in names:
         if name.endswith((" (average)", " (best)")):
             members = [wide[n] for n in _average_members(ctx, name) if n in wide]
@@ -248,8 +248,9 @@ def table2(ctx: dict[str, Any]) -> tuple[Table, list[dict[str, Any]], dict[str, 
                       "model's transfer group." if ensembles else ""))
     for name in names:
         theirs = paper_table2(_paper_row(ctx, name), columns)
-        n = n_of.get(name)
-        t.rows.append([name, str(n) if n else "–", *(_both(wide[name].get(k), theirs[i], n) for i, k in enumerate(columns))])
+        n = counts.get(name, {})
+        t.rows.append([name, str(n["unperturbed"]) if n else "–",
+                       *(_both(wide[name].get(k), theirs[i], n.get(k, n.get("unperturbed"))) for i, k in enumerate(columns))])
     return t, long_rows, {n: {k: wide[n].get(k) for k in columns} for n in names}
 
 
@@ -737,14 +738,17 @@ def summary_markdown(ctx: dict[str, Any], results: dict[str, Any]) -> str:
         # the paper's attacks both ways, the others whitebox only: their transfers get the line below
         columns = [c for c in table2_columns(wide) if c == "unperturbed" or c.split("_")[0] in PAPER_ATTACKS
                    or (c.endswith("_whitebox") and c.split("_")[0] not in TRANSFER_ATTACKS)]
-        n_of = {r["model"]: int(r["n"]) for r in results.get("table2", [])}
+        from dfrobust.attacks.tables import table2_counts
+
+        counts = table2_counts(results.get("table2", []))
         lines += ["| model | n | " + " | ".join(map(column_label, columns)) + " |", "|---" * (len(columns) + 2) + "|"]
         for name, row in wide.items():
             vals = paper_table2(_paper_row(ctx, name), columns)
-            n = n_of.get(name)
-            lines.append(f"| {name} | {n or '–'} | " + " | ".join(_both(row.get(k), vals[i], n) for i, k in enumerate(columns)) + " |")
-        lines += ["", "Accuracy on the attacked fake test images (n of them), clean and perturbed, with a Wilson 95% interval; "
-                      "in parentheses the paper's numbers."]
+            n = counts.get(name, {})
+            lines.append(f"| {name} | {n.get('unperturbed') or '–'} | "
+                         + " | ".join(_both(row.get(k), vals[i], n.get(k, n.get("unperturbed"))) for i, k in enumerate(columns)) + " |")
+        lines += ["", "Accuracy on the attacked fake test images (n of them; Square on fewer: its interval uses its own n), clean "
+                      "and perturbed, with a Wilson 95% interval; in parentheses the paper's numbers."]
     rank = {name: i for i, name in enumerate(wide)}  # Table II's order
     transfers = sorted((r for r in results.get("transfer", []) if r["plain"] and r["strongest"]["attack"] != r["plain"]["attack"]),
                        key=lambda r: rank.get(r["model"], len(rank)))
