@@ -29,7 +29,7 @@ from torch import nn
 from dfrobust.attacks.base import attack_defaults, frozen_eval, make_attack, model_device
 from dfrobust.attacks.checks import gradient_checks, monotone_check, weaker_beats_stronger
 from dfrobust.constants import CLASS_NAMES
-from dfrobust.data.layouts import load_images
+from dfrobust.data.layouts import CLASS_CHOICES, load_images
 from dfrobust.errors import DfrobustError
 from dfrobust.evaluate.intervals import wilson_interval
 from dfrobust.models.loading import load_model_arg
@@ -43,7 +43,6 @@ DEFAULT_NORMS: dict[str, tuple[float, ...]] = {
     "l2": (0.25, 0.5, 1.0, 2.0),
 }
 CURVE_COLUMNS = ("model", "norm", "eps", "subset", "n", "accuracy", "ci_low", "ci_high")
-CLASS_CHOICES = {"fake": ["fake"], "real": ["real"], "both": ["fake", "real"]}
 
 
 def attack_success(

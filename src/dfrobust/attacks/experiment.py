@@ -45,7 +45,7 @@ from torch import nn
 from dfrobust.attacks.base import Attack, make_attack, perturbation_norms
 from dfrobust.attacks.tables import RESULT_COLUMNS, table2_rows, target_aggregates
 from dfrobust.data.dataset import ImageSet
-from dfrobust.data.layouts import load_images
+from dfrobust.data.layouts import CLASS_CHOICES, load_images
 from dfrobust.errors import DfrobustError
 from dfrobust.evaluate.image_metrics import psnr, ssim
 from dfrobust.models.ensemble import LogitEnsemble, check_input_sizes, check_output_shapes, ensemble_name
@@ -68,7 +68,6 @@ from dfrobust.utils.imageops import jpeg_round_trip
 from dfrobust.utils.parts import PartStore, Unit
 from dfrobust.utils.runtime import progress, seed_everything, versions
 
-CLASS_CHOICES = {"fake": ["fake"], "real": ["real"], "both": ["fake", "real"]}
 #: The ``setting`` of a target that is one of the ensemble the images were crafted on.
 ENSEMBLE_MEMBER = "ensemble-member"
 #: Per-image attack extras copied into results.csv (when the attack reports them).

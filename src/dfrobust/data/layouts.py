@@ -42,6 +42,8 @@ from dfrobust.utils.io import sha256_bytes, to_json
 
 #: Class-folder names (lower case) and their labels.
 CLASS_FOLDERS = {"fake": FAKE, "real": REAL, "1_fake": FAKE, "0_real": REAL}
+#: ``--classes`` choices of attack, certify, curves and adaptive runs, and the classes each reads.
+CLASS_CHOICES = {"fake": ["fake"], "real": ["real"], "both": ["fake", "real"]}
 #: Split-folder names (lower case).
 SPLIT_NAMES = ("train", "val", "test")
 #: How deep below the root class folders are looked for (split / generator / sub-generator).

@@ -33,7 +33,7 @@ import torch
 
 from dfrobust.attacks.base import make_attack, perturbation_norms
 from dfrobust.data.dataset import ImageSet
-from dfrobust.data.layouts import load_images
+from dfrobust.data.layouts import CLASS_CHOICES, load_images
 from dfrobust.defenses.adaptive import PurifiedModel, check_bpda, evaluate_through
 from dfrobust.defenses.base import Purifier, make_purifier
 from dfrobust.errors import DfrobustError
@@ -55,7 +55,6 @@ from dfrobust.utils.io import (
 )
 from dfrobust.utils.runtime import progress, resolve_device, seed_everything, versions
 
-CLASS_CHOICES = {"fake": ["fake"], "real": ["real"], "both": ["fake", "real"]}
 #: The first columns of an adaptive ``results.csv``, in this order.
 ADAPTIVE_COLUMNS = (
     "image", "label", "defense", "attack", "bpda", "eot", "eval_draws",

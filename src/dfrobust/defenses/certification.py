@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from dfrobust.constants import CLASS_NAMES
-from dfrobust.data.layouts import load_images
+from dfrobust.data.layouts import CLASS_CHOICES, load_images
 from dfrobust.defenses.smoothing import ABSTAIN, certify
 from dfrobust.errors import DfrobustError
 from dfrobust.evaluate.intervals import wilson_interval
@@ -38,7 +38,6 @@ from dfrobust.utils.parts import PartStore
 from dfrobust.utils.runtime import progress
 
 #: Test images per class choice.
-CLASS_CHOICES = {"fake": ["fake"], "real": ["real"], "both": ["fake", "real"]}
 
 #: L2 radii at which summary.json reports certified accuracy (pixels in [0, 1]).
 REPORT_RADII = (0.0, 0.25, 0.5, 1.0)
