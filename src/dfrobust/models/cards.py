@@ -3,7 +3,7 @@
 A card says where the network comes from, which weights it takes, how it wants its input and
 what its output means::
 
-    source = "python:mypkg.nets:build_detector"   # or torchvision:NAME, timm:NAME, dfrobust:FILE.safetensors
+    source = "python:mypkg.nets:build_detector"   # or torchvision:NAME, timm:NAME, deployed:NAME, dfrobust:FILE.safetensors
     weights = "weights.pth"                        # safetensors or a state dict (torch.load weights_only=True)
     strict = true                                  # every state-dict key must match
     input_size = [224, 224]                        # resize inside the model (bilinear, antialiased)
@@ -40,6 +40,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from dfrobust.constants import FAKE, REAL
 from dfrobust.errors import DfrobustError
+from dfrobust.models import deployed
 from dfrobust.models.checkpoint import load_detector, read_sidecar
 from dfrobust.models.weights import load_state_dict_file
 from dfrobust.models.detectors import IMAGENET_MEAN, IMAGENET_STD
@@ -147,6 +148,11 @@ def read_card(path: str | Path) -> DetectorCard:
     kind, spec = source.split(":", 1)
     if kind not in SOURCES:
         raise _fail(path, f"unknown source kind {kind!r}; use one of {', '.join(sorted(SOURCES))}")
+    if kind == "deployed":  # a deployed family supplies how it reads pixels and what its output means
+        try:
+            raw = {**deployed.card_defaults(spec), **raw}
+        except DfrobustError as exc:
+            raise _fail(path, str(exc)) from exc
     dfrobust_source = kind == "dfrobust"
     missing = [k for k in REQUIRED_KEYS if k not in raw and not dfrobust_source]
     if missing:
@@ -385,6 +391,15 @@ def _timm_source(spec: str, card: DetectorCard) -> nn.Module:
         raise _fail(card.path, f"cannot build timm:{spec}: {_first_line(exc)}") from exc
 
 
+@register_source("deployed")
+def _deployed_source(spec: str, card: DetectorCard) -> nn.Module:
+    """``deployed:NAME``: a deployed detector family (:mod:`dfrobust.models.deployed`), random weights."""
+    try:
+        return deployed.build_family(spec, card.num_outputs)
+    except DfrobustError as exc:
+        raise _fail(card.path, str(exc)) from exc
+
+
 @register_source("dfrobust")
 def _dfrobust_source(spec: str, card: DetectorCard) -> nn.Module:
     """``dfrobust:FILE.safetensors``: a dfrobust checkpoint (path relative to the card)."""
@@ -418,6 +433,8 @@ def load_card_weights(model: nn.Module, card: DetectorCard) -> dict[str, list[st
     if not card.weights.is_file():
         raise _fail(card.path, f"weights file {card.weights} does not exist (paths are relative to the card's folder)")
     state = _unwrap_state(load_state_dict_file(card.weights))
+    if card.kind == "deployed":
+        state = deployed.adapt_state(state, model)  # DeepfakeBench's key names
     own = model.state_dict()
     tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
     missing = [k for k in own if k not in tensors and not k.endswith("num_batches_tracked")]
