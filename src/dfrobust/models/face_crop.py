@@ -51,7 +51,7 @@ class FaceCrop(nn.Module):
 
     def thetas(self, x: torch.Tensor) -> torch.Tensor:
         """``N x 2 x 3`` sampling matrices (normalised coordinates, ``align_corners=False``) of each image's crop."""
-        n, _, h, w = x.shape
+        h, w = x.shape[-2:]
         s = self.size
         pixels = (x.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         # crop pixel centres -> normalised crop coordinates, and source pixels -> normalised source coordinates
