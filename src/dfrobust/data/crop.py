@@ -12,6 +12,7 @@ where no face was found.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,7 @@ def crop_folder(
     size: int = DFB_SIZE,
     scale: float = DFB_SCALE,
     landmarker: Landmarker | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Crop the face of every image under ``src`` into ``out`` (same relative paths, as PNG).
 
@@ -90,6 +91,7 @@ def crop_folder(
         raise DfrobustError(f"{out} is not empty and was not made by `dfrobust data crop`; choose a new folder")
     if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
         raise DfrobustError(f"--out {out} lies inside {src}; choose a folder outside it")
+    log = log or logging.getLogger(__name__).info  # progress lines, silenced by -q
     images = _images(src)
     if not images:
         raise DfrobustError(f"{src} holds no images ({', '.join(IMAGE_SUFFIXES)})")
