@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import FFHQ_DIR
 from dfrobust.cli import main
 from dfrobust.data.crop import KEYPOINTS, align_crop, crop_folder, template_points
 from dfrobust.data.faces import render_faces, sample_identities, sample_scenes
 from dfrobust.data.landmarks import faceswap_extra_available
 from dfrobust.errors import DfrobustError
 
-FFHQ = Path("/work/shared/data/ffhq-real-200")
+FFHQ = FFHQ_DIR  # ../shared beside the checkout, as the other photo tests
 
 
 def _rendered(n: int = 2, size: int = 96) -> tuple[np.ndarray, np.ndarray]:
@@ -72,7 +73,7 @@ def test_crop_folder_lists_images_without_a_face(tmp_path: Path) -> None:
         crop_folder(src, tmp_path / "other", landmarker=landmarker)
 
 
-@pytest.mark.skipif(not FFHQ.is_dir(), reason="shared FFHQ photos absent")
+@pytest.mark.skipif(not FFHQ.is_dir(), reason="needs ../shared/data/ffhq-real-200")
 @pytest.mark.skipif(not faceswap_extra_available(), reason="the faceswap extra (dlib) is not installed")
 def test_cli_crops_real_photos(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = tmp_path / "photos"
