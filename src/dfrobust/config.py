@@ -93,7 +93,7 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 raise DfrobustError(f"--set {text}: no section {'.'.join(keys[: i + 1])!r} in the preset")
             node = node[k]
         # per-role training settings and the synthetic data's swap knobs are open sections
-        free = keys[:-1] in (["train", "vgg16"], ["train", "resnet18"], ["data", "swap"])
+        free = keys[:-1] in (["train", "vgg16"], ["train", "resnet18"], ["train", "efficientnet-lite0"], ["data", "swap"])
         if keys[-1] not in node and not free:
             known = ", ".join(sorted(node)) or "none"
             raise DfrobustError(f"--set {text}: unknown key {'.'.join(keys)!r} (known here: {known})")

@@ -123,7 +123,7 @@ TRAIN_KEYS: dict[str, Check] = {
     "weight_decay": number(0),
     "batch_size": integer(2),
     "eval_batch_size": integer(1),
-    "normalization": choice("none", "imagenet"),
+    "normalization": choice("none", "imagenet", "inception"),
     "activation": choice("relu", "halfhuber"),
     "hflip": boolean,
     "blur_fraction": number(0, 1),

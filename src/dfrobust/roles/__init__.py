@@ -50,6 +50,8 @@ class Role:
         certify_sigma: certify this role by randomized smoothing at this noise sigma (``None``: no certificate).
         card: the detector card of a user's detector (``None``: the study trains the role).
         transfer_group: roles sharing this key are evaluated as blackbox targets on each other's adversarial images.
+        transfer_to: roles evaluated as blackbox targets on this role's adversarial images (beside those
+            whose ``transfer_from`` is this role).
         order: position in tables (then declaration order).
     """
 
@@ -67,6 +69,7 @@ class Role:
     certify_sigma: float | None = None
     card: str | None = None
     transfer_group: str | None = None
+    transfer_to: tuple[str, ...] = ()
     order: int = 0
 
     def record(self) -> dict[str, Any]:
@@ -100,7 +103,7 @@ def study_roles(cfg: dict[str, Any]) -> list[Role]:
     if dupes:
         raise DfrobustError(f"detector roles declared twice: {dupes}; rename one")
     for r in roles:
-        for ref in (r.start_from, r.transfer_from):
+        for ref in (r.start_from, r.transfer_from, *r.transfer_to):
             if ref is not None and ref not in names:
                 raise DfrobustError(f"role {r.name} refers to {ref!r}, which this study does not train; known: {names}")
     return sorted(roles, key=lambda r: (r.order, names.index(r.name)))

