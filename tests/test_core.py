@@ -69,9 +69,9 @@ def test_checkpoint_mismatch_errors(tmp_path: Path, toy_model: Path) -> None:
     with pytest.raises(DfrobustError, match="does not match the weights_sha256"):
         load_detector(other)
     side = read_json(other.with_suffix(".json"))
-    del side["weights_sha256"]  # as a sidecar written before weights were hashed
+    del side["weights_sha256"]  # a sidecar that is not tied to its weights is refused (issue 21)
     write_json(other.with_suffix(".json"), side)
-    with pytest.raises(DfrobustError, match="does not match architecture"):
+    with pytest.raises(DfrobustError, match="has no weights_sha256"):
         load_detector(other)
 
 

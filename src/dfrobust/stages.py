@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dfrobust.errors import DfrobustError
 from dfrobust.utils import distributed
 from dfrobust.utils.io import read_json, sha256_bytes, to_json, write_json
 from dfrobust.utils.runfolder import STAGES_DIR, stage_record_path
@@ -131,11 +132,16 @@ class StageRunner:
         return any(name == f or name.startswith(f.rstrip("/") + "/") for f in self.force)
 
     def _clear(self, stage: Stage) -> None:
+        root = self.run_dir.resolve()
         for path in [stage.output, *stage.extra_paths]:
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
+            where = path.parent.resolve() / path.name  # a link itself is removed, never what it points to
+            if where == root or root not in where.parents:
+                raise DfrobustError(f"stage {stage.name}: its output {path} is not inside the run folder {self.run_dir}; "
+                                    "nothing was deleted, remove it by hand if you mean to")
+            if path.is_symlink() or (path.exists() and not path.is_dir()):
                 path.unlink()
+            elif path.is_dir():
+                shutil.rmtree(path)
 
     def run(self, stage: Stage) -> bool:
         """Run ``stage`` unless it is done; returns ``True`` if it ran.

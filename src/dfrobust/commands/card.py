@@ -22,6 +22,11 @@ a detector card (TOML; paths relative to the card's folder):
 source, normalization, output and fake_index are required (a dfrobust: source records them itself).
 Every command that takes a model (evaluate --model, attack --source/--target, purify --model)
 accepts a card; a plain .pth/.pt module is never unpickled.
+
+Security: a "python:" source imports that module and calls its function, so it runs whatever code
+the module holds, with your permissions. Use only cards and modules you trust (as you would a
+script); torchvision:, timm: and dfrobust: sources with safetensors or plain state-dict weights
+run no code of the card's author.
 """
 
 

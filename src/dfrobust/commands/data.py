@@ -157,11 +157,21 @@ def _print_skipped(skipped: list[dict[str, str]], total_note: str, show: int = 1
 
 
 def _check_preview(args: argparse.Namespace) -> None:
-    """--preview must be a file path (checked before the dataset is made)."""
-    from dfrobust.utils.io import require_file_path
+    """Before the dataset is made: --size within bounds, and --preview a new file or an earlier preview image outside any dataset."""
+    from pathlib import Path
 
+    from dfrobust.errors import DfrobustError
+    from dfrobust.utils.names import is_png_file, require_own_file
+
+    from dfrobust.config_checks import MAX_IMAGE_SIDE
+
+    if getattr(args, "size", None) is not None and args.size > MAX_IMAGE_SIDE:  # before allocating n x size x size images
+        raise DfrobustError(f"--size {args.size} is larger than {MAX_IMAGE_SIDE} pixels; choose a smaller side")
     if args.preview is not None:
-        require_file_path(args.preview, "--preview")
+        preview = require_own_file(args.preview, "--preview", is_png_file, "a preview image")
+        out = Path(args.out).resolve()
+        if out == preview.resolve() or out in preview.resolve().parents:
+            raise DfrobustError(f"--preview {preview} lies inside the dataset folder {args.out}; write it elsewhere")
 
 
 def run_synth(args: argparse.Namespace) -> int:
@@ -208,9 +218,10 @@ def run_import(args: argparse.Namespace) -> int:
 def run_preview(args: argparse.Namespace) -> int:
     """`dfrobust data preview`."""
     from dfrobust.data.preview import contact_sheet
-    from dfrobust.utils.io import require_file_path
+    from dfrobust.utils.names import is_png_file, require_own_file
 
-    require_file_path(args.out, "--out")
+    # a contact sheet never replaces a dataset's own files (its manifest, an image) nor a user's file
+    require_own_file(args.out, "--out", is_png_file, "a preview image")
     print(contact_sheet(args.data, args.out, per_class=args.per_class, seed=args.seed))
     return 0
 

@@ -71,15 +71,26 @@ def run(args: argparse.Namespace) -> int:
     from dfrobust.evaluate.metrics import CONVENTIONS
     from dfrobust.models.loading import load_model_arg, model_display_name
     from dfrobust.utils import distributed
-    from dfrobust.utils.io import require_file_path, write_json
+    from dfrobust.utils.io import write_json
 
     if args.batch_size < 1 or args.workers < 0:
         raise DfrobustError("--batch-size must be >= 1 and --workers >= 0")
     if not 0.0 <= args.threshold <= 1.0:
         raise DfrobustError(f"--threshold is a probability in [0, 1], got {args.threshold}")
     if args.json:
-        require_file_path(args.json, "--json")
+        from dfrobust.utils.names import read_json_object, require_own_file
+
+        # only a results file of an earlier `evaluate --json` is replaced (never a manifest or sidecar)
+        require_own_file(args.json, "--json", lambda p: {"models", "conventions"} <= set(read_json_object(p) or {}),
+                         "an evaluate results file")  # fmt: skip
     layout = scan_layout(args.data)
+    if layout.kind == "dfrobust":  # like attack/train/certify/purify: images must be the ones the manifest lists
+        from dfrobust.data.manifest import verify_dataset
+
+        bad = verify_dataset(args.data, full=False)["problems"]
+        if bad:
+            raise DfrobustError(f"{args.data}: {len(bad)} image(s) are missing or changed (e.g. {bad[0]['path']}: {bad[0]['reason']}); "
+                                "recreate the dataset or check it with `dfrobust data verify`")
     ctx = distributed.setup(args.device)  # torchrun: every rank scores its share of the batches
     device = distributed.device_for(args.device, ctx)
     split = None if args.split == "all" else args.split

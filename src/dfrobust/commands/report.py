@@ -27,7 +27,9 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Render the report."""
     from dfrobust.report.render import write_report
+    from dfrobust.utils.runlock import require_idle
 
+    require_idle(args.run_dir)  # a run in progress holds the lock: refuse rather than report half of it
     out = write_report(args.run_dir)
     print(f"report: {out / 'report.html'}")
     return 0

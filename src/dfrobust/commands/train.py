@@ -95,7 +95,15 @@ def check_out(args: argparse.Namespace, cfg: Any) -> None:
     from dfrobust.utils.io import require_file_path, sha256_file
 
     out = require_file_path(args.out, "--out")
-    if not (out.exists() or sidecar_path(out).exists()) or args.overwrite or args.force:
+    if not (out.exists() or sidecar_path(out).exists()):
+        return
+    if args.overwrite or args.force:  # only a dfrobust model (weights and sidecar) is replaced, never another file
+        from dfrobust.models.checkpoint import is_detector_file, is_detector_sidecar
+
+        for path, ok, what in ((out, is_detector_file, "model weights"), (sidecar_path(out), is_detector_sidecar, "model sidecar")):
+            if path.exists() and not ok(path):
+                raise DfrobustError(f"{path} exists and is not a dfrobust {what}; --overwrite replaces only dfrobust models, "
+                                    "so remove it or choose another --out")
         return
     try:
         meta = read_sidecar(out)

@@ -43,7 +43,9 @@ from dfrobust.errors import DfrobustError
 from dfrobust.models.checkpoint import load_detector, read_sidecar
 from dfrobust.models.weights import load_state_dict_file
 from dfrobust.models.detectors import IMAGENET_MEAN, IMAGENET_STD
+from dfrobust.config_checks import MAX_IMAGE_SIDE
 from dfrobust.utils.io import sha256_bytes, sha256_file, to_json
+from dfrobust.utils.names import NAME_HINT, name_problem
 
 #: Output kinds a card may declare.
 OUTPUTS = ("logits", "logit", "probs")
@@ -163,9 +165,9 @@ def read_card(path: str | Path) -> DetectorCard:
         raise _fail(path, f"`strict` must be true or false, got {strict!r}")
     size = raw.get("input_size")
     if size is not None and not (
-        isinstance(size, list) and len(size) == 2 and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)
+        isinstance(size, list) and len(size) == 2 and all(isinstance(s, int) and not isinstance(s, bool) and 0 < s <= MAX_IMAGE_SIDE for s in size)
     ):
-        raise _fail(path, f"`input_size` must be [H, W] (two positive integers), got {size!r}")
+        raise _fail(path, f"`input_size` must be [H, W] (two integers in 1..{MAX_IMAGE_SIDE}), got {size!r}")
     normalization, mean, std = _normalization(path, raw.get("normalization", "none"))
     output = raw.get("output", "logits")
     if output not in OUTPUTS:
@@ -178,8 +180,8 @@ def read_card(path: str | Path) -> DetectorCard:
     if dfrobust_source and (output, fake_index, normalization) != ("logits", FAKE, "none"):
         raise _fail(path, "a dfrobust: model already gives logits with fake = 0 and normalises inside; drop `output`, `fake_index` and `normalization`")
     name = raw.get("name", path.stem)
-    if not isinstance(name, str) or not name.strip() or "/" in name:
-        raise _fail(path, f"`name` must be a non-empty label without '/', got {name!r}")
+    if problem := name_problem(name):  # the name becomes folders and files of a run (curves/NAME, models/NAME.json)
+        raise _fail(path, f"`name` {name!r} {problem}; {NAME_HINT}")
     return DetectorCard(
         path=path,
         kind=kind,
@@ -338,6 +340,8 @@ def _python_source(spec: str, card: DetectorCard) -> nn.Module:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise _fail(card.path, f"cannot import {module_name} ({_first_line(exc)}); run from its folder or add that folder to PYTHONPATH") from exc
+    except SystemExit as exc:  # a module that exits on import would end dfrobust with its status (0: "all fine")
+        raise _fail(card.path, f"importing {module_name} called sys.exit({exc.code!r})") from None
     finally:
         if added:
             sys.path.remove(cwd)
@@ -352,6 +356,8 @@ def _python_source(spec: str, card: DetectorCard) -> nn.Module:
         raise _fail(card.path, f"{module_name}:{attr} is neither a torch.nn.Module nor a function that returns one")
     try:
         model = obj()
+    except SystemExit as exc:  # sys.exit(0) in a factory must not read as a passing `card check`
+        raise _fail(card.path, f"{module_name}:{attr}() called sys.exit({exc.code!r})") from None
     except Exception as exc:  # noqa: BLE001 - the user's factory may raise anything
         raise _fail(card.path, f"{module_name}:{attr}() failed: {_first_line(exc)}") from exc
     if not isinstance(model, nn.Module):

@@ -29,7 +29,11 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
-        raise DfrobustError(f"{path} is not a plain state dict of tensors: {exc}") from exc
+        # not torch's message: it suggests weights_only=False, which runs any code an untrusted file holds
+        raise DfrobustError(
+            f"{path} is not a plain state dict of tensors ({type(exc).__name__}); dfrobust never unpickles code, so save "
+            "the weights with torch.save(model.state_dict(), ...) or as safetensors"
+        ) from exc
     if not isinstance(state, dict):
         raise DfrobustError(f"{path} does not hold a state dict")
     return state

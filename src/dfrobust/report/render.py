@@ -822,5 +822,5 @@ def write_report(run_dir: str | Path) -> Path:
         tmp.write_text(_html(title, sections), encoding="utf-8")
     write_json(report_dir / "results.json", results)
     with atomic_path(report_dir / "summary.md") as tmp:
-        tmp.write_text(summary_markdown(ctx, results), encoding="utf-8")
+        tmp.write_text(html.escape(summary_markdown(ctx, results), quote=False), encoding="utf-8")  # names may hold HTML
     return report_dir

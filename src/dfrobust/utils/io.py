@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +44,27 @@ def require_file_path(path: PathLike, option: str = "output") -> Path:
     return path
 
 
-def require_own_folder(folder: PathLike, markers: Sequence[str], option: str = "--out") -> Path:
+def require_own_folder(
+    folder: PathLike, markers: Sequence[str] | Mapping[str, Callable[[Path], bool]], option: str = "--out"
+) -> Path:
     """``folder`` if a command may write its outputs into it: absent, empty (hidden files aside), or
     holding one of ``markers`` (the record that command writes first); else a one-line error, so
-    that a command never writes over files in a folder it did not make."""
+    that a command never writes over files in a folder it did not make.
+
+    With a mapping, a marker counts only when its check recognises the file's content (another
+    command's or a user's ``summary.json`` is not this command's), and a marker present but not
+    recognised refuses the folder.
+    """
     folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise DfrobustError(f"{option} {folder} is a file; give a folder path")
-    if folder.is_dir() and not any((folder / m).exists() for m in markers):
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise DfrobustError(f"{option} {folder} is a {'symbolic link' if folder.is_symlink() else 'file'}; give a folder path")
+    if not folder.is_dir():
+        return folder
+    checks = markers if isinstance(markers, Mapping) else {m: (lambda p: True) for m in markers}
+    for m, ok in checks.items():
+        if (folder / m).exists() and not ok(folder / m):
+            raise DfrobustError(f"{option} {folder} holds a {m} this command did not write; choose a new or empty folder")
+    if not any((folder / m).exists() for m in checks):
         if any(not p.name.startswith(".") for p in folder.iterdir()):
             raise DfrobustError(f"{option} {folder} already holds other files (it is not an output folder of this command); choose a new or empty folder")
     return folder
