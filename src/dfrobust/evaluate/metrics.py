@@ -82,6 +82,11 @@ def detection_metrics(y_true: ArrayLike, p_real: ArrayLike, threshold: float = D
     p = _np(p_real).astype(float)
     if y.shape != p.shape:
         raise ValueError(f"y_true and p_real differ in shape: {y.shape} vs {p.shape}")
+    if not np.isfinite(p).all():  # scikit-learn would stop with a traceback; a detector that outputs NaN is broken
+        from dfrobust.errors import DfrobustError
+
+        raise DfrobustError(f"the detector gave {int((~np.isfinite(p)).sum())} NaN or infinite score(s) of {p.size}; "
+                            "check its weights and its input normalisation")
     pred = predict(p, threshold)
     prec, rec, _, _ = precision_recall_fscore_support(y, pred, labels=[FAKE, REAL], zero_division=0)
     both = len(np.unique(y)) == 2

@@ -134,11 +134,19 @@ class JSONFileError(DfrobustError, ValueError):
     """A JSON file that cannot be parsed (a ``ValueError`` too, for callers that treat it as one)."""
 
 
+#: The records dfrobust writes in its folders; each is a JSON object, so another shape is damage.
+RECORD_FILES = frozenset({"run.json", "summary.json", "plan.json", "config.json", "manifest.json", "data.json"})
+
+
 def read_json(path: PathLike) -> Any:
-    """Read a JSON file; a file that is not valid JSON is a one-line error naming it."""
+    """Read a JSON file; a file that is not valid JSON (or a record of :data:`RECORD_FILES` that is not
+    a JSON object) is a one-line error naming it."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if path.name in RECORD_FILES and not isinstance(data, dict):
+            raise JSONFileError(f"{path} holds a JSON {type(data).__name__}, not the record dfrobust writes; restore it, or delete it and rerun")
+        return data
     except json.JSONDecodeError as exc:
         raise JSONFileError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno}); restore it, or delete it and rerun") from exc
     except UnicodeDecodeError as exc:
