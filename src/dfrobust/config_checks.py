@@ -224,6 +224,10 @@ def validate_study_config(cfg: dict[str, Any]) -> None:
         if not isinstance(value, dict):
             raise DfrobustError(f"config section {key!r} must be a table, got {type(value).__name__}; fix the preset or --set {key}.KEY=...")
     sections = {"train": train} | {f"train.{role}": v for role, v in train.items() if isinstance(v, dict) and role not in ("lipschitz", "blur")}
+    for prefix, section in {**sections, "data.swap": cfg.get("data", {}).get("swap") or {}}.items():
+        for k in section:  # settings are identifiers; a path-like key is a typo or worse
+            if name_problem(k):
+                raise DfrobustError(f"config key {prefix}.{k!r} {name_problem(k)}; remove it")
     for prefix, section in sections.items():
         for k, check in TRAIN_KEYS.items():
             # [train] holds the common settings and the sections; a section is checked on its own

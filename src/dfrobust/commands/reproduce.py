@@ -136,8 +136,11 @@ def run(args: argparse.Namespace) -> int:
     """Plan and run the study (the run folder locked, the log also in RUN/run.log)."""
     from dfrobust.config_checks import validate_study_config
     from dfrobust.pipeline import reproduce
+    from dfrobust.utils.names import check_stage_name
     from dfrobust.utils.runlock import run_lock
 
+    for name in [*args.force, *([args.stage] if args.stage else [])]:  # names of stages: never paths
+        check_stage_name("--stage" if name == args.stage else "--force", name)
     if args.stage:  # one stage for the --devices scheduler, which holds the run's lock
         from dfrobust.pipeline import run_stage
 

@@ -57,6 +57,19 @@ def check_name(kind: str, value: object) -> str:
     return value  # type: ignore[return-value]
 
 
+def check_stage_name(kind: str, value: object) -> str:
+    """A stage name (``train/vgg16``, ``attacks``): one to three safe names joined by ``/``."""
+    parts = value.split("/") if isinstance(value, str) else [value]
+    if isinstance(value, str) and value.endswith("/") and len(parts) > 1:
+        parts = parts[:-1]  # `--force attacks/` means the group, as `--force attacks`
+    if len(parts) > 3:
+        raise DfrobustError(f"{kind} {value!r} is not a stage name (STAGE or GROUP/NAME); see `dfrobust status --run RUN`")
+    for part in parts:
+        if name_problem(part):
+            raise DfrobustError(f"{kind} {value!r} is not a stage name: {part!r} {name_problem(part)}; see `dfrobust status --run RUN`")
+    return value  # type: ignore[return-value]
+
+
 def safe_join(parent: str | os.PathLike, *names: str) -> Path:
     """``parent / names...``, refused (one-line error) unless the resolved result lies under ``parent``.
 
