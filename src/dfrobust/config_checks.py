@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dfrobust.errors import DfrobustError
-from dfrobust.utils.names import name_problem
+from dfrobust.utils.names import NAME_HINT, name_problem
 
 Check = Callable[[Any], str | None]  # the problem with a value, or None
 #: The largest image side a study or dataset may ask for (larger would only exhaust memory).
@@ -98,13 +98,13 @@ def name_list(v: Any) -> str | None:
     if not ok:
         return "needs a non-empty list of distinct names"
     bad = next(((x, p) for x in v if (p := name_problem(x))), None)
-    return None if bad is None else f"holds {bad[0]!r}, which {bad[1]} (names become folders of the run: letters, digits, '-', '_', '.')"
+    return None if bad is None else f"holds {bad[0]!r}, which {bad[1]} (names become folders of the run; {NAME_HINT})"
 
 
 def name(v: Any) -> str | None:
     """One name usable as a file name."""
     problem = name_problem(v)
-    return None if problem is None else f"{problem} (letters, digits, '-', '_', '.')"
+    return None if problem is None else f"{problem}; {NAME_HINT}"
 
 
 def optional_name_list(v: Any) -> str | None:
@@ -219,7 +219,7 @@ def validate_study_config(cfg: dict[str, Any]) -> None:
     train = cfg.get("train", {})
     for role, section in train.items():  # role names become model files and folders of the run
         if isinstance(section, dict) and (problem := name_problem(role)):
-            raise DfrobustError(f"config section train.{role!r} {problem}; rename it (letters, digits, '-', '_', '.')")
+            raise DfrobustError(f"config section train.{role!r} {problem}; rename it; {NAME_HINT}")
     for key, value in cfg.items():
         if not isinstance(value, dict):
             raise DfrobustError(f"config section {key!r} must be a table, got {type(value).__name__}; fix the preset or --set {key}.KEY=...")

@@ -134,7 +134,8 @@ class StageRunner:
     def _clear(self, stage: Stage) -> None:
         root = self.run_dir.resolve()
         for path in [stage.output, *stage.extra_paths]:
-            where = path.parent.resolve() / path.name  # a link itself is removed, never what it points to
+            # the folder resolved, the last part not: a link itself is removed, never what it points to
+            where = Path(os.path.normpath(path.parent.resolve() / path.name))
             if where == root or root not in where.parents:
                 raise DfrobustError(f"stage {stage.name}: its output {path} is not inside the run folder {self.run_dir}; "
                                     "nothing was deleted, remove it by hand if you mean to")

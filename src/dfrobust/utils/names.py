@@ -23,7 +23,9 @@ from pathlib import Path
 from dfrobust.errors import DfrobustError
 
 MAX_NAME = 100  # characters; a name is also a file name (most file systems allow 255 bytes)
-NAME_HINT = "use letters, digits, '-', '_' and '.' (no '/', '\\', '..' or control characters)"
+#: What a name may hold: ASCII letters and digits, and a few marks that are safe in file names and tables.
+NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.+()=,@ ")
+NAME_HINT = "use ASCII letters, digits and - _ . + ( ) = , @ (no '/', '\\', '..' or control characters)"
 
 #: Files that mark a folder as a dfrobust dataset, run or model store: no option writes into them.
 OWNED_FOLDER_MARKERS = ("manifest.json", "plan.json", "run.json")
@@ -41,6 +43,10 @@ def name_problem(value: object) -> str | None:
         return "holds a path separator"
     if any(unicodedata.category(ch).startswith("C") for ch in value):
         return "holds a control or invisible character"
+    if not value.isascii():  # look-alikes (a fullwidth '／', a right-to-left mark) would pass any narrower test
+        return "holds a character outside ASCII"
+    if bad := sorted(set(value) - NAME_CHARS):
+        return f"holds {''.join(bad)!r}"
     if value != value.strip():
         return "starts or ends with a space"
     if value.startswith("-"):
@@ -58,11 +64,11 @@ def check_name(kind: str, value: object) -> str:
 
 
 def check_stage_name(kind: str, value: object) -> str:
-    """A stage name (``train/vgg16``, ``attacks``): one to three safe names joined by ``/``."""
+    """A stage name (``train/vgg16``, ``dip``) or group (``attack``): one or two safe names joined by ``/``."""
     parts = value.split("/") if isinstance(value, str) else [value]
     if isinstance(value, str) and value.endswith("/") and len(parts) > 1:
         parts = parts[:-1]  # `--force attacks/` means the group, as `--force attacks`
-    if len(parts) > 3:
+    if len(parts) > 2:
         raise DfrobustError(f"{kind} {value!r} is not a stage name (STAGE or GROUP/NAME); see `dfrobust status --run RUN`")
     for part in parts:
         if name_problem(part):
