@@ -27,9 +27,9 @@ from typing import Any
 from dfrobust.data.knobs import SwapKnobs
 from dfrobust.errors import DfrobustError
 from dfrobust.roles import Role, study_roles
-from dfrobust.stages import Stage, StageRunner
-from dfrobust.utils.io import read_json, write_json
-from dfrobust.utils.names import safe_join
+from dfrobust.stages import Stage, StageRunner, force_matches
+from dfrobust.utils.io import read_record, write_json
+from dfrobust.utils.names import check_name, safe_join
 from dfrobust.utils.runfolder import CONFIG_FILE, PLAN_FILE, read_plan
 
 log = logging.getLogger(__name__)
@@ -427,6 +427,8 @@ def plan_study(cfg: dict[str, Any], run_dir: Path, data_arg: Path | None = None,
     run_dir = Path(run_dir)
     data_stage, data_dir = _data_stage(cfg, run_dir, data_arg)
     plan = Plan(run_dir, data_dir, study_roles(cfg), [data_stage])
+    for role in plan.roles:  # a role's name becomes its model file and its folders: never a path
+        check_name(role.name, "detector name")
     for role in plan.roles:
         plan.stages.append(_card_stage(plan, cfg, role, device) if role.card else _train_stage(plan, cfg, role, device))
     plan.attacks = attack_plan(cfg, plan.roles)
@@ -491,6 +493,7 @@ def reproduce(
     if ctx.group and len(devices) > 1:
         raise DfrobustError("--devices and torchrun do not mix: under torchrun every rank already has its own device")
     plan = plan_study(cfg, run_dir, Path(data_arg) if data_arg else None, devices[0])
+    check_force(force or set(), plan.stages, run_dir)
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / CONFIG_FILE, {"config": cfg, "data_arg": str(data_arg) if data_arg else None, "device": device,
@@ -511,6 +514,13 @@ def reproduce(
         report_dir = write_report(run_dir)
     log.info(f"done in {time.perf_counter() - t0:.0f} s; report: {report_dir / 'report.html'}")
     return report_dir
+
+
+def check_force(force: set[str], stages: list[Stage], run_dir: Path) -> None:
+    """Every ``--force`` value names a stage of the plan or a group of them (``attack``, ``attack/cw``); else a one-line error."""
+    for f in sorted(force):
+        if not any(force_matches(s.name, f) for s in stages):
+            raise DfrobustError(f"--force {f!r} matches no stage of this run; `dfrobust status --run {run_dir}` lists them")
 
 
 def run_on_devices(run_dir: Path, plan: Plan, devices: list[str], force: set[str]) -> None:
@@ -582,7 +592,7 @@ def load_run_config(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise DfrobustError(f"{run_dir} is not a run folder (no {CONFIG_FILE}); start one with `dfrobust reproduce --run {run_dir}`")
-    return read_json(path)
+    return read_record(path)
 
 
 def stored_stages(run_dir: str | Path) -> list[Stage]:

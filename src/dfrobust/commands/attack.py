@@ -200,10 +200,7 @@ def run_command(args: argparse.Namespace) -> int:
     """Run the attack and print the per-target accuracies (with ``--through``: the adaptive run)."""
     from dfrobust.attacks.experiment import AttackConfig, run_attack
     from dfrobust.errors import DfrobustError
-    from dfrobust.utils.names import check_name
 
-    if args.source_name is not None:
-        check_name("--source-name", args.source_name)  # a label of results tables and files, never a path
     if args.through is not None:
         return run_adaptive_command(args)
     given = [f"--{k.replace('_', '-')}" for k in (*ADAPTIVE_OPTIONS, "purifier_set", "attack_purifier_set") if getattr(args, k) not in (None, [])]

@@ -20,13 +20,10 @@ a detector card (TOML; paths relative to the card's folder):
   name = "my-detector"             # its label in tables (default: the card's file stem)
 
 source, normalization, output and fake_index are required (a dfrobust: source records them itself).
+A python: source is code that runs: loading the card imports that module and calls its factory,
+so use only cards whose code you trust, as you would any Python module.
 Every command that takes a model (evaluate --model, attack --source/--target, purify --model)
 accepts a card; a plain .pth/.pt module is never unpickled.
-
-Security: a "python:" source imports that module and calls its function, so it runs whatever code
-the module holds, with your permissions. Use only cards and modules you trust (as you would a
-script); torchvision:, timm: and dfrobust: sources with safetensors or plain state-dict weights
-run no code of the card's author.
 """
 
 

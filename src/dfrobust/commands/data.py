@@ -157,21 +157,16 @@ def _print_skipped(skipped: list[dict[str, str]], total_note: str, show: int = 1
 
 
 def _check_preview(args: argparse.Namespace) -> None:
-    """Before the dataset is made: --size within bounds, and --preview a new file or an earlier preview image outside any dataset."""
-    from pathlib import Path
-
+    """--preview must be a file path (checked before the dataset is made)."""
+    from dfrobust.data.preview import SHEET_KIND
     from dfrobust.errors import DfrobustError
-    from dfrobust.utils.names import is_png_file, require_own_file
+    from dfrobust.utils.io import require_output_file
+    from dfrobust.utils.names import is_inside
 
-    from dfrobust.config_checks import MAX_IMAGE_SIDE
-
-    if getattr(args, "size", None) is not None and args.size > MAX_IMAGE_SIDE:  # before allocating n x size x size images
-        raise DfrobustError(f"--size {args.size} is larger than {MAX_IMAGE_SIDE} pixels; choose a smaller side")
     if args.preview is not None:
-        preview = require_own_file(args.preview, "--preview", is_png_file, "a preview image")
-        out = Path(args.out).resolve()
-        if out == preview.resolve() or out in preview.resolve().parents:
-            raise DfrobustError(f"--preview {preview} lies inside the dataset folder {args.out}; write it elsewhere")
+        require_output_file(args.preview, SHEET_KIND, "--preview")
+        if is_inside(args.preview, args.out):
+            raise DfrobustError(f"--preview {args.preview} lies inside the dataset folder --out {args.out}; write it elsewhere")
 
 
 def run_synth(args: argparse.Namespace) -> int:
@@ -217,11 +212,10 @@ def run_import(args: argparse.Namespace) -> int:
 
 def run_preview(args: argparse.Namespace) -> int:
     """`dfrobust data preview`."""
-    from dfrobust.data.preview import contact_sheet
-    from dfrobust.utils.names import is_png_file, require_own_file
+    from dfrobust.data.preview import SHEET_KIND, contact_sheet
+    from dfrobust.utils.io import require_output_file
 
-    # a contact sheet never replaces a dataset's own files (its manifest, an image) nor a user's file
-    require_own_file(args.out, "--out", is_png_file, "a preview image")
+    require_output_file(args.out, SHEET_KIND, "--out")
     print(contact_sheet(args.data, args.out, per_class=args.per_class, seed=args.seed))
     return 0
 

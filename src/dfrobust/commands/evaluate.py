@@ -71,26 +71,21 @@ def run(args: argparse.Namespace) -> int:
     from dfrobust.evaluate.metrics import CONVENTIONS
     from dfrobust.models.loading import load_model_arg, model_display_name
     from dfrobust.utils import distributed
-    from dfrobust.utils.io import write_json
+    from dfrobust.utils.io import WRITTEN_BY, require_output_file, write_json
 
     if args.batch_size < 1 or args.workers < 0:
         raise DfrobustError("--batch-size must be >= 1 and --workers >= 0")
     if not 0.0 <= args.threshold <= 1.0:
         raise DfrobustError(f"--threshold is a probability in [0, 1], got {args.threshold}")
     if args.json:
-        from dfrobust.utils.names import read_json_object, require_own_file
-
-        # only a results file of an earlier `evaluate --json` is replaced (never a manifest or sidecar)
-        require_own_file(args.json, "--json", lambda p: {"models", "conventions"} <= set(read_json_object(p) or {}),
-                         "an evaluate results file")  # fmt: skip
+        require_output_file(args.json, "evaluate", "--json")
     layout = scan_layout(args.data)
-    if layout.kind == "dfrobust":  # like attack/train/certify/purify: images must be the ones the manifest lists
-        from dfrobust.data.manifest import verify_dataset
+    if layout.kind == "dfrobust":  # as attack, train, certify and purify do: the images are the ones the manifest hashed
+        from dfrobust.data.manifest import hash_mismatch, verify_dataset
 
-        bad = verify_dataset(args.data, full=False)["problems"]
-        if bad:
-            raise DfrobustError(f"{args.data}: {len(bad)} image(s) are missing or changed (e.g. {bad[0]['path']}: {bad[0]['reason']}); "
-                                "recreate the dataset or check it with `dfrobust data verify`")
+        problems = verify_dataset(args.data, full=False)["problems"]
+        if problems:
+            raise DfrobustError(hash_mismatch(args.data, problems[0]["path"]) + f" ({len(problems)} file(s) in all)")
     ctx = distributed.setup(args.device)  # torchrun: every rank scores its share of the batches
     device = distributed.device_for(args.device, ctx)
     split = None if args.split == "all" else args.split
@@ -127,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         shown = "; ".join(f"{s['path']} ({s['reason']})" for s in skipped[:5])
         print(f"skipped {len(skipped)} unreadable file(s): {shown}{' ...' if len(skipped) > 5 else ''}")
     if args.json:
-        record = {"data": layout.summary(), "split": args.split, "threshold": args.threshold, "conventions": CONVENTIONS,
+        record = {WRITTEN_BY: "evaluate", "data": layout.summary(), "split": args.split, "threshold": args.threshold, "conventions": CONVENTIONS,
                   "models": results, "skipped": skipped}  # fmt: skip
         if layout.kind == "dfrobust":
             record["manifest_hash"] = layout.fingerprint()

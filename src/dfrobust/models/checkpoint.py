@@ -4,9 +4,7 @@ The sidecar (``model.json`` beside ``model.safetensors``) records the architectu
 classes, normalisation, training config, dataset manifest hash, seed, metrics, library
 versions and the sha256 of the weights file. Loading checks the architecture and input size
 and says clearly when they differ, and checks the sidecar against the weights: their sha256,
-and the fields a detector is built from (architecture, normalisation, activation, number of
-outputs, input size), which the safetensors header records too. The header is written in a
-stable (sorted) order, so that identical weights give identical files and sha256s.
+and the architecture and normalisation that the safetensors header records too.
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load, save
+from safetensors.torch import load, save_file
 
 from dfrobust.constants import CLASS_NAMES
 from dfrobust.errors import DfrobustError
@@ -27,8 +25,6 @@ from dfrobust.utils.io import atomic_path, read_json, sha256_bytes, sha256_file,
 from dfrobust.utils.runtime import versions
 
 FORMAT = "dfrobust-detector/1"
-#: Sidecar fields a detector is built from; each is also in the weights' header and must agree.
-BUILD_KEYS = ("arch", "normalization", "activation", "num_classes", "input_size")
 
 
 def sidecar_path(path: str | Path) -> Path:
@@ -58,22 +54,31 @@ def save_detector(model: Detector, path: str | Path, meta: dict[str, Any]) -> Pa
         "classes": {name: i for i, name in enumerate(CLASS_NAMES)},
         "versions": meta.get("versions", versions()),
     }
-    header = {"format": FORMAT, **{k: json.dumps(sidecar[k]) if not isinstance(sidecar[k], str) else sidecar[k] for k in BUILD_KEYS}}
     with atomic_path(path) as tmp:
-        tmp.write_bytes(stable_safetensors(state, header))
+        save_file(state, str(tmp), metadata=header_fields(sidecar))
+        sort_header(tmp)  # safetensors writes its header in a random order: identical models must hash identically
         sidecar["weights_sha256"] = sha256_file(tmp)
     write_json(sidecar_path(path), sidecar)
     return path
 
 
-def stable_safetensors(state: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
-    """``state`` as safetensors bytes whose header JSON has sorted keys (the library writes its
-    metadata map in an arbitrary order, so identical models would hash differently)."""
-    data = save(state, metadata=metadata)
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.dumps(json.loads(data[8 : 8 + n]), sort_keys=True, separators=(",", ":")).encode()
-    header += b" " * (-len(header) % 8)  # the format pads the header to 8 bytes
-    return struct.pack("<Q", len(header)) + header + data[8 + n :]
+#: Sidecar fields that build the model; the safetensors header repeats them, so the weights' sha256 covers them.
+BUILD_FIELDS = ("format", "arch", "normalization", "activation", "num_classes", "input_size")
+
+
+def header_fields(sidecar: dict[str, Any]) -> dict[str, str]:
+    """The safetensors ``__metadata__`` of a model: its :data:`BUILD_FIELDS` as strings."""
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in sidecar.items() if k in BUILD_FIELDS}
+
+
+def sort_header(path: Path) -> None:
+    """Rewrite a safetensors file's JSON header with sorted keys (same tensors, same bytes after the header)."""
+    data = path.read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8 : 8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data section stays 8-byte aligned, as safetensors writes it
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + n :])
 
 
 def _num_outputs(model: Detector) -> int:
@@ -123,51 +128,22 @@ def header_metadata(data: bytes) -> dict[str, str]:
 
 
 def _check_weights(path: Path, data: bytes, meta: dict[str, Any]) -> None:
-    """The sidecar must describe these weights: same sha256, and the same build fields as the header records."""
+    """The sidecar must describe these weights: same sha256 (when recorded), same arch and normalisation as the header."""
     recorded = meta.get("weights_sha256")
-    if not isinstance(recorded, str):
-        raise DfrobustError(f"{sidecar_path(path)} has no weights_sha256, so it cannot be tied to {path.name}; retrain the model or save it again")
+    if recorded is None:
+        raise DfrobustError(f"{sidecar_path(path)} has no weights_sha256, so it cannot vouch for {path.name}; restore the sidecar or retrain the model")
     if sha256_bytes(data) != recorded:
         raise DfrobustError(
             f"{path} does not match the weights_sha256 of its sidecar {sidecar_path(path).name} (the weights or the sidecar "
             "were replaced or damaged); restore the pair or retrain the model"
         )
     header = header_metadata(data)
-    for key in BUILD_KEYS:
-        own = meta.get(key, "relu" if key == "activation" else 2 if key == "num_classes" else None)
-        if key in header and header[key] != (own if isinstance(own, str) else json.dumps(own)):
+    for key, saved in header_fields(meta).items():
+        if key in header and header[key] != saved:
             raise DfrobustError(
-                f"{sidecar_path(path)} says {key} {own!r} but the weights in {path.name} were saved with {header[key]!r}; "
+                f"{sidecar_path(path)} says {key} {saved!r} but the weights in {path.name} were saved with {header[key]!r}; "
                 "restore the sidecar or retrain the model"
             )
-
-
-def is_detector_file(path: Path) -> bool:
-    """A safetensors file that dfrobust wrote as a detector (its header says so)."""
-    try:
-        with Path(path).open("rb") as fh:
-            head = fh.read(8)
-            (n,) = struct.unpack("<Q", head)
-            data = head + fh.read(min(n, 1 << 24))
-    except (OSError, struct.error):
-        return False
-    return header_metadata(data).get("format") == FORMAT
-
-
-def is_detector_sidecar(path: Path) -> bool:
-    """A JSON object that dfrobust wrote as a detector's sidecar."""
-    try:
-        meta = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    return isinstance(meta, dict) and meta.get("format") == FORMAT
-
-
-def _check_finite(path: Path, state: dict[str, torch.Tensor]) -> None:
-    """NaN or infinite weights would only show up later as a crash in a metric; say so now."""
-    for key, value in state.items():
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise DfrobustError(f"{path} holds NaN or infinite weights ({key}); retrain the model or restore a good copy")
 
 
 def load_detector(
@@ -191,19 +167,21 @@ def load_detector(
             f"{path} was trained on {meta['input_size'][0]}x{meta['input_size'][1]} images but the data is "
             f"{expect_input_size[0]}x{expect_input_size[1]}; retrain it or re-import the data with --size"
         )
-    data = Path(path).read_bytes()
-    _check_weights(Path(path), data, meta)  # before building: the sidecar's fields must be those of these weights
     model = build_detector(
         meta["arch"],
         num_classes=int(meta.get("num_classes", 2)),
         normalization=meta["normalization"],
         activation=meta.get("activation", "relu"),
     )
+    data = Path(path).read_bytes()
+    _check_weights(Path(path), data, meta)
     try:
         state = load(data)
     except (SafetensorError, ValueError) as exc:
         raise DfrobustError(f"{path} is not a readable safetensors file: {exc}") from exc
-    _check_finite(Path(path), state)
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise DfrobustError(f"{path}: weight {bad} holds NaN or Inf values (a diverged training?); retrain the model")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -99,27 +99,3 @@ def run_lock(run_dir: str | Path) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
         os.close(fd)  # releases the flock
-
-
-def require_idle(run_dir: str | Path) -> None:
-    """A one-line error when a process holds the run folder's lock (a reader such as ``report``
-    would otherwise show a run half written); a folder without a lock file is idle."""
-    run_dir = Path(run_dir)
-    path = run_dir / LOCK_FILE
-    if not path.is_file():
-        return
-    if fcntl is None:
-        holder = _holder(path)
-        if holder and holder != os.getpid() and _pid_alive(holder):
-            raise _busy(run_dir, holder)
-        return
-    try:
-        fd = os.open(path, os.O_RDONLY)  # read-only: works in a folder the user may not write
-    except OSError:
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        raise _busy(run_dir, _holder(path)) from None
-    finally:
-        os.close(fd)
