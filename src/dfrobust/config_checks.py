@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from dfrobust.constants import MAX_IMAGE_SIDE
 from dfrobust.errors import DfrobustError
 from dfrobust.utils.names import name_problem
 
@@ -138,7 +139,7 @@ TRAIN_KEYS: dict[str, Check] = {
 SCHEMA: dict[str, tuple[Check, bool]] = {
     "run.seed": (integer(0), True),
     "data.n": (integer(4), True),
-    "data.size": (integer(8), True),
+    "data.size": (integer(8, MAX_IMAGE_SIDE), True),  # larger would only exhaust memory once the data stage starts
     "data.test_fraction": (number(0, 1, lo_open=True, hi_open=True), True),
     "train.lipschitz.lambdas": (number_list(0.0), True),
     "train.lipschitz.start": (choice("resnet18", "scratch"), True),

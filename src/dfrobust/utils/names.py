@@ -9,6 +9,7 @@ absolute paths, no control characters, and a length limit.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,13 @@ def name_problem(value: Any) -> str | None:
         return "cannot be '.' or '..'"
     if "/" in value or "\\" in value:
         return "cannot contain '/' or '\\' (a name, not a path)"
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        return "cannot contain control characters"
+    if any(unicodedata.category(c).startswith("C") for c in value):
+        # C0/C1 controls (NUL, NEL), and invisible format marks (a right-to-left override shows
+        # "evil\u202egnp.exe" as "evilexe.png"), unassigned and private-use code points
+        return "cannot contain control or invisible characters"
+    if unicodedata.normalize("NFKC", value) != value:
+        # look-alikes that some tools fold into path syntax: a fullwidth solidus becomes '/', "\u2024\u2024" '..'
+        return "cannot contain compatibility characters (e.g. a fullwidth '／'); use their plain form"
     if value != value.strip():
         return "cannot start or end with spaces"
     return None
