@@ -163,3 +163,56 @@ def platform_experiment(
         write_csv(out_dir / "platform.csv", rows)
         write_json(out_dir / "summary.json", summary)
     return summary
+
+
+# --- hooks of the attack stage (dfrobust.attacks.experiment): a run with --robust-to -------------
+
+#: AttackConfig fields of a platform run; left out of the crafting key when ``robust_to`` is unset.
+PLATFORM_FIELDS = ("robust_to", "heldout", "robust_eot")
+#: Result columns a platform run adds per image and target (the model's scores after the chains).
+PLATFORM_COLUMNS = ("robust_to", "chain_p_real", "chain_pred", "heldout", "heldout_p_real", "heldout_pred")
+
+
+def normalise_chains(robust_to: str | None, heldout: str | None, eot: int) -> tuple[str | None, str | None]:
+    """Both chains validated (one-line errors) and normalised; ``heldout`` defaults when ``robust_to`` is set."""
+    from dfrobust.attacks.chain import DEFAULT_HELDOUT
+
+    if eot < 1:
+        raise DfrobustError(f"--robust-eot must be >= 1, got {eot}")
+    if robust_to is None:
+        if heldout is not None:
+            raise DfrobustError("--heldout is the chain the robust attack did not see; give --robust-to too")
+        return None, None
+    return format_chain(parse_chain(robust_to)), format_chain(parse_chain(heldout or DEFAULT_HELDOUT, "--heldout"))
+
+
+def robust_source(model: nn.Module, robust_to: str | None, eot: int, seed: int) -> nn.Module:
+    """The model an attack is crafted on: the EOT :class:`RobustModel` with a chain, else ``model`` itself."""
+    return RobustModel(model, parse_chain(robust_to), eot, seed) if robust_to else model
+
+
+def platform_batches(robust_to: str, heldout: str, x_adv: torch.Tensor, names: Sequence[str], seed: int) -> dict[str, torch.Tensor]:
+    """The attacked images after the chain and after the held-out chain (per-image seeded draws)."""
+    seeds = image_seeds(names, seed)
+    return {"chain": apply_chain(x_adv, parse_chain(robust_to), seeds), "heldout": apply_chain(x_adv, parse_chain(heldout, "--heldout"), seeds)}
+
+
+def platform_columns(robust_to: str, heldout: str, scores: dict[str, float]) -> dict[str, Any]:
+    """A result row's platform columns from a target's scores on :func:`platform_batches`."""
+    return {"robust_to": robust_to, "chain_p_real": scores["chain"], "chain_pred": int(scores["chain"] >= 0.5),
+            "heldout": heldout, "heldout_p_real": scores["heldout"], "heldout_pred": int(scores["heldout"] >= 0.5)}  # fmt: skip
+
+
+def add_platform_results(results: dict[str, dict[str, Any]], rows: Sequence[dict[str, Any]]) -> None:
+    """Per target, accuracy (with n) on the attacked images after the chain and after the held-out chain, beside lossless."""
+    for target, res in results.items():
+        mine = [r for r in rows if r["target"] == target and r.get("chain_pred") not in (None, "")]
+        if not mine:
+            continue
+        n = len(mine)
+        res["robust_to"], res["heldout"] = mine[0]["robust_to"], mine[0]["heldout"]
+        for key in ("chain", "heldout"):
+            correct = sum(int(r[f"{key}_pred"]) == int(r["label"]) for r in mine)
+            res[f"{key}_accuracy"] = correct / n
+            res[f"{key}_accuracy_ci"] = list(wilson_interval(correct, n))
+        res["platform_n"] = n
