@@ -6,7 +6,7 @@ range drawn uniformly per image and draw) or ``NAME:V`` (fixed), applied left to
 ==========  ==========================================  =================  ===================
 step        what it does                                range              backward (BPDA)
 ==========  ==========================================  =================  ===================
-``jpeg``    JPEG encode + decode at a quality (Pillow)  1..100, integer    identity
+``jpeg``    JPEG encode + decode at a quality (Pillow)  1..100, integer    differentiable JPEG
 ``h264``    H.264 intra encode + decode at a CRF        0..51, integer     identity
 ``resize``  down-scale by a factor and back (bilinear)  0.1..1             itself
 ``blur``    Gaussian blur, sigma in pixels              0..10              itself
@@ -20,9 +20,10 @@ step        what it does                                range              backw
 >>> apply_chain(torch.rand(2, 3, 16, 16), chain, seeds=[0, 1]).shape
 torch.Size([2, 3, 16, 16])
 
-The real transform always gives the forward value; a step without a gradient (the codecs)
-passes the gradient straight through (BPDA's identity, Athalye et al. 2018), the others are
-differentiable and give their own. :mod:`dfrobust.attacks.robust` averages an attack's gradient
+The real transform always gives the forward value; the codecs have no gradient, so their
+backward pass is a stand-in (BPDA, Athalye et al. 2018): JPEG's is a differentiable JPEG of the
+same quality (:mod:`dfrobust.attacks.diffjpeg`, which knows which frequencies survive), H.264's
+the identity (straight-through); the other steps are differentiable and give their own. :mod:`dfrobust.attacks.robust` averages an attack's gradient
 over draws of a chain (EOT).
 """
 
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from dfrobust.attacks.diffjpeg import diff_jpeg
 from dfrobust.errors import DfrobustError
 from dfrobust.utils.imageops import gaussian_blur, jpeg_round_trip
 
@@ -47,7 +49,7 @@ STEPS: dict[str, tuple[float, float, bool, str]] = {
     "shift": (0, 64, True, "shift in pixels"),
     "crop": (0.5, 1.0, False, "kept fraction of each side"),
 }
-#: Steps whose real transform has no gradient: the backward pass is the identity (straight-through).
+#: Steps whose real transform has no gradient: the backward pass is a stand-in.
 CODECS = ("jpeg", "h264")
 #: The held-out chain used when none is given: qualities and scales outside a typical --robust-to range.
 DEFAULT_HELDOUT = "jpeg:30-45,resize:0.4-0.5"
@@ -142,12 +144,14 @@ def apply_step(x: torch.Tensor, step: Step, value: torch.Tensor, generator: torc
     if step.name in CODECS:
         if step.name == "jpeg":
             real = jpeg_round_trip(x.detach().clamp(0, 1), value.long().tolist())
+            # the forward value is the codec's output; the gradient is the differentiable JPEG's (BPDA)
+            stand_in = diff_jpeg(x, value) if x.requires_grad else x
         else:
             from dfrobust.data.video import h264_round_trip
 
             real = h264_round_trip(x.detach().clamp(0, 1), value.long().tolist())
-        # the forward value is the codec's output; the gradient is the identity's (BPDA)
-        return real.to(x.dtype) + (x - x.detach())
+            stand_in = x  # straight-through
+        return real.to(x.dtype) + (stand_in - stand_in.detach())
     if step.name == "blur":
         return gaussian_blur(x, value.to(x.device)) if bool((value > 0).any()) else x
     if step.name == "resize":
