@@ -162,14 +162,14 @@ def apply_step(x: torch.Tensor, step: Step, value: torch.Tensor, generator: torc
         # a whole-pixel shift each way, drawn within +-value
         u = torch.rand(n, 2, generator=gen, dtype=torch.float64) * 2 - 1
         offsets = torch.round(u * value[:, None])
-        return _affine(x, torch.ones(n, dtype=torch.float64), offsets)
+        return _affine(x, torch.ones(n, dtype=torch.float64), offsets, mode="nearest")  # whole pixels move, none blend
     # crop: keep `value` of each side at a random place, scaled back to the full size
     room = (1 - value)[:, None] * torch.tensor([x.shape[3], x.shape[2]], dtype=torch.float64)
     offsets = (torch.rand(n, 2, generator=gen, dtype=torch.float64) - 0.5) * room
     return _affine(x, value, offsets)
 
 
-def _affine(x: torch.Tensor, scale: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+def _affine(x: torch.Tensor, scale: torch.Tensor, offsets: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
     """Sample ``x`` at ``scale * p + offset`` (pixels, per image), border pixels repeated; differentiable."""
     n, _, h, w = x.shape
     theta = torch.zeros(n, 2, 3, dtype=x.dtype)
@@ -178,7 +178,7 @@ def _affine(x: torch.Tensor, scale: torch.Tensor, offsets: torch.Tensor) -> torc
     theta[:, 0, 2] = (2 * offsets[:, 0] / w).to(x.dtype)  # normalised coordinates span 2 over the width
     theta[:, 1, 2] = (2 * offsets[:, 1] / h).to(x.dtype)
     grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return F.grid_sample(x, grid, mode=mode, padding_mode="border", align_corners=False)
 
 
 def _resize_back(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -200,7 +200,8 @@ def apply_drawn(x: torch.Tensor, chain: Chain, params: Sequence[torch.Tensor], g
     """The chain on ``x`` with drawn ``params`` (from :func:`draw_params`), in [0, 1]."""
     for step, value in zip(chain, params):
         x = apply_step(x, step, value, generator)
-    return x.clamp(0, 1)
+    # the steps stay in [0, 1] up to rounding; a plain clamp would also zero the gradient of saturated pixels
+    return x + (x.clamp(0, 1) - x).detach()
 
 
 def apply_chain(x: torch.Tensor, chain: Chain, seeds: Sequence[int]) -> torch.Tensor:
