@@ -7,8 +7,8 @@ PRESET ?= quick
 demo: setup  ## the quick reproduction of the paper on built-in synthetic faces
 	.venv/bin/dfrobust reproduce --preset $(PRESET) --run $(RUN)
 
-test:  ## the test suite (< 5 minutes on 2 cores); with the faceswap and timm extras so the dlib and timm paths are tested
-	@DFROBUST_EXTRAS=test,faceswap,timm scripts/setup.sh
+test:  ## the test suite (< 5 minutes on 2 cores); with the faceswap, timm and video extras so the dlib, timm and PyAV paths are tested
+	@DFROBUST_EXTRAS=test,faceswap,timm,video scripts/setup.sh
 	.venv/bin/python -m pytest -q
 
 setup:

@@ -43,15 +43,7 @@ import torch
 from torch import nn
 
 from dfrobust.attacks.base import Attack, make_attack, perturbation_norms
-from dfrobust.attacks.robust import (
-    PLATFORM_COLUMNS,
-    PLATFORM_FIELDS,
-    add_platform_results,
-    normalise_chains,
-    platform_batches,
-    platform_columns,
-    robust_source,
-)
+from dfrobust.attacks import robust as platform  # --robust-to: EOT crafting, scores after the chains
 from dfrobust.attacks.tables import RESULT_COLUMNS, table2_rows, target_aggregates
 from dfrobust.data.dataset import ImageSet
 from dfrobust.data.layouts import CLASS_CHOICES, load_images
@@ -116,7 +108,7 @@ class AttackConfig:
     robust_eot: int = 8
 
     def __post_init__(self) -> None:
-        self.robust_to, self.heldout = normalise_chains(self.robust_to, self.heldout, self.robust_eot)
+        self.robust_to, self.heldout = platform.normalise_chains(self.robust_to, self.heldout, self.robust_eot)
         if self.classes not in CLASS_CHOICES:
             raise DfrobustError(f"--classes must be one of {sorted(CLASS_CHOICES)}, got {self.classes!r}")
         if self.batch_size < 1:
@@ -228,7 +220,7 @@ def _scores(
 
 #: Columns of a result row that depend on the target model; every other column describes the crafted image.
 TARGET_COLUMNS = ("target", "setting", "clean_p_real", "adv_p_real", "clean_pred", "adv_pred", "success",
-                  "jpeg_quality", "jpeg_p_real", "jpeg_pred", "jpeg_clean_pred", *PLATFORM_COLUMNS)  # fmt: skip
+                  "jpeg_quality", "jpeg_p_real", "jpeg_pred", "jpeg_clean_pred", *platform.PLATFORM_COLUMNS)  # fmt: skip
 
 
 #: Per-image distances, placed between the prediction columns and ``success`` in a result row.
@@ -247,7 +239,7 @@ def _attack_batch(
     x, y, paths = images.images(sl), images.y[sl], images.paths[sl]
     attack = cfg.make(batch)
     start = time.perf_counter()
-    result = attack(robust_source(src.model, cfg.robust_to, cfg.robust_eot, cfg.seed + batch), x.to(device), y.to(device))
+    result = attack(platform.robust_source(src.model, cfg.robust_to, cfg.robust_eot, cfg.seed + batch), x.to(device), y.to(device))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = (time.perf_counter() - start) / len(x)
@@ -292,7 +284,7 @@ def _target_rows(
     if cfg.jpeg_quality:
         batches.update(jpeg=jpeg_round_trip(x_adv, cfg.jpeg_quality), jpeg_clean=jpeg_round_trip(x, cfg.jpeg_quality))
     if cfg.robust_to and cfg.heldout:
-        batches.update(platform_batches(cfg.robust_to, cfg.heldout, x_adv, [c["image"] for c in crafted], cfg.seed))
+        batches.update(platform.platform_batches(cfg.robust_to, cfg.heldout, x_adv, [c["image"] for c in crafted], cfg.seed))
     scores = _scores(models, batches, cfg.batch_size, device)
 
     rows: list[dict[str, Any]] = []
@@ -323,7 +315,7 @@ def _target_rows(
                     jpeg_clean_pred=int(s["jpeg_clean"] >= 0.5),
                 )
             if cfg.robust_to and cfg.heldout:
-                row.update(platform_columns(cfg.robust_to, cfg.heldout, s))
+                row.update(platform.platform_columns(cfg.robust_to, cfg.heldout, s))
             rows.append(row)
     return rows
 
@@ -343,7 +335,7 @@ def _rescore_part(
 def _craft_key(cfg: AttackConfig, data_hash: str, src: _Model, images: ImageSet) -> str:
     """What the crafted images depend on: config (minus device), data, source model and chosen images."""
     # a run without a chain keeps the key it had before chains existed
-    cfg_key = {k: v for k, v in asdict(cfg).items() if k != "device" and (cfg.robust_to or k not in PLATFORM_FIELDS)}
+    cfg_key = {k: v for k, v in asdict(cfg).items() if k != "device" and (cfg.robust_to or k not in platform.PLATFORM_FIELDS)}
     key = {"config": cfg_key, "data": data_hash, "source": src.sha256, "images": images.paths}
     return sha256_bytes(to_json(key).encode())
 
@@ -497,7 +489,7 @@ def _merge(
         crafting["kappa_reached_rate"] = sum(int(float(r["kappa_reached"])) for r in whitebox) / len(whitebox)
     attack = cfg.make()
     results = target_aggregates(rows)
-    add_platform_results(results, rows)  # after --robust-to: accuracy after the chain and the held-out chain
+    platform.add_platform_results(results, rows)  # after --robust-to: accuracy after the chain and the held-out chain
     summary = {
         "complete": True,
         "fingerprint": fingerprint,
