@@ -209,6 +209,8 @@ def run_command(args: argparse.Namespace) -> int:
     from dfrobust.errors import DfrobustError
 
     if args.through is not None:
+        if args.robust_to or args.heldout:
+            raise DfrobustError("--robust-to and --heldout do not combine with --through (the purifier is the transformation there)")
         return run_adaptive_command(args)
     given = [f"--{k.replace('_', '-')}" for k in (*ADAPTIVE_OPTIONS, "purifier_set", "attack_purifier_set") if getattr(args, k) not in (None, [])]
     if given:

@@ -29,8 +29,9 @@ def add_platform_args(parser: argparse.ArgumentParser) -> None:
 
     group = parser.add_argument_group(
         "platform (transformation-robust attacks, Hussain et al. 2021)",
-        "average the attack's gradient over random draws of a chain of platform transformations (EOT; the codecs' "
-        "gradient passes straight through, BPDA) and score the result after that chain and after a held-out one",
+        "average the attack's gradient over random draws of a chain of platform transformations (EOT; BPDA for the "
+        "codecs: JPEG's gradient from a differentiable JPEG, H.264's straight through) and score the result after that "
+        "chain and after a held-out one",
     )
     group.add_argument("--robust-to", metavar="CHAIN", help=f"e.g. jpeg:50-95,resize:0.5-1.0,blur:0-1: {CHAIN_HELP}")
     group.add_argument("--heldout", metavar="CHAIN", help=f"chain the attack does not see, for evaluation (default: {DEFAULT_HELDOUT})")
