@@ -12,7 +12,7 @@ trained here for 150 Adam steps::
 
 On the quick data with the quick preset's detectors (run later on an idle machine)::
 
-    PYTHONPATH=src python benchmarks/platform_robust.py --data runs/quick/data/synth \\
+    PYTHONPATH=src python benchmarks/platform_robust.py --data runs/quick/data \\
         --model runs/quick/models/resnet18.safetensors --images 200 --attack fgsm --eps 0.02 --out runs/platform
 
 Writes ``OUT/summary.json`` and ``OUT/platform.csv`` and prints the table.
