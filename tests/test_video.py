@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from dfrobust.cli import main
+from dfrobust.data.synth_video import generate_videos
+from dfrobust.data.video import decode_video_bytes, encode_video, read_frames, scan_videos
 from dfrobust.errors import DfrobustError
 from dfrobust.evaluate.video import video_metrics, video_scores
 from dfrobust.utils.io import read_csv, read_json
 
+# data.video imports PyAV only when it reads or writes a clip
 av = pytest.importorskip("av", reason="the 'video' extra (PyAV) is not installed")
-
-from dfrobust.data.synth_video import generate_videos  # noqa: E402
-from dfrobust.data.video import decode_video_bytes, encode_video, read_frames, scan_videos  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -66,7 +66,7 @@ def _blocks_codec(plane: torch.Tensor, table: torch.Tensor, d: torch.Tensor) -> 
 
 def diff_jpeg(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
     """The JPEG approximation of images ``x`` (``N x 3 x H x W`` in [0, 1]) at one quality per image; differentiable."""
-    n, _, h, w = x.shape
+    h, w = x.shape[-2:]
     ph, pw = (-h) % 16, (-w) % 16  # whole 16 x 16 macroblocks (8 x 8 blocks of the subsampled chroma)
     v = F.pad(x, (0, pw, 0, ph), mode="replicate") * 255
     r, g, b = v[:, 0], v[:, 1], v[:, 2]

@@ -69,9 +69,8 @@ def has_videos(root: str | Path) -> bool:
     if not root.is_dir():
         return False
     for sub in root.iterdir():
-        if sub.is_dir() and sub.name.lower() in VIDEO_CLASS_FOLDERS:
-            if any(is_video(p) for p in sub.rglob("*")):
-                return True
+        if sub.is_dir() and sub.name.lower() in VIDEO_CLASS_FOLDERS and any(is_video(p) for p in sub.rglob("*")):
+            return True
     return False
 
 
