@@ -11,7 +11,7 @@ from torch import nn
 from dfrobust.attacks.chain import apply_chain, apply_drawn, draw_params, format_chain, parse_chain
 from dfrobust.attacks.diffjpeg import diff_jpeg
 from dfrobust.attacks.experiment import AttackConfig, run_attack
-from dfrobust.attacks.robust import RobustModel, platform_experiment
+from dfrobust.attacks.robust import RobustModel, platform_experiment, run_platform
 from dfrobust.cli import main
 from dfrobust.errors import DfrobustError
 from dfrobust.utils.imageops import gaussian_blur, jpeg_round_trip
@@ -188,3 +188,15 @@ def test_platform_experiment_compares_plain_and_robust(toy_dataset: Path, toy_mo
     assert set(s["success"]["plain"]) == {"lossless", "chain", "heldout"}
     assert s["success"]["robust"]["chain"]["n"] == 6
     assert len(read_csv(tmp_path / "p" / "platform.csv")) == 12
+
+
+def test_run_platform_reads_a_data_folder_and_a_detector_file(toy_dataset: Path, toy_model: Path, tmp_path: Path) -> None:
+    s = run_platform(toy_dataset, toy_model, tmp_path / "p", "fgsm", {"eps": 0.05}, "blur:0-1", images=4, eot=2, device="cpu")
+    assert s["n"] == 4 and s["robust_to"] == "blur:0-1" and s["model"]["sha256"]
+    rows = read_csv(tmp_path / "p" / "platform.csv")
+    assert {r["label"] for r in rows} == {"0"} and len(rows) == 8  # the test fakes, plain and robust
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "mine.txt").write_text("x")
+    with pytest.raises(DfrobustError, match="already holds other files"):
+        run_platform(toy_dataset, toy_model, other, robust_to="blur:1")

@@ -113,6 +113,7 @@ def platform_experiment(
     seed: int = 0,
     batch_size: int = 32,
     out_dir: Path | None = None,
+    keep_rows: bool = False,
 ) -> dict[str, Any]:
     """Plain vs. transformation-robust ``attack`` at the same parameters, scored lossless and after two chains.
 
@@ -121,7 +122,8 @@ def platform_experiment(
     ``heldout`` (one it did not see; default :data:`~dfrobust.attacks.chain.DEFAULT_HELDOUT`), each
     image with the same seeded draw for both attacks (common random numbers). Success is
     misclassification (rate with n and a Wilson interval). With ``out_dir``, writes
-    ``platform.csv`` (one row per image and attack) and ``summary.json``; returns the summary.
+    ``platform.csv`` (one row per image and attack) and ``summary.json``; returns the summary
+    (with ``keep_rows``, the per-image rows under ``rows`` too).
     """
     from dfrobust.attacks.chain import DEFAULT_HELDOUT
 
@@ -162,7 +164,7 @@ def platform_experiment(
         out_dir = Path(out_dir)
         write_csv(out_dir / "platform.csv", rows)
         write_json(out_dir / "summary.json", summary)
-    return summary
+    return {**summary, "rows": rows} if keep_rows else summary
 
 
 # --- hooks of the attack stage (dfrobust.attacks.experiment): a run with --robust-to -------------
@@ -216,3 +218,40 @@ def add_platform_results(results: dict[str, dict[str, Any]], rows: Sequence[dict
             res[f"{key}_accuracy"] = correct / n
             res[f"{key}_accuracy_ci"] = list(wilson_interval(correct, n))
         res["platform_n"] = n
+
+
+def run_platform(
+    data: Path,
+    model_path: Path,
+    out_dir: Path,
+    attack: str = "fgsm",
+    params: dict[str, Any] | None = None,
+    robust_to: str = "jpeg:50-95",
+    heldout: str | None = None,
+    images: int | None = 64,
+    eot: int = 8,
+    seed: int = 0,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """:func:`platform_experiment` on a data folder's test fakes (a seeded subset of ``images``) and a detector file.
+
+    What a study stage calls: it reads any data argument ``dfrobust attack`` reads and any
+    checkpoint or card, writes ``OUT/summary.json`` (plus the data's fingerprint and the model's
+    sha256) and ``OUT/platform.csv`` into a folder it owns, and returns the summary.
+    """
+    from dfrobust.data.layouts import load_images
+    from dfrobust.models.loading import load_model_arg
+    from dfrobust.utils.io import require_own_folder
+    from dfrobust.utils.runtime import resolve_device
+
+    out = require_own_folder(out_dir, ["summary.json", "platform.csv"])
+    parse_chain(robust_to)  # every argument checked before the model loads
+    parse_chain(heldout or "jpeg:1", "--heldout")
+    test, data_hash = load_images(data, "test", ["fake"], limit=images, seed=seed)
+    model, meta = load_model_arg(model_path, resolve_device(device), expect_input_size=test.image_size)
+    summary = platform_experiment(model, test.images(), test.y, test.paths, attack, dict(params or {}), robust_to, heldout,
+                                  eot, seed, keep_rows=True)  # fmt: skip
+    write_csv(out / "platform.csv", summary.pop("rows"))
+    summary.update(data={"path": str(data), "fingerprint": data_hash}, model={"path": str(model_path), "sha256": meta.get("sha256")})
+    write_json(out / "summary.json", summary)  # last: its presence marks a finished run
+    return summary
