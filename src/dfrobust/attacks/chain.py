@@ -37,6 +37,7 @@ import torch
 from torch.nn import functional as F
 
 from dfrobust.attacks.diffjpeg import diff_jpeg
+from dfrobust.constants import HELDOUT_CHAIN
 from dfrobust.errors import DfrobustError
 from dfrobust.utils.imageops import gaussian_blur, jpeg_round_trip
 
@@ -52,7 +53,7 @@ STEPS: dict[str, tuple[float, float, bool, str]] = {
 #: Steps whose real transform has no gradient: the backward pass is a stand-in.
 CODECS = ("jpeg", "h264")
 #: The held-out chain used when none is given: qualities and scales outside a typical --robust-to range.
-DEFAULT_HELDOUT = "jpeg:30-45,resize:0.4-0.5"
+DEFAULT_HELDOUT = HELDOUT_CHAIN
 
 
 @dataclass(frozen=True)

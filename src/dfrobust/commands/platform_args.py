@@ -15,7 +15,8 @@ CHAIN_HELP = ("jpeg:LO-HI (quality), h264:LO-HI (CRF), resize:LO-HI (factor), bl
 
 def add_video_args(parser: argparse.ArgumentParser) -> None:
     """``--fps`` and ``--max-frames``: how a video folder's clips are sampled."""
-    from dfrobust.evaluate.video import DEFAULT_FPS, DEFAULT_MAX_FRAMES
+    from dfrobust.constants import VIDEO_FPS as DEFAULT_FPS
+    from dfrobust.constants import VIDEO_MAX_FRAMES as DEFAULT_MAX_FRAMES
 
     group = parser.add_argument_group("video folders (real/ + fake/ of .mp4 etc.; needs the 'video' extra)")
     group.add_argument("--fps", type=float, default=DEFAULT_FPS, help="frames sampled per second of video (default: %(default)s)")
@@ -24,8 +25,8 @@ def add_video_args(parser: argparse.ArgumentParser) -> None:
 
 def add_platform_args(parser: argparse.ArgumentParser) -> None:
     """``--robust-to``, ``--heldout``, ``--robust-eot`` and the video attack's codec options."""
-    from dfrobust.attacks.chain import DEFAULT_HELDOUT
-    from dfrobust.data.video import DEFAULT_CRF
+    from dfrobust.constants import HELDOUT_CHAIN as DEFAULT_HELDOUT
+    from dfrobust.constants import VIDEO_CRF as DEFAULT_CRF
 
     group = parser.add_argument_group(
         "platform (transformation-robust attacks, Hussain et al. 2021)",
@@ -135,7 +136,7 @@ def run_attack_videos(args: argparse.Namespace, params: dict[str, Any]) -> int:
 
 def add_synth_video_args(parser: argparse.ArgumentParser) -> None:
     """``data synth --videos N`` and its clip options."""
-    from dfrobust.data.video import DEFAULT_CRF
+    from dfrobust.constants import VIDEO_CRF as DEFAULT_CRF
 
     group = parser.add_argument_group("videos (instead of images; needs the 'video' extra)")
     group.add_argument("--videos", type=int, metavar="N", help="write N real and N fake clips in OUT/real/ and OUT/fake/ (a moving, blinking face; per-frame face swaps)")

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from dfrobust.constants import FAKE, REAL
+from dfrobust.constants import FAKE, REAL, VIDEO_CRF
 from dfrobust.errors import DfrobustError
 from dfrobust.utils.io import to_uint8
 
@@ -37,7 +37,7 @@ VIDEO_CLASS_FOLDERS = {"fake": FAKE, "real": REAL, "1_fake": FAKE, "0_real": REA
 #: The codec written; ``libx264`` ships in PyAV's wheels.
 CODEC = "libx264"
 #: Default CRF of written videos (x264's own default; 0 is lossless, 51 the coarsest).
-DEFAULT_CRF = 23
+DEFAULT_CRF = VIDEO_CRF
 
 
 def require_av(what: str = "video input") -> Any:

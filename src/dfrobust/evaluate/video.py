@@ -19,16 +19,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from dfrobust.constants import DECISION_THRESHOLD
+from dfrobust.constants import DECISION_THRESHOLD, VIDEO_FPS, VIDEO_MAX_FRAMES
 from dfrobust.data.video import Video, read_frames
 from dfrobust.evaluate.metrics import detection_metrics
 from dfrobust.models.inference import p_real
 from dfrobust.utils.runtime import progress
 
-#: Frames per second of video time sampled by default.
-DEFAULT_FPS = 2.0
-#: At most this many frames per clip by default.
-DEFAULT_MAX_FRAMES = 32
+#: Frames per second of video time sampled by default, and at most this many frames per clip.
+DEFAULT_FPS, DEFAULT_MAX_FRAMES = VIDEO_FPS, VIDEO_MAX_FRAMES
 
 
 def video_scores(frame_scores: Sequence[float], video_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
