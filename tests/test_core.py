@@ -69,8 +69,14 @@ def test_checkpoint_mismatch_errors(tmp_path: Path, toy_model: Path) -> None:
     with pytest.raises(DfrobustError, match="does not match the weights_sha256"):
         load_detector(other)
     side = read_json(other.with_suffix(".json"))
-    del side["weights_sha256"]  # as a sidecar written before weights were hashed
+    del side["weights_sha256"]  # a sidecar that cannot vouch for the weights beside it is refused (issue 21)
     write_json(other.with_suffix(".json"), side)
+    with pytest.raises(DfrobustError, match="has no weights_sha256"):
+        load_detector(other)
+    # a sidecar that hashes those weights, but of another architecture: the shapes tell
+    from dfrobust.utils.io import sha256_file
+
+    write_json(other.with_suffix(".json"), {**side, "weights_sha256": sha256_file(other)})
     with pytest.raises(DfrobustError, match="does not match architecture"):
         load_detector(other)
 

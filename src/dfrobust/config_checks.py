@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dfrobust.errors import DfrobustError
+from dfrobust.utils.names import name_problem
 
 Check = Callable[[Any], str | None]  # the problem with a value, or None
 
@@ -89,15 +90,27 @@ def number_list(lo: float = 0.0) -> Check:
     return check
 
 
+def name(v: Any) -> str | None:
+    """One name that may become a folder (no separators, no ``..``: see :mod:`dfrobust.utils.names`)."""
+    problem = name_problem(v)
+    return f"{problem} (a name)" if problem else None
+
+
 def name_list(v: Any) -> str | None:
-    """A non-empty list of distinct names."""
+    """A non-empty list of distinct names, each safe as a folder name (they become ``RUN/<stage>/<name>``)."""
     ok = isinstance(v, list) and len(v) > 0 and all(isinstance(x, str) and x for x in v) and len(set(v)) == len(v)
-    return None if ok else "needs a non-empty list of distinct names"
+    if not ok:
+        return "needs a non-empty list of distinct names"
+    bad = next((x for x in v if name_problem(x)), None)
+    return None if bad is None else f"holds {bad!r}, which {name_problem(bad)}"
 
 
 def optional_name_list(v: Any) -> str | None:
     """A list of distinct names, possibly empty (``[]`` turns the feature off)."""
-    return None if v == [] else (name_list(v) and "needs a list of distinct names (or [])")
+    if v == []:
+        return None
+    problem = name_list(v)
+    return problem if problem is None or problem.startswith("holds") else "needs a list of distinct names (or [])"
 
 
 #: Settings of one detector's training (the ``[train]`` section and its per-role sections).
@@ -154,6 +167,29 @@ SCHEMA: dict[str, tuple[Check, bool]] = {
     "dip.record_every": (integer(1), True),
     "dip.batch_size": (integer(1), True),
     "dip.stop_at": (integer(0), False),
+    "dip.purifiers": (optional_name_list, False),
+    "dip.attacks": (optional_name_list, False),
+    "train.hardened.roles": (optional_name_list, False),
+    "train.hardened.epochs": (integer(1), False),
+    "train.hardened.eps": (number(0, 1), False),
+    "train.hardened.steps": (integer(1), False),
+    "adaptive.purifiers": (optional_name_list, False),
+    "adaptive.attack": (name, False),
+    "adaptive.steps": (integer(1), False),
+    "adaptive.eot": (integer(1), False),
+    "adaptive.bpda": (name, False),
+    "adaptive.eval_draws": (integer(1), False),
+    "adaptive.dip_attack_iterations": (integer(1), False),
+    "adaptive.nonadaptive": (boolean, False),
+    "adaptive.max_images": (integer(0), False),
+    "adaptive.batch_size": (integer(1), False),
+    "robustness.steps": (integer(1), False),
+    "robustness.max_images": (integer(0), False),
+    "robustness.batch_size": (integer(1), False),
+    "certify.n0": (integer(1), False),
+    "certify.n": (integer(1), False),
+    "certify.alpha": (number(0, 1, lo_open=True, hi_open=True), False),
+    "certify.max_images": (integer(0), False),
 }
 
 

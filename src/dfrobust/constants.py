@@ -15,3 +15,5 @@ VIDEO_MAX_FRAMES: int = 32
 VIDEO_CRF: int = 23
 #: The held-out platform chain when none is given: qualities and scales outside a typical --robust-to range.
 HELDOUT_CHAIN: str = "jpeg:30-45,resize:0.4-0.5"
+#: Largest image side any command accepts (a 4096 x 4096 RGB float image is 192 MiB already).
+MAX_IMAGE_SIDE: int = 4096

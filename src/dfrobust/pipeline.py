@@ -27,8 +27,9 @@ from typing import Any
 from dfrobust.data.knobs import SwapKnobs
 from dfrobust.errors import DfrobustError
 from dfrobust.roles import Role, study_roles
-from dfrobust.stages import Stage, StageRunner
-from dfrobust.utils.io import read_json, write_json
+from dfrobust.stages import Stage, StageRunner, force_matches
+from dfrobust.utils.io import read_record, write_json
+from dfrobust.utils.names import check_name, safe_join
 from dfrobust.utils.runfolder import CONFIG_FILE, PLAN_FILE, read_plan
 
 log = logging.getLogger(__name__)
@@ -86,11 +87,11 @@ class Plan:
         role = self._role(name)
         if role is not None and role.card:
             return Path(role.card).resolve()
-        return self.run_dir / "models" / f"{name}.safetensors"
+        return safe_join(self.run_dir / "models", f"{name}.safetensors")
 
     def sidecar_path(self, name: str) -> Path:
         """The JSON record of model ``name`` (a trained model's sidecar, or a card's evaluation record)."""
-        return self.run_dir / "models" / f"{name}.json"
+        return safe_join(self.run_dir / "models", f"{name}.json")
 
     def model_stage(self, name: str) -> str:
         """The stage that makes model ``name`` available (``train/NAME`` or ``card/NAME``)."""
@@ -99,7 +100,7 @@ class Plan:
 
     def attack_dir(self, attack: str, source: str) -> Path:
         """Output folder of ``attack`` crafted on ``source``."""
-        return self.run_dir / "attacks" / f"{attack}-{source}"
+        return safe_join(self.run_dir / "attacks", f"{attack}-{source}")
 
     def _rel(self, path: Path) -> str:
         return str(path.relative_to(self.run_dir)) if path.is_relative_to(self.run_dir) else str(path)
@@ -223,7 +224,7 @@ def _attack_stage(plan: Plan, cfg: dict[str, Any], run: AttackRun, device: str) 
         params["c_range"] = tuple(params["c_range"])
     ac = AttackConfig(attack=attack, params=params, batch_size=int(a["batch_size"]), classes="fake",
                       max_images=max_images, seed=int(cfg["run"]["seed"]), device=device)
-    out = plan.run_dir / "attacks" / run.folder
+    out = safe_join(plan.run_dir / "attacks", run.folder)
     conf = {k: v for k, v in ac.__dict__.items() if k != "device"} | {"source": run.source, "targets": run.targets}
     if run.members:
         conf["members"] = list(run.members)
@@ -343,7 +344,7 @@ def _certify_stage(plan: Plan, cfg: dict[str, Any], role: Role, device: str) -> 
     cc = CertifyConfig(sigma=float(role.certify_sigma), n0=int(c["n0"]), n=int(c["n"]), alpha=float(c["alpha"]), classes="both",
                        max_images=int(c["max_images"]) or None, batch_size=int(c["batch_size"]), seed=int(cfg["run"]["seed"]),
                        device=device)
-    out = plan.run_dir / "certify" / role.name
+    out = safe_join(plan.run_dir / "certify", role.name)
     model = plan.model_path(role.name)
 
     def run() -> None:
@@ -360,7 +361,7 @@ def _curves_stage(plan: Plan, cfg: dict[str, Any], role: Role, device: str) -> S
 
     r = cfg["robustness"]
     norms = {"linf": [float(e) / 255 for e in r["linf_255"]], "l2": [float(e) for e in r["l2"]]}
-    out = plan.run_dir / "curves" / role.name
+    out = safe_join(plan.run_dir / "curves", role.name)
     model = plan.model_path(role.name)
     kw = {"norms": norms, "max_images": int(r["max_images"]) or None, "classes": "both", "seed": int(cfg["run"]["seed"]),
           "steps": int(r["steps"]), "batch_size": int(r["batch_size"])}
@@ -399,7 +400,7 @@ def _adaptive_stage(plan: Plan, cfg: dict[str, Any], purifier: str, device: str)
     elif purifier == "blur":  # as scored beside DIP in Table III
         params = {"sigma": default_blur_sigma(int(cfg["data"]["size"]))}
     atk = {"steps": int(a["steps"])} | {k: v for k, v in cfg["attack"].get(a["attack"], {}).items() if k not in ("steps", "max_images")}
-    out = plan.run_dir / "adaptive" / purifier
+    out = safe_join(plan.run_dir / "adaptive", purifier)
     dip_dir = plan.run_dir / plan.dip["dir"]
     kw = {"purifier_params": params, "attack_name": str(a["attack"]), "attack_params": atk, "eot": int(a["eot"]),
           "bpda": str(a["bpda"]), "attack_purifier_params": attack_params, "eval_draws": int(a["eval_draws"]),
@@ -426,6 +427,8 @@ def plan_study(cfg: dict[str, Any], run_dir: Path, data_arg: Path | None = None,
     run_dir = Path(run_dir)
     data_stage, data_dir = _data_stage(cfg, run_dir, data_arg)
     plan = Plan(run_dir, data_dir, study_roles(cfg), [data_stage])
+    for role in plan.roles:  # a role's name becomes its model file and its folders: never a path
+        check_name(role.name, "detector name")
     for role in plan.roles:
         plan.stages.append(_card_stage(plan, cfg, role, device) if role.card else _train_stage(plan, cfg, role, device))
     plan.attacks = attack_plan(cfg, plan.roles)
@@ -490,6 +493,7 @@ def reproduce(
     if ctx.group and len(devices) > 1:
         raise DfrobustError("--devices and torchrun do not mix: under torchrun every rank already has its own device")
     plan = plan_study(cfg, run_dir, Path(data_arg) if data_arg else None, devices[0])
+    check_force(force or set(), plan.stages, run_dir)
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / CONFIG_FILE, {"config": cfg, "data_arg": str(data_arg) if data_arg else None, "device": device,
@@ -510,6 +514,13 @@ def reproduce(
         report_dir = write_report(run_dir)
     log.info(f"done in {time.perf_counter() - t0:.0f} s; report: {report_dir / 'report.html'}")
     return report_dir
+
+
+def check_force(force: set[str], stages: list[Stage], run_dir: Path) -> None:
+    """Every ``--force`` value names a stage of the plan or a group of them (``attack``, ``attack/cw``); else a one-line error."""
+    for f in sorted(force):
+        if not any(force_matches(s.name, f) for s in stages):
+            raise DfrobustError(f"--force {f!r} matches no stage of this run; `dfrobust status --run {run_dir}` lists them")
 
 
 def run_on_devices(run_dir: Path, plan: Plan, devices: list[str], force: set[str]) -> None:
@@ -581,7 +592,7 @@ def load_run_config(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise DfrobustError(f"{run_dir} is not a run folder (no {CONFIG_FILE}); start one with `dfrobust reproduce --run {run_dir}`")
-    return read_json(path)
+    return read_record(path)
 
 
 def stored_stages(run_dir: str | Path) -> list[Stage]:

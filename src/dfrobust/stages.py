@@ -29,8 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dfrobust.errors import DfrobustError
 from dfrobust.utils import distributed
-from dfrobust.utils.io import read_json, sha256_bytes, to_json, write_json
+from dfrobust.utils.io import read_record, sha256_bytes, to_json, write_json
+from dfrobust.utils.names import is_inside
 from dfrobust.utils.runfolder import STAGES_DIR, stage_record_path
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,15 @@ class Stage:
                    [path(p) for p in rec.get("extra_paths", [])], bool(rec.get("keep_output")), rec.get("device", "cpu"))
 
 
+def force_matches(name: str, force: str) -> bool:
+    """Whether ``--force force`` selects stage ``name``: the stage, a group (``attack``, ``train``) or an
+    attack's runs on every source (``attack/cw`` for ``attack/cw-resnet18``)."""
+    group = force.rstrip("/")
+    if name == group or name.startswith(group + "/"):
+        return True
+    return group.startswith("attack/") and group.count("/") == 1 and name.startswith(group + "-")
+
+
 class StageRunner:
     """Runs stages in a run folder with caching and resumption (see the module docstring)."""
 
@@ -103,7 +114,7 @@ class StageRunner:
     def record(self, name: str) -> dict[str, Any] | None:
         """The bookkeeping record of a stage, or ``None`` if it never started."""
         path = self._book_file(name)
-        return read_json(path) if path.is_file() else None
+        return read_record(path) if path.is_file() else None
 
     def key(self, stage: Stage) -> str:
         """Hash of the stage's config and of its upstream fingerprints."""
@@ -128,10 +139,15 @@ class StageRunner:
         return "done" if rec.get("state") == "done" and stage.output.exists() else "partial"
 
     def _matches_force(self, name: str) -> bool:
-        return any(name == f or name.startswith(f.rstrip("/") + "/") for f in self.force)
+        return any(force_matches(name, f) for f in self.force)
 
     def _clear(self, stage: Stage) -> None:
         for path in [stage.output, *stage.extra_paths]:
+            # only what this run made: a path inside the run folder, never a link someone put there
+            if path.is_symlink():
+                raise DfrobustError(f"{path} is a link, which dfrobust never makes; remove it yourself to rerun stage {stage.name}")
+            if path.exists() and not is_inside(path, self.run_dir):
+                raise DfrobustError(f"stage {stage.name} writes {path}, outside the run folder {self.run_dir}; nothing was deleted")
             if path.is_dir():
                 shutil.rmtree(path)
             elif path.exists():

@@ -33,7 +33,7 @@ from dfrobust.data.layouts import CLASS_CHOICES, load_images
 from dfrobust.errors import DfrobustError
 from dfrobust.evaluate.intervals import wilson_interval
 from dfrobust.models.loading import load_model_arg
-from dfrobust.utils.io import read_csv, read_json, require_own_folder, sha256_bytes, to_json, write_csv, write_json
+from dfrobust.utils.io import claim_own_folder, read_csv, read_record, require_own_folder, sha256_bytes, to_json, write_csv, write_json
 from dfrobust.utils.parts import PartStore
 from dfrobust.utils.runtime import progress, resolve_device, seed_everything, versions
 
@@ -177,7 +177,7 @@ def run_curves(
     if steps < 1 or batch_size < 1:
         raise DfrobustError(f"curves need steps >= 1 and batch_size >= 1, got {steps} and {batch_size}")
     points = _plan(DEFAULT_NORMS if norms is None else norms)
-    out_dir = require_own_folder(out_dir, ["run.json"])
+    out_dir = require_own_folder(out_dir, "curves", legacy=["run.json"])
     dev = resolve_device(device)
     seed_everything(seed)
     images, data_hash = load_images(data_dir, "test", CLASS_CHOICES[classes], limit=max_images, seed=seed)
@@ -187,12 +187,13 @@ def run_curves(
               "batch_size": batch_size, "fgsm_check": fgsm_check, "attack": "apgd"}  # fmt: skip
     fingerprint = sha256_bytes(to_json({"config": config, "data": data_hash, "model": meta["sha256"], "images": images.paths}).encode())
     summary_file = out_dir / "summary.json"
-    if summary_file.is_file() and read_json(summary_file).get("fingerprint") == fingerprint:
-        return read_json(summary_file)
+    if summary_file.is_file() and read_record(summary_file).get("fingerprint") == fingerprint:
+        return read_record(summary_file)
     run_file = out_dir / "run.json"
-    if run_file.is_file() and read_json(run_file).get("fingerprint") != fingerprint:
+    if run_file.is_file() and read_record(run_file).get("fingerprint") != fingerprint:
         raise DfrobustError(f"{out_dir} holds curves of another run (other settings, data or model); choose another --out or delete it")
     if not run_file.is_file():
+        claim_own_folder(out_dir, "curves")
         write_json(run_file, {"fingerprint": fingerprint, "config": config})
 
     x, y = images.images(), images.y

@@ -57,7 +57,8 @@ from dfrobust.utils.io import (
     load_image,
     quantize,
     read_csv,
-    read_json,
+    read_record,
+    claim_own_folder,
     require_own_folder,
     save_png,
     sha256_bytes,
@@ -354,7 +355,7 @@ def _claim_out_dir(out_dir: Path, fingerprint: str, craft: str, cfg: AttackConfi
     """
     run_file = out_dir / "run.json"
     if run_file.is_file():
-        previous = read_json(run_file)
+        previous = read_record(run_file)
         if previous.get("fingerprint") == fingerprint:
             return
         if previous.get("craft") != craft:
@@ -366,6 +367,7 @@ def _claim_out_dir(out_dir: Path, fingerprint: str, craft: str, cfg: AttackConfi
             for name in ("images", "parts"):
                 shutil.rmtree(out_dir / name, ignore_errors=True)
         (out_dir / "summary.json").unlink(missing_ok=True)
+    claim_own_folder(out_dir, "attack")
     write_json(out_dir / "run.json", {"fingerprint": fingerprint, "craft": craft, "config": asdict(cfg)})
 
 
@@ -415,7 +417,7 @@ def run_attack(
     """
     sources = [Path(source)] if isinstance(source, (str, Path)) else [Path(s) for s in source]
     ctx = distributed.shard(rank, world_size, cfg.device)
-    data_dir, out_dir = Path(data_dir), require_own_folder(out_dir, ["run.json"])
+    data_dir, out_dir = Path(data_dir), require_own_folder(out_dir, "attack", legacy=["run.json"])
     device = distributed.device_for(cfg.device, ctx)
     seed_everything(cfg.seed)
     # a dfrobust dataset folder, or the user's folder/list read in place (data/layouts.py)
@@ -426,7 +428,7 @@ def run_attack(
     summary_file = out_dir / "summary.json"
 
     def merged() -> dict[str, Any] | None:
-        summary = read_json(summary_file) if summary_file.is_file() else None
+        summary = read_record(summary_file) if summary_file.is_file() else None
         return summary if summary is not None and summary.get("fingerprint") == fingerprint else None
 
     if (done := distributed.broadcast(merged(), ctx)) is not None:  # rank 0 decides for all

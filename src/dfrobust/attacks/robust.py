@@ -241,16 +241,17 @@ def run_platform(
     """
     from dfrobust.data.layouts import load_images
     from dfrobust.models.loading import load_model_arg
-    from dfrobust.utils.io import require_own_folder
+    from dfrobust.utils.io import claim_own_folder, require_own_folder
     from dfrobust.utils.runtime import resolve_device
 
-    out = require_own_folder(out_dir, ["summary.json", "platform.csv"])
+    out = require_own_folder(out_dir, "platform")
     parse_chain(robust_to)  # every argument checked before the model loads
     parse_chain(heldout or "jpeg:1", "--heldout")
     test, data_hash = load_images(data, "test", ["fake"], limit=images, seed=seed)
     model, meta = load_model_arg(model_path, resolve_device(device), expect_input_size=test.image_size)
     summary = platform_experiment(model, test.images(), test.y, test.paths, attack, dict(params or {}), robust_to, heldout,
                                   eot, seed, keep_rows=True)  # fmt: skip
+    claim_own_folder(out, "platform")
     write_csv(out / "platform.csv", summary.pop("rows"))
     summary.update(data={"path": str(data), "fingerprint": data_hash}, model={"path": str(model_path), "sha256": meta.get("sha256")})
     write_json(out / "summary.json", summary)  # last: its presence marks a finished run

@@ -42,7 +42,7 @@ from dfrobust.evaluate.intervals import wilson_interval
 from dfrobust.evaluate.video import DEFAULT_FPS, DEFAULT_MAX_FRAMES, video_metrics
 from dfrobust.models.inference import p_real
 from dfrobust.models.loading import load_model_arg, model_display_name
-from dfrobust.utils.io import quantize, require_own_folder, write_csv, write_json
+from dfrobust.utils.io import claim_own_folder, quantize, require_own_folder, write_csv, write_json
 from dfrobust.utils.runtime import progress, resolve_device, versions
 
 #: The record written first into the output folder.
@@ -143,7 +143,7 @@ def _rate(hits: list[bool]) -> dict[str, Any]:
 def run_video_attack(data: Path, source: Path, cfg: VideoAttackConfig, out_dir: Path, batch_size: int = 64) -> dict[str, Any]:
     """Attack the chosen clips of the video folder ``data`` on ``source``; write videos, CSV and summary (module docstring)."""
     videos = scan_videos(data)
-    out = require_own_folder(out_dir, [RECORD])
+    out = require_own_folder(out_dir, "attack-videos")
     device = resolve_device(cfg.device)
     model, meta = load_model_arg(source, device)
     size = meta.get("input_size")
@@ -153,6 +153,7 @@ def run_video_attack(data: Path, source: Path, cfg: VideoAttackConfig, out_dir: 
     if size[0] % 2 or size[1] % 2:
         raise DfrobustError(f"H.264 needs even frame sides; {source} takes {size[0]} x {size[1]}")
     chosen = {0 if c == "fake" else 1 for c in CLASS_CHOICES[cfg.classes]}
+    claim_own_folder(out, "attack-videos")
     write_json(out / RECORD, {"config": asdict(cfg), "data": str(data), "source": str(source), "complete": False})
     rows: list[dict[str, Any]] = []
     frame_scores: dict[str, list[float]] = {c: [] for c in ("clean", *CONDITIONS)}

@@ -162,10 +162,15 @@ def _print_skipped(skipped: list[dict[str, str]], total_note: str, show: int = 1
 
 def _check_preview(args: argparse.Namespace) -> None:
     """--preview must be a file path (checked before the dataset is made)."""
-    from dfrobust.utils.io import require_file_path
+    from dfrobust.data.preview import SHEET_KIND
+    from dfrobust.errors import DfrobustError
+    from dfrobust.utils.io import require_output_file
+    from dfrobust.utils.names import is_inside
 
     if args.preview is not None:
-        require_file_path(args.preview, "--preview")
+        require_output_file(args.preview, SHEET_KIND, "--preview")
+        if is_inside(args.preview, args.out):
+            raise DfrobustError(f"--preview {args.preview} lies inside the dataset folder --out {args.out}; write it elsewhere")
 
 
 def run_synth(args: argparse.Namespace) -> int:
@@ -215,10 +220,10 @@ def run_import(args: argparse.Namespace) -> int:
 
 def run_preview(args: argparse.Namespace) -> int:
     """`dfrobust data preview`."""
-    from dfrobust.data.preview import contact_sheet
-    from dfrobust.utils.io import require_file_path
+    from dfrobust.data.preview import SHEET_KIND, contact_sheet
+    from dfrobust.utils.io import require_output_file
 
-    require_file_path(args.out, "--out")
+    require_output_file(args.out, SHEET_KIND, "--out")
     print(contact_sheet(args.data, args.out, per_class=args.per_class, seed=args.seed))
     return 0
 

@@ -80,14 +80,14 @@ def run(args: argparse.Namespace) -> int:
     from dfrobust.evaluate.metrics import CONVENTIONS
     from dfrobust.models.loading import load_model_arg, model_display_name
     from dfrobust.utils import distributed
-    from dfrobust.utils.io import require_file_path, write_json
+    from dfrobust.utils.io import WRITTEN_BY, require_output_file, write_json
 
     if args.batch_size < 1 or args.workers < 0:
         raise DfrobustError("--batch-size must be >= 1 and --workers >= 0")
     if not 0.0 <= args.threshold <= 1.0:
         raise DfrobustError(f"--threshold is a probability in [0, 1], got {args.threshold}")
     if args.json:
-        require_file_path(args.json, "--json")
+        require_output_file(args.json, "evaluate", "--json")
     from dfrobust.data.video import has_videos
 
     if has_videos(args.data):
@@ -95,6 +95,12 @@ def run(args: argparse.Namespace) -> int:
 
         return run_evaluate_videos(args)
     layout = scan_layout(args.data)
+    if layout.kind == "dfrobust":  # as attack, train, certify and purify do: the images are the ones the manifest hashed
+        from dfrobust.data.manifest import hash_mismatch, verify_dataset
+
+        problems = verify_dataset(args.data, full=False)["problems"]
+        if problems:
+            raise DfrobustError(hash_mismatch(args.data, problems[0]["path"]) + f" ({len(problems)} file(s) in all)")
     ctx = distributed.setup(args.device)  # torchrun: every rank scores its share of the batches
     device = distributed.device_for(args.device, ctx)
     split = None if args.split == "all" else args.split
@@ -131,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         shown = "; ".join(f"{s['path']} ({s['reason']})" for s in skipped[:5])
         print(f"skipped {len(skipped)} unreadable file(s): {shown}{' ...' if len(skipped) > 5 else ''}")
     if args.json:
-        record = {"data": layout.summary(), "split": args.split, "threshold": args.threshold, "conventions": CONVENTIONS,
+        record = {WRITTEN_BY: "evaluate", "data": layout.summary(), "split": args.split, "threshold": args.threshold, "conventions": CONVENTIONS,
                   "models": results, "skipped": skipped}  # fmt: skip
         if layout.kind == "dfrobust":
             record["manifest_hash"] = layout.fingerprint()

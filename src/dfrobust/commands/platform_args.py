@@ -49,15 +49,13 @@ def run_evaluate_videos(args: argparse.Namespace) -> int:
     from dfrobust.errors import DfrobustError
     from dfrobust.evaluate.video import evaluate_videos
     from dfrobust.models.loading import load_model_arg, model_display_name
-    from dfrobust.utils.io import require_file_path, write_json
+    from dfrobust.utils.io import WRITTEN_BY, write_json
     from dfrobust.utils.runtime import resolve_device
 
     require_av("a video folder")
     if not args.fps > 0 or args.max_frames < 1:
         raise DfrobustError(f"--fps must be positive and --max-frames >= 1, got {args.fps} and {args.max_frames}")
-    if args.json:
-        require_file_path(args.json, "--json")
-    videos = scan_videos(args.data)
+    videos = scan_videos(args.data)  # (--json was checked by `evaluate` before it handed the folder here)
     device = resolve_device(args.device)
     results: dict[str, Any] = {}
     for path in args.model:
@@ -78,7 +76,7 @@ def run_evaluate_videos(args: argparse.Namespace) -> int:
             print(f"{name:<20} {level:<6}" + "".join(f" {'-' if c is None else (f'{c:.4f}' if isinstance(c, float) else c):>8}" for c in cells))
     print("video score = mean of its frames' P(real); AP and EER take fake as the positive class (DeepfakeBench).")
     if args.json:
-        record = {"data": str(args.data), "kind": "videos", "fps": args.fps, "max_frames": args.max_frames, "threshold": args.threshold,
+        record = {WRITTEN_BY: "evaluate", "data": str(args.data), "kind": "videos", "fps": args.fps, "max_frames": args.max_frames, "threshold": args.threshold,
                   "models": {n: {**r, **{k: r["metrics"][k] for k in ("video_auroc", "video_ap", "video_eer")}} for n, r in results.items()}}
         if len(results) == 1:  # one model: its video-level keys at the top too, as the issue's consumers read them
             only = next(iter(record["models"].values()))

@@ -27,7 +27,11 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Render the report."""
     from dfrobust.report.render import write_report
+    from dfrobust.utils.runfolder import read_plan
+    from dfrobust.utils.runlock import run_lock
 
-    out = write_report(args.run_dir)
+    read_plan(args.run_dir)  # a run folder, or a one-line error (before the lock would create the folder)
+    with run_lock(args.run_dir):  # a run in progress is refused: its report would be written from half its stages
+        out = write_report(args.run_dir)
     print(f"report: {out / 'report.html'}")
     return 0

@@ -80,7 +80,7 @@ def resolve_run(args: argparse.Namespace) -> tuple[Path, dict[str, Any], str | N
     """
     from dfrobust.config import apply_overrides, study_config
     from dfrobust.pipeline import CONFIG_FILE
-    from dfrobust.utils.io import read_json
+    from dfrobust.utils.io import read_record
 
     run_dir = Path(args.run or f"runs/{Path(args.preset or 'quick').stem}")
     if run_dir.exists() and not run_dir.is_dir():
@@ -90,7 +90,7 @@ def resolve_run(args: argparse.Namespace) -> tuple[Path, dict[str, Any], str | N
         if run_dir.is_dir() and any(p.name not in OWN_FILES for p in run_dir.iterdir()):
             raise DfrobustError(f"{run_dir} is not empty and is not a dfrobust run folder (no {CONFIG_FILE}); give --run a new or empty folder")
         return run_dir, study_config(args.preset or "quick", args.overrides), args.data
-    stored = read_json(record_path)
+    stored = read_record(record_path)
     try:
         recorded_cfg, recorded = stored["config"], stored["config"]["run"]["preset"]
     except (KeyError, TypeError):

@@ -95,7 +95,15 @@ def check_out(args: argparse.Namespace, cfg: Any) -> None:
     from dfrobust.utils.io import require_file_path, sha256_file
 
     out = require_file_path(args.out, "--out")
-    if not (out.exists() or sidecar_path(out).exists()) or args.overwrite or args.force:
+    if not (out.exists() or sidecar_path(out).exists()):
+        return
+    if args.overwrite or args.force:
+        # --overwrite replaces a dfrobust model (its safetensors with a dfrobust sidecar), never another file
+        side = sidecar_path(out)
+        owned = side.is_file() and _is_sidecar(side) and (not out.exists() or out.suffix == ".safetensors")
+        if not owned:
+            raise DfrobustError(f"{out if out.exists() else side} exists and is not a dfrobust model (no dfrobust sidecar {side.name}); "
+                                "--overwrite replaces only models; choose another --out")
         return
     try:
         meta = read_sidecar(out)
@@ -108,6 +116,18 @@ def check_out(args: argparse.Namespace, cfg: Any) -> None:
     same = same and meta.get("data", {}).get("manifest_hash") == manifest_hash(args.data)
     if not same or any(meta.get("sources", {}).get(k) != v for k, v in files.items()):
         raise DfrobustError(f"{out} holds a model trained with other settings or data; choose another --out, or add --overwrite to replace it")
+
+
+def _is_sidecar(path: Any) -> bool:
+    """Whether ``path`` is a dfrobust model sidecar (its ``format`` key)."""
+    from dfrobust.models.checkpoint import FORMAT
+    from dfrobust.utils.io import read_json
+
+    try:
+        meta = read_json(path)
+    except ValueError:
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT
 
 
 def run(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from dfrobust.constants import CLASS_NAMES, FAKE, REAL
+from dfrobust.constants import CLASS_NAMES, FAKE, MAX_IMAGE_SIDE, REAL
 from dfrobust.data.images import IMAGE_EXTENSIONS, fit_square, list_images, read_error, read_rgb
 from dfrobust.data.layouts import CLASS_FOLDERS
 from dfrobust.data.manifest import MANIFEST, SPLITS, DatasetWriter, check_disjoint, check_out_dir, count_records, stratified_split
@@ -151,8 +151,8 @@ def import_folder(
     src = Path(src)
     layout, items = scan_source(src)
     check_disjoint(src, out_dir)
-    if size is not None and size < 8:
-        raise DfrobustError(f"--size must be at least 8 pixels, got {size}")
+    if size is not None and not 8 <= size <= MAX_IMAGE_SIDE:
+        raise DfrobustError(f"--size must be between 8 and {MAX_IMAGE_SIDE} pixels, got {size}")
     fingerprint = sha256_bytes(to_json([(i.rel, i.path.stat().st_size) for i in items]).encode())
     args = {"source": str(src.resolve()), "size": size, "test_fraction": test_fraction, "seed": seed}
     flags = f"--size {size} " if size else ""

@@ -6,10 +6,14 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+from PIL.PngImagePlugin import PngInfo
 
 from dfrobust.constants import CLASS_NAMES, FAKE, REAL
 from dfrobust.data.manifest import read_manifest
-from dfrobust.utils.io import atomic_path
+from dfrobust.utils.io import WRITTEN_BY, atomic_path
+
+#: The mark a contact sheet carries (``data preview --out``, ``data synth|faceswap|import --preview`` replace only such files).
+SHEET_KIND = "contact sheet"
 
 
 def contact_sheet(data_dir: str | Path, out_png: str | Path, per_class: int = 16, cols: int = 8, tile: int = 128, seed: int = 0) -> Path:
@@ -44,6 +48,8 @@ def contact_sheet(data_dir: str | Path, out_png: str | Path, per_class: int = 16
                 caption = f"{name} {rec['source_identity']}->{rec['identity']}"
             draw.text((x + 2, y + 1), caption, fill=(200, 0, 0) if name == "fake" else (0, 110, 0))
         row += -(-len(recs) // cols)
+    info = PngInfo()
+    info.add_text(WRITTEN_BY, SHEET_KIND)  # so that --preview/--out may later replace this file, and no other
     with atomic_path(out_png) as tmp:
-        sheet.save(tmp, format="PNG")
+        sheet.save(tmp, format="PNG", pnginfo=info)
     return Path(out_png)

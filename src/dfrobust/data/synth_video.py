@@ -25,11 +25,13 @@ from dfrobust.data.knobs import SwapKnobs
 from dfrobust.data.swap import SWAP_PARAMS, as_tensor_images, sample_swap_params, swap_faces
 from dfrobust.data.video import DEFAULT_CRF, require_av, write_video
 from dfrobust.errors import DfrobustError
-from dfrobust.utils.io import read_json, require_own_folder, write_json
+from dfrobust.utils.io import claim_own_folder, read_json, require_own_folder, write_json
 from dfrobust.utils.runtime import progress
 
 #: The record ``generate_videos`` writes first into its folder (what makes the folder its own).
 RECORD = "videos.json"
+#: The command kind that marks the folder as its own (:func:`dfrobust.utils.io.claim_own_folder`).
+KIND = "data synth --videos"
 #: Eye-height factor of a closed eye (a blink), against the identity's own.
 BLINK = 0.08
 
@@ -97,7 +99,7 @@ def generate_videos(
         raise DfrobustError(f"--frames must be >= 2, got {frames}")
     if not fps > 0:
         raise DfrobustError(f"--fps must be positive, got {fps}")
-    out = require_own_folder(out_dir, [RECORD])
+    out = require_own_folder(out_dir, KIND)
     args = {"n": n, "size": size, "frames": frames, "fps": fps, "crf": crf, "seed": seed, **dataclasses.asdict(kn)}
     record_path = out / RECORD
     if record_path.is_file():
@@ -109,6 +111,7 @@ def generate_videos(
         for rel in old.get("files", []):
             (out / rel).unlink(missing_ok=True)
     files = [f"{cls}/clip-{i:03d}.mp4" for cls in ("real", "fake") for i in range(n)]
+    claim_own_folder(out, KIND)
     write_json(record_path, {"generator": "synthetic-video", "args": args, "files": files, "complete": False})
     rng = np.random.default_rng(seed)
     ident = sample_identities(rng, 2 * n)

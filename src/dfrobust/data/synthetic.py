@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dfrobust.constants import FAKE, REAL
+from dfrobust.constants import FAKE, MAX_IMAGE_SIDE, REAL
 from dfrobust.data import photo
 from dfrobust.data.faces import render_faces, sample_identities, sample_scenes
 from dfrobust.data.knobs import SynthKnobs
@@ -151,8 +151,8 @@ def generate_synthetic(
         raise TypeError(f"unknown knob(s) {sorted(unknown)}; see SynthKnobs")
     kn = SynthKnobs(**knobs)
     kn.validate()
-    if size < 16:
-        raise DfrobustError(f"--size must be at least 16 pixels, got {size}")
+    if not 16 <= size <= MAX_IMAGE_SIDE:
+        raise DfrobustError(f"--size must be between 16 and {MAX_IMAGE_SIDE} pixels, got {size}")
     args = {"n": n, "size": size, "seed": seed, "test_fraction": test_fraction, **dataclasses.asdict(kn)}
     flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in args.items() if v is not None)
     created_by = {"command": f"dfrobust data synth {flags}", "generator": "synthetic", "args": args, "versions": library_versions()}

@@ -45,7 +45,8 @@ from dfrobust.utils.parts import PartStore
 from dfrobust.utils.io import (
     quantize,
     read_csv,
-    read_json,
+    read_record,
+    claim_own_folder,
     require_own_folder,
     save_png,
     sha256_bytes,
@@ -177,7 +178,7 @@ def run_adaptive(
     if bpda == "unroll" and unroll_steps < 1:
         raise DfrobustError(f"--unroll-steps must be >= 1, got {unroll_steps}")
     params = _attack_params(attack_name, attack_params or {}, seed)
-    data_dir, out_dir = Path(data_dir), require_own_folder(out_dir, ["run.json"])
+    data_dir, out_dir = Path(data_dir), require_own_folder(out_dir, "adaptive", legacy=["run.json"])
     dev = resolve_device(device)
     seed_everything(seed)
     image_set, data_hash = _select(data_dir, images, classes, seed)
@@ -198,8 +199,8 @@ def run_adaptive(
     key = {"config": config, "data": data_hash, "model": meta["sha256"], "images": image_set.paths}
     fingerprint = sha256_bytes(to_json(key).encode())
     summary_file = out_dir / "summary.json"
-    if summary_file.is_file() and read_json(summary_file).get("fingerprint") == fingerprint:
-        return read_json(summary_file)
+    if summary_file.is_file() and read_record(summary_file).get("fingerprint") == fingerprint:
+        return read_record(summary_file)
     _claim(out_dir, fingerprint, config, replace)
 
     run = _Run(model, defense, at_attack, attack_name, params, config, image_set, dev, out_dir)
@@ -261,15 +262,16 @@ def adaptive_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def _claim(out_dir: Path, fingerprint: str, config: dict[str, Any], replace: bool) -> None:
     """Make ``out_dir`` this run's: a folder of another adaptive run is refused, or emptied of what that run made."""
+    claim_own_folder(out_dir, "adaptive")
     run_file = out_dir / "run.json"
-    if run_file.is_file() and read_json(run_file).get("fingerprint") != fingerprint:
+    if run_file.is_file() and read_record(run_file).get("fingerprint") != fingerprint:
         if not replace:
             raise DfrobustError(f"{out_dir} holds another adaptive run (other settings, data, model or images); choose another --out or delete it")
         for name in ("images", "images-nonadaptive", "parts"):
             shutil.rmtree(out_dir / name, ignore_errors=True)
         for name in ("results.csv", "summary.json"):
             (out_dir / name).unlink(missing_ok=True)
-    if not run_file.is_file() or read_json(run_file).get("fingerprint") != fingerprint:
+    if not run_file.is_file() or read_record(run_file).get("fingerprint") != fingerprint:
         write_json(run_file, {"fingerprint": fingerprint, "config": config})
 
 

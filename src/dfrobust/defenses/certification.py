@@ -33,7 +33,7 @@ from dfrobust.errors import DfrobustError
 from dfrobust.evaluate.intervals import wilson_interval
 from dfrobust.models.checkpoint import load_detector, model_name
 from dfrobust.utils import distributed
-from dfrobust.utils.io import read_csv, read_json, sha256_file, to_json, write_csv, write_json
+from dfrobust.utils.io import read_csv, read_record, sha256_file, to_json, write_csv, write_json
 from dfrobust.utils.parts import PartStore
 from dfrobust.utils.runtime import progress
 
@@ -127,7 +127,7 @@ def _claim(out_dir: Path, fingerprint: str, record: dict[str, Any]) -> None:
     """Make ``out_dir`` this run's folder: new, or one of this run (anything else is refused, nothing deleted)."""
     run_file = out_dir / "run.json"
     if run_file.is_file():
-        if read_json(run_file).get("fingerprint") != fingerprint:
+        if read_record(run_file).get("fingerprint") != fingerprint:
             raise DfrobustError(f"{out_dir} holds another certify run (other settings, model or data); choose another --out")
         return
     if out_dir.is_dir() and any(out_dir.iterdir()):
@@ -165,7 +165,7 @@ def run_certification(
     }
     fingerprint = hashlib.sha256(to_json(record).encode()).hexdigest()
     summary_file = out_dir / "summary.json"
-    done = read_json(summary_file) if summary_file.is_file() else None
+    done = read_record(summary_file) if summary_file.is_file() else None
     if (done := distributed.broadcast(done if done and done.get("fingerprint") == fingerprint else None, ctx)) is not None:
         log(f"{out_dir} already holds this certification; nothing to do")
         return done
@@ -189,7 +189,7 @@ def run_certification(
         store.finish(unit, ctx.rank, ctx.world_size)
 
     def merged() -> dict[str, Any] | None:
-        summary = read_json(summary_file) if summary_file.is_file() else None
+        summary = read_record(summary_file) if summary_file.is_file() else None
         return summary if summary is not None and summary.get("fingerprint") == fingerprint else None
 
     summary = distributed.merge_once(ctx, store.complete, lambda: _merge(store, out_dir, record, cfg, fingerprint, started, ctx), merged)

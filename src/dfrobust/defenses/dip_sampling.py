@@ -24,7 +24,7 @@ import numpy as np
 from dfrobust.constants import DECISION_THRESHOLD, FAKE, REAL
 from dfrobust.errors import DfrobustError
 from dfrobust.models.checkpoint import model_name
-from dfrobust.utils.io import read_csv, read_json, sha256_file
+from dfrobust.utils.io import read_csv, read_record, sha256_file
 
 CLEAN_FAKE = "clean/fake-correct"
 CLEAN_REAL = "clean/real-correct"
@@ -92,7 +92,7 @@ def read_attack_folder(adv_dir: str | Path, model_path: str | Path, model_sha: s
     results = adv_dir / "results.csv"
     if not results.is_file():
         raise DfrobustError(f"{adv_dir} is not an attack output folder (no results.csv); make one with `dfrobust attack --out {adv_dir}`")
-    summary = read_json(adv_dir / "summary.json") if (adv_dir / "summary.json").is_file() else {}
+    summary = read_record(adv_dir / "summary.json") if (adv_dir / "summary.json").is_file() else {}
     rows = read_csv(results)
     if manifest is not None:
         dataset = summary.get("dataset") if isinstance(summary.get("dataset"), Mapping) else {}

@@ -68,8 +68,10 @@ from dfrobust.models.loading import load_model_arg
 from dfrobust.utils.io import (
     load_image,
     read_json,
-    save_png,
+    read_record,
+    claim_own_folder,
     require_own_folder,
+    save_png,
     sha256_bytes,
     sha256_file,
     to_json,
@@ -306,7 +308,9 @@ def run_dip_study(
     cfg = cfg or DipStudyConfig()
     cfg.validate()
     ctx = distributed.shard(rank, world_size, cfg.device)
-    out_dir, model_path = require_own_folder(out_dir, ["plan.json", "summary.json", "parts"]), Path(model_path)
+    out_dir, model_path = require_own_folder(out_dir, "purify", legacy=["plan.json", "summary.json"]), Path(model_path)
+    if (out_dir / "summary.json").is_file():
+        read_record(out_dir / "summary.json")  # an unreadable summary is an error before anything is written
     device = distributed.device_for(cfg.device, ctx)
     data_dir = Path(data_dir)
     layout = scan_layout(data_dir)  # a dataset folder, or the user's folder or list read in place
@@ -318,6 +322,8 @@ def run_dip_study(
     model_sha, manifest = meta["sha256"], layout.fingerprint()
     if ctx.group and not ctx.is_main:
         distributed.barrier(ctx)  # rank 0 draws the sample (plan.json); the others read it
+    if ctx.is_main:
+        claim_own_folder(out_dir, "purify")
     study = plan_study(data_dir, model, model_path, adv_dirs, cfg, manifest, model_sha, cache=out_dir / "plan.json", test=test)
     if ctx.group and ctx.is_main:
         distributed.barrier(ctx)
@@ -327,7 +333,7 @@ def run_dip_study(
     summary_path = out_dir / "summary.json"
 
     def merged() -> dict[str, Any] | None:
-        previous = read_json(summary_path) if summary_path.is_file() else None
+        previous = read_record(summary_path) if summary_path.is_file() else None
         return previous if previous is not None and previous.get("merge_key") == json_safe(merge_key) else None
 
     if (previous := distributed.broadcast(merged(), ctx)) is not None:  # rank 0 decides for all

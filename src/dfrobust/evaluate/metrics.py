@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from dfrobust.constants import CLASS_NAMES, DECISION_THRESHOLD, FAKE, REAL
+from dfrobust.errors import DfrobustError
 
 ArrayLike = Sequence[float] | np.ndarray | torch.Tensor
 
@@ -82,6 +83,9 @@ def detection_metrics(y_true: ArrayLike, p_real: ArrayLike, threshold: float = D
     p = _np(p_real).astype(float)
     if y.shape != p.shape:
         raise ValueError(f"y_true and p_real differ in shape: {y.shape} vs {p.shape}")
+    if not np.isfinite(p).all():
+        bad = int((~np.isfinite(p)).sum())
+        raise DfrobustError(f"the detector gave NaN or Inf scores for {bad} of {len(p)} images (broken weights or inputs); check the model")
     pred = predict(p, threshold)
     prec, rec, _, _ = precision_recall_fscore_support(y, pred, labels=[FAKE, REAL], zero_division=0)
     both = len(np.unique(y)) == 2

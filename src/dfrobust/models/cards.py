@@ -15,7 +15,9 @@ what its output means::
 :func:`load_card` builds the network, loads the weights, wraps it in a :class:`CardDetector`
 (pixels in ``[0, 1]`` at any size in, 2 logits fake = 0 / real = 1 out, differentiable end to
 end) and runs a probe batch; every mistake is a one-line :class:`DfrobustError` before any work.
-Paths in a card are relative to the card's folder. Sources are a registry
+Paths in a card are relative to the card's folder. A ``python:`` source is code that runs: its
+module is imported (and runs whatever it holds) when the card is loaded, so use only cards whose
+code you trust, as you would any Python module. Sources are a registry
 (:func:`register_source`), so a new kind of source is one function.
 """
 
@@ -38,12 +40,13 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from dfrobust.constants import FAKE, REAL
+from dfrobust.constants import FAKE, MAX_IMAGE_SIDE, REAL
 from dfrobust.errors import DfrobustError
 from dfrobust.models.checkpoint import load_detector, read_sidecar
 from dfrobust.models.weights import load_state_dict_file
 from dfrobust.models.detectors import IMAGENET_MEAN, IMAGENET_STD
 from dfrobust.utils.io import sha256_bytes, sha256_file, to_json
+from dfrobust.utils.names import name_problem
 
 #: Output kinds a card may declare.
 OUTPUTS = ("logits", "logit", "probs")
@@ -163,9 +166,10 @@ def read_card(path: str | Path) -> DetectorCard:
         raise _fail(path, f"`strict` must be true or false, got {strict!r}")
     size = raw.get("input_size")
     if size is not None and not (
-        isinstance(size, list) and len(size) == 2 and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)
+        isinstance(size, list) and len(size) == 2
+        and all(isinstance(s, int) and not isinstance(s, bool) and 0 < s <= MAX_IMAGE_SIDE for s in size)
     ):
-        raise _fail(path, f"`input_size` must be [H, W] (two positive integers), got {size!r}")
+        raise _fail(path, f"`input_size` must be [H, W] (two integers from 1 to {MAX_IMAGE_SIDE}), got {size!r}")
     normalization, mean, std = _normalization(path, raw.get("normalization", "none"))
     output = raw.get("output", "logits")
     if output not in OUTPUTS:
@@ -178,8 +182,9 @@ def read_card(path: str | Path) -> DetectorCard:
     if dfrobust_source and (output, fake_index, normalization) != ("logits", FAKE, "none"):
         raise _fail(path, "a dfrobust: model already gives logits with fake = 0 and normalises inside; drop `output`, `fake_index` and `normalization`")
     name = raw.get("name", path.stem)
-    if not isinstance(name, str) or not name.strip() or "/" in name:
-        raise _fail(path, f"`name` must be a non-empty label without '/', got {name!r}")
+    if problem := name_problem(name.strip() if isinstance(name, str) else name):
+        # the name becomes a folder of the run (RUN/curves/<name>): never a path
+        raise _fail(path, f"`name` {name!r} {problem}")
     return DetectorCard(
         path=path,
         kind=kind,
@@ -338,6 +343,8 @@ def _python_source(spec: str, card: DetectorCard) -> nn.Module:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise _fail(card.path, f"cannot import {module_name} ({_first_line(exc)}); run from its folder or add that folder to PYTHONPATH") from exc
+    except SystemExit as exc:  # the user's module ran sys.exit on import: that is a failed card, not a finished command
+        raise _fail(card.path, f"importing {module_name} called sys.exit({exc.code!r})") from None
     finally:
         if added:
             sys.path.remove(cwd)
@@ -352,6 +359,8 @@ def _python_source(spec: str, card: DetectorCard) -> nn.Module:
         raise _fail(card.path, f"{module_name}:{attr} is neither a torch.nn.Module nor a function that returns one")
     try:
         model = obj()
+    except SystemExit as exc:  # a factory that exits must not end `card check` with exit 0
+        raise _fail(card.path, f"{module_name}:{attr}() called sys.exit({exc.code!r})") from None
     except Exception as exc:  # noqa: BLE001 - the user's factory may raise anything
         raise _fail(card.path, f"{module_name}:{attr}() failed: {_first_line(exc)}") from exc
     if not isinstance(model, nn.Module):

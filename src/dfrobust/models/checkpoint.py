@@ -55,10 +55,30 @@ def save_detector(model: Detector, path: str | Path, meta: dict[str, Any]) -> Pa
         "versions": meta.get("versions", versions()),
     }
     with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata={"format": FORMAT, "arch": model.arch, "normalization": model.normalization})
+        save_file(state, str(tmp), metadata=header_fields(sidecar))
+        sort_header(tmp)  # safetensors writes its header in a random order: identical models must hash identically
         sidecar["weights_sha256"] = sha256_file(tmp)
     write_json(sidecar_path(path), sidecar)
     return path
+
+
+#: Sidecar fields that build the model; the safetensors header repeats them, so the weights' sha256 covers them.
+BUILD_FIELDS = ("format", "arch", "normalization", "activation", "num_classes", "input_size")
+
+
+def header_fields(sidecar: dict[str, Any]) -> dict[str, str]:
+    """The safetensors ``__metadata__`` of a model: its :data:`BUILD_FIELDS` as strings."""
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in sidecar.items() if k in BUILD_FIELDS}
+
+
+def sort_header(path: Path) -> None:
+    """Rewrite a safetensors file's JSON header with sorted keys (same tensors, same bytes after the header)."""
+    data = path.read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8 : 8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data section stays 8-byte aligned, as safetensors writes it
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + n :])
 
 
 def _num_outputs(model: Detector) -> int:
@@ -110,16 +130,18 @@ def header_metadata(data: bytes) -> dict[str, str]:
 def _check_weights(path: Path, data: bytes, meta: dict[str, Any]) -> None:
     """The sidecar must describe these weights: same sha256 (when recorded), same arch and normalisation as the header."""
     recorded = meta.get("weights_sha256")
-    if recorded is not None and sha256_bytes(data) != recorded:
+    if recorded is None:
+        raise DfrobustError(f"{sidecar_path(path)} has no weights_sha256, so it cannot vouch for {path.name}; restore the sidecar or retrain the model")
+    if sha256_bytes(data) != recorded:
         raise DfrobustError(
             f"{path} does not match the weights_sha256 of its sidecar {sidecar_path(path).name} (the weights or the sidecar "
             "were replaced or damaged); restore the pair or retrain the model"
         )
     header = header_metadata(data)
-    for key in ("arch", "normalization"):
-        if key in header and header[key] != meta[key]:
+    for key, saved in header_fields(meta).items():
+        if key in header and header[key] != saved:
             raise DfrobustError(
-                f"{sidecar_path(path)} says {key} {meta[key]!r} but the weights in {path.name} were saved with {header[key]!r}; "
+                f"{sidecar_path(path)} says {key} {saved!r} but the weights in {path.name} were saved with {header[key]!r}; "
                 "restore the sidecar or retrain the model"
             )
 
@@ -157,6 +179,9 @@ def load_detector(
         state = load(data)
     except (SafetensorError, ValueError) as exc:
         raise DfrobustError(f"{path} is not a readable safetensors file: {exc}") from exc
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise DfrobustError(f"{path}: weight {bad} holds NaN or Inf values (a diverged training?); retrain the model")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

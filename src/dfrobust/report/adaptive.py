@@ -10,7 +10,7 @@ from typing import Any
 
 from dfrobust.report.plotting import plt, save_figure
 from dfrobust.report.tables import Table, pct, rate
-from dfrobust.utils.io import read_csv, read_json
+from dfrobust.utils.io import read_csv, read_record
 
 #: The paper's FGSM budget, marked on the Linf curves.
 PAPER_EPS = 0.02
@@ -18,7 +18,7 @@ PAPER_EPS = 0.02
 
 def read_adaptive(folders: Mapping[str, Path]) -> dict[str, dict[str, Any]]:
     """``summary.json`` of each adaptive-attack folder that finished, by purifier."""
-    return {name: read_json(f / "summary.json") for name, f in folders.items() if (f / "summary.json").is_file()}
+    return {name: read_record(f / "summary.json") for name, f in folders.items() if (f / "summary.json").is_file()}
 
 
 def read_curves(folders: Mapping[str, Path]) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
@@ -31,7 +31,7 @@ def read_curves(folders: Mapping[str, Path]) -> tuple[list[dict[str, Any]], dict
         for r in read_csv(folder / "curves.csv"):
             rows.append({**r, "model": name, "eps": float(r["eps"]), "n": int(r["n"]), "accuracy": float(r["accuracy"]),
                          "ci_low": float(r["ci_low"]), "ci_high": float(r["ci_high"])})
-        summary = read_json(folder / "summary.json") if (folder / "summary.json").is_file() else {}
+        summary = read_record(folder / "summary.json") if (folder / "summary.json").is_file() else {}
         if summary.get("warnings"):
             warnings[name] = list(summary["warnings"])
     return rows, warnings

@@ -25,7 +25,7 @@ from dfrobust.report import paper
 from dfrobust.report.by_group import group_rows, group_table
 from dfrobust.report.tables import Table, md_escape, paper_pct, pct, rate
 from dfrobust.report.transfer import PLAIN, attack_label, transfer_rows, transfer_table
-from dfrobust.utils.io import read_csv, read_json, write_json
+from dfrobust.utils.io import read_csv, read_json, read_record, write_json
 from dfrobust.utils.runfolder import CONFIG_FILE, read_plan, resolve, stage_records
 
 #: Attacks of the paper (Table II's columns), and the momentum transfer attacks the summary shows as one line.
@@ -104,7 +104,7 @@ def collect(run_dir: Path) -> dict[str, Any]:
     for name, folder in (plan.get("certify") or {}).items():
         summary = resolve(run_dir, folder) / "summary.json"
         if summary.is_file():
-            ctx["certify"][name] = read_json(summary)
+            ctx["certify"][name] = read_record(summary)
     from dfrobust.report.adaptive import read_adaptive, read_curves
 
     ctx["adaptive"] = read_adaptive({k: resolve(run_dir, v) for k, v in (plan.get("adaptive") or {}).items()})
@@ -115,7 +115,7 @@ def collect(run_dir: Path) -> dict[str, Any]:
         ctx["dip"] = {
             "dir": dip_dir,
             "role": plan["dip"],
-            "summary": read_json(dip_dir / "summary.json"),
+            "summary": read_record(dip_dir / "summary.json"),
             "table3": read_csv(dip_dir / "table3.csv"),
             "table4": read_csv(dip_dir / "table4.csv"),
             "sweep": read_csv(dip_dir / "sweep.csv") if (dip_dir / "sweep.csv").is_file() else [],
@@ -745,7 +745,7 @@ def summary_markdown(ctx: dict[str, Any], results: dict[str, Any]) -> str:
         for name, row in wide.items():
             vals = paper_table2(_paper_row(ctx, name), columns)
             n = counts.get(name, {})
-            lines.append(f"| {name} | {n.get('unperturbed') or '–'} | "
+            lines.append(f"| {md_escape(name)} | {n.get('unperturbed') or '–'} | "
                          + " | ".join(_both(row.get(k), vals[i], n.get(k, n.get("unperturbed"))) for i, k in enumerate(columns)) + " |")
         lines += ["", "Accuracy on the attacked fake test images (n of them; Square on fewer: its interval uses its own n), clean "
                       "and perturbed, with a Wilson 95% interval; in parentheses the paper's numbers."]
@@ -798,7 +798,8 @@ def summary_markdown(ctx: dict[str, Any], results: dict[str, Any]) -> str:
     where = vers.get("gpu") or (f"{'/'.join(map(str, cpus))} CPU cores" if cpus else "CPU")
     lines += ["", f"Preset `{ctx['cfg']['run'].get('preset')}`, seed {ctx['cfg']['run']['seed']}, {total / 60:.1f} min of stage time on "
                   f"{where} ({vers.get('platform', '?')}), torch {vers.get('torch', '?')}."]
-    return "\n".join(lines) + "\n"
+    # names in these lines are the user's (cards, purifiers): no raw HTML reaches a README that copies this file
+    return "\n".join(line.replace("<", "&lt;").replace(">", "&gt;") for line in lines) + "\n"
 
 
 def write_report(run_dir: str | Path) -> Path:

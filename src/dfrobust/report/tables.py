@@ -37,7 +37,11 @@ def rate(value: Any, n: Any, digits: int = 1) -> str:
 
 def md_escape(text: str) -> str:
     """``text`` safe inside Markdown (a table cell or a paragraph): the characters Markdown would act on are escaped."""
-    return "".join("\\" + c if c in "\\`*_[]<>|#" else c for c in str(text))
+    return "".join(_MD_ENTITIES.get(c) or ("\\" + c if c in "\\`*_[]|#" else c) for c in str(text))
+
+
+#: HTML's own characters as entities: Markdown passes raw HTML through, so a name like ``<img ...>`` must not reach it raw.
+_MD_ENTITIES = {"<": "&lt;", ">": "&gt;", "&": "&amp;"}
 
 
 def paper_pct(value: float | None) -> str:

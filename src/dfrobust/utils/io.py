@@ -44,17 +44,83 @@ def require_file_path(path: PathLike, option: str = "output") -> Path:
     return path
 
 
-def require_own_folder(folder: PathLike, markers: Sequence[str], option: str = "--out") -> Path:
-    """``folder`` if a command may write its outputs into it: absent, empty (hidden files aside), or
-    holding one of ``markers`` (the record that command writes first); else a one-line error, so
-    that a command never writes over files in a folder it did not make."""
+#: The file by which an output folder says which dfrobust command made it (``{"written_by": KIND}``).
+OWNER_FILE = ".dfrobust-owner.json"
+#: The key (in a JSON file) or PNG text chunk by which a file says which dfrobust command wrote it.
+WRITTEN_BY = "written_by"
+
+
+def is_run_folder(folder: PathLike) -> bool:
+    """Whether ``folder`` is a dfrobust run folder (``config.json``, ``plan.json`` and ``.stages``)."""
     folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise DfrobustError(f"{option} {folder} is a file; give a folder path")
-    if folder.is_dir() and not any((folder / m).exists() for m in markers):
-        if any(not p.name.startswith(".") for p in folder.iterdir()):
+    return (folder / "config.json").is_file() and (folder / "plan.json").is_file() and (folder / ".stages").is_dir()
+
+
+def in_run_folder(path: PathLike) -> Path | None:
+    """The dfrobust run folder that ``path`` lies in, or ``None``."""
+    return next((parent for parent in Path(path).resolve().parents if is_run_folder(parent)), None)
+
+
+def require_own_folder(folder: PathLike, kind: str, option: str = "--out", legacy: Sequence[str] = ()) -> Path:
+    """``folder`` if command ``kind`` may write its outputs into it: absent, empty (hidden files aside), or
+    marked by :data:`OWNER_FILE` as made by ``kind``; else a one-line error, so that a command never writes
+    over files in a folder it did not make. Inside a run folder, a stage folder of an older version (one of
+    the ``legacy`` record files, no owner file) is adopted too. Nothing is written: call
+    :func:`claim_own_folder` when the work starts."""
+    folder = Path(folder)
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise DfrobustError(f"{option} {folder} is {'a link' if folder.is_symlink() else 'a file'}; give a folder path")
+    owner = folder / OWNER_FILE
+    if owner.is_file():
+        try:
+            made_by = read_json(owner).get(WRITTEN_BY)
+        except (DfrobustError, AttributeError):
+            made_by = None
+        if made_by != kind:
+            raise DfrobustError(f"{option} {folder} was made by another command ({made_by!r}, not {kind!r}); choose a new or empty folder")
+    elif folder.is_dir() and any(not p.name.startswith(".") for p in folder.iterdir()):
+        adopted = legacy and in_run_folder(folder) is not None and any((folder / m).is_file() for m in legacy)
+        if not adopted:
             raise DfrobustError(f"{option} {folder} already holds other files (it is not an output folder of this command); choose a new or empty folder")
     return folder
+
+
+def claim_own_folder(folder: PathLike, kind: str) -> Path:
+    """Create ``folder`` (checked by :func:`require_own_folder`) and mark it as made by command ``kind``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / OWNER_FILE).is_file():
+        write_json(folder / OWNER_FILE, {WRITTEN_BY: kind})
+    return folder
+
+
+def written_by(path: PathLike) -> str | None:
+    """The dfrobust command that wrote file ``path`` (a JSON object's or a PNG's ``written_by`` mark), or ``None``."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".json":
+            value = json.loads(path.read_text(encoding="utf-8"))
+            return value.get(WRITTEN_BY) if isinstance(value, dict) else None
+        if path.suffix.lower() == ".png":
+            with Image.open(path) as im:
+                return getattr(im, "text", {}).get(WRITTEN_BY)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def require_output_file(path: PathLike, kind: str, option: str) -> Path:
+    """``path`` if command ``kind`` may write a file there: not a folder, not inside a dfrobust dataset or run
+    folder (the file would belong to it), and either new or a file that ``kind`` wrote itself (its mark)."""
+    path = require_file_path(path, option)
+    if path.is_symlink():
+        raise DfrobustError(f"{option} {path} is a link; give a plain file path")
+    for parent in path.resolve().parents:
+        if (parent / "manifest.json").is_file() or is_run_folder(parent):
+            raise DfrobustError(f"{option} {path} lies inside {parent}, a dfrobust dataset or run folder; write it elsewhere")
+    if path.exists() and written_by(path) != kind:
+        raise DfrobustError(f"{option} {path} exists and was not written by `dfrobust {kind}`; choose a new path or remove it yourself")
+    return path
 
 
 @contextlib.contextmanager
@@ -130,6 +196,14 @@ def read_json(path: PathLike) -> Any:
         raise JSONFileError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno}); restore it, or delete it and rerun") from exc
     except UnicodeDecodeError as exc:
         raise JSONFileError(f"{path} is not a UTF-8 JSON file; restore it, or delete it and rerun") from exc
+
+
+def read_record(path: PathLike) -> dict[str, Any]:
+    """Read a JSON file that must hold an object (a run, stage or summary record); anything else is a one-line error."""
+    value = read_json(path)
+    if not isinstance(value, dict):
+        raise JSONFileError(f"{path} holds a JSON {type(value).__name__}, not the record dfrobust wrote; restore it, or delete it and rerun")
+    return value
 
 
 def write_csv(path: PathLike, rows: Iterable[Mapping[str, Any]], columns: Sequence[str] | None = None) -> Path:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from dfrobust.errors import DfrobustError
-from dfrobust.utils.io import read_json
+from dfrobust.utils.io import read_record
 
 CONFIG_FILE = "config.json"
 PLAN_FILE = "plan.json"
@@ -18,7 +18,7 @@ def read_plan(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / PLAN_FILE
     if not path.is_file():
         raise DfrobustError(f"{run_dir} is not a run folder (no {PLAN_FILE}); start one with `dfrobust reproduce --run {run_dir}`")
-    return read_json(path)
+    return read_record(path)
 
 
 def resolve(run_dir: str | Path, stored: str) -> Path:
@@ -38,5 +38,5 @@ def stage_records(run_dir: str | Path, names: list[str]) -> list[dict[str, Any]]
     for name in names:
         path = stage_record_path(run_dir, name)
         if path.is_file():
-            out.append(read_json(path))
+            out.append(read_record(path))
     return out
