@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from dfrobust.attacks.base import Attack, make_attack, perturbation_norms
+from dfrobust.attacks import robust as platform  # --robust-to: EOT crafting, scores after the chains
 from dfrobust.attacks.tables import RESULT_COLUMNS, table2_rows, target_aggregates
 from dfrobust.data.dataset import ImageSet
 from dfrobust.data.layouts import CLASS_CHOICES, load_images
@@ -89,6 +90,10 @@ class AttackConfig:
         seed: seeds the subset and any randomness of the attack.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         jpeg_quality: also evaluate after a JPEG round trip at this quality (reported beside).
+        robust_to: a platform chain (:mod:`dfrobust.attacks.chain`) the attack's gradient is averaged
+            over (EOT, :mod:`dfrobust.attacks.robust`); the images are also scored after it.
+        heldout: a chain the attack does not see, scored too (default with ``robust_to``: ``DEFAULT_HELDOUT``).
+        robust_eot: draws of the chain per gradient.
     """
 
     attack: str = "fgsm"
@@ -99,8 +104,12 @@ class AttackConfig:
     seed: int = 0
     device: str = "auto"
     jpeg_quality: int | None = None
+    robust_to: str | None = None
+    heldout: str | None = None
+    robust_eot: int = 8
 
     def __post_init__(self) -> None:
+        self.robust_to, self.heldout = platform.normalise_chains(self.robust_to, self.heldout, self.robust_eot)
         if self.classes not in CLASS_CHOICES:
             raise DfrobustError(f"--classes must be one of {sorted(CLASS_CHOICES)}, got {self.classes!r}")
         if self.batch_size < 1:
@@ -212,7 +221,7 @@ def _scores(
 
 #: Columns of a result row that depend on the target model; every other column describes the crafted image.
 TARGET_COLUMNS = ("target", "setting", "clean_p_real", "adv_p_real", "clean_pred", "adv_pred", "success",
-                  "jpeg_quality", "jpeg_p_real", "jpeg_pred", "jpeg_clean_pred")  # fmt: skip
+                  "jpeg_quality", "jpeg_p_real", "jpeg_pred", "jpeg_clean_pred", *platform.PLATFORM_COLUMNS)  # fmt: skip
 
 
 #: Per-image distances, placed between the prediction columns and ``success`` in a result row.
@@ -231,7 +240,7 @@ def _attack_batch(
     x, y, paths = images.images(sl), images.y[sl], images.paths[sl]
     attack = cfg.make(batch)
     start = time.perf_counter()
-    result = attack(src.model, x.to(device), y.to(device))
+    result = attack(platform.robust_source(src.model, cfg.robust_to, cfg.robust_eot, cfg.seed + batch), x.to(device), y.to(device))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = (time.perf_counter() - start) / len(x)
@@ -275,6 +284,8 @@ def _target_rows(
     batches = {"clean": x, "adv": x_adv}
     if cfg.jpeg_quality:
         batches.update(jpeg=jpeg_round_trip(x_adv, cfg.jpeg_quality), jpeg_clean=jpeg_round_trip(x, cfg.jpeg_quality))
+    if cfg.robust_to and cfg.heldout:
+        batches.update(platform.platform_batches(cfg.robust_to, cfg.heldout, x_adv, [c["image"] for c in crafted], cfg.seed))
     scores = _scores(models, batches, cfg.batch_size, device)
 
     rows: list[dict[str, Any]] = []
@@ -304,6 +315,8 @@ def _target_rows(
                     jpeg_pred=int(s["jpeg"] >= 0.5),
                     jpeg_clean_pred=int(s["jpeg_clean"] >= 0.5),
                 )
+            if cfg.robust_to and cfg.heldout:
+                row.update(platform.platform_columns(cfg.robust_to, cfg.heldout, s))
             rows.append(row)
     return rows
 
@@ -322,7 +335,8 @@ def _rescore_part(
 
 def _craft_key(cfg: AttackConfig, data_hash: str, src: _Model, images: ImageSet) -> str:
     """What the crafted images depend on: config (minus device), data, source model and chosen images."""
-    cfg_key = {k: v for k, v in asdict(cfg).items() if k != "device"}
+    # a run without a chain keeps the key it had before chains existed
+    cfg_key = {k: v for k, v in asdict(cfg).items() if k != "device" and (cfg.robust_to or k not in platform.PLATFORM_FIELDS)}
     key = {"config": cfg_key, "data": data_hash, "source": src.sha256, "images": images.paths}
     return sha256_bytes(to_json(key).encode())
 
@@ -476,6 +490,8 @@ def _merge(
     if whitebox and "kappa_reached" in whitebox[0]:
         crafting["kappa_reached_rate"] = sum(int(float(r["kappa_reached"])) for r in whitebox) / len(whitebox)
     attack = cfg.make()
+    results = target_aggregates(rows)
+    platform.add_platform_results(results, rows)  # after --robust-to: accuracy after the chain and the held-out chain
     summary = {
         "complete": True,
         "fingerprint": fingerprint,
@@ -492,7 +508,7 @@ def _merge(
         "source": {src.name: src.record()},
         "targets": {m.name: m.record() for m in models},
         "crafting": crafting,
-        "results": target_aggregates(rows),
+        "results": results,
         "world_size": ctx.world_size,
         "ranks": store.ranks(),
         "versions": versions(),

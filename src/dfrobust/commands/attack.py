@@ -31,6 +31,9 @@ def register(subparsers: Any) -> None:
             "--target models/resnet18-blur.safetensors --attack dimifgsm --out attacks/dimifgsm-ens",
             "dfrobust attack --data data/synth --source models/resnet18-blur.safetensors --attack apgd --steps 50 "
             "--through dip --eot 4 --bpda fitted-blur --attack-purifier-set dip.iterations=200 --eval-draws 5 --out adaptive/dip",
+            "dfrobust attack --data data/synth --source models/resnet18.safetensors --attack pgd "
+            "--robust-to jpeg:50-95,resize:0.5-1.0,blur:0-1 --out attacks/pgd-platform",
+            "dfrobust attack --data data/videos --source models/resnet18.safetensors --attack fgsm --fps 4 --crf 23 --out attacks/fgsm-videos",
         ],
         description=(
             "Craft adversarial versions of the test images (by default the fakes, the paper's threat) on the source "
@@ -79,6 +82,10 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     add_device_arg(opts)
     add_seed_arg(opts)  # also the seed of a seeded attack (AttackConfig fills its `seed` parameter)
     _add_adaptive_arguments(parser)
+    from dfrobust.commands.platform_args import add_platform_args, add_video_args
+
+    add_platform_args(parser)  # --robust-to CHAIN (EOT over platform transforms), video codec options
+    add_video_args(parser)
     # after the run options, so that a plug-in parameter cannot shadow one of them
     flags = add_param_flags(parser, classes, kind="attack", skip=("seed",))
     parser.set_defaults(func=run_command, _param_flags=flags)
@@ -202,10 +209,18 @@ def run_command(args: argparse.Namespace) -> int:
     from dfrobust.errors import DfrobustError
 
     if args.through is not None:
+        if args.robust_to or args.heldout:
+            raise DfrobustError("--robust-to and --heldout do not combine with --through (the purifier is the transformation there)")
         return run_adaptive_command(args)
     given = [f"--{k.replace('_', '-')}" for k in (*ADAPTIVE_OPTIONS, "purifier_set", "attack_purifier_set") if getattr(args, k) not in (None, [])]
     if given:
         raise DfrobustError(f"{', '.join(given)} only apply with --through PURIFIER")
+    from dfrobust.commands.platform_args import check_image_platform_args, run_attack_videos
+    from dfrobust.data.video import has_videos
+
+    if has_videos(args.data):
+        return run_attack_videos(args, attack_params(args))
+    check_image_platform_args(args)
 
     cfg = AttackConfig(
         attack=args.attack,
@@ -215,6 +230,9 @@ def run_command(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         jpeg_quality=args.jpeg_quality,
+        robust_to=args.robust_to,
+        heldout=args.heldout,
+        robust_eot=args.robust_eot,
         **({"batch_size": args.batch_size} if args.batch_size is not None else {}),
     )
     summary = run_attack(args.data, args.source, args.target, cfg, args.out, rank=args.rank, world_size=args.world_size,
@@ -239,6 +257,8 @@ def run_command(args: argparse.Namespace) -> int:
         )
         if "jpeg_accuracy" in res:
             line += f", {res['jpeg_accuracy']:.1%} after JPEG q{res['jpeg_quality']}"
+        if "chain_accuracy" in res:
+            line += f", {res['chain_accuracy']:.1%} after the chain, {res['heldout_accuracy']:.1%} after the held-out chain"
         print(line)
     print(f"results in {args.out}: results.csv, table2.csv, fig3.png, summary.json, images/")
     return 0

@@ -73,7 +73,8 @@ def _register_synth(sub: Any) -> None:
     p = add_command(
         sub, "synth", "Render procedural faces (real) and face swaps between them (fake)",
         ["dfrobust data synth --out data/synth",
-         "dfrobust data synth --out data/hard --n 4000 --size 96 --color-mismatch 0.4 --feather 0.15 --preview hard.png"],
+         "dfrobust data synth --out data/hard --n 4000 --size 96 --color-mismatch 0.4 --feather 0.15 --preview hard.png",
+         "dfrobust data synth --videos 8 --frames 16 --fps 8 --size 64 --out data/videos   # H.264 clips, extra 'video'"],
         description="Render procedural faces with landmarks (real) and face swaps between identities (fake), "
         "half and half, with a stratified train/test split over disjoint identities. Same seed: byte-identical files.",
     )  # fmt: skip
@@ -81,6 +82,9 @@ def _register_synth(sub: Any) -> None:
     _add_common(p, 64, "image side in pixels (default: 64)")
     p.add_argument("--identities", type=int, help="number of distinct identities (default: n / 8)")
     _add_swap_knobs(p)
+    from dfrobust.commands.platform_args import add_synth_video_args
+
+    add_synth_video_args(p)  # --videos N: clips in OUT/real/ and OUT/fake/ instead of images
     p.set_defaults(func=run_synth)
 
 
@@ -205,6 +209,10 @@ def run_synth(args: argparse.Namespace) -> int:
     """`dfrobust data synth`."""
     from dfrobust.data.synthetic import generate_synthetic
 
+    if args.videos is not None:
+        from dfrobust.commands.platform_args import run_synth_videos
+
+        return run_synth_videos(args, _knobs(args))
     _check_preview(args)
     out = generate_synthetic(args.out, n=args.n, size=args.size, seed=args.seed, test_fraction=args.test_fraction,
                              overwrite=args.overwrite, identities=args.identities, **_knobs(args))  # fmt: skip

@@ -13,6 +13,7 @@ EXAMPLES = [
     "dfrobust evaluate --data data/synth --model models/resnet18.safetensors",
     "dfrobust evaluate --data data/synth --model models/*.safetensors --json results/table1.json",
     "dfrobust evaluate --data CNNDetection/test --model detectors/mine.toml --split all   # per-generator rows",
+    "dfrobust evaluate --data data/videos --model models/resnet18.safetensors --fps 4 --json video.json   # real/ + fake/ clips",
 ]
 
 DESCRIPTION = """\
@@ -28,6 +29,11 @@ one folder per generator (test/progan/0_real: one row per generator), or a .csv/
 path,label[,split][,group] (paths relative to the list; labels real/fake). Images are read lazily
 and resized to the detector's input size; unreadable files are skipped and listed. A folder
 without splits is evaluated whole.
+
+A folder of videos (real/ + fake/ or 0_real/ + 1_fake/ of .mp4 etc.; the 'video' extra) is
+sampled at --fps frames per second (at most --max-frames per clip), one label per video: metrics
+at frame level and at video level (a video's score is the mean of its frames' scores; the JSON's
+video_auroc, video_ap, video_eer).
 
 Under torchrun (torchrun --nproc_per_node N -m dfrobust evaluate ...) the ranks share the
 batches and rank 0 prints and writes the metrics of all images, the same as one process.
@@ -50,6 +56,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--workers", type=int, default=2, help="image-reading processes (default: 2)")
     p.add_argument("--no-gradients", dest="gradients", action="store_false", help="skip the input-gradient norm (faster)")
     add_device_arg(p)
+    from dfrobust.commands.platform_args import add_video_args
+
+    add_video_args(p)  # a folder of real/ and fake/ videos: frame- and video-level metrics
     p.set_defaults(func=run)
 
 
@@ -79,6 +88,12 @@ def run(args: argparse.Namespace) -> int:
         raise DfrobustError(f"--threshold is a probability in [0, 1], got {args.threshold}")
     if args.json:
         require_output_file(args.json, "evaluate", "--json")
+    from dfrobust.data.video import has_videos
+
+    if has_videos(args.data):
+        from dfrobust.commands.platform_args import run_evaluate_videos
+
+        return run_evaluate_videos(args)
     layout = scan_layout(args.data)
     if layout.kind == "dfrobust":  # as attack, train, certify and purify do: the images are the ones the manifest hashed
         from dfrobust.data.manifest import hash_mismatch, verify_dataset
