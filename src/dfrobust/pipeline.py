@@ -212,7 +212,7 @@ def _card_stage(plan: Plan, cfg: dict[str, Any], role: Role, device: str) -> Sta
 
 
 def _attack_stage(plan: Plan, cfg: dict[str, Any], run: AttackRun, device: str) -> Stage:
-    from dfrobust.attacks.experiment import AttackConfig, run_attack
+    from dfrobust.studies.attack_run import AttackConfig, run_attack
 
     a = cfg["attack"]
     attack = run.attack
@@ -300,7 +300,7 @@ def _dip_stage(plan: Plan, cfg: dict[str, Any], device: str) -> Stage | None:
     from dataclasses import asdict
 
     from dfrobust.defenses.dip import DipConfig
-    from dfrobust.defenses.study import DipStudyConfig, run_dip_study
+    from dfrobust.studies.dip_study import DipStudyConfig, run_dip_study
 
     classifier = next((r for r in plan.roles if r.purifier_classifier), None)
     if classifier is None:
@@ -337,7 +337,7 @@ def _certify_stage(plan: Plan, cfg: dict[str, Any], role: Role, device: str) -> 
     """Randomized-smoothing certificates of a role trained with noise, at its own sigma."""
     from dataclasses import asdict
 
-    from dfrobust.defenses.certification import CertifyConfig, run_certification
+    from dfrobust.studies.certification import CertifyConfig, run_certification
 
     c = cfg["certify"]
     cc = CertifyConfig(sigma=float(role.certify_sigma), n0=int(c["n0"]), n=int(c["n"]), alpha=float(c["alpha"]), classes="both",
@@ -356,7 +356,7 @@ def _certify_stage(plan: Plan, cfg: dict[str, Any], role: Role, device: str) -> 
 
 def _curves_stage(plan: Plan, cfg: dict[str, Any], role: Role, device: str) -> Stage:
     """APGD accuracy of one detector over a range of Linf and L2 radii, with the gradient-masking checks."""
-    from dfrobust.attacks.curves import run_curves
+    from dfrobust.studies.curves import run_curves
 
     r = cfg["robustness"]
     norms = {"linf": [float(e) / 255 for e in r["linf_255"]], "l2": [float(e) for e in r["l2"]]}
@@ -383,7 +383,7 @@ def fooled_fakes(dip_dir: Path) -> list[str]:
 
 def _adaptive_stage(plan: Plan, cfg: dict[str, Any], purifier: str, device: str) -> Stage | None:
     """An adaptive attack (BPDA + EOT) through ``purifier`` in front of the DIP study's classifier."""
-    from dfrobust.defenses.adaptive_run import run_adaptive
+    from dfrobust.studies.adaptive_run import run_adaptive
     from dfrobust.defenses.transforms import default_blur_sigma
 
     if plan.dip is None:

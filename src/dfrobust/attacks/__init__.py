@@ -4,8 +4,8 @@ Built in: ``fgsm`` (:mod:`.fgsm`), ``cw`` (CW-L2, :mod:`.cw`), ``pgd`` (Linf/L2,
 An attack is one module: a class that subclasses :class:`Attack` and is decorated with
 :func:`register_attack`, placed in this package (found by package discovery) or in another
 package that declares it under the entry-point group ``dfrobust.attacks``. The attack stage
-(:func:`dfrobust.attacks.experiment.run_attack`) and the Table II helpers
-(:mod:`dfrobust.attacks.tables`) build on them.
+(:func:`dfrobust.studies.attack_run.run_attack`) and the Table II helpers
+(:mod:`dfrobust.studies.attack_tables`) build on them.
 """
 
 from dfrobust.attacks.base import (

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dfrobust.attacks.tables import ENSEMBLE_SOURCE, table2_wide
+from dfrobust.studies.attack_tables import ENSEMBLE_SOURCE, table2_wide
 from dfrobust.report.plotting import plt, save_figure
 
 #: Display names of attacks in legends (others are shown upper-cased).
@@ -51,7 +51,7 @@ def plot_fig3(
     """Draw the paper's Fig 3 from Table II rows and save it as PNG (atomically).
 
     Args:
-        rows: :func:`dfrobust.attacks.tables.table2_rows` output (one or several attack folders).
+        rows: :func:`dfrobust.studies.attack_tables.table2_rows` output (one or several attack folders).
         path: where the PNG goes.
         title: figure title (default: the paper's caption, shortened).
         paper: model -> column -> the paper's accuracy in percent; drawn hatched beside ours.

@@ -14,7 +14,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from dfrobust.attacks.tables import table2_counts
+from dfrobust.studies.attack_tables import table2_counts
 from dfrobust.report.plotting import plt, save_figure
 from dfrobust.report.tables import Table, pct, rate
 

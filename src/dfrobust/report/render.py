@@ -223,7 +223,7 @@ def paper_table2(name: str | None, columns: list[str]) -> list[float | None]:
 
 def table2(ctx: dict[str, Any]) -> tuple[Table, list[dict[str, Any]], dict[str, dict[str, float]]]:
     """Table II: accuracy on fake test images, clean and perturbed, per model, attack and setting."""
-    from dfrobust.attacks.tables import table2_counts, table2_rows, table2_wide
+    from dfrobust.studies.attack_tables import table2_counts, table2_rows, table2_wide
 
     long_rows = table2_rows(ctx["attack_rows"]) if ctx["attack_rows"] else []
     ensembles = {a["source"] for a in ctx["plan"]["attacks"] if a.get("members")}
@@ -738,7 +738,7 @@ def summary_markdown(ctx: dict[str, Any], results: dict[str, Any]) -> str:
         # the paper's attacks both ways, the others whitebox only: their transfers get the line below
         columns = [c for c in table2_columns(wide) if c == "unperturbed" or c.split("_")[0] in PAPER_ATTACKS
                    or (c.endswith("_whitebox") and c.split("_")[0] not in TRANSFER_ATTACKS)]
-        from dfrobust.attacks.tables import table2_counts
+        from dfrobust.studies.attack_tables import table2_counts
 
         counts = table2_counts(results.get("table2", []))
         lines += ["| model | n | " + " | ".join(map(column_label, columns)) + " |", "|---" * (len(columns) + 2) + "|"]

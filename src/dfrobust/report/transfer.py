@@ -27,7 +27,7 @@ def transfer_rows(long_rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]
     """Per target model with blackbox results: every transfer (attack, source, n, accuracy), the paper's plain
     FGSM (its strongest source when there are several) and the strongest transfer of all.
 
-    Takes :func:`dfrobust.attacks.tables.table2_rows` output; accuracies are on the attacked fakes.
+    Takes :func:`dfrobust.studies.attack_tables.table2_rows` output; accuracies are on the attacked fakes.
     """
     by_model: dict[str, list[dict[str, Any]]] = {}
     for r in long_rows:
