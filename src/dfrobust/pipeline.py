@@ -21,7 +21,6 @@ from dfrobust.kinds.adaptive import fooled_fakes
 from dfrobust.kinds.attack import attack_plan
 from dfrobust.kinds.base import AttackRun, Plan, ordered_kinds
 from dfrobust.kinds.data import SWAP_KNOBS, data_summary
-from dfrobust.kinds.samples import FIG2_ATTACKS
 from dfrobust.stages import Stage, StageRunner
 from dfrobust.utils.io import read_json, write_json
 from dfrobust.utils.runfolder import CONFIG_FILE, PLAN_FILE, read_plan
@@ -31,7 +30,7 @@ log = logging.getLogger(__name__)
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "MASTER_ADDR", "MASTER_PORT",
                  "TORCHELASTIC_RUN_ID")
 #: What earlier callers imported from here (the stage kinds own them now).
-__all__ = ["SWAP_KNOBS", "FIG2_ATTACKS", "AttackRun", "Plan", "attack_plan", "fooled_fakes", "plan_study", "reproduce", "run_stage",
+__all__ = ["SWAP_KNOBS", "AttackRun", "Plan", "attack_plan", "fooled_fakes", "plan_study", "reproduce", "run_stage",
            "run_on_devices", "load_run_config", "stored_stages"]
 
 

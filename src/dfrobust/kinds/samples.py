@@ -8,10 +8,6 @@ from typing import Any
 from dfrobust.kinds.base import Plan, StageKind, register_stage_kind
 from dfrobust.stages import Stage
 
-#: The attacks whose images Fig 2 shows (crafted on the ResNet-18 role when it exists).
-FIG2_ATTACKS = ("fgsm", "cw")
-
-
 def samples_stage(plan: Plan, cfg: dict[str, Any], device: str) -> Stage | None:
     """Fig 2's images and scores: real test images and the images crafted on the sample-source role, scored by the paper's roles."""
     from dfrobust.evaluate.samples import write_samples
@@ -19,7 +15,10 @@ def samples_stage(plan: Plan, cfg: dict[str, Any], device: str) -> Stage | None:
     src = next((r for r in plan.roles if r.sample_source), None)
     source = src.name if src else None
     names = [r.name for r in plan.roles if src and r.group == src.group]
-    attacks = [a for a in FIG2_ATTACKS if a in cfg["attack"]["attacks"]]
+    from dfrobust.attacks.base import paper_attacks
+
+    # Fig 2 shows the paper's attacks (declared with @register_attack(paper=True))
+    attacks = [a for a in paper_attacks() if a in cfg["attack"]["attacks"]]
     if source is None or not attacks:
         return None
     out = plan.run_dir / "samples"

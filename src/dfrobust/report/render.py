@@ -24,13 +24,11 @@ from typing import Any
 from dfrobust.report import paper
 from dfrobust.report.by_group import group_rows, group_table
 from dfrobust.report.tables import Table, md_escape, paper_pct, pct, rate
-from dfrobust.report.transfer import PLAIN, attack_label, transfer_rows, transfer_table
+from dfrobust.report.transfer import attack_label, transfer_rows, transfer_table
 from dfrobust.utils.io import read_csv, read_json, write_json
 from dfrobust.utils.runfolder import CONFIG_FILE, read_plan, resolve, stage_records
 
 #: Attacks of the paper (Table II's columns), and the momentum transfer attacks the summary shows as one line.
-PAPER_ATTACKS = (PLAIN, "cw")
-TRANSFER_ATTACKS = ("mifgsm", "di-mifgsm")
 METRIC_KEYS = ("accuracy", "auroc", "fake_precision", "fake_recall", "real_precision", "real_recall")
 METRIC_LABELS = ("accuracy", "AUROC", "fake precision", "fake recall", "real precision", "real recall")
 
@@ -468,7 +466,7 @@ def differences(ctx: dict[str, Any]) -> list[str]:
 
 def _fig2(ctx: dict[str, Any], figs: Path) -> Figure | None:
     """Real, fake and perturbed samples, each with the detectors' P(real), from the samples stage."""
-    from dfrobust.report.attack_figures import ATTACK_NAMES
+    from dfrobust.attacks.base import attack_display
     from dfrobust.report.figures import plot_fig2
     from dfrobust.utils.io import load_image
 
@@ -479,7 +477,7 @@ def _fig2(ctx: dict[str, Any], figs: Path) -> Figure | None:
     labels = {r["name"]: r["label"] for r in ctx["roles"]}
     rows = []
     for row in samples["rows"]:
-        label = row["kind"] if row["kind"] != "perturbed" else f"{ATTACK_NAMES.get(row['attack'], row['attack'].upper())} (from {labels.get(row['source'], row['source'])})"
+        label = row["kind"] if row["kind"] != "perturbed" else f"{attack_display(row['attack'])} (from {labels.get(row['source'], row['source'])})"
         cells = [(load_image(samples["dir"] / c["image"]), " / ".join(f"{c['p_real'][m]:.2f}" for m in models)) for c in row["cells"]]
         rows.append((label, cells))
     path = plot_fig2(rows, figs / "fig2.png")
@@ -736,8 +734,9 @@ def summary_markdown(ctx: dict[str, Any], results: dict[str, Any]) -> str:
     wide = results.get("table2_wide", {})
     if wide:
         # the paper's attacks both ways, the others whitebox only: their transfers get the line below
-        columns = [c for c in table2_columns(wide) if c == "unperturbed" or c.split("_")[0] in PAPER_ATTACKS
-                   or (c.endswith("_whitebox") and c.split("_")[0] not in TRANSFER_ATTACKS)]
+        columns = [c for c in table2_columns(wide) if c == "unperturbed" or attack_info(c.split("_")[0]).paper
+                   or (c.endswith("_whitebox") and not attack_info(c.split("_")[0]).transfers)]
+        from dfrobust.attacks.base import attack_info
         from dfrobust.studies.attack_tables import table2_counts
 
         counts = table2_counts(results.get("table2", []))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dfrobust.report.attack_figures import ATTACK_NAMES
+from dfrobust.attacks.base import attack_display
 from dfrobust.report.tables import Table, rate
 
 #: The paper's blackbox attack.
@@ -20,7 +20,7 @@ PLAIN = "fgsm"
 
 def attack_label(attack: str) -> str:
     """``di-mifgsm`` -> ``DI-MI-FGSM``; the paper's attacks by their names in the paper."""
-    return ATTACK_NAMES.get(attack, attack.upper())
+    return attack_display(attack)
 
 
 def transfer_rows(long_rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
