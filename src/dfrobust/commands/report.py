@@ -26,8 +26,10 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Render the report."""
+    from dfrobust.kinds.base import STAGE_KINDS
     from dfrobust.report.render import write_report
 
+    STAGE_KINDS.classes()  # a stage kind's module may register its report section
     out = write_report(args.run_dir)
     print(f"report: {out / 'report.html'}")
     return 0

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from dfrobust.attacks.base import attack_display, attack_info
-from dfrobust.studies.attack_tables import ENSEMBLE_SOURCE, table2_wide
 from dfrobust.report.plotting import plt, save_figure
-
+from dfrobust.studies.attack_tables import ENSEMBLE_SOURCE, table2_wide
 
 
 def _parse_column(column: str) -> tuple[str, str, str]:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dfrobust.studies.attack_tables import table2_counts, table2_rows, table2_wide
 from dfrobust.report.attack_figures import column_order, series_label
 from dfrobust.report.tables import Table, rate
+from dfrobust.studies.attack_tables import table2_counts, table2_rows, table2_wide
 
 
 def group_rows(attack_rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

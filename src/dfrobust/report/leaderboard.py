@@ -14,9 +14,9 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from dfrobust.studies.attack_tables import table2_counts
 from dfrobust.report.plotting import plt, save_figure
 from dfrobust.report.tables import Table, pct, rate
+from dfrobust.studies.attack_tables import table2_counts
 
 #: Groups of roles the paper itself tried (marked in the table).
 PAPER_GROUPS = ("paper", "lipschitz", "blur")
