@@ -8,7 +8,6 @@ Owns the ``[attack]`` section.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from dfrobust.kinds.base import AttackRun, Plan, StageKind, register_stage_kind

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from dfrobust.kinds.base import Plan, StageKind, register_stage_kind

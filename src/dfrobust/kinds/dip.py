@@ -5,7 +5,6 @@ Owns the ``[dip]`` section; ``plan.records["dip"]`` is ``None`` when no role is 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from dfrobust.kinds.base import Plan, StageKind, register_stage_kind

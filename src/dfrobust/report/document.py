@@ -68,9 +68,14 @@ def _html(title: str, sections: list[Section]) -> str:
                 body.append(item.to_html())
             elif isinstance(item, Figure):
                 data = base64.b64encode(item.path.read_bytes()).decode()
-                body.append(f'<figure><img alt="{html.escape(item.caption)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(item.caption)}</figcaption></figure>')
+                img = f'<img alt="{html.escape(item.caption)}" src="data:image/png;base64,{data}">'
+                body.append(f"<figure>{img}<figcaption>{html.escape(item.caption)}</figcaption></figure>")
             elif str(item).startswith("- "):
                 body.append("<ul>" + "".join(f"<li>{html.escape(line[2:])}</li>" for line in str(item).splitlines()) + "</ul>")
             else:
                 body.append(f"<p>{html.escape(str(item))}</p>")
-    return f'<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>{html.escape(title)}</title><style>{CSS}</style></head><body>{"".join(body)}</body></html>\n'
+    head = (
+        '<meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)}</title><style>{CSS}</style>"
+    )
+    return f'<!doctype html><html><head>{head}</head><body>{"".join(body)}</body></html>\n'

@@ -350,7 +350,8 @@ def differences(ctx: dict[str, Any]) -> list[str]:
         if key == "train.optimizer" and ours == "adam":
             text = "Detectors train with Adam instead of the paper's SGD with momentum"
         elif key.endswith(".arch") and isinstance(ours, str) and ours.endswith("_gap"):
-            text = f"`{key}` = {ours} (the paper: {theirs or key.split('.')[-2]}); global pooling before the classifier makes it several times cheaper on small images"
+            text = (f"`{key}` = {ours} (the paper: {theirs or key.split('.')[-2]}); "
+                    "global pooling before the classifier makes it several times cheaper on small images")
         else:
             text = f"`{key}` = {ours} (the paper: {'not set' if theirs is None else theirs})"
         why = WHY.get(key)
