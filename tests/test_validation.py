@@ -71,12 +71,32 @@ def test_study_config_is_checked_before_the_first_stage(
     _one_line_error(capsys, needle)
 
 
+SHIPPED_PRESETS = ("cpu", "paper", "quick", "tiny")
+
+
 def test_every_shipped_preset_passes_the_checks() -> None:
+    """Each preset shipped in src/dfrobust/presets validates (returns None) and resolves its own name;
+    the list is stated here, so a preset that disappears or fails to load fails the test instead of
+    leaving a loop over nothing."""
     from dfrobust.config import available_presets, study_config
     from dfrobust.config_checks import validate_study_config
 
-    for preset in available_presets():
-        validate_study_config(study_config(preset))
+    assert set(SHIPPED_PRESETS) <= set(available_presets())
+    for preset in SHIPPED_PRESETS:
+        cfg = study_config(preset)
+        assert validate_study_config(cfg) is None
+        assert cfg["run"]["preset"] == preset and cfg["attack"]["attacks"], preset
+
+
+def test_the_preset_check_rejects_a_broken_preset() -> None:
+    """The check the loop above relies on does reject a preset with a bad value."""
+    from dfrobust.config import study_config
+    from dfrobust.config_checks import validate_study_config
+
+    cfg = study_config("tiny")
+    cfg["dip"]["classify_at"] = int(cfg["dip"]["iterations"]) + 5
+    with pytest.raises(DfrobustError):
+        validate_study_config(cfg)
 
 
 def test_fgsm_warns_above_a_sane_eps(caplog: pytest.LogCaptureFixture) -> None:
