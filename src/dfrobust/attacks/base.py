@@ -270,6 +270,16 @@ def attack_defaults(name: str) -> dict[str, Any]:
     return ATTACKS.defaults(name)
 
 
+def attack_section_defaults(path: list[str]) -> dict[str, Any] | None:
+    """The parameters of ``[attack.NAME]`` for ``path == ["attack", NAME]`` of a registered attack (else ``None``).
+
+    ``--set attack.NAME.key=value`` accepts each of them (and ``max_images``, which the attack stage reads).
+    """
+    if len(path) != 2 or path[0] != "attack" or path[1] not in attack_classes():
+        return None
+    return {**attack_defaults(path[1]), "max_images": 0}
+
+
 def attack_class(name: str) -> type[Attack]:
     """The class registered as ``name`` (one-line error naming the choices otherwise)."""
     return ATTACKS.get(name)

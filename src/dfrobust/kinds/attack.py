@@ -16,15 +16,19 @@ from dfrobust.stages import Stage
 
 
 def attack_stage(plan: Plan, cfg: dict[str, Any], run: AttackRun, device: str) -> Stage:
+    from dfrobust.attacks.base import attack_class, make_attack
     from dfrobust.studies.attack_run import AttackConfig, run_attack
+    from dfrobust.utils.plugins import constructor_parameters
 
     a = cfg["attack"]
     attack = run.attack
     params = dict(a.get(attack, {}))
     # an attack's own section may attack fewer images than the rest (Square's queries are costly)
     max_images = int(params.pop("max_images", a["max_images"])) or None
-    if "c_range" in params:
-        params["c_range"] = tuple(params["c_range"])
+    # TOML has no tuples: a parameter whose default is a tuple gets one (CW's c_range)
+    tuples = {k for k, p in constructor_parameters(attack_class(attack)).items() if isinstance(p.default, tuple)}
+    params = {k: tuple(v) if k in tuples and isinstance(v, list) else v for k, v in params.items()}
+    make_attack(attack, **params)  # the constructor checks its parameters now, before any stage runs
     ac = AttackConfig(attack=attack, params=params, batch_size=int(a["batch_size"]), classes="fake",
                       max_images=max_images, seed=int(cfg["run"]["seed"]), device=device)
     out = plan.run_dir / "attacks" / run.folder
