@@ -1,6 +1,6 @@
-"""The worked examples of docs/architecture.md, run exactly as printed: a new attack file and a new
-purifier file, with nothing else edited, appear in --help, run from the CLI, and show up in a
-``reproduce --preset tiny`` report."""
+"""The worked examples of docs/architecture.md, run exactly as printed: a new attack file, a new
+purifier file and a new stage kind file (with its report section), with nothing else edited,
+appear in --help, run from the CLI, and show up in a ``reproduce --preset tiny`` report."""
 
 from __future__ import annotations
 
@@ -13,12 +13,16 @@ import pytest
 
 import dfrobust.attacks
 import dfrobust.defenses
+import dfrobust.kinds
+import dfrobust.report.sections
 from dfrobust.attacks.base import ATTACKS
 from dfrobust.cli import main
 from dfrobust.config import study_config
 from dfrobust.defenses.base import PURIFIERS, make_purifier
+from dfrobust.kinds.base import STAGE_KINDS
 from dfrobust.pipeline import reproduce
-from dfrobust.utils.io import read_csv, read_json
+from dfrobust.report.sections import SECTIONS
+from dfrobust.utils.io import read_csv, read_json, sha256_file
 from dfrobust.utils.plugins import forget_discovery
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
@@ -33,10 +37,11 @@ def _example(after: str) -> str:
 
 @pytest.fixture
 def doc_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Save both examples as files in folders the two packages scan, as a user would save them in src/."""
-    saved = {reg: reg.classes() for reg in (ATTACKS, PURIFIERS)}
+    """Save the examples as files in folders the packages scan, as a user would save them in src/."""
+    saved = {reg: reg.classes() for reg in (ATTACKS, PURIFIERS, STAGE_KINDS, SECTIONS)}
     for package, name, path in ((dfrobust.attacks, "noise", "src/dfrobust/attacks/noise.py"),
-                                (dfrobust.defenses, "median", "src/dfrobust/defenses/median.py")):
+                                (dfrobust.defenses, "median", "src/dfrobust/defenses/median.py"),
+                                (dfrobust.kinds, "checksums", "src/dfrobust/kinds/checksums.py")):
         folder = tmp_path / package.__name__.replace(".", "_")
         folder.mkdir()
         (folder / f"{name}.py").write_text(_example(path))
@@ -46,7 +51,7 @@ def doc_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Non
     for reg, entries in saved.items():
         reg.entries.clear()
         reg.entries.update(entries)
-    for mod in ("dfrobust.attacks.noise", "dfrobust.defenses.median"):
+    for mod in ("dfrobust.attacks.noise", "dfrobust.defenses.median", "dfrobust.kinds.checksums"):
         sys.modules.pop(mod, None)
     forget_discovery()
 
@@ -74,3 +79,13 @@ def test_the_documented_attack_and_purifier_reach_the_cli_and_the_report(
     assert {r["method"] for r in results["table3"]} >= {"median", "jpeg", "dip"}
     page = (run / "report" / "report.html").read_text()
     assert "NOISE whitebox" in page and "median" in page
+    # the stage kind: planned after the models without any edit, its file written, its section in the report
+    plan = read_json(run / "plan.json")
+    stage = next(s for s in plan["stages"] if s["name"] == "checksums")
+    assert plan["checksums"] == "checksums.csv" and all(d.startswith("train/") for d in stage["deps"])
+    sums = read_csv(run / "checksums.csv")
+    assert {r["model"] for r in sums} == {r["name"] for r in plan["roles"]}
+    assert all(r["sha256"] == sha256_file(run / "models" / f"{r['model']}.safetensors") for r in sums)
+    md = (run / "report" / "report.md").read_text()
+    assert "## Model checksums" in md and md.index("## Model checksums") < md.index("## Where this run differs from the paper")
+    assert sums[0]["sha256"][:16] in page

@@ -71,12 +71,32 @@ def test_study_config_is_checked_before_the_first_stage(
     _one_line_error(capsys, needle)
 
 
+SHIPPED_PRESETS = ("cpu", "paper", "quick", "tiny")
+
+
 def test_every_shipped_preset_passes_the_checks() -> None:
+    """Each preset shipped in src/dfrobust/presets validates (returns None) and resolves its own name;
+    the list is stated here, so a preset that disappears or fails to load fails the test instead of
+    leaving a loop over nothing."""
     from dfrobust.config import available_presets, study_config
     from dfrobust.config_checks import validate_study_config
 
-    for preset in available_presets():
-        validate_study_config(study_config(preset))
+    assert set(SHIPPED_PRESETS) <= set(available_presets())
+    for preset in SHIPPED_PRESETS:
+        cfg = study_config(preset)
+        assert validate_study_config(cfg) is None
+        assert cfg["run"]["preset"] == preset and cfg["attack"]["attacks"], preset
+
+
+def test_the_preset_check_rejects_a_broken_preset() -> None:
+    """The check the loop above relies on does reject a preset with a bad value."""
+    from dfrobust.config import study_config
+    from dfrobust.config_checks import validate_study_config
+
+    cfg = study_config("tiny")
+    cfg["dip"]["classify_at"] = int(cfg["dip"]["iterations"]) + 5
+    with pytest.raises(DfrobustError):
+        validate_study_config(cfg)
 
 
 def test_fgsm_warns_above_a_sane_eps(caplog: pytest.LogCaptureFixture) -> None:
@@ -193,3 +213,29 @@ def test_a_full_disk_or_read_only_folder_is_one_line(
     assert main(["data", "synth", "--out", str(tmp_path / "d"), "--n", "16", "--size", "16"]) == 2
     _one_line_error(capsys, f"{needle} while writing", "rerun the same command")
 
+
+
+def test_set_reaches_every_parameter_of_a_registered_attack() -> None:
+    """``--set attack.X.key=value`` works for an attack without a preset section, typed by the constructor's default."""
+    from dfrobust.attacks.base import attack_defaults, attack_section_defaults
+    from dfrobust.config import study_config
+
+    assert "pgd" not in study_config("tiny")["attack"]
+    cfg = study_config("tiny", ["attack.pgd.steps=3", "attack.pgd.norm=\"l2\"", "attack.mifgsm.steps=3"], attack_section_defaults)
+    assert cfg["attack"]["pgd"] == {"steps": 3, "norm": "l2"} and cfg["attack"]["mifgsm"]["steps"] == 3
+    assert "step_size" in attack_defaults("pgd")
+    for bad, says in (("attack.pgd.nokey=1", "step_size"), ("attack.nosuch.eps=1", "no section"), ('attack.pgd.steps="x"', "expects int")):
+        with pytest.raises(DfrobustError, match=says):
+            study_config("tiny", [bad], attack_section_defaults)
+
+
+def test_a_bad_attack_parameter_fails_at_planning(tmp_path: Path) -> None:
+    """The attack's own constructor checks a preset's value before any stage runs."""
+    from dfrobust.attacks.base import attack_section_defaults
+    from dfrobust.config import study_config
+    from dfrobust.pipeline import plan_study
+
+    cfg = study_config("tiny", ["attack.fgsm.eps=-1.0"], attack_section_defaults)
+    with pytest.raises(DfrobustError, match="eps"):
+        plan_study(cfg, tmp_path / "run", device="cpu")
+    assert not (tmp_path / "run").exists()

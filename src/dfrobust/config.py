@@ -8,6 +8,8 @@ A study config is a nested dict with the sections ``run``, ``data``, ``train``, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import copy
 import sys
 from importlib import resources
@@ -82,20 +84,41 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return keys, parsed
 
 
-def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``--set`` overrides; a key that the preset does not have is an error (catches typos)."""
+#: ``defaults_of(section_path)``: the parameters (with defaults) of a plug-in's section such as
+#: ``["attack", "square"]``, or ``None`` when the path is no plug-in's; supplied by a higher layer.
+SectionDefaults = Callable[[list[str]], "dict[str, Any] | None"]
+
+
+def apply_overrides(cfg: dict[str, Any], overrides: list[str], defaults_of: SectionDefaults | None = None) -> dict[str, Any]:
+    """Apply ``--set`` overrides; a key that the preset does not have is an error (catches typos).
+
+    With ``defaults_of``, a plug-in's section (``attack.X`` for any registered attack) accepts
+    every parameter of the plug-in, typed by its default, even when the preset has no such section.
+    """
     out = copy.deepcopy(cfg)
     for text in overrides:
         keys, value = parse_override(text)
         node = out
+        declared: dict[str, Any] = {}
         for i, k in enumerate(keys[:-1]):
             if not isinstance(node.get(k), dict):
-                raise DfrobustError(f"--set {text}: no section {'.'.join(keys[: i + 1])!r} in the preset")
+                plugin = defaults_of(keys[: i + 1]) if defaults_of is not None and k not in node else None
+                if plugin is None:
+                    raise DfrobustError(f"--set {text}: no section {'.'.join(keys[: i + 1])!r} in the preset")
+                node[k] = {}
             node = node[k]
+        if defaults_of is not None and len(keys) > 1:
+            declared = defaults_of(keys[:-1]) or {}
         # per-role training settings and the synthetic data's swap knobs are open sections
         free = keys[:-1] in (["train", "vgg16"], ["train", "resnet18"], ["train", "efficientnet-lite0"], ["data", "swap"])
-        if keys[-1] not in node and not free:
-            known = ", ".join(sorted(node)) or "none"
+        if keys[-1] not in node and keys[-1] in declared and declared[keys[-1]] is not None:
+            node_default = declared[keys[-1]]
+            if isinstance(node_default, float) and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, type(node_default)):
+                raise DfrobustError(f"--set {text}: {'.'.join(keys)} expects {type(node_default).__name__}, got {type(value).__name__}")
+        if keys[-1] not in node and not free and keys[-1] not in declared:
+            known = ", ".join(sorted({*node, *declared})) or "none"
             raise DfrobustError(f"--set {text}: unknown key {'.'.join(keys)!r} (known here: {known})")
         old = node.get(keys[-1])
         if isinstance(old, dict):
@@ -108,9 +131,9 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return out
 
 
-def study_config(preset: str, overrides: list[str] | None = None) -> dict[str, Any]:
-    """The full config of a study: the preset with overrides applied and checked."""
-    cfg = apply_overrides(load_preset(preset), overrides or [])
+def study_config(preset: str, overrides: list[str] | None = None, defaults_of: SectionDefaults | None = None) -> dict[str, Any]:
+    """The full config of a study: the preset with overrides applied and checked (see :func:`apply_overrides`)."""
+    cfg = apply_overrides(load_preset(preset), overrides or [], defaults_of)
     missing = [s for s in SECTIONS if s not in cfg]
     if missing:
         raise DfrobustError(f"preset {preset} lacks section(s) {missing}")

@@ -178,16 +178,81 @@ def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.
     return grad
 
 
+#: Rank of an attack that declares no order (after every ranked one).
+UNRANKED = 1000
+#: What an attack needs of the model.
+ACCESS_KINDS = ("gradient", "score", "transfer")
+
 #: Attack name -> class: the attack modules of this package and the ``dfrobust.attacks`` entry points.
 ATTACKS: Registry[Attack] = Registry("attack", "dfrobust.attacks", "dfrobust.attacks")
 
 
-def register_attack(cls: type[Attack]) -> type[Attack]:
-    """Class decorator: make an attack available to :func:`make_attack` under ``cls.name``.
+@dataclass(frozen=True)
+class AttackInfo:
+    """What tables and figures need to know of an attack, declared with :func:`register_attack`.
 
-    Another class under a name already taken is a :class:`~dfrobust.errors.DfrobustError`.
+    Attributes:
+        labels: result label (``Attack.label``, the ``attack`` column of results) -> the name printed in
+            tables (``{"pgd-linf": "PGD-Linf", "pgd-l2": "PGD-L2"}``); a label absent here prints in capitals.
+        order: the attack's rank among table columns (an int, or one per label); unranked attacks
+            (the default) follow the ranked ones, by name.
+        paper: one of the paper's attacks (Table II both ways, Fig 2's images).
+        transfers: a transfer attack (the report shows its blackbox columns apart).
+        norm: the norm of its budget (``linf``, ``l2``; ``""``: set by a parameter).
+        access: what it needs of the model: ``gradient``, ``score`` (queries only) or ``transfer``.
     """
-    return ATTACKS.register(cls)
+
+    labels: dict[str, str] = field(default_factory=dict)
+    order: int | dict[str, int] = UNRANKED
+    paper: bool = False
+    transfers: bool = False
+    norm: str = ""
+    access: str = "gradient"
+
+    def rank(self, label: str) -> int:
+        """The column rank of result label ``label``."""
+        return self.order.get(label, UNRANKED) if isinstance(self.order, dict) else self.order
+
+
+def register_attack(cls: type[Attack] | None = None, /, **info: Any) -> Any:
+    """Class decorator: make an attack available to :func:`make_attack` under ``cls.name``, with its metadata.
+
+    Used bare (``@register_attack``) or with :class:`AttackInfo` fields
+    (``@register_attack(labels={"fgsm": "FGSM"}, order=0, paper=True, norm="linf")``), which the
+    report reads through :func:`attack_info`. Another class under a name already taken is a
+    :class:`~dfrobust.errors.DfrobustError`.
+    """
+    meta = AttackInfo(**info)
+    if meta.access not in ACCESS_KINDS:
+        raise DfrobustError(f"attack access {meta.access!r} is not one of {ACCESS_KINDS}")
+
+    def add(c: type[Attack]) -> type[Attack]:
+        c.info = meta
+        return ATTACKS.register(c)
+
+    return add(cls) if cls is not None else add
+
+
+def attack_info(label: str) -> AttackInfo:
+    """The metadata of the attack that writes result label ``label`` (or whose registry name it is)."""
+    classes = attack_classes()
+    for cls in classes.values():
+        info = getattr(cls, "info", None)
+        if info is not None and label in info.labels:
+            return info
+    cls = classes.get(label)
+    return getattr(cls, "info", None) or AttackInfo()
+
+
+def attack_display(label: str) -> str:
+    """``cw`` -> ``CW-L2``: the attack's printed name (its label in capitals when it declares none)."""
+    return attack_info(label).labels.get(label, label.upper())
+
+
+def paper_attacks() -> list[str]:
+    """The registry names of the paper's attacks, in column order (Fig 2 shows their images)."""
+    infos = {n: getattr(c, "info", AttackInfo()) for n, c in attack_classes().items()}
+    return sorted((n for n, i in infos.items() if i.paper), key=lambda n: (infos[n].rank(n), n))
 
 
 def available_attacks() -> list[str]:
@@ -203,6 +268,16 @@ def attack_classes() -> dict[str, type[Attack]]:
 def attack_defaults(name: str) -> dict[str, Any]:
     """The default parameters of attack ``name`` (the paper's values where the paper has one)."""
     return ATTACKS.defaults(name)
+
+
+def attack_section_defaults(path: list[str]) -> dict[str, Any] | None:
+    """The parameters of ``[attack.NAME]`` for ``path == ["attack", NAME]`` of a registered attack (else ``None``).
+
+    ``--set attack.NAME.key=value`` accepts each of them (and ``max_images``, which the attack stage reads).
+    """
+    if len(path) != 2 or path[0] != "attack" or path[1] not in attack_classes():
+        return None
+    return {**attack_defaults(path[1]), "max_images": 0}
 
 
 def attack_class(name: str) -> type[Attack]:

@@ -74,7 +74,7 @@ def _from_w(w: torch.Tensor) -> torch.Tensor:
     return (torch.tanh(w) + 1) / 2
 
 
-@register_attack
+@register_attack(labels={"cw": "CW-L2"}, order=1, paper=True, norm="l2")
 class CarliniWagnerL2(Attack):
     """Untargeted CW-L2 with a batched per-image binary search of ``c``.
 

@@ -25,7 +25,7 @@ def warn_large_linf(eps: float, flag: str = "--eps") -> None:
                     "perturbation, not a small one (the paper uses 0.02)")  # fmt: skip
 
 
-@register_attack
+@register_attack(labels={"fgsm": "FGSM"}, order=0, paper=True, norm="linf")
 class FGSM(Attack):
     """Untargeted FGSM on the true label: ``x_adv = clip(x + eps * sign(grad_x J(x, y)), 0, 1)``.
 

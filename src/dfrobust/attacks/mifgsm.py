@@ -60,7 +60,7 @@ def input_diversity(x: torch.Tensor, prob: float, gen: torch.Generator) -> torch
     return torch.where(_per_image(use), resize_and_pad(x, size_h, size_w, top, left), x)
 
 
-@register_attack
+@register_attack(labels={"mifgsm": "MI-FGSM", "di-mifgsm": "DI-MI-FGSM"}, transfers=True, norm="linf")
 class MIFGSM(Attack):
     """Untargeted momentum iterative FGSM in the Linf ball, with optional input diversity.
 
@@ -113,7 +113,7 @@ class MIFGSM(Attack):
         return x_adv, {}
 
 
-@register_attack
+@register_attack(labels={"di-mifgsm": "DI-MI-FGSM"}, transfers=True, norm="linf")
 class DIMIFGSM(MIFGSM):
     """DI-MI-FGSM (Xie et al. 2019): MI-FGSM with input diversity on by default (``di_prob`` 0.5).
 

@@ -167,7 +167,7 @@ def platform_experiment(
     return {**summary, "rows": rows} if keep_rows else summary
 
 
-# --- hooks of the attack stage (dfrobust.attacks.experiment): a run with --robust-to -------------
+# --- hooks of the attack stage (dfrobust.studies.attack_run): a run with --robust-to -------------
 
 #: AttackConfig fields of a platform run; left out of the crafting key when ``robust_to`` is unset.
 PLATFORM_FIELDS = ("robust_to", "heldout", "robust_eot")

@@ -107,7 +107,7 @@ def _window_index(top: torch.Tensor, left: torch.Tensor, s: int, c: int) -> tupl
     )
 
 
-@register_attack
+@register_attack(access="score")
 class Square(Attack):
     """Untargeted Square Attack (score-based random search) in the Linf or L2 ball.
 

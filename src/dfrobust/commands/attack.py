@@ -72,8 +72,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     opts = parser.add_argument_group("run")
     opts.add_argument("--classes", choices=["fake", "real", "both"], default="fake", help="test images to attack (default: fake)")
     opts.add_argument("--max-images", type=int, metavar="N", help="attack a seeded subset of N images")
-    from dfrobust.attacks.experiment import AttackConfig
-    from dfrobust.defenses.adaptive_run import run_adaptive
+    from dfrobust.studies.attack_run import AttackConfig
+    from dfrobust.studies.adaptive_run import run_adaptive
 
     adaptive_batch = inspect.signature(run_adaptive).parameters["batch_size"].default
     opts.add_argument("--batch-size", type=int, help=f"images per batch (default: {AttackConfig.batch_size}; {adaptive_batch} with --through)")
@@ -98,7 +98,7 @@ ADAPTIVE_OPTIONS = ("eot", "bpda", "unroll_steps", "eval_draws", "nonadaptive")
 def _add_adaptive_arguments(parser: argparse.ArgumentParser) -> None:
     """``--through PURIFIER`` and its options; defaults come from :func:`run_adaptive`'s signature."""
     from dfrobust.defenses.adaptive import BPDA_MODES
-    from dfrobust.defenses.adaptive_run import run_adaptive
+    from dfrobust.studies.adaptive_run import run_adaptive
     from dfrobust.defenses.base import purifier_classes
 
     defaults = {k: p.default for k, p in inspect.signature(run_adaptive).parameters.items()}
@@ -146,7 +146,7 @@ def purifier_overrides(items: list[str], purifier: str, flag: str) -> dict[str, 
 
 def run_adaptive_command(args: argparse.Namespace) -> int:
     """``--through``: craft through the purifier and print the defense's accuracies."""
-    from dfrobust.defenses.adaptive_run import run_adaptive
+    from dfrobust.studies.adaptive_run import run_adaptive
     from dfrobust.errors import DfrobustError
 
     if len(args.source) > 1 or args.source_name is not None:
@@ -205,7 +205,7 @@ def attack_params(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run the attack and print the per-target accuracies (with ``--through``: the adaptive run)."""
-    from dfrobust.attacks.experiment import AttackConfig, run_attack
+    from dfrobust.studies.attack_run import AttackConfig, run_attack
     from dfrobust.errors import DfrobustError
 
     if args.through is not None:

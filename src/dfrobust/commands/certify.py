@@ -42,14 +42,14 @@ def register(subparsers: Any) -> None:
 
 
 def _add_settings(parser: argparse.ArgumentParser) -> None:
-    from dfrobust.defenses.certification import CertifyConfig
+    from dfrobust.studies.certification import CertifyConfig
 
     add_dataclass_options(parser.add_argument_group("certification settings"), CertifyConfig)
 
 
 def run(args: argparse.Namespace) -> int:
     """Certify and print certified accuracy at the report radii."""
-    from dfrobust.defenses.certification import CertifyConfig, run_certification
+    from dfrobust.studies.certification import CertifyConfig, run_certification
 
     cfg = CertifyConfig(**dataclass_kwargs(args, CertifyConfig))
     summary = run_certification(args.data, args.model, cfg, args.out)

@@ -53,7 +53,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the study and print where the results are."""
     from dfrobust.defenses.dip import DipConfig
-    from dfrobust.defenses.study import DipStudyConfig, run_dip_study
+    from dfrobust.studies.dip_study import DipStudyConfig, run_dip_study
 
     cfg = DipStudyConfig(
         dip=DipConfig(iterations=args.iterations, record_every=args.record_every, amp=args.amp),

@@ -26,11 +26,13 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Render the report."""
+    from dfrobust.kinds.base import STAGE_KINDS
     from dfrobust.report.render import write_report
     from dfrobust.utils.runfolder import read_plan
     from dfrobust.utils.runlock import run_lock
 
     read_plan(args.run_dir)  # a run folder, or a one-line error (before the lock would create the folder)
+    STAGE_KINDS.classes()  # a stage kind's module may register its report section
     with run_lock(args.run_dir):  # a run in progress is refused: its report would be written from half its stages
         out = write_report(args.run_dir)
     print(f"report: {out / 'report.html'}")

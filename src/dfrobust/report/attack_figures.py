@@ -7,13 +7,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dfrobust.attacks.tables import ENSEMBLE_SOURCE, table2_wide
+from dfrobust.attacks.base import attack_display, attack_info
 from dfrobust.report.plotting import plt, save_figure
-
-#: Display names of attacks in legends (others are shown upper-cased).
-ATTACK_NAMES = {"fgsm": "FGSM", "cw": "CW-L2", "pgd-linf": "PGD-Linf", "pgd-l2": "PGD-L2", "mifgsm": "MI-FGSM", "di-mifgsm": "DI-MI-FGSM"}
-#: Attacks whose columns come first, in this order (the paper's, then PGD); the others follow by name.
-ATTACK_ORDER = ("fgsm", "cw", "pgd-linf", "pgd-l2")
+from dfrobust.studies.attack_tables import ENSEMBLE_SOURCE, table2_wide
 
 
 def _parse_column(column: str) -> tuple[str, str, str]:
@@ -29,7 +25,7 @@ def series_label(column: str) -> str:
     if column == "unperturbed":
         return "Unperturbed"
     attack, setting, source = _parse_column(column)
-    label = f"{ATTACK_NAMES.get(attack, attack.upper())} {setting}"
+    label = f"{attack_display(attack)} {setting}"
     if source == ENSEMBLE_SOURCE:
         return f"{label} from ensemble"
     return f"{label} (from {source})" if source else label
@@ -38,7 +34,7 @@ def series_label(column: str) -> str:
 def column_order(column: str) -> tuple:
     """The paper's order: FGSM before CW (then other attacks by name), blackbox before whitebox."""
     attack, setting, source = _parse_column(column)
-    rank = ATTACK_ORDER.index(attack) if attack in ATTACK_ORDER else len(ATTACK_ORDER)
+    rank = attack_info(attack).rank(attack)  # declared with @register_attack(order=...)
     return rank, attack, setting != "blackbox", setting, source
 
 
@@ -51,7 +47,7 @@ def plot_fig3(
     """Draw the paper's Fig 3 from Table II rows and save it as PNG (atomically).
 
     Args:
-        rows: :func:`dfrobust.attacks.tables.table2_rows` output (one or several attack folders).
+        rows: :func:`dfrobust.studies.attack_tables.table2_rows` output (one or several attack folders).
         path: where the PNG goes.
         title: figure title (default: the paper's caption, shortened).
         paper: model -> column -> the paper's accuracy in percent; drawn hatched beside ours.

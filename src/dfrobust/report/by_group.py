@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dfrobust.attacks.tables import table2_counts, table2_rows, table2_wide
 from dfrobust.report.attack_figures import column_order, series_label
 from dfrobust.report.tables import Table, rate
+from dfrobust.studies.attack_tables import table2_counts, table2_rows, table2_wide
 
 
 def group_rows(attack_rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Table II's long rows (:func:`~dfrobust.attacks.tables.table2_rows`) per generator, each with its ``group``.
+    """Table II's long rows (:func:`~dfrobust.studies.attack_tables.table2_rows`) per generator, each with its ``group``.
 
     Empty when no attacked image has a group (a dfrobust dataset, or a folder without generators).
     """

@@ -14,9 +14,9 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from dfrobust.attacks.tables import table2_counts
 from dfrobust.report.plotting import plt, save_figure
 from dfrobust.report.tables import Table, pct, rate
+from dfrobust.studies.attack_tables import table2_counts
 
 #: Groups of roles the paper itself tried (marked in the table).
 PAPER_GROUPS = ("paper", "lipschitz", "blur")
@@ -106,7 +106,8 @@ def leaderboard_table(rows: list[dict[str, Any]]) -> Table:
     t = Table("Defense leaderboard", ["defense", "paper's", "clean accuracy (n)", "AUROC", *(f"{a.upper()} whitebox" for a in attacks),
               "robust accuracy", "best blackbox transfer", "adaptive (purifier)", *(f"certified @ L2 {r:g}" for r in RADII),
               "training cost"],
-              note="Accuracy on attacked fake test images unless stated (the DIP row's clean accuracy is on its study's clean images); robust accuracy = the worst whitebox accuracy over the "
+              note="Accuracy on attacked fake test images unless stated (the DIP row's clean accuracy is on its study's clean images); "
+                   "robust accuracy = the worst whitebox accuracy over the "
                    "attacks run (for the DIP purifier: its accuracy on the perturbed fakes of its study, which the attacks did not "
                    "know about unless the adaptive column says otherwise). [low–high]: Wilson 95% interval. Training cost: per "
                    "epoch relative to plain training. Sorted by robust accuracy; a detector near chance (clean AUROC below "

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dfrobust.report.attack_figures import ATTACK_NAMES
+from dfrobust.attacks.base import attack_display
 from dfrobust.report.tables import Table, rate
 
 #: The paper's blackbox attack.
@@ -20,14 +20,14 @@ PLAIN = "fgsm"
 
 def attack_label(attack: str) -> str:
     """``di-mifgsm`` -> ``DI-MI-FGSM``; the paper's attacks by their names in the paper."""
-    return ATTACK_NAMES.get(attack, attack.upper())
+    return attack_display(attack)
 
 
 def transfer_rows(long_rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Per target model with blackbox results: every transfer (attack, source, n, accuracy), the paper's plain
     FGSM (its strongest source when there are several) and the strongest transfer of all.
 
-    Takes :func:`dfrobust.attacks.tables.table2_rows` output; accuracies are on the attacked fakes.
+    Takes :func:`dfrobust.studies.attack_tables.table2_rows` output; accuracies are on the attacked fakes.
     """
     by_model: dict[str, list[dict[str, Any]]] = {}
     for r in long_rows:

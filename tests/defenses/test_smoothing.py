@@ -129,8 +129,8 @@ def test_certify_command_writes_per_image_rows_a_curve_and_a_summary(
 def test_interrupted_certification_resumes_to_the_same_rows(
     toy_dataset: Path, toy_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dfrobust.defenses import certification
-    from dfrobust.defenses.certification import PART_IMAGES, CertifyConfig, run_certification
+    from dfrobust.studies import certification
+    from dfrobust.studies.certification import PART_IMAGES, CertifyConfig, run_certification
 
     cfg = CertifyConfig(sigma=0.12, n0=10, n=50, max_images=PART_IMAGES + 8, device="cpu")
     straight = run_certification(toy_dataset, toy_model, cfg, tmp_path / "straight", log=lambda m: None)

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from dfrobust.attacks.checks import gradient_checks, monotone_check, weaker_beats_stronger
-from dfrobust.attacks.curves import robustness_curve, run_curves
+from dfrobust.studies.masking_checks import gradient_checks, monotone_check, weaker_beats_stronger
+from dfrobust.studies.curves import robustness_curve, run_curves
 from dfrobust.data.dataset import load_split
 from dfrobust.models.checkpoint import load_detector
 from dfrobust.utils.io import read_csv, read_json

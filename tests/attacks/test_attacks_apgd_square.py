@@ -10,7 +10,7 @@ from torch import nn
 
 from dfrobust.attacks.apgd import checkpoint_lengths, dlr_loss
 from dfrobust.attacks.base import available_attacks, logit_margin, make_attack
-from dfrobust.attacks.experiment import AttackConfig, run_attack
+from dfrobust.studies.attack_run import AttackConfig, run_attack
 from dfrobust.attacks.mifgsm import resize_and_pad
 from dfrobust.attacks.square import margin_loss, p_schedule, square_pattern
 from dfrobust.data.dataset import load_split

@@ -13,8 +13,8 @@ from dfrobust.cli import main
 from dfrobust.data.manifest import manifest_hash
 from dfrobust.defenses.dip import DipConfig
 from dfrobust.defenses.dip_sampling import AttackFolder, category_candidates, read_attack_folder, sample_categories
-from dfrobust.defenses.dip_tables import sweep_points, sweep_rows, table3_rows, table4_rows, window_mean
-from dfrobust.defenses.study import DipStudyConfig, run_dip_study
+from dfrobust.studies.dip_tables import sweep_points, sweep_rows, table3_rows, table4_rows, window_mean
+from dfrobust.studies.dip_study import DipStudyConfig, run_dip_study
 from dfrobust.errors import DfrobustError
 from dfrobust.utils.io import read_csv, read_json
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import dfrobust.attacks.experiment as experiment
-from dfrobust.attacks.experiment import AttackConfig, run_attack
-from dfrobust.attacks.tables import RESULT_COLUMNS, table2_rows, table2_wide
+import dfrobust.studies.attack_run as experiment
+from dfrobust.studies.attack_run import AttackConfig, run_attack
+from dfrobust.studies.attack_tables import RESULT_COLUMNS, table2_rows, table2_wide
 from dfrobust.cli import main
 from dfrobust.errors import DfrobustError
 from dfrobust.models.checkpoint import load_detector, save_detector

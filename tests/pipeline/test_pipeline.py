@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import dfrobust.attacks.experiment as experiment
-import dfrobust.defenses.study as study
+import dfrobust.studies.attack_run as experiment
+import dfrobust.studies.dip_study as study
 from dfrobust.cli import main
 from dfrobust.config import load_preset, study_config
 from dfrobust.errors import DfrobustError

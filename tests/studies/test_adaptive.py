@@ -11,7 +11,7 @@ from torch import nn
 from dfrobust.attacks.base import make_attack
 from dfrobust.cli import main
 from dfrobust.defenses.adaptive import PurifiedModel, check_bpda, evaluate_through, fit_blur_sigma
-from dfrobust.defenses.adaptive_run import run_adaptive
+from dfrobust.studies.adaptive_run import run_adaptive
 from dfrobust.defenses.base import Purifier, make_purifier
 from dfrobust.defenses.dip import dip_purify
 from dfrobust.defenses.dip_unroll import dip_unrolled

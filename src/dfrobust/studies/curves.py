@@ -2,7 +2,7 @@
 
 :func:`robustness_curve` computes one curve for images in memory; :func:`run_curves` is the
 stage: it loads a dataset and a detector, computes every curve (Linf and L2 by default), runs
-the gradient-masking checks of :mod:`dfrobust.attacks.checks` and writes::
+the gradient-masking checks of :mod:`dfrobust.studies.masking_checks` and writes::
 
     OUT/run.json           fingerprint of the run (config, data, model, images)
     OUT/parts/part-00002.csv  per-image outcome of one point, then its mark (utils/parts.py: resume and sharding unit)
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from dfrobust.attacks.base import attack_defaults, frozen_eval, make_attack, model_device
-from dfrobust.attacks.checks import gradient_checks, monotone_check, weaker_beats_stronger
+from dfrobust.studies.masking_checks import gradient_checks, monotone_check, weaker_beats_stronger
 from dfrobust.constants import CLASS_NAMES
 from dfrobust.data.layouts import CLASS_CHOICES, load_images
 from dfrobust.errors import DfrobustError

@@ -19,11 +19,11 @@ from dip_helpers import make_attack_folder
 from safetensors.torch import load_file
 
 import dfrobust
-import dfrobust.attacks.experiment as experiment
-from dfrobust.attacks.experiment import AttackConfig, run_attack
+import dfrobust.studies.attack_run as experiment
+from dfrobust.studies.attack_run import AttackConfig, run_attack
 from dfrobust.cli import main
 from dfrobust.defenses.dip import DipConfig
-from dfrobust.defenses.study import DipStudyConfig, run_dip_study
+from dfrobust.studies.dip_study import DipStudyConfig, run_dip_study
 from dfrobust.models.checkpoint import load_detector, read_sidecar
 from dfrobust.train import loop
 from dfrobust.train.config import TrainConfig
@@ -122,7 +122,7 @@ def test_torchrun_purify_equals_one_process(toy_dataset: Path, toy_model: Path, 
     script.write_text(
         "import sys\n"
         "from dfrobust.defenses.dip import DipConfig\n"
-        "from dfrobust.defenses.study import DipStudyConfig, run_dip_study\n"
+        "from dfrobust.studies.dip_study import DipStudyConfig, run_dip_study\n"
         f"dip = DipConfig(**{dataclasses.asdict(dip)!r})\n"
         f"cfg = DipStudyConfig(dip=dip, per_category=2, classify_at=4, batch_size=2, device='cpu')\n"
         f"run_dip_study({str(toy_dataset)!r}, {str(toy_model)!r}, [{str(adv[0])!r}], {str(tmp_path / 'two')!r}, cfg)\n"

@@ -44,7 +44,7 @@ from torch import nn
 
 from dfrobust.attacks.base import Attack, make_attack, perturbation_norms
 from dfrobust.attacks import robust as platform  # --robust-to: EOT crafting, scores after the chains
-from dfrobust.attacks.tables import RESULT_COLUMNS, table2_rows, target_aggregates
+from dfrobust.studies.attack_tables import RESULT_COLUMNS, table2_rows, target_aggregates
 from dfrobust.data.dataset import ImageSet
 from dfrobust.data.layouts import CLASS_CHOICES, load_images
 from dfrobust.errors import DfrobustError

