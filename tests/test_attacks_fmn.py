@@ -12,6 +12,7 @@ from dfrobust.attacks.base import logit_margin, make_attack
 from dfrobust.data.dataset import load_split
 from dfrobust.errors import DfrobustError
 from dfrobust.models.checkpoint import load_detector
+from dfrobust.utils.io import quantize
 
 
 class Linear(nn.Module):
@@ -53,7 +54,7 @@ def test_fmn_finds_the_exact_minimal_norm_of_a_linear_model(norm: str) -> None:
     step = direction / direction.norm(dim=1, keepdim=True) if norm == "l2" else direction.sign()
     nearest = x.flatten(1) + exact[:, None] * step
     assert ((nearest >= 0) & (nearest <= 1)).all()  # the minimal points lie inside the box
-    result = make_attack("fmn", norm=norm, steps=100)(model, x, y)
+    result = make_attack("fmn", norm=norm, steps=100, kappa=0.0)(model, x, y)
     assert result.success.all()
     found = result.l2 if norm == "l2" else result.linf
     assert (found >= exact * 0.999).all()  # no adversarial point can be closer than the exact one
@@ -71,7 +72,7 @@ def test_fmn_is_deterministic_and_reports_its_label_and_margin() -> None:
 
 def test_fmn_kappa_pushes_past_the_boundary() -> None:
     model, x, y = _linear_case()
-    plain = make_attack("fmn", steps=60)(model, x, y)
+    plain = make_attack("fmn", steps=60, kappa=0.0)(model, x, y)
     margin = make_attack("fmn", steps=60, kappa=0.05)(model, x, y)
     assert margin.success.all()
     assert (margin.extras["margin"] >= 0.05 * 0.999).all()
@@ -93,6 +94,8 @@ def test_fmn_flips_every_toy_fake_no_further_than_bounded_pgd_needs(toy_dataset:
     x, y = fakes.images(), fakes.y
     fmn = make_attack("fmn", norm="l2", steps=60)(model, x, y)
     assert fmn.success.all()  # unbounded: every image flips
+    with torch.no_grad():  # and stays flipped as an 8-bit PNG (the default kappa's purpose)
+        assert (model(quantize(fmn.x_adv)).argmax(1) != y).all()
     # the smallest radius of a grid at which 20-step PGD-L2 flips each image
     radii = [0.05 * 1.5**k for k in range(14)]
     smallest = torch.full((len(x),), float("inf"))
