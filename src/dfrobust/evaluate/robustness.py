@@ -256,7 +256,7 @@ def _quartiles(values: np.ndarray) -> tuple[float, float, float]:
     out = []
     for q in (0.25, 0.5, 0.75):
         pos = q * (len(v) - 1)
-        lo, hi, frac = int(math.floor(pos)), int(math.ceil(pos)), pos - math.floor(pos)
+        lo, hi, frac = math.floor(pos), math.ceil(pos), pos - math.floor(pos)
         # numpy would compute 0.4 + frac * (inf - 0.4) or inf - inf: decide inf by hand
         if math.isinf(v[lo]) or (frac > 0 and math.isinf(v[hi])):
             out.append(math.inf)
