@@ -7,6 +7,7 @@ so the recipe is exactly the one ``dfrobust train --adversarial`` runs), once pe
 * ``before``: the recipe as it was: full radius from the first step, adversarial loss alone
   (``adv_ramp_epochs=0, adv_clean_weight=0``);
 * ``after``: the defaults (radius ramp over the first epoch, clean loss weight 0.5);
+* ``ramp-only``, ``mix-only``: one guard each (``--setups`` picks; default: before and after);
 
 then evaluates the last epoch (no model selection, so the recipe alone is compared) on the
 whole test split: accuracy, AUROC, per-class recall, the collapse diagnosis
@@ -36,7 +37,12 @@ from dfrobust.models.checkpoint import load_detector
 from dfrobust.train.config import TrainConfig
 from dfrobust.train.loop import build_augment, epoch_generator, make_optimizer, train_step
 
-SETUPS = {"before": {"adv_ramp_epochs": 0.0, "adv_clean_weight": 0.0}, "after": {}}
+SETUPS = {
+    "before": {"adv_ramp_epochs": 0.0, "adv_clean_weight": 0.0},
+    "after": {},
+    "ramp-only": {"adv_clean_weight": 0.0},  # ablations: each guard alone
+    "mix-only": {"adv_ramp_epochs": 0.0},
+}
 
 
 def fine_tune(model: torch.nn.Module, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, augment: Augment) -> None:
@@ -64,7 +70,7 @@ def main() -> None:
     ap.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--attack-images", type=int, default=100)
-    ap.add_argument("--setups", nargs="+", default=list(SETUPS), choices=list(SETUPS))
+    ap.add_argument("--setups", nargs="+", default=["before", "after"], choices=list(SETUPS))
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     run = Path(args.run)
