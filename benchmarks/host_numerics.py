@@ -8,9 +8,8 @@ a fresh subprocess per setup:
 * ``avx512``: ``DFROBUST_PIN_ISA=avx512`` (skipped on a CPU without AVX-512);
 * ``avx2-again``: a second AVX2 run, to show that a pinned run repeats exactly.
 
-Every setup uses the same thread count (``--threads``; the default run gets it through
-``torch.set_num_threads`` by ``DFROBUST_THREADS`` too, via ``OMP_NUM_THREADS``), so the ISA is the
-only difference. Prints one JSON line per setup (seconds of training) and one per pair
+Every setup uses the same thread count (``--threads``: pinned runs through ``DFROBUST_THREADS``,
+the default run through ``OMP_NUM_THREADS``), so the ISA is the only difference. Prints one JSON line per setup (seconds of training) and one per pair
 (the largest absolute weight difference; 0.0 means bit-identical). The weight differences do
 not depend on machine load; the seconds do: measure them on an idle machine::
 
