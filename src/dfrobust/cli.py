@@ -17,6 +17,7 @@ from types import ModuleType
 from dfrobust import __version__
 from dfrobust.commands.common import add_log_args
 from dfrobust.errors import DfrobustError
+from dfrobust.utils.numerics import pin_from_env
 from dfrobust.utils.plugins import submodules
 
 #: ``ORDER`` of a command module that sets none: listed after the others.
@@ -109,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args.command is None else 2
     handler, saved = _configure_logging(args.quiet, args.verbose)
     try:
+        pin_from_env()  # before the first kernel runs: oneDNN, MKL and ATen read their settings once
         return int(args.func(args) or 0)
     except DfrobustError as exc:
         print(f"error: {exc}", file=sys.stderr)

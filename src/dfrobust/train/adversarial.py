@@ -16,6 +16,15 @@ Each recipe turns a clean batch into a training loss. The adversarial examples o
   steps of 0.007 at eps 0.031; we take ``eps / 4`` and the same step count as PGD-AT (7) so the
   two cost the same.
 
+Against collapse (a detector fine-tuned at the full radius can fall to a constant class: the
+fakes' cue is small and the adversarial examples hide it; TRIM, arXiv 2505.22604), two settings
+of :class:`~dfrobust.train.config.TrainConfig`: ``adv_ramp_epochs`` grows the radius linearly
+from 0 over the first epochs (:meth:`AdversarialRecipe.at_progress`), and ``adv_clean_weight``
+mixes the clean cross-entropy into ``pgd``/``fast``'s loss (one forward pass over the clean and
+adversarial batch). Model selection puts a collapsed epoch last
+(:func:`dfrobust.evaluate.collapse.collapsed` on the validation metrics), since a constant
+predictor has the best held-out PGD accuracy of all.
+
 The per-batch randomness (random starts) is drawn from the epoch's CPU generator, so a resumed run
 draws what an uninterrupted one would.
 
@@ -35,7 +44,7 @@ after every epoch and flagged by :func:`collapsed`.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -85,6 +94,9 @@ class AdversarialRecipe:
         step_size: step length of the inner maximisation.
         beta: TRADES' weight of the KL term (``None`` for the others).
         check_steps: PGD steps of the per-epoch robustness check.
+        clean_weight: ``pgd``/``fast``: weight of the clean cross-entropy beside the adversarial one.
+        ramp_epochs: epochs over which the radius grows from 0 to ``eps`` (0: none).
+        full_eps: the radius the ramp ends at (``eps`` itself outside the ramp).
     """
 
     method: str
@@ -94,6 +106,9 @@ class AdversarialRecipe:
     step_size: float
     beta: float | None
     check_steps: int
+    clean_weight: float = 0.0
+    ramp_epochs: float = 0.0
+    full_eps: float | None = None
 
     def settings(self) -> dict[str, Any]:
         """What the sidecar records (``adversarial`` section, before the measured cost)."""
@@ -104,9 +119,27 @@ class AdversarialRecipe:
             "steps": self.steps,
             "step_size": self.step_size,
             "beta": self.beta,
+            "clean_weight": self.clean_weight,
+            "ramp_epochs": self.ramp_epochs,
             "example_batchnorm": EXAMPLE_BATCHNORM[self.method],
-            "check": {"images": CHECK_IMAGES, "pgd_steps": self.check_steps, "pgd_step_size": self.eps / 4},
+            "check": {"images": CHECK_IMAGES, "pgd_steps": self.check_steps, "pgd_step_size": self.radius / 4},
         }
+
+    @property
+    def radius(self) -> float:
+        """The full training radius (``eps`` once the ramp is over)."""
+        return self.eps if self.full_eps is None else self.full_eps
+
+    def at_progress(self, epochs_done: float | None) -> AdversarialRecipe:
+        """This recipe at a point of training (``epochs_done``: epochs finished, fractional): eps and step scaled by the ramp.
+
+        ``None`` or a finished ramp: the full radius. Ramping the radius lets a detector fine-tuned
+        from clean weights adapt before the examples hide its cue (TRIM, arXiv 2505.22604).
+        """
+        if epochs_done is None or self.ramp_epochs <= 0 or epochs_done >= self.ramp_epochs:
+            return self
+        factor = max(0.0, epochs_done) / self.ramp_epochs
+        return replace(self, eps=self.radius * factor, step_size=self.step_size * factor, full_eps=self.radius)
 
     def attack(self, seed: int) -> Attack:
         """The registered ``pgd`` attack that makes this recipe's examples (``pgd`` and ``fast``)."""
@@ -157,26 +190,39 @@ class AdversarialRecipe:
         """
         x_adv = self.examples(getattr(model, "module", model), x, y, generator, rows)
         if self.method != "trades":
-            logits = model(x_adv)
-            return F.cross_entropy(logits.float(), y), logits, None
+            if self.clean_weight == 0:
+                logits = model(x_adv)
+                return F.cross_entropy(logits.float(), y), logits, None
+            both = model(torch.cat([x, x_adv]))  # one pass: BatchNorm sees the clean and adversarial batch together
+            clean, logits = both[: len(x)], both[len(x) :]
+            loss = self.clean_weight * F.cross_entropy(clean.float(), y) + (1 - self.clean_weight) * F.cross_entropy(logits.float(), y)
+            return loss, logits, None
         logits = model(x)
         adv_logits = model(x_adv)
         kl = F.kl_div(F.log_softmax(adv_logits.float(), dim=1), F.softmax(logits.float(), dim=1), reduction="batchmean")
         return F.cross_entropy(logits.float(), y) + self.beta * kl, logits, kl
 
 
-def recipe_for(cfg: Any, image_size: tuple[int, int]) -> AdversarialRecipe | None:
-    """The recipe of a :class:`~dfrobust.train.config.TrainConfig` for images of ``image_size`` (``None``: plain training)."""
+def recipe_for(cfg: Any, image_size: tuple[int, int], epochs_done: float | None = None) -> AdversarialRecipe | None:
+    """The recipe of a :class:`~dfrobust.train.config.TrainConfig` for images of ``image_size`` (``None``: plain training).
+
+    ``epochs_done`` (fractional epochs of this run finished): the recipe at that point of its
+    radius ramp (:meth:`AdversarialRecipe.at_progress`); ``None``: at the full radius.
+    """
     if cfg.adversarial is None:
         return None
     if cfg.adversarial not in METHODS:
         raise DfrobustError(f"unknown adversarial training {cfg.adversarial!r}; use one of {METHODS}")
     eps = float(cfg.adv_eps) if cfg.adv_eps is not None else default_eps(image_size)
     source = "given" if cfg.adv_eps is not None else "image size"
+    ramp = float(getattr(cfg, "adv_ramp_epochs", 0.0))
+    clean = float(getattr(cfg, "adv_clean_weight", 0.0)) if cfg.adversarial != "trades" else 0.0
     if cfg.adversarial == "fast":
-        return AdversarialRecipe("fast", eps, source, 1, FAST_STEP * eps, None, cfg.adv_steps)
-    beta = float(cfg.trades_beta) if cfg.adversarial == "trades" else None
-    return AdversarialRecipe(cfg.adversarial, eps, source, cfg.adv_steps, eps / 4, beta, cfg.adv_steps)
+        recipe = AdversarialRecipe("fast", eps, source, 1, FAST_STEP * eps, None, cfg.adv_steps, clean, ramp)
+    else:
+        beta = float(cfg.trades_beta) if cfg.adversarial == "trades" else None
+        recipe = AdversarialRecipe(cfg.adversarial, eps, source, cfg.adv_steps, eps / 4, beta, cfg.adv_steps, clean, ramp)
+    return recipe.at_progress(epochs_done)
 
 
 def check_batch(n_images: int, seed: int) -> torch.Tensor:
@@ -187,9 +233,9 @@ def check_batch(n_images: int, seed: int) -> torch.Tensor:
 
 def robustness_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: AdversarialRecipe, seed: int) -> dict[str, float]:
     """Accuracy of ``model`` under PGD and under FGSM at the recipe's eps on one batch (eval mode, registered attacks)."""
-    pgd = make_attack("pgd", eps=recipe.eps, norm="linf", steps=recipe.check_steps, step_size=recipe.eps / 4,
+    pgd = make_attack("pgd", eps=recipe.radius, norm="linf", steps=recipe.check_steps, step_size=recipe.radius / 4,
                       random_start=True, seed=seed)
-    fgsm = make_attack("fgsm", eps=recipe.eps)
+    fgsm = make_attack("fgsm", eps=recipe.radius)
     return {
         "pgd_accuracy": 1.0 - pgd(model, x, y).success.float().mean().item(),
         "fgsm_accuracy": 1.0 - fgsm(model, x, y).success.float().mean().item(),

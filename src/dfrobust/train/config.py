@@ -83,6 +83,13 @@ class TrainConfig:
         "that detects catastrophic overfitting (fast takes one step)")})
     trades_beta: float = field(default=6.0, metadata={"metavar": "BETA", "help": (
         "TRADES weight of the robustness (KL) term (the paper: 1 to 10)")})
+    adv_ramp_epochs: float = field(default=1.0, metadata={"metavar": "EPOCHS", "help": (
+        "adversarial training: the radius grows linearly from 0 to --adv-eps over this many epochs, step by step "
+        "(0: the full radius from the first step); a detector fine-tuned at the full radius at once can collapse "
+        "to one class")})
+    adv_clean_weight: float = field(default=0.5, metadata={"metavar": "W", "help": (
+        "pgd and fast: loss = W x cross-entropy on the clean batch + (1 - W) x on its adversarial version "
+        "(0: Madry et al.'s adversarial loss alone; 0.5: Goodfellow et al.'s mix, which keeps the clean cue)")})
     noise_sigma: float = field(default=0.0, metadata={"metavar": "SIGMA", "help": (
         "Gaussian noise augmentation for randomized smoothing (Cohen et al. 2019): every training image gets "
         "N(0, SIGMA^2) noise per pixel, unclipped (0: off)")})
@@ -122,6 +129,10 @@ class TrainConfig:
             raise DfrobustError(f"--adv-eps must lie in (0, 1] (pixels are in [0, 1]), got {self.adv_eps}")
         if self.adv_steps < 1:
             raise DfrobustError(f"--adv-steps must be at least 1, got {self.adv_steps}")
+        if not (isinstance(self.adv_ramp_epochs, (int, float)) and 0 <= self.adv_ramp_epochs < float("inf")):
+            raise DfrobustError(f"--adv-ramp-epochs must be a finite number >= 0, got {self.adv_ramp_epochs!r}")
+        if not (isinstance(self.adv_clean_weight, (int, float)) and 0 <= self.adv_clean_weight < 1):
+            raise DfrobustError(f"--adv-clean-weight must lie in [0, 1), got {self.adv_clean_weight!r}")
         if self.trades_beta <= 0:
             raise DfrobustError(f"--trades-beta must be positive, got {self.trades_beta}")
         if self.noise_sigma < 0:
@@ -132,13 +143,15 @@ class TrainConfig:
         """Settings of a recipe that is not used are an error (they would change the model's identity for nothing)."""
         defaults = {f.name: f.default for f in fields(self)}
         if self.adversarial is None:
-            unused = [k for k in ("adv_eps", "adv_steps", "trades_beta") if getattr(self, k) != defaults[k]]
+            unused = [k for k in ("adv_eps", "adv_steps", "trades_beta", "adv_ramp_epochs", "adv_clean_weight") if getattr(self, k) != defaults[k]]
             if unused:
                 flags = ", ".join("--" + k.replace("_", "-") for k in unused)
                 raise DfrobustError(f"{flags} only apply to adversarial training; add --adversarial pgd|fast|trades or drop them")
             return
         if self.adversarial != "trades" and self.trades_beta != defaults["trades_beta"]:
             raise DfrobustError(f"--trades-beta applies to --adversarial trades, not {self.adversarial}; drop it")
+        if self.adversarial == "trades" and self.adv_clean_weight != defaults["adv_clean_weight"]:
+            raise DfrobustError("--adv-clean-weight applies to --adversarial pgd|fast (TRADES has its own clean term); drop it")
         if self.lipschitz > 0:
             raise DfrobustError("--adversarial and --lipschitz cannot be combined; train one defense per model")
         if self.noise_sigma > 0:

@@ -44,6 +44,7 @@ from dfrobust.data.augment import Augment, scaled_sigma
 from dfrobust.data.dataset import ImageSet, load_split
 from dfrobust.data.manifest import manifest_hash, read_manifest, stratified_split
 from dfrobust.errors import DfrobustError
+from dfrobust.evaluate.collapse import collapsed as collapsed_detector
 from dfrobust.evaluate.evaluation import evaluate_detector
 from dfrobust.models.checkpoint import load_detector, read_sidecar, save_detector, sidecar_path
 from dfrobust.models.detectors import IMAGENET, Detector, build_detector
@@ -151,6 +152,7 @@ def train_step(
     amp_dtype: torch.dtype | None = None,
     scaler: torch.amp.GradScaler | None = None,
     rows: tuple[int, int, int] | None = None,
+    epochs_done: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """One optimizer step on a batch; returns (loss, logits, penalty).
 
@@ -163,8 +165,11 @@ def train_step(
     of ``total`` images under DDP; the loss that is backpropagated is then weighted by
     ``len(x) * world_size / total``, so DDP's average over the processes is the gradient of the
     global batch's mean loss (the returned loss is the slice's own mean).
+
+    ``epochs_done``: fractional epochs of this run finished before the step, for the adversarial
+    radius ramp (``None``: the full radius).
     """
-    recipe = recipe_for(cfg, (x.shape[-2], x.shape[-1]))
+    recipe = recipe_for(cfg, (x.shape[-2], x.shape[-1]), epochs_done)
     slice_rows = rows[:2] if rows is not None else None
     with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         if recipe is not None:
@@ -231,7 +236,8 @@ def train_one_epoch(
         if ctx.sharded:
             start, stop = local_rows(len(idx), ctx)
             x, y, rows = x[start:stop], y[start:stop], (start, len(idx), ctx.world_size)
-        loss, logits, penalty = train_step(model, optimizer, x, y, cfg, gen, amp_dtype, scaler, rows)
+        done = epoch - 1 + step / len(batches)
+        loss, logits, penalty = train_step(model, optimizer, x, y, cfg, gen, amp_dtype, scaler, rows, done)
         n = len(y)
         totals += torch.stack(
             [
@@ -452,6 +458,12 @@ def train_detector(
                 row.update(heldout_pgd_accuracy=robust["pgd_accuracy"], heldout_fgsm_accuracy=robust["fgsm_accuracy"])
                 line += f" | held-out pgd {robust['pgd_accuracy']:.3f} fgsm {robust['fgsm_accuracy']:.3f}"
                 score.insert(0, robust["pgd_accuracy"])  # robust selection, as Madry et al.'s robustness library
+                # ... but never a collapsed epoch first: a constant predictor has the best PGD accuracy of all
+                diagnosis = collapsed_detector(val_metrics)
+                score.insert(0, not diagnosis.collapsed)
+                if diagnosis:
+                    row["collapsed"] = diagnosis.reason
+                    line += f" | collapsed: {diagnosis.reason}"
             if info["best"] is None or score > info["best"]:
                 info["best"], info["best_epoch"] = score, epoch
                 best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}

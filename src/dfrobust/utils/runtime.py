@@ -56,6 +56,10 @@ def versions() -> dict[str, str]:
         "numpy": np.__version__,
         "dfrobust": dfrobust.__version__,
     }
+    from dfrobust.utils.numerics import numerics_record
+
+    numerics = numerics_record()  # which host numerics made the numbers (see utils/numerics.py)
+    info.update({k: numerics[k] for k in ("cpu", "cpu_capability", "threads", "pinned_isa")})
     if torch.cuda.is_available():
         info["cuda"] = str(torch.version.cuda)
         info["gpu"] = torch.cuda.get_device_name(0)
