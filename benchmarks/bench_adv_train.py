@@ -50,18 +50,48 @@ def main() -> None:
         setups[method] = (model, make_optimizer(model, cfg), cfg)
     times = time_steps(setups, x, y, args.rounds, args.steps)
     step = {name: statistics.median(t) for name, t in times.items()}
-    common = {"arch": args.arch, "size": args.size, "batch_size": args.batch_size, "device": str(device),
-              "threads": torch.get_num_threads(), "rounds": args.rounds, "steps_per_round": args.steps, "smoke": args.smoke}
+    common = {
+        "arch": args.arch,
+        "size": args.size,
+        "batch_size": args.batch_size,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "rounds": args.rounds,
+        "steps_per_round": args.steps,
+        "smoke": args.smoke,
+    }
     for name, (_, _, cfg) in setups.items():
         recipe = recipe_for(cfg, (args.size, args.size))
         settings = recipe.settings() if recipe is not None else {"method": "plain"}
-        print(json.dumps({"bench": "adv_train_step", "setup": name, "step_s": step[name], "step_s_rounds": times[name],
-                          "eps": settings.get("eps"), "steps": settings.get("steps"), **common}))
+        print(
+            json.dumps(
+                {
+                    "bench": "adv_train_step",
+                    "setup": name,
+                    "step_s": step[name],
+                    "step_s_rounds": times[name],
+                    "eps": settings.get("eps"),
+                    "steps": settings.get("steps"),
+                    **common,
+                }
+            )
+        )
     for method in METHODS:
         ratio = step[method] / step["plain"]
         target = TARGETS.get(method)
-        print(json.dumps({"bench": "adv_train_cost", "method": method, "vs": "plain", "cost_multiplier": ratio,
-                          "target": target, "within_target": None if target is None else ratio <= target, **common}))
+        print(
+            json.dumps(
+                {
+                    "bench": "adv_train_cost",
+                    "method": method,
+                    "vs": "plain",
+                    "cost_multiplier": ratio,
+                    "target": target,
+                    "within_target": None if target is None else ratio <= target,
+                    **common,
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -37,12 +37,30 @@ def main() -> None:
         setups[arch] = (model, make_optimizer(model, cfg), cfg)
     times = time_steps(setups, x, y, args.rounds, args.steps)
     step = {arch: statistics.median(t) for arch, t in times.items()}
-    common = {"size": args.size, "batch_size": args.batch_size, "optimizer": args.optimizer, "device": str(device),
-              "threads": torch.get_num_threads(), "rounds": args.rounds, "steps_per_round": args.steps}
+    common = {
+        "size": args.size,
+        "batch_size": args.batch_size,
+        "optimizer": args.optimizer,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "rounds": args.rounds,
+        "steps_per_round": args.steps,
+    }
     for arch in args.arch:
         params = sum(p.numel() for p in setups[arch][0].parameters())
-        print(json.dumps({"bench": "arch_train_step", "arch": arch, "parameters": params, "images_per_s": args.batch_size / step[arch],
-                          "step_s": step[arch], "step_s_rounds": times[arch], **common}))
+        print(
+            json.dumps(
+                {
+                    "bench": "arch_train_step",
+                    "arch": arch,
+                    "parameters": params,
+                    "images_per_s": args.batch_size / step[arch],
+                    "step_s": step[arch],
+                    "step_s_rounds": times[arch],
+                    **common,
+                }
+            )
+        )
     base = args.arch[0]
     for arch in args.arch[1:]:
         print(json.dumps({"bench": "arch_speedup", "arch": arch, "vs": base, "speedup": step[base] / step[arch], **common}))

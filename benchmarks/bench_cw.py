@@ -46,9 +46,7 @@ def toy_setup(folder: Path, size: int, seed: int, n_images: int) -> tuple[Path, 
     return data, model_path
 
 
-def measure(
-    name: str, run: Callable[[], torch.Tensor], model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, kappa: float
-) -> dict:
+def measure(name: str, run: Callable[[], torch.Tensor], model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, kappa: float) -> dict:
     """Time ``run`` (which returns adversarial images) and score its output on ``model``."""
     start = time.perf_counter()
     x_adv = run().detach().float().cpu().clamp(0, 1)
@@ -170,11 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     if "art" in by_name:
         mine, ref = by_name["dfrobust"], by_name["art"]
         speedup = ref["seconds"] / mine["seconds"]
-        l2_ratio = (
-            mine["median_l2_success"] / ref["median_l2_success"]
-            if mine["median_l2_success"] and ref["median_l2_success"]
-            else None
-        )
+        l2_ratio = mine["median_l2_success"] / ref["median_l2_success"] if mine["median_l2_success"] and ref["median_l2_success"] else None
         ratio = {
             "ratio": "dfrobust vs art",
             "speedup": round(speedup, 2),
@@ -184,8 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(json.dumps(ratio), flush=True)
         print(
-            f"\nspeedup vs ART {speedup:.1f}x, success {ratio['success_diff']:+.1%}, "
-            f"median L2 ratio {ratio['median_l2_ratio']}",
+            f"\nspeedup vs ART {speedup:.1f}x, success {ratio['success_diff']:+.1%}, median L2 ratio {ratio['median_l2_ratio']}",
             file=sys.stderr,
         )
     return 0

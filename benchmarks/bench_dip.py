@@ -72,7 +72,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--steps", type=int, default=3, help="timed iterations of the largest batch per round (smaller batches run proportionally more)")
+    parser.add_argument(
+        "--steps", type=int, default=3, help="timed iterations of the largest batch per round (smaller batches run proportionally more)"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--compare-vmap", action="store_true", help="also time the vmap design at batch sizes > 1")

@@ -49,10 +49,7 @@ def main() -> None:
         z = model(xr)
         batch = logit_input_gradients(z, xr)
         own = torch.stack(
-            [
-                torch.stack([torch.autograd.grad(z[b, i], xr, retain_graph=True)[0][b] for b in range(len(x))])
-                for i in range(z.shape[1])
-            ]
+            [torch.stack([torch.autograd.grad(z[b, i], xr, retain_graph=True)[0][b] for b in range(len(x))]) for i in range(z.shape[1])]
         )
         model.eval()
         xe = x.clone().requires_grad_(True)

@@ -39,7 +39,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_config(size: int, batch: int, mode: str, device: torch.device, warmup: int, timed: int, classifier: torch.nn.Module | None = None, record_every: int = 10) -> dict:
+def time_config(
+    size: int,
+    batch: int,
+    mode: str,
+    device: torch.device,
+    warmup: int,
+    timed: int,
+    classifier: torch.nn.Module | None = None,
+    record_every: int = 10,
+) -> dict:
     """Seconds per iteration of one batch (and peak memory); with a classifier, include the recording."""
     cfg = DipConfig(**MODES[mode])
     images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(batch), device="cpu")

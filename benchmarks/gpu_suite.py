@@ -127,7 +127,11 @@ def bench_train(args: argparse.Namespace, device: torch.device, ctx: distributed
             if device.type == "cuda":
                 model = model.to(memory_format=torch.channels_last)
             cfg = TrainConfig(arch=arch, batch_size=max(2, args.train_batch * ctx.world_size), amp=amp, device=str(device))
-            net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if ctx.group else model
+            net = (
+                torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+                if ctx.group
+                else model
+            )
             optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
             amp_dtype, scaler = _amp(device, amp)
             x = torch.rand(args.train_batch, 3, args.size, args.size, device=device)

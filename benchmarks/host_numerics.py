@@ -69,7 +69,10 @@ def main() -> None:
     work = Path(args.work or tempfile.mkdtemp(prefix="host-numerics-"))
     data = work / "data"
     if not (data / "manifest.json").exists():
-        _cli(["data", "synth", "--n", str(args.images), "--size", str(args.size), "--out", str(data), "--seed", "0"], _env(None, args.threads))
+        _cli(
+            ["data", "synth", "--n", str(args.images), "--size", str(args.size), "--out", str(data), "--seed", "0"],
+            _env(None, args.threads),
+        )
     flags = cpu_flags() or set()
     setups = [("default", None), ("avx2", "avx2"), ("avx2-again", "avx2")]
     if "avx512f" in flags:

@@ -47,14 +47,16 @@ def main() -> None:
     for r in range(args.rounds + 1):
         for kind, n in (("train", 16), ("attack", 20)):
             x, y = torch.rand(n, 3, args.size, args.size), torch.randint(0, 2, (n,))
-            for name, model in (models.items() if r % 2 else reversed(models.items())):
+            for name, model in models.items() if r % 2 else reversed(models.items()):
                 s = step_seconds(model, x, y, kind == "train")
                 if r:  # round 0 warms up
                     times[(name, kind)].append(s)
     for kind in ("train", "attack"):
         ratios = [a / b for a, b in zip(times[("efficientnet_lite0", kind)], times[("resnet18", kind)])]
-        print(f"{kind} step at {args.size} px: Lite0 / ResNet-18 = {statistics.median(ratios):.2f} "
-              f"(median of {len(ratios)} interleaved rounds; range {min(ratios):.2f}-{max(ratios):.2f})")
+        print(
+            f"{kind} step at {args.size} px: Lite0 / ResNet-18 = {statistics.median(ratios):.2f} "
+            f"(median of {len(ratios)} interleaved rounds; range {min(ratios):.2f}-{max(ratios):.2f})"
+        )
 
 
 if __name__ == "__main__":

@@ -39,8 +39,18 @@ def main() -> None:
     for rec in sorted((read_json(p) for p in (run / ".stages").glob("*.json")), key=lambda r: r["finished_at"]):
         print(json.dumps({"stage": rec["name"], "seconds": rec["seconds"]}))
     target = TARGET_SECONDS.get(args.preset)
-    print(json.dumps({"preset": args.preset, "wall_seconds": round(total, 1), "target_seconds": target,
-                      "within_target": None if target is None else total <= target, "cpus": os.cpu_count(), "run": str(run)}))
+    print(
+        json.dumps(
+            {
+                "preset": args.preset,
+                "wall_seconds": round(total, 1),
+                "target_seconds": target,
+                "within_target": None if target is None else total <= target,
+                "cpus": os.cpu_count(),
+                "run": str(run),
+            }
+        )
+    )
     if args.run is None:
         shutil.rmtree(run.parent)
 

@@ -13,6 +13,7 @@ import re
 import sys
 from pathlib import Path
 
+
 def main(run_dir: str, marker: str = "quick-run") -> None:
     BEGIN, END = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
     summary = (Path(run_dir) / "report" / "summary.md").read_text(encoding="utf-8")

@@ -47,7 +47,10 @@ def make_attack_folder(
         # a row for another target that the study must ignore
         rows.append({"image": rel, "label": FAKE, "attack": attack, "source": name, "target": "other-model", "setting": "blackbox"})
     write_csv(out / "results.csv", rows, RESULT_COLUMNS)
-    targets = {name: {"path": str(model_path), "sha256": sha256 or sha256_file(model_path)}, "other-model": {"path": "x", "sha256": "0" * 64}}
+    targets = {
+        name: {"path": str(model_path), "sha256": sha256 or sha256_file(model_path)},
+        "other-model": {"path": "x", "sha256": "0" * 64},
+    }
     dataset = {"path": str(data_dir), "manifest_hash": manifest or manifest_hash(data_dir)}
     write_json(out / "summary.json", {"source": {name: targets[name]}, "targets": targets, "attack": {"label": attack}, "dataset": dataset})
     return out

@@ -39,9 +39,11 @@ def _example(after: str) -> str:
 def doc_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Save the examples as files in folders the packages scan, as a user would save them in src/."""
     saved = {reg: reg.classes() for reg in (ATTACKS, PURIFIERS, STAGE_KINDS, SECTIONS)}
-    for package, name, path in ((dfrobust.attacks, "noise", "src/dfrobust/attacks/noise.py"),
-                                (dfrobust.defenses, "median", "src/dfrobust/defenses/median.py"),
-                                (dfrobust.kinds, "checksums", "src/dfrobust/kinds/checksums.py")):
+    for package, name, path in (
+        (dfrobust.attacks, "noise", "src/dfrobust/attacks/noise.py"),
+        (dfrobust.defenses, "median", "src/dfrobust/defenses/median.py"),
+        (dfrobust.kinds, "checksums", "src/dfrobust/kinds/checksums.py"),
+    ):
         folder = tmp_path / package.__name__.replace(".", "_")
         folder.mkdir()
         (folder / f"{name}.py").write_text(_example(path))
@@ -63,8 +65,28 @@ def test_the_documented_attack_and_purifier_reach_the_cli_and_the_report(
         main(["attack", "--help"])
     assert "noise" in capsys.readouterr().out
     out = tmp_path / "noise"
-    assert main(["attack", "--data", str(toy_dataset), "--source", str(toy_model), "--attack", "noise", "--eps", "0.05",
-                 "--max-images", "4", "--device", "cpu", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "attack",
+                "--data",
+                str(toy_dataset),
+                "--source",
+                str(toy_model),
+                "--attack",
+                "noise",
+                "--eps",
+                "0.05",
+                "--max-images",
+                "4",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = read_csv(out / "results.csv")
     assert rows and all(0 < float(r["linf"]) <= 0.05 + 1 / 255 for r in rows)
     x = __import__("torch").rand(2, 3, 8, 8)

@@ -73,7 +73,9 @@ def test_preview_options_replace_only_contact_sheets(toy_dataset: Path, tmp_path
         assert "--out" in _first_line(capsys)
     assert main(["data", "synth", "--out", str(tmp_path / "s"), "--n", "8", "--size", "16", "--preview", str(photo)]) == 2
     assert "--preview" in _first_line(capsys) and not (tmp_path / "s").exists()
-    assert main(["data", "synth", "--out", str(tmp_path / "s"), "--n", "8", "--size", "16", "--preview", str(tmp_path / "s" / "p.png")]) == 2
+    assert (
+        main(["data", "synth", "--out", str(tmp_path / "s"), "--n", "8", "--size", "16", "--preview", str(tmp_path / "s" / "p.png")]) == 2
+    )
     assert {p: p.read_bytes() for p in before} == before
     sheet = tmp_path / "sheet.png"
     assert main(["data", "preview", str(data), "--out", str(sheet)]) == 0

@@ -32,8 +32,13 @@ def run_lint_imports(config: Path, pythonpath: Path, cwd: Path) -> tuple[int, st
         "from importlinter.cli import lint_imports\n"
         f"sys.exit(lint_imports(config_filename={str(config)!r}, no_cache=True, no_logo=True))\n"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(pythonpath), os.environ.get("PYTHONPATH", "")]),
-           "COLUMNS": "1000", "NO_COLOR": "1", "TERM": "dumb"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(pythonpath), os.environ.get("PYTHONPATH", "")]),
+        "COLUMNS": "1000",
+        "NO_COLOR": "1",
+        "TERM": "dumb",
+    }
     proc = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     return proc.returncode, proc.stdout + proc.stderr
 
@@ -73,19 +78,22 @@ def test_contract_sees_function_level_imports(tmp_path: Path) -> None:
     pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
     (pkg / "high.py").write_text("from toypkg import low\n")
-    (pkg / "low.py").write_text(textwrap.dedent("""\
+    (pkg / "low.py").write_text(
+        textwrap.dedent("""\
         def f():
             if True:
                 from toypkg.high import g  # lazy and upward
             return g
-        """))
+        """)
+    )
     sub = pkg / "sub"
     sub.mkdir()
     (sub / "__init__.py").write_text("")
     (sub / "a.py").write_text("from toypkg.sub import b\n")
     (sub / "b.py").write_text("def h():\n    import toypkg.sub.a\n")
     config = tmp_path / "setup.cfg"
-    config.write_text(textwrap.dedent("""\
+    config.write_text(
+        textwrap.dedent("""\
         [importlinter]
         root_package = toypkg
 
@@ -101,7 +109,8 @@ def test_contract_sees_function_level_imports(tmp_path: Path) -> None:
         name = acyclic
         type = acyclic_siblings
         ancestors = toypkg
-        """))
+        """)
+    )
     status, output = run_lint_imports(config, tmp_path / "src", tmp_path)
     assert status != 0, output
     edges = broken_edges(output)

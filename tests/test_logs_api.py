@@ -74,12 +74,16 @@ def test_exit_codes_are_documented(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_import_dfrobust_is_light() -> None:
     code = "import sys, dfrobust; print(any(m == 'torch' or m.startswith('torch.') for m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    )
     assert out.stdout.strip() == "False", out.stderr
 
 
 #: The README's example (five lines), run here on the toy fixtures in place of the quick run's files.
-README_EXAMPLE = re.search(r"## Python API.*?```python\n(.*?)```", (Path(__file__).resolve().parents[1] / "README.md").read_text(), re.S).group(1)
+README_EXAMPLE = re.search(
+    r"## Python API.*?```python\n(.*?)```", (Path(__file__).resolve().parents[1] / "README.md").read_text(), re.S
+).group(1)
 
 
 def test_readme_example_runs(toy_dataset: Path, toy_model: Path, capsys: pytest.CaptureFixture[str]) -> None:

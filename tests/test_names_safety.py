@@ -79,7 +79,7 @@ def test_set_name_on_an_existing_run_is_refused(tmp_path: Path, capsys: pytest.C
     from dfrobust.config import study_config
     from dfrobust.utils.io import write_json
 
-    victim = _victim(tmp_path)
+    _victim(tmp_path)
     run = tmp_path / "R"
     run.mkdir()
     write_json(run / "config.json", {"config": study_config("tiny", []), "data_arg": None, "device": "cpu"})
@@ -114,7 +114,7 @@ def test_fuzz_single_name_keys(key: str, tmp_path: Path, capsys: pytest.CaptureF
 def test_card_named_like_a_path_is_refused(name: str, toy_model: Path, toy_dataset: Path, tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     card = tmp_path / "det.toml"
-    card.write_text(f"source = \"dfrobust:{toy_model}\"\nname = {json.dumps(name)}\n")
+    card.write_text(f'source = "dfrobust:{toy_model}"\nname = {json.dumps(name)}\n')
     run = tmp_path / "RD"
     assert main(["card", "check", str(card), "--device", "cpu"]) == 2
     assert "name" in _first_line(capsys)
@@ -176,7 +176,7 @@ def test_values_checked_before_work(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_card_with_huge_input_size_is_refused(toy_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     card = tmp_path / "big.toml"
-    card.write_text(f"source = \"dfrobust:{toy_model}\"\ninput_size = [100000, 100000]\n")
+    card.write_text(f'source = "dfrobust:{toy_model}"\ninput_size = [100000, 100000]\n')
     assert main(["card", "check", str(card), "--device", "cpu"]) == 2
     assert "input_size" in _first_line(capsys)
 

@@ -214,14 +214,13 @@ def test_a_full_disk_or_read_only_folder_is_one_line(
     _one_line_error(capsys, f"{needle} while writing", "rerun the same command")
 
 
-
 def test_set_reaches_every_parameter_of_a_registered_attack() -> None:
     """``--set attack.X.key=value`` works for an attack without a preset section, typed by the constructor's default."""
     from dfrobust.attacks.base import attack_defaults, attack_section_defaults
     from dfrobust.config import study_config
 
     assert "pgd" not in study_config("tiny")["attack"]
-    cfg = study_config("tiny", ["attack.pgd.steps=3", "attack.pgd.norm=\"l2\"", "attack.mifgsm.steps=3"], attack_section_defaults)
+    cfg = study_config("tiny", ["attack.pgd.steps=3", 'attack.pgd.norm="l2"', "attack.mifgsm.steps=3"], attack_section_defaults)
     assert cfg["attack"]["pgd"] == {"steps": 3, "norm": "l2"} and cfg["attack"]["mifgsm"]["steps"] == 3
     assert "step_size" in attack_defaults("pgd")
     for bad, says in (("attack.pgd.nokey=1", "step_size"), ("attack.nosuch.eps=1", "no section"), ('attack.pgd.steps="x"', "expects int")):

@@ -78,7 +78,6 @@ def _configure_logging(quiet: bool, verbose: bool) -> tuple[logging.Handler, dic
     return handler, saved
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand registered."""
     parser = argparse.ArgumentParser(

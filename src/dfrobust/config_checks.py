@@ -221,13 +221,15 @@ def validate_study_config(cfg: dict[str, Any]) -> None:
         present, value = _get(cfg, key)
         if not present:
             if required:
-                raise DfrobustError(f"config lacks {key}; add it to the preset (or start the preset with extends = \"paper\")")
+                raise DfrobustError(f'config lacks {key}; add it to the preset (or start the preset with extends = "paper")')
             continue
         problem = check(value)
         if problem:
             raise _fail(key, value, problem)
     train = cfg.get("train", {})
-    sections = {"train": train} | {f"train.{role}": v for role, v in train.items() if isinstance(v, dict) and role not in ("lipschitz", "blur")}
+    sections = {"train": train} | {
+        f"train.{role}": v for role, v in train.items() if isinstance(v, dict) and role not in ("lipschitz", "blur")
+    }
     for prefix, section in sections.items():
         for k, check in TRAIN_KEYS.items():
             # [train] holds the common settings and the sections; a section is checked on its own

@@ -28,11 +28,31 @@ from dfrobust.utils.runfolder import CONFIG_FILE, PLAN_FILE, read_plan
 
 log = logging.getLogger(__name__)
 #: torchrun's variables, which a stage started by the --devices scheduler must not inherit.
-TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "MASTER_ADDR", "MASTER_PORT",
-                 "TORCHELASTIC_RUN_ID")
+TORCHRUN_VARS = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+    "ROLE_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "TORCHELASTIC_RUN_ID",
+)
 #: What earlier callers imported from here (the stage kinds own them now).
-__all__ = ["SWAP_KNOBS", "AttackRun", "Plan", "attack_plan", "fooled_fakes", "plan_study", "reproduce", "run_stage",
-           "run_on_devices", "load_run_config", "stored_stages"]
+__all__ = [
+    "SWAP_KNOBS",
+    "AttackRun",
+    "Plan",
+    "attack_plan",
+    "fooled_fakes",
+    "plan_study",
+    "reproduce",
+    "run_stage",
+    "run_on_devices",
+    "load_run_config",
+    "stored_stages",
+]
 
 
 def plan_study(cfg: dict[str, Any], run_dir: Path, data_arg: Path | None = None, device: str = "auto") -> Plan:
@@ -75,8 +95,17 @@ def reproduce(
     check_force(force or set(), plan.stages, run_dir)
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / CONFIG_FILE, {"config": cfg, "data_arg": str(data_arg) if data_arg else None, "device": device,
-                                           "devices": devices, "world_size": ctx.world_size, "versions": versions()})
+        write_json(
+            run_dir / CONFIG_FILE,
+            {
+                "config": cfg,
+                "data_arg": str(data_arg) if data_arg else None,
+                "device": device,
+                "devices": devices,
+                "world_size": ctx.world_size,
+                "versions": versions(),
+            },
+        )
         write_json(run_dir / PLAN_FILE, plan.record(cfg, data_summary(plan)))
     runner = StageRunner(run_dir, force=force)
     t0 = time.perf_counter()

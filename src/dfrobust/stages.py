@@ -69,11 +69,19 @@ class Stage:
 
     def record(self, run_dir: Path) -> dict[str, Any]:
         """What ``plan.json`` keeps of the stage: enough to compute its state without re-planning."""
+
         def rel(p: Path) -> str:
             return str(p.relative_to(run_dir)) if p.is_relative_to(run_dir) else str(p)
 
-        return {"name": self.name, "config": self.config, "output": rel(self.output), "deps": self.deps,
-                "extra_paths": [rel(p) for p in self.extra_paths], "keep_output": self.keep_output, "device": self.device}
+        return {
+            "name": self.name,
+            "config": self.config,
+            "output": rel(self.output),
+            "deps": self.deps,
+            "extra_paths": [rel(p) for p in self.extra_paths],
+            "keep_output": self.keep_output,
+            "device": self.device,
+        }
 
     @classmethod
     def from_record(cls, rec: dict[str, Any], run_dir: Path) -> Stage:
@@ -85,8 +93,16 @@ class Stage:
         def path(p: str) -> Path:
             return Path(p) if Path(p).is_absolute() else run_dir / p
 
-        return cls(rec["name"], rec["config"], path(rec["output"]), cannot_run, list(rec["deps"]),
-                   [path(p) for p in rec.get("extra_paths", [])], bool(rec.get("keep_output")), rec.get("device", "cpu"))
+        return cls(
+            rec["name"],
+            rec["config"],
+            path(rec["output"]),
+            cannot_run,
+            list(rec["deps"]),
+            [path(p) for p in rec.get("extra_paths", [])],
+            bool(rec.get("keep_output")),
+            rec.get("device", "cpu"),
+        )
 
 
 def force_matches(name: str, force: str) -> bool:
@@ -202,7 +218,10 @@ class StageRunner:
         self.log(f"[run]  {stage.name}" + (" (resuming)" if state == "partial" else ""))
         prev = self.record(stage.name) or {}
         seconds_before = prev.get("seconds", 0.0) if state == "partial" else 0.0
-        write_json(self._book_file(stage.name), {"name": stage.name, "key": key, "state": "running", "config": stage.config, "seconds": seconds_before})
+        write_json(
+            self._book_file(stage.name),
+            {"name": stage.name, "key": key, "state": "running", "config": stage.config, "seconds": seconds_before},
+        )
         return key, state, seconds_before
 
     def _finish(self, stage: Stage, key: str, seconds: float, started: float, world_size: int) -> None:

@@ -47,7 +47,9 @@ def test_writers_never_replace_a_folder(tmp_path: Path) -> None:
     assert (tmp_path / "file.json").read_text().strip().endswith("}") and not list(tmp_path.glob(".file.json.*"))
 
 
-def test_evaluate_json_at_a_folder_is_refused(toy_dataset: Path, toy_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_evaluate_json_at_a_folder_is_refused(
+    toy_dataset: Path, toy_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = _user_folder(tmp_path / "results")
     code = main(["evaluate", "--data", str(toy_dataset), "--model", str(toy_model), "--json", str(folder), "--no-gradients"])
     assert code == 2

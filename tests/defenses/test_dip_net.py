@@ -43,7 +43,13 @@ def test_shape_contract_and_sigmoid_range() -> None:
 
 @pytest.mark.parametrize(
     ("cin", "cout", "kernel", "stride", "side", "pad"),
-    [(128, 16, 3, 1, 2, "reflect"), (132, 8, 3, 1, 4, "zeros"), (120, 4, 3, 2, 8, "reflect"), (16, 8, 1, 1, 8, "reflect"), (8, 4, 3, 1, 8, "reflect")],
+    [
+        (128, 16, 3, 1, 2, "reflect"),
+        (132, 8, 3, 1, 4, "zeros"),
+        (120, 4, 3, 2, 8, "reflect"),
+        (16, 8, 1, 1, 8, "reflect"),
+        (8, 4, 3, 1, 8, "reflect"),
+    ],
 )
 def test_grouped_conv_fast_paths_equal_the_grouped_convolution(
     cin: int, cout: int, kernel: int, stride: int, side: int, pad: str, monkeypatch: pytest.MonkeyPatch

@@ -91,7 +91,7 @@ def test_intervals() -> None:
     assert (round(lo, 4), round(hi, 4)) == (0.4902, 0.9433)
     assert float(clopper_pearson_lower(0, 10, 0.05)) == 0.0
     # k = n: the bound is alpha^(1/n)
-    assert float(clopper_pearson_lower(10, 10, 0.05)) == pytest.approx(0.05 ** 0.1)
+    assert float(clopper_pearson_lower(10, 10, 0.05)) == pytest.approx(0.05**0.1)
     with pytest.raises(DfrobustError, match="sigma"):
         certify(Linear(torch.ones(3, 2, 2), 0.0), torch.rand(1, 3, 2, 2), sigma=0.0)
 
@@ -100,8 +100,31 @@ def test_certify_command_writes_per_image_rows_a_curve_and_a_summary(
     toy_dataset: Path, toy_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "cert"
-    args = ["certify", "--model", str(toy_model), "--data", str(toy_dataset), "--sigma", "0.12", "--n0", "20", "--n", "100",
-            "--alpha", "0.01", "--max-images", "10", "--classes", "both", "--batch-size", "64", "--device", "cpu", "--out", str(out)]
+    args = [
+        "certify",
+        "--model",
+        str(toy_model),
+        "--data",
+        str(toy_dataset),
+        "--sigma",
+        "0.12",
+        "--n0",
+        "20",
+        "--n",
+        "100",
+        "--alpha",
+        "0.01",
+        "--max-images",
+        "10",
+        "--classes",
+        "both",
+        "--batch-size",
+        "64",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     assert "certified accuracy" in capsys.readouterr().out
     rows = read_csv(out / "certify.csv")

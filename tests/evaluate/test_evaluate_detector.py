@@ -71,8 +71,30 @@ def test_table_lists_metrics_per_column() -> None:
 
 def test_train_then_evaluate_through_the_cli(toy_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "tiny.safetensors"
-    args = ["train", "--data", str(toy_dataset), "--arch", "tiny", "--out", str(out), "--epochs", "2", "--lr", "0.05",
-            "--batch-size", "8", "--lipschitz", "5", "--blur-fraction", "0.4", "--blur-sigma", "3", "5", "--device", "cpu"]
+    args = [
+        "train",
+        "--data",
+        str(toy_dataset),
+        "--arch",
+        "tiny",
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--lr",
+        "0.05",
+        "--batch-size",
+        "8",
+        "--lipschitz",
+        "5",
+        "--blur-fraction",
+        "0.4",
+        "--blur-sigma",
+        "3",
+        "5",
+        "--device",
+        "cpu",
+    ]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "val" in printed and "test" in printed and "accuracy" in printed
@@ -95,11 +117,27 @@ def test_cli_errors_are_one_line(toy_dataset: Path, toy_model: Path, tmp_path: P
     small = make_toy_dataset(tmp_path / "small", n_per_class_split=2, size=16)
     assert main(["evaluate", "--data", str(small), "--model", str(toy_model)]) == 2
     assert "trained on 32x32" in capsys.readouterr().err
-    assert main(["train", "--data", str(toy_dataset), "--arch", "resnet18", "--resume-from", str(toy_model),
-                 "--out", str(tmp_path / "r.safetensors")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(toy_dataset),
+                "--arch",
+                "resnet18",
+                "--resume-from",
+                str(toy_model),
+                "--out",
+                str(tmp_path / "r.safetensors"),
+            ]
+        )
+        == 2
+    )
     assert "is a tiny model" in capsys.readouterr().err
     bad_init = tmp_path / "bad.pth"
     torch.save({"weight": torch.zeros(2)}, bad_init)
-    assert main(["train", "--data", str(toy_dataset), "--arch", "tiny", "--init", str(bad_init),
-                 "--out", str(tmp_path / "i.safetensors")]) == 2
+    assert (
+        main(["train", "--data", str(toy_dataset), "--arch", "tiny", "--init", str(bad_init), "--out", str(tmp_path / "i.safetensors")])
+        == 2
+    )
     assert "does not fit tiny" in capsys.readouterr().err

@@ -162,7 +162,9 @@ def test_masking_unbounded_check() -> None:
 
 
 def test_masking_whitebox_vs_blackbox() -> None:
-    white_weak = [row(i, "fgsm", 0, 1 if i == "a" else 0) for i in "abcd"] + [row(i, "fgsm", 0, 1 if i != "d" else 0, source="vgg") for i in "abcd"]
+    white_weak = [row(i, "fgsm", 0, 1 if i == "a" else 0) for i in "abcd"] + [
+        row(i, "fgsm", 0, 1 if i != "d" else 0, source="vgg") for i in "abcd"
+    ]
     check = check_whitebox_vs_blackbox(white_weak, LINF, BUDGETS)
     # whitebox leaves b, c, d (3/4); the transfer leaves d (1/4): whitebox weaker -> masking
     assert check.flagged and "75.0% (3/4)" in check.message and "25.0% (1/4)" in check.message

@@ -258,8 +258,14 @@ def test_weight_mismatch_lists_keys_and_names_shapes(tmp_path: Path) -> None:
     state = {k: v for k, v in net.state_dict().items() if not k.startswith("fc.")}
     state["extra.weight"] = torch.zeros(1)
     torch.save(state, tmp_path / "w.pth")
-    keys = {"source": "torchvision:resnet18", "weights": "w.pth", "normalization": "none", "output": "logits", "fake_index": 0,
-            "input_size": [16, 16]}
+    keys = {
+        "source": "torchvision:resnet18",
+        "weights": "w.pth",
+        "normalization": "none",
+        "output": "logits",
+        "fake_index": 0,
+        "input_size": [16, 16],
+    }
     with pytest.raises(DfrobustError, match=r"2 missing key\(s\) \(fc.weight, fc.bias\), 1 unexpected key\(s\) \(extra.weight\)"):
         load_card(write_card(tmp_path / "a.toml", **keys))
     model, meta = load_card(write_card(tmp_path / "b.toml", **keys, strict=False))  # non-strict: loads what fits
@@ -297,7 +303,12 @@ def test_bad_cards_are_one_line_errors(tmp_path: Path, text: str, message: str) 
 
 
 def test_probe_catches_a_wrong_output_kind(user_detector: dict[str, Path], tmp_path: Path) -> None:
-    text = user_detector["card"].read_text().replace('output = "logit"', 'output = "logits"').replace("weights.pth", str(user_detector["weights"]))
+    text = (
+        user_detector["card"]
+        .read_text()
+        .replace('output = "logit"', 'output = "logits"')
+        .replace("weights.pth", str(user_detector["weights"]))
+    )
     card = tmp_path / "wrong.toml"
     card.write_text(text)
     with pytest.raises(DfrobustError, match='set the card\'s `output` key to "logit"'):

@@ -45,8 +45,13 @@ def test_cnndetection_checkpoint_loads_and_its_logit_means_fake(tmp_path: Path) 
     x = torch.rand(2, 3, 64, 64)
     net.eval()
     with torch.no_grad():
-        z = net((torch.nn.functional.interpolate(x, size=(224, 224), mode="bilinear", antialias=True)
-                 - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+        z = net(
+            (
+                torch.nn.functional.interpolate(x, size=(224, 224), mode="bilinear", antialias=True)
+                - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+            )
+            / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        )
         p_fake = model(x).softmax(1)[:, 0]
     assert torch.allclose(p_fake, torch.sigmoid(z).reshape(-1), atol=1e-5)
     assert meta["input_size"] == [224, 224]

@@ -29,7 +29,7 @@ def test_in_model_crop_equals_the_folder_crop_and_passes_gradients() -> None:
     x = torch.tensor(images, dtype=torch.float32).permute(0, 3, 1, 2).div(255).requires_grad_(True)
     out = crop(x)
     expected = np.stack([align_crop(img, p, 48) for img, p in zip(images, points)])
-    got = (out.detach().permute(0, 2, 3, 1).numpy() * 255)
+    got = out.detach().permute(0, 2, 3, 1).numpy() * 255
     assert np.abs(got - expected).mean() < 1.5  # same geometry; bilinear sampling vs skimage's, 8-bit rounding
     out.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
@@ -58,7 +58,9 @@ def test_card_detector_crops_before_normalising(tmp_path: Path) -> None:
 @pytest.mark.skipif(not faceswap_extra_available(), reason="the faceswap extra (dlib) is not installed")
 def test_load_card_with_face_crop_uses_dlib(tmp_path: Path) -> None:
     card = tmp_path / "c.toml"
-    card.write_text('source = "torchvision:resnet18"\nnormalization = "imagenet"\noutput = "logits"\nfake_index = 0\n'
-                    'input_size = [64, 64]\nface_crop = true\n')
+    card.write_text(
+        'source = "torchvision:resnet18"\nnormalization = "imagenet"\noutput = "logits"\nfake_index = 0\n'
+        "input_size = [64, 64]\nface_crop = true\n"
+    )
     model, meta = load_card(card)
     assert meta["face_crop"] is True and isinstance(model.crop, FaceCrop) and model.crop.no_face == 2  # the noise probe has no face

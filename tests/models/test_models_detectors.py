@@ -116,7 +116,5 @@ def test_input_gradient_norms_match_per_image_jacobians() -> None:
     model = build_detector("tiny").eval()
     x = torch.rand(5, 3, 16, 16)
     norms = input_gradient_norms(model, x, batch_size=2)
-    expected = torch.stack(
-        [torch.autograd.functional.jacobian(lambda img: model(img[None])[0], xi).norm() for xi in x]
-    )
+    expected = torch.stack([torch.autograd.functional.jacobian(lambda img: model(img[None])[0], xi).norm() for xi in x])
     assert torch.allclose(norms, expected, rtol=1e-4, atol=1e-7)

@@ -20,8 +20,24 @@ from dfrobust.stages import StageRunner
 from dfrobust.utils.io import read_csv, read_json
 
 VGG_NAME = "vgg16"
-RESULT_COLUMNS = ["image", "label", "attack", "source", "target", "setting", "clean_p_real", "adv_p_real", "clean_pred",
-                  "adv_pred", "l2", "linf", "psnr", "ssim", "success", "seconds"]
+RESULT_COLUMNS = [
+    "image",
+    "label",
+    "attack",
+    "source",
+    "target",
+    "setting",
+    "clean_p_real",
+    "adv_p_real",
+    "clean_pred",
+    "adv_pred",
+    "l2",
+    "linf",
+    "psnr",
+    "ssim",
+    "success",
+    "seconds",
+]
 
 
 def test_presets_extend_paper_and_overrides_are_checked() -> None:
@@ -118,9 +134,24 @@ def test_report_is_self_contained_and_from_the_run(built_run: Path) -> None:
     report = tiny_run / "report"
     page = (report / "report.html").read_text()
     assert "data:image/png;base64," in page and not re.search(r'src="(?!data:)', page)
-    for title in ("Table I.", "Table II.", "Table III.", "Table IV.", "Fig 2.", "Fig 3.", "Fig 4.", "Fig 5.", "Fig 6.",
-                  "Defense leaderboard", "Trade-off", "Randomized-smoothing certificates", "Table V.", "Robustness curve (linf)",
-                  "Robustness curve (l2)", "Square attack"):
+    for title in (
+        "Table I.",
+        "Table II.",
+        "Table III.",
+        "Table IV.",
+        "Fig 2.",
+        "Fig 3.",
+        "Fig 4.",
+        "Fig 5.",
+        "Fig 6.",
+        "Defense leaderboard",
+        "Trade-off",
+        "Randomized-smoothing certificates",
+        "Table V.",
+        "Robustness curve (linf)",
+        "Robustness curve (l2)",
+        "Square attack",
+    ):
         assert title in page, title
     results = read_json(report / "results.json")
     board = {r["defense"]: r for r in results["leaderboard"]}
@@ -196,8 +227,9 @@ def test_reproduce_rejects_a_missing_data_folder(tmp_path: Path, capsys: pytest.
     assert code == 2 and "not a folder" in capsys.readouterr().err
 
 
-def test_report_and_status_work_after_the_source_data_folder_moved(tiny_run: Path, tmp_path: Path,
-                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_and_status_work_after_the_source_data_folder_moved(
+    tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import shutil
 
     from dfrobust.utils.io import write_json

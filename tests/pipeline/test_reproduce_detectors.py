@@ -13,10 +13,14 @@ from dfrobust.models.checkpoint import save_detector
 from dfrobust.utils.io import read_csv, read_json
 
 
-def test_two_cards_get_the_whole_study_and_report(toy_dataset: Path, toy_model: Path, tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    other = save_detector(train_tiny(toy_dataset, steps=60, seed=1), tmp_path / "other.safetensors",
-                          {"input_size": [32, 32], "seed": 1, "training": {"note": "tests"}})
+def test_two_cards_get_the_whole_study_and_report(
+    toy_dataset: Path, toy_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = save_detector(
+        train_tiny(toy_dataset, steps=60, seed=1),
+        tmp_path / "other.safetensors",
+        {"input_size": [32, 32], "seed": 1, "training": {"note": "tests"}},
+    )
     cards = []
     for name, model in (("mine", toy_model), ("theirs", other)):
         card = tmp_path / f"{name}.toml"

@@ -21,8 +21,9 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """Replace the pipeline by a recorder (no stage runs); it logs one line as a stage would."""
     seen: list[dict[str, Any]] = []
 
-    def fake(cfg: dict, run_dir: Path, data_arg: Any = None, device: str = "auto", force: set | None = None,
-             devices: list[str] | None = None) -> Path:
+    def fake(
+        cfg: dict, run_dir: Path, data_arg: Any = None, device: str = "auto", force: set | None = None, devices: list[str] | None = None
+    ) -> Path:
         logging.getLogger("dfrobust.pipeline").info("[run]  data")
         seen.append({"cfg": cfg, "run_dir": Path(run_dir), "data_arg": data_arg, "force": force})
         return Path(run_dir) / "report"

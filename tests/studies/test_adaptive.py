@@ -193,7 +193,10 @@ def test_cli_attack_through_blur_with_eot(toy_dataset: Path, toy_model: Path, tm
     out = tmp_path / "through-blur"
     base = ["attack", "--data", str(toy_dataset), "--source", str(toy_model), "--attack", "apgd", "--steps", "3",
             "--max-images", "6", "--batch-size", "4", "--device", "cpu", "--out", str(out)]  # fmt: skip
-    assert main(base + ["--through", "blur", "--purifier-set", "blur.sigma=1.5", "--eot", "2", "--bpda", "surrogate", "--eval-draws", "2"]) == 0
+    assert (
+        main(base + ["--through", "blur", "--purifier-set", "blur.sigma=1.5", "--eot", "2", "--bpda", "surrogate", "--eval-draws", "2"])
+        == 0
+    )
     summary = read_json(out / "summary.json")
     assert summary["n"] == 6 and summary["eot"] == 2 and summary["bpda"] == "surrogate"
     assert summary["eval_draws"] == 1  # blur is deterministic: one draw is all draws

@@ -126,7 +126,12 @@ def test_interrupted_run_resumes_and_matches(
     monkeypatch.setattr(experiment, "_attack_batch", dying_after_two)
     with pytest.raises(KeyboardInterrupt):
         run_attack(toy_dataset, models[0], list(models), cfg, tmp_path / "run")
-    assert sorted(p.name for p in (tmp_path / "run" / "parts").iterdir()) == ["part-00000.csv", "part-00000.json", "part-00001.csv", "part-00001.json"]
+    assert sorted(p.name for p in (tmp_path / "run" / "parts").iterdir()) == [
+        "part-00000.csv",
+        "part-00000.json",
+        "part-00001.csv",
+        "part-00001.json",
+    ]
     assert not (tmp_path / "run" / "summary.json").exists()
 
     calls.clear()
@@ -140,9 +145,7 @@ def test_interrupted_run_resumes_and_matches(
     assert calls == []  # finished: nothing redone
 
 
-def test_shards_merge_into_the_same_results(
-    reference_run: Path, toy_dataset: Path, models: tuple[Path, Path], tmp_path: Path
-) -> None:
+def test_shards_merge_into_the_same_results(reference_run: Path, toy_dataset: Path, models: tuple[Path, Path], tmp_path: Path) -> None:
     cfg = dataclasses.replace(PGD, jpeg_quality=75)
     first = run_attack(toy_dataset, models[0], list(models), cfg, tmp_path / "run", rank=1, world_size=2)
     assert first == {"complete": False, "batches_done": 1, "batches_total": 3, "out_dir": str(tmp_path / "run"), "rank": 1, "world_size": 2}
@@ -221,9 +224,7 @@ def test_table2_aggregates_rows_of_several_attacks(tmp_path: Path) -> None:
     assert plot_fig3(table, tmp_path / "fig.png").read_bytes()[:8] == PNG_MAGIC
 
 
-def test_cli_runs_and_explains_bad_models(
-    toy_dataset: Path, toy_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_runs_and_explains_bad_models(toy_dataset: Path, toy_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli"
     assert main(["attack", "--data", str(toy_dataset), "--source", str(toy_model), "--attack", "pgd", "--steps", "2",
                  "--max-images", "4", "--device", "cpu", "--out", str(out)]) == 0  # fmt: skip

@@ -45,7 +45,11 @@ def test_category_sampler_on_a_hand_made_set() -> None:
     assert all(len(v) == 2 and set(v) <= set(cands[c]) for c, v in plan.chosen.items())
     big = sample_categories(cands, per_category=4, seed=5)  # two categories have only 3 candidates: all taken
     assert {c: len(v) for c, v in big.chosen.items()} == {
-        "fgsm-whitebox/fake-wrong": 3, "fgsm-whitebox/fake-correct": 4, "clean/fake-correct": 4, "clean/real-correct": 3}
+        "fgsm-whitebox/fake-wrong": 3,
+        "fgsm-whitebox/fake-correct": 4,
+        "clean/fake-correct": 4,
+        "clean/real-correct": 3,
+    }
     assert any("only 3 candidate" in n for n in big.notes)
     draws = {tuple(sample_categories(cands, 2, s).chosen["clean/fake-correct"]) for s in range(6)}
     assert len(draws) > 1  # the seed matters
@@ -54,7 +58,9 @@ def test_category_sampler_on_a_hand_made_set() -> None:
     assert alone.chosen["clean/fake-correct"] == plan.chosen["clean/fake-correct"]
 
 
-def test_attack_folder_rows_are_matched_to_the_classifier(tmp_path: Path, toy_dataset: Path, toy_model: Path, attack_dirs: list[Path]) -> None:
+def test_attack_folder_rows_are_matched_to_the_classifier(
+    tmp_path: Path, toy_dataset: Path, toy_model: Path, attack_dirs: list[Path]
+) -> None:
     atk = read_attack_folder(attack_dirs[0], toy_model)
     assert atk.name == "fgsm-whitebox" and atk.target == "tiny" and len(atk.images) == 24
     # a folder that names the model differently is matched by its sha256
@@ -72,7 +78,9 @@ def test_attack_folder_rows_are_matched_to_the_classifier(tmp_path: Path, toy_da
 
 
 def test_tables_on_hand_made_predictions() -> None:
-    categories = ["fgsm-whitebox/fake-wrong"] * 2 + ["fgsm-whitebox/fake-correct"] * 2 + ["clean/fake-correct"] * 2 + ["clean/real-correct"] * 2
+    categories = (
+        ["fgsm-whitebox/fake-wrong"] * 2 + ["fgsm-whitebox/fake-correct"] * 2 + ["clean/fake-correct"] * 2 + ["clean/real-correct"] * 2
+    )
     labels = [0, 0, 0, 0, 0, 0, 1, 1]
     scores = {
         "baseline": [0.9, 0.8, 0.1, 0.2, 0.1, 0.1, 0.9, 0.9],
@@ -116,16 +124,42 @@ def _purify_args(data: Path, model: Path, advs: list[Path], out: Path, *extra: s
     return ["purify", "--data", str(data), "--model", str(model), "--adv", *map(str, advs), "--out", str(out), "--device", "cpu", *extra]
 
 
-def test_purify_end_to_end_through_the_cli(tmp_path: Path, toy_dataset: Path, toy_model: Path, attack_dirs: list[Path], capsys: pytest.CaptureFixture) -> None:
+def test_purify_end_to_end_through_the_cli(
+    tmp_path: Path, toy_dataset: Path, toy_model: Path, attack_dirs: list[Path], capsys: pytest.CaptureFixture
+) -> None:
     out = tmp_path / "dip"
-    args = _purify_args(toy_dataset, toy_model, attack_dirs, out, "--per-category", "1", "--iterations", "10", "--stop-at", "8", "--classify-at", "6", "--record-every", "2", "--batch-size", "4")
+    args = _purify_args(
+        toy_dataset,
+        toy_model,
+        attack_dirs,
+        out,
+        "--per-category",
+        "1",
+        "--iterations",
+        "10",
+        "--stop-at",
+        "8",
+        "--classify-at",
+        "6",
+        "--record-every",
+        "2",
+        "--batch-size",
+        "4",
+    )
     assert main(args) == 0
     for name in ("trajectories.csv", "table3.csv", "table4.csv", "sweep.csv", "fig5.png", "fig6.png", "summary.json"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     summary = read_json(out / "summary.json")
     assert summary["complete"] and summary["n_images"] == 6 and summary["classify_at"] == 6 and summary["iterations_run"] == 8
     cats = set(summary["categories"])
-    assert cats == {"fgsm-whitebox/fake-wrong", "fgsm-whitebox/fake-correct", "cw-blackbox/fake-wrong", "cw-blackbox/fake-correct", "clean/fake-correct", "clean/real-correct"}
+    assert cats == {
+        "fgsm-whitebox/fake-wrong",
+        "fgsm-whitebox/fake-correct",
+        "cw-blackbox/fake-wrong",
+        "cw-blackbox/fake-correct",
+        "clean/fake-correct",
+        "clean/real-correct",
+    }
     traj = read_csv(out / "trajectories.csv")
     assert list(traj[0]) == ["image", "category", "iteration", "p_real_raw", "p_real_avg", "mse_input", "psnr_input", "psnr_clean"]
     per_image = {r["image"] + r["category"]: [] for r in traj}
@@ -137,7 +171,13 @@ def test_purify_end_to_end_through_the_cli(tmp_path: Path, toy_dataset: Path, to
     at_t = {(r["image"], r["category"]): float(r["p_real_raw"]) for r in traj if r["iteration"] == "6"}
     assert all(float(p["dip_p_real"]) == pytest.approx(at_t[(p["image"], p["category"])]) for p in preds)
     t3 = read_csv(out / "table3.csv")
-    assert {(r["method"], r["threshold"]) for r in t3} >= {("baseline", "0.5"), ("dip", "0.5"), ("dip", "0.25"), ("jpeg", "0.5"), ("blur", "0.25")}
+    assert {(r["method"], r["threshold"]) for r in t3} >= {
+        ("baseline", "0.5"),
+        ("dip", "0.5"),
+        ("dip", "0.25"),
+        ("jpeg", "0.5"),
+        ("blur", "0.25"),
+    }
     labels = {p["category"]: p["label"] for p in preds}
     assert labels["clean/real-correct"] == "real" and labels["cw-blackbox/fake-wrong"] == "fake"
     baseline = {p["category"]: float(p["baseline_p_real"]) for p in preds}
@@ -164,7 +204,9 @@ def test_purify_end_to_end_through_the_cli(tmp_path: Path, toy_dataset: Path, to
     assert [p.stat().st_mtime_ns for p in sorted((out / "parts").glob("part-*.json"))] == stamps
 
 
-def test_ranks_split_the_batches_and_the_last_one_merges(tmp_path: Path, toy_dataset: Path, toy_model: Path, attack_dirs: list[Path]) -> None:
+def test_ranks_split_the_batches_and_the_last_one_merges(
+    tmp_path: Path, toy_dataset: Path, toy_model: Path, attack_dirs: list[Path]
+) -> None:
     dip = DipConfig(iterations=4, record_every=2, channels_down=(4, 8), channels_up=(4, 8), channels_skip=(0, 2), input_channels=6)
     cfg = DipStudyConfig(dip=dip, per_category=1, batch_size=2, device="cpu")
     first = run_dip_study(toy_dataset, toy_model, attack_dirs[:1], tmp_path, cfg, rank=0, world_size=2)
@@ -175,10 +217,17 @@ def test_ranks_split_the_batches_and_the_last_one_merges(tmp_path: Path, toy_dat
     assert second["complete"] and second["n_images"] == 4 and (tmp_path / "table4.csv").is_file()
 
 
-def test_purify_user_errors_are_one_line(tmp_path: Path, toy_dataset: Path, toy_model: Path, attack_dirs: list[Path], capsys: pytest.CaptureFixture) -> None:
+def test_purify_user_errors_are_one_line(
+    tmp_path: Path, toy_dataset: Path, toy_model: Path, attack_dirs: list[Path], capsys: pytest.CaptureFixture
+) -> None:
     assert main(_purify_args(toy_dataset, toy_model, [tmp_path / "missing"], tmp_path / "o")) == 2
     assert "not an attack output folder" in capsys.readouterr().err
-    assert main(_purify_args(toy_dataset, toy_model, attack_dirs, tmp_path / "o", "--iterations", "20", "--stop-at", "5", "--classify-at", "10")) == 2
+    assert (
+        main(
+            _purify_args(toy_dataset, toy_model, attack_dirs, tmp_path / "o", "--iterations", "20", "--stop-at", "5", "--classify-at", "10")
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("error:") and "--classify-at 10" in err and len(err.strip().splitlines()) == 1
     assert not os.path.exists(tmp_path / "o" / "parts")
@@ -206,8 +255,23 @@ def test_purify_reads_a_folder_in_place_at_mixed_sizes(tmp_path: Path, toy_datas
     assert main(["attack", "--data", str(folder), "--source", str(card), "--attack", "fgsm", "--out", str(adv), "--device", "cpu"]) == 0
     assert read_json(adv / "summary.json")["dataset"]["image_size"] == [64, 64]
     out = tmp_path / "dip"
-    args = _purify_args(folder, card, [adv], out, "--per-category", "1", "--iterations", "6", "--classify-at", "4", "--record-every", "2",
-                        "--batch-size", "8", "--no-transforms")
+    args = _purify_args(
+        folder,
+        card,
+        [adv],
+        out,
+        "--per-category",
+        "1",
+        "--iterations",
+        "6",
+        "--classify-at",
+        "4",
+        "--record-every",
+        "2",
+        "--batch-size",
+        "8",
+        "--no-transforms",
+    )
     assert main(args) == 0
     summary = read_json(out / "summary.json")
     assert summary["complete"] and summary["categories"]["clean/real-correct"]["n"] == 1

@@ -72,8 +72,9 @@ def test_fast_and_trades_run_and_record_their_settings(small_data: Path, tmp_pat
     assert adv["cost_multiplier"] > 0 and adv["batches"] == loop.COST_BATCHES
     assert fast["training"]["adversarial"] == "fast" and fast["training"]["adv_eps"] == 0.05
 
-    trades = train_detector(small_data, TrainConfig(**QUICK, adversarial="trades", trades_beta=3.0, adv_steps=2),
-                            tmp_path / "trades.safetensors")
+    trades = train_detector(
+        small_data, TrainConfig(**QUICK, adversarial="trades", trades_beta=3.0, adv_steps=2), tmp_path / "trades.safetensors"
+    )
     adv = trades["adversarial"]
     assert (adv["method"], adv["beta"], adv["steps"], adv["example_batchnorm"]) == ("trades", 3.0, 2, "eval")
     assert adv["eps"] == 8 / 255 and adv["step_size"] == pytest.approx(2 / 255)
@@ -106,12 +107,18 @@ def test_recipes_follow_their_papers_batchnorm_and_bounds() -> None:
 def test_catastrophic_overfitting_is_logged_recorded_and_not_selected(
     small_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    checks = iter([{"pgd_accuracy": 0.6, "fgsm_accuracy": 0.6}, {"pgd_accuracy": 0.1, "fgsm_accuracy": 0.9},
-                   {"pgd_accuracy": 0.2, "fgsm_accuracy": 0.95}])
+    checks = iter(
+        [
+            {"pgd_accuracy": 0.6, "fgsm_accuracy": 0.6},
+            {"pgd_accuracy": 0.1, "fgsm_accuracy": 0.9},
+            {"pgd_accuracy": 0.2, "fgsm_accuracy": 0.95},
+        ]
+    )
     monkeypatch.setattr(loop, "robustness_check", lambda *args: next(checks))
     lines: list[str] = []
-    meta = train_detector(small_data, TrainConfig(**{**QUICK, "epochs": 3}, adversarial="fast"), tmp_path / "m.safetensors",
-                          log=lines.append)
+    meta = train_detector(
+        small_data, TrainConfig(**{**QUICK, "epochs": 3}, adversarial="fast"), tmp_path / "m.safetensors", log=lines.append
+    )
     event = meta["adversarial"]["catastrophic_overfitting"]
     assert (event["epoch"], event["pgd_acc"], event["fgsm_acc"], event["best_epoch"]) == (2, 0.1, 0.9, 1)
     assert sum("catastrophic overfitting" in line for line in lines) == 1
@@ -145,8 +152,10 @@ def test_interrupted_adversarial_training_resumes_to_the_same_weights(
     strip = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]  # noqa: E731
     assert strip(resumed["history"]) == strip(straight["history"])
     # the cost measured in the first session is kept, not measured again
-    assert resumed["adversarial"] == {**straight["adversarial"], **{k: resumed["adversarial"][k] for k in
-                                      ("plain_step_seconds", "adversarial_step_seconds", "cost_multiplier")}}
+    assert resumed["adversarial"] == {
+        **straight["adversarial"],
+        **{k: resumed["adversarial"][k] for k in ("plain_step_seconds", "adversarial_step_seconds", "cost_multiplier")},
+    }
 
 
 def test_measuring_the_cost_changes_nothing(small_data: Path) -> None:
@@ -205,8 +214,33 @@ def test_train_flags_come_from_the_config_fields(small_data: Path, tmp_path: Pat
             assert action.option_strings == [flag(f.name)] and action.default == f.default
             assert f.default is None or "(default: " in action.help
     out = tmp_path / "m.safetensors"
-    assert main(["train", "--data", str(small_data), "--arch", "tiny", "--out", str(out), "--epochs", "1", "--batch-size", "8",
-                 "--adversarial", "fast", "--adv-eps", "0.04", "--device", "cpu", "--blur-sigma", "2", "4"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(small_data),
+                "--arch",
+                "tiny",
+                "--out",
+                str(out),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--adversarial",
+                "fast",
+                "--adv-eps",
+                "0.04",
+                "--device",
+                "cpu",
+                "--blur-sigma",
+                "2",
+                "4",
+            ]
+        )
+        == 0
+    )
     meta = read_sidecar(out)
     assert meta["training"]["adversarial"] == "fast" and meta["training"]["adv_eps"] == 0.04
     assert meta["training"]["blur_sigma"] == [2.0, 4.0] and meta["adversarial"]["eps"] == 0.04

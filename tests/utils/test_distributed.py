@@ -82,7 +82,11 @@ def test_torchrun_attack_equals_one_process(attack_reference: Path, toy_dataset:
 
 
 def test_a_dead_rank_leaves_its_parts_and_a_rerun_completes_the_rest(
-    attack_reference: Path, toy_dataset: Path, toy_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    attack_reference: Path,
+    toy_dataset: Path,
+    toy_model: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     out = tmp_path / "run"
@@ -180,7 +184,9 @@ def test_ddp_training_equals_one_process_at_the_same_global_batch(toy_dataset: P
     load_detector(tmp_path / "two.safetensors")
 
 
-def test_ddp_adversarial_training_resumes_with_another_world_size(toy_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ddp_adversarial_training_resumes_with_another_world_size(
+    toy_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """TRADES under DDP: one process is killed after epoch 1, two processes finish epoch 2 from its state."""
     cfg = TrainConfig(**TRAIN, adversarial="trades", adv_steps=2)
     loop.train_detector(toy_dataset, cfg, tmp_path / "one.safetensors")

@@ -68,5 +68,7 @@ def test_cli_reports_a_bad_level_as_a_one_line_error() -> None:
     env = {**os.environ, PIN_ENV: "sse4", "PYTHONPATH": str(SRC)}
     proc = subprocess.run([sys.executable, "-m", "dfrobust", "status", "--help"], env=env, capture_output=True, text=True, check=False)
     assert proc.returncode == 0  # --help exits in argparse, before the pin
-    proc = subprocess.run([sys.executable, "-m", "dfrobust", "status", "--run", "nonexistent-run"], env=env, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dfrobust", "status", "--run", "nonexistent-run"], env=env, capture_output=True, text=True, check=False
+    )
     assert proc.returncode == 2 and "error: DFROBUST_PIN_ISA must be one of" in proc.stderr

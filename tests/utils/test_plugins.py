@@ -103,7 +103,9 @@ def _in_package(monkeypatch: pytest.MonkeyPatch, package: object, folder: Path, 
     monkeypatch.setattr(package, "__path__", [*package.__path__, str(folder)])
 
 
-def _entry_points(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, modules: dict[str, str], groups: dict[str, list[tuple[str, str]]]) -> None:
+def _entry_points(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, modules: dict[str, str], groups: dict[str, list[tuple[str, str]]]
+) -> None:
     """Install third-party modules under ``tmp_path`` and fake their entry points ``{group: [(name, value)]}``."""
     for name, source in modules.items():
         (tmp_path / f"{name}.py").write_text(source)
@@ -115,7 +117,9 @@ def _entry_points(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, modules: dict
     monkeypatch.setattr(importlib.metadata, "entry_points", fake)
 
 
-def test_an_attack_file_in_the_package_is_discovered(registries: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_attack_file_in_the_package_is_discovered(
+    registries: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     _in_package(monkeypatch, dfrobust.attacks, tmp_path / "attacks", "noise", NOISE)
     assert "noise" in available_attacks()
     assert attack_class("noise").__module__ == "dfrobust.attacks.noise"
@@ -131,7 +135,12 @@ def test_an_attack_file_in_the_package_is_discovered(registries: None, monkeypat
 
 
 def test_a_third_party_attack_runs_from_the_cli(
-    registries: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, toy_dataset: Path, toy_model: Path, capsys: pytest.CaptureFixture[str]
+    registries: None,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    toy_dataset: Path,
+    toy_model: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     _entry_points(monkeypatch, tmp_path, {"dfr_ext_noise": NOISE}, {"dfrobust.attacks": [("noise", "dfr_ext_noise")]})
     out = tmp_path / "noise-run"
@@ -150,7 +159,9 @@ def test_a_third_party_attack_runs_from_the_cli(
     assert not (tmp_path / "x").exists()
 
 
-def test_a_broken_entry_point_is_skipped_with_a_warning(registries: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_broken_entry_point_is_skipped_with_a_warning(
+    registries: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     _entry_points(monkeypatch, tmp_path, {}, {"dfrobust.attacks": [("broken", "dfr_ext_missing_module")]})
     with caplog.at_level(logging.WARNING, logger="dfrobust.utils.plugins"):
         assert {"cw", "fgsm", "pgd"} <= set(available_attacks())

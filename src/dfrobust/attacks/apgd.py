@@ -44,7 +44,6 @@ LOSSES = ("ce", "margin", "dlr")
 DEFAULT_EPS = {"linf": 0.02, "l2": 0.5}
 
 
-
 def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Difference of logits ratio per row: ``-(z_y - max_{i != y} z_i) / (z_(1) - z_(3))`` (sorted descending)."""
     top = logits.sort(dim=1, descending=True).values
@@ -142,9 +141,7 @@ class APGD(Attack):
             return logit_margin(logits, y)
         return dlr_loss(logits, y)
 
-    def loss_and_grad(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def loss_and_grad(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-image loss, its gradient with respect to ``x``, and whether ``model`` misclassifies ``x``."""
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
@@ -160,9 +157,7 @@ class APGD(Attack):
             with torch.no_grad():
                 n_classes = model(x[:1]).shape[1]
             if n_classes < 3:
-                raise DfrobustError(
-                    f"the DLR loss needs >= 3 classes but the model has {n_classes}; use --loss ce or --loss margin"
-                )
+                raise DfrobustError(f"the DLR loss needs >= 3 classes but the model has {n_classes}; use --loss ce or --loss margin")
         n = len(x)
         gen = torch.Generator().manual_seed(self.seed)
         x_out = x.clone()

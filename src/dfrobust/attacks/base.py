@@ -141,9 +141,7 @@ class Attack(ABC):
         return constructor_settings(self, "attack")
 
     @abstractmethod
-    def perturb(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Return adversarial images (same device as ``x``) and per-image extras."""
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> AttackResult:
@@ -160,7 +158,9 @@ class Attack(ABC):
             with torch.no_grad():  # attacks need 2 logits (fake, real): a one-logit model would get a zero gradient margin
                 shape = tuple(model(x[:1]).shape)
             if shape != (1, 2):
-                raise DfrobustError(f"the model returns shape {shape} per image, not 2 logits (fake, real); wrap it in a detector card and set its `output` key")
+                raise DfrobustError(
+                    f"the model returns shape {shape} per image, not 2 logits (fake, real); wrap it in a detector card and set its `output` key"
+                )
             x_adv, extras = self.perturb(model, x, y)
             x_adv = x_adv.detach().clamp(0, 1)
             with torch.no_grad():

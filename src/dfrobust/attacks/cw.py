@@ -216,9 +216,7 @@ class CarliniWagnerL2(Attack):
                         adam_steps[gone] += steps
                         reached[gone] = reached_r[stalled]
                         keep = ~stalled
-                        rows, x_r, y_r, c_r, reached_r, prev, grad = (
-                            t[keep] for t in (rows, x_r, y_r, c_r, reached_r, prev, grad)
-                        )
+                        rows, x_r, y_r, c_r, reached_r, prev, grad = (t[keep] for t in (rows, x_r, y_r, c_r, reached_r, prev, grad))
                         if len(rows) == 0:
                             bar.update(self.max_steps - steps)
                             break
@@ -236,9 +234,7 @@ def _choose(use_a: torch.Tensor, use_b: torch.Tensor, a: torch.Tensor, b: torch.
     return torch.where(use_a.view(shape), a, torch.where(use_b.view(shape), b, other))
 
 
-def _compact_adam(
-    opt: torch.optim.Adam, w: torch.Tensor, keep: torch.Tensor, lr: float
-) -> tuple[torch.Tensor, torch.optim.Adam]:
+def _compact_adam(opt: torch.optim.Adam, w: torch.Tensor, keep: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.optim.Adam]:
     """Drop the rows of ``w`` (and of Adam's moment estimates) where ``keep`` is false.
 
     Adam is element-wise, so slicing its state keeps every remaining image's optimisation

@@ -17,7 +17,6 @@ NORMS: tuple[str, ...] = get_args(Norm)
 DEFAULT_EPS = {"linf": 0.02, "l2": 1.0}
 
 
-
 @register_attack(labels={"pgd-linf": "PGD-Linf", "pgd-l2": "PGD-L2"}, order={"pgd-linf": 2, "pgd-l2": 3})
 class PGD(Attack):
     """Untargeted projected gradient ascent on the cross-entropy loss, with a random start.

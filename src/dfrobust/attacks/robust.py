@@ -196,7 +196,10 @@ def robust_source(model: nn.Module, robust_to: str | None, eot: int, seed: int) 
 def platform_batches(robust_to: str, heldout: str, x_adv: torch.Tensor, names: Sequence[str], seed: int) -> dict[str, torch.Tensor]:
     """The attacked images after the chain and after the held-out chain (per-image seeded draws)."""
     seeds = image_seeds(names, seed)
-    return {"chain": apply_chain(x_adv, parse_chain(robust_to), seeds), "heldout": apply_chain(x_adv, parse_chain(heldout, "--heldout"), seeds)}
+    return {
+        "chain": apply_chain(x_adv, parse_chain(robust_to), seeds),
+        "heldout": apply_chain(x_adv, parse_chain(heldout, "--heldout"), seeds),
+    }
 
 
 def platform_columns(robust_to: str, heldout: str, scores: dict[str, float]) -> dict[str, Any]:

@@ -185,7 +185,12 @@ def run_video_attack(data: Path, source: Path, cfg: VideoAttackConfig, out_dir: 
     summary = {
         "complete": True,
         "config": asdict(cfg),
-        "data": {"path": str(data), "videos": len(videos), "attacked": len(attacked), "frames_per_video": float(np.mean([r["frames"] for r in rows]))},
+        "data": {
+            "path": str(data),
+            "videos": len(videos),
+            "attacked": len(attacked),
+            "frames_per_video": float(np.mean([r["frames"] for r in rows])),
+        },
         "source": {model_display_name(source): {"path": str(source), "sha256": meta.get("sha256")}},
         "codec": {"written": "libx264 (H.264, yuv420p, mp4)", "crf": cfg.crf, "heldout_crf": cfg.heldout_crf},
         "success": {c: _rate([bool(r[f"{c}_success"]) for r in attacked]) for c in ("clean", *CONDITIONS)},

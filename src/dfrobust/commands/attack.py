@@ -14,6 +14,7 @@ from dfrobust.utils.plugins import summary_line
 #: Position of this command in ``dfrobust --help``.
 ORDER = 40
 
+
 def register(subparsers: Any) -> None:
     """Add the `attack` subcommand; the attacks and their parameter flags come from the attack registry."""
     parser = add_command(
@@ -25,8 +26,7 @@ def register(subparsers: Any) -> None:
             "--target models/vgg16.safetensors models/resnet18.safetensors --attack fgsm --out attacks/fgsm-vgg16",
             "dfrobust attack --data data/synth --source models/resnet18.safetensors "
             "--target models/vgg16.safetensors --attack cw --max-images 100 --out attacks/cw-resnet18",
-            "dfrobust attack --data data/synth --source models/resnet18.safetensors "
-            "--attack pgd --norm l2 --eps 1.0 --out attacks/pgd-l2",
+            "dfrobust attack --data data/synth --source models/resnet18.safetensors --attack pgd --norm l2 --eps 1.0 --out attacks/pgd-l2",
             "dfrobust attack --data data/synth --source models/vgg16.safetensors --source models/resnet18.safetensors "
             "--target models/resnet18-blur.safetensors --attack dimifgsm --out attacks/dimifgsm-ens",
             "dfrobust attack --data data/synth --source models/resnet18-blur.safetensors --attack apgd --steps 50 "
@@ -52,14 +52,23 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     from dfrobust.attacks.base import attack_classes
 
     classes = attack_classes()
-    parser.add_argument("--data", required=True, type=Path, metavar="DIR", help="dataset folder, or a folder or .csv/.json list of real and fake images read in place (its test split is attacked)")
+    parser.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="dataset folder, or a folder or .csv/.json list of real and fake images read in place (its test split is attacked)",
+    )
     parser.add_argument(
         "--source", required=True, type=Path, action="append", metavar="FILE",
         help="checkpoint or detector card the attack is crafted on; repeat it to craft on the ensemble of several "
              "(their logits averaged; same input size and classes), e.g. --source a.safetensors --source b.toml",
     )  # fmt: skip
-    parser.add_argument("--source-name", metavar="NAME",
-                        help="the ensemble's name in the results' source column (default: ensemble(A+B), the members' names)")
+    parser.add_argument(
+        "--source-name",
+        metavar="NAME",
+        help="the ensemble's name in the results' source column (default: ensemble(A+B), the members' names)",
+    )
     parser.add_argument(
         "--target", nargs="+", type=Path, default=[], metavar="FILE",
         help="checkpoints evaluated on the adversarial images (the source is always evaluated too)",
@@ -76,7 +85,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     from dfrobust.studies.adaptive_run import run_adaptive
 
     adaptive_batch = inspect.signature(run_adaptive).parameters["batch_size"].default
-    opts.add_argument("--batch-size", type=int, help=f"images per batch (default: {AttackConfig.batch_size}; {adaptive_batch} with --through)")
+    opts.add_argument(
+        "--batch-size", type=int, help=f"images per batch (default: {AttackConfig.batch_size}; {adaptive_batch} with --through)"
+    )
     opts.add_argument("--jpeg-quality", type=int, metavar="Q", help="also evaluate after a JPEG round trip at quality Q")
     add_shard_args(opts)
     add_device_arg(opts)
@@ -108,22 +119,44 @@ def _add_adaptive_arguments(parser: argparse.ArgumentParser) -> None:
         "BPDA + EOT (Athalye et al. 2018): attack model(P(x)) with a stand-in gradient for P, averaged over P's draws; "
         "the defense is then evaluated on one purification per image and on the worst of --eval-draws",
     )
-    group.add_argument("--through", choices=names, metavar="{" + ",".join(names) + "}",
-                       help="attack through this registered purifier (the source is the defended detector)")
-    group.add_argument("--purifier-set", nargs="+", default=[], metavar="KEY=VALUE",
-                       help="the defense's purifier parameters, e.g. iterations=2000 (default: the purifier's own)")
-    group.add_argument("--attack-purifier-set", nargs="+", default=[], metavar="KEY=VALUE",
-                       help="overrides for the purifier the attack sees, e.g. dip.iterations=200 (cheaper, as Lee & Kim); "
-                       "the evaluation always uses the defense's settings")
+    group.add_argument(
+        "--through",
+        choices=names,
+        metavar="{" + ",".join(names) + "}",
+        help="attack through this registered purifier (the source is the defended detector)",
+    )
+    group.add_argument(
+        "--purifier-set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="the defense's purifier parameters, e.g. iterations=2000 (default: the purifier's own)",
+    )
+    group.add_argument(
+        "--attack-purifier-set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides for the purifier the attack sees, e.g. dip.iterations=200 (cheaper, as Lee & Kim); "
+        "the evaluation always uses the defense's settings",
+    )
     group.add_argument("--eot", type=int, help=f"purifier draws averaged per gradient (default: {defaults['eot']})")
-    group.add_argument("--bpda", choices=BPDA_MODES,
-                       help="backward stand-in for the purifier: identity, its own surrogate, a blur fitted to its output, "
-                       f"or DIP's last fitting steps unrolled (default: {defaults['bpda']})")
-    group.add_argument("--unroll-steps", type=int, help=f"DIP steps differentiated with --bpda unroll (default: {defaults['unroll_steps']})")
+    group.add_argument(
+        "--bpda",
+        choices=BPDA_MODES,
+        help="backward stand-in for the purifier: identity, its own surrogate, a blur fitted to its output, "
+        f"or DIP's last fitting steps unrolled (default: {defaults['bpda']})",
+    )
+    group.add_argument(
+        "--unroll-steps", type=int, help=f"DIP steps differentiated with --bpda unroll (default: {defaults['unroll_steps']})"
+    )
     group.add_argument("--eval-draws", type=int, help=f"purifications per image in the evaluation (default: {defaults['eval_draws']})")
-    group.add_argument("--nonadaptive", action=argparse.BooleanOptionalAction, default=None,
-                       help="also craft the attack on the bare detector and evaluate it purified "
-                       f"(default: {'on' if defaults['nonadaptive'] else 'off'})")
+    group.add_argument(
+        "--nonadaptive",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"also craft the attack on the bare detector and evaluate it purified (default: {'on' if defaults['nonadaptive'] else 'off'})",
+    )
 
 
 def purifier_overrides(items: list[str], purifier: str, flag: str) -> dict[str, Any]:
@@ -187,7 +220,9 @@ def run_adaptive_command(args: argparse.Namespace) -> int:
     print(f"{summary['attack']} through {summary['defense']} (BPDA {summary['bpda']}, EOT {summary['eot']}), n = {summary['n']}:")
     print(f"  clean                        {pct('accuracy_clean')}")
     print(f"  clean, purified              {pct('accuracy_clean_purified')}")
-    print(f"  non-adaptive, purified       {pct('accuracy_nonadaptive')}  worst of {summary['eval_draws']}: {pct('accuracy_nonadaptive_worst')}")
+    print(
+        f"  non-adaptive, purified       {pct('accuracy_nonadaptive')}  worst of {summary['eval_draws']}: {pct('accuracy_nonadaptive_worst')}"
+    )
     print(f"  adaptive, unpurified         {pct('accuracy_adaptive_unpurified')}")
     print(f"  adaptive, purified           {pct('accuracy_adaptive')}  worst of {summary['eval_draws']}: {pct('accuracy_adaptive_worst')}")
     if summary.get("fitted_sigma_mean") is not None:
@@ -212,7 +247,9 @@ def run_command(args: argparse.Namespace) -> int:
         if args.robust_to or args.heldout:
             raise DfrobustError("--robust-to and --heldout do not combine with --through (the purifier is the transformation there)")
         return run_adaptive_command(args)
-    given = [f"--{k.replace('_', '-')}" for k in (*ADAPTIVE_OPTIONS, "purifier_set", "attack_purifier_set") if getattr(args, k) not in (None, [])]
+    given = [
+        f"--{k.replace('_', '-')}" for k in (*ADAPTIVE_OPTIONS, "purifier_set", "attack_purifier_set") if getattr(args, k) not in (None, [])
+    ]
     if given:
         raise DfrobustError(f"{', '.join(given)} only apply with --through PURIFIER")
     from dfrobust.commands.platform_args import check_image_platform_args, run_attack_videos
@@ -235,8 +272,9 @@ def run_command(args: argparse.Namespace) -> int:
         robust_eot=args.robust_eot,
         **({"batch_size": args.batch_size} if args.batch_size is not None else {}),
     )
-    summary = run_attack(args.data, args.source, args.target, cfg, args.out, rank=args.rank, world_size=args.world_size,
-                         source_name=args.source_name)
+    summary = run_attack(
+        args.data, args.source, args.target, cfg, args.out, rank=args.rank, world_size=args.world_size, source_name=args.source_name
+    )
     if not summary.get("complete"):
         print(
             f"rank {summary['rank']} of {summary['world_size']}: {summary['batches_done']}/{summary['batches_total']} batches "

@@ -29,6 +29,7 @@ accepts a card; a plain .pth/.pt module is never unpickled.
 
 ORDER = 25
 
+
 def register(subparsers: Any) -> None:
     """Add the `card` subcommand (one action: `check`)."""
     p = add_command(
@@ -51,7 +52,13 @@ def register(subparsers: Any) -> None:
         "attack such a detector.\n\n" + CARD_EXAMPLE,
     )
     check.add_argument("card", metavar="CARD", help="the detector card (.toml)")
-    check.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="probe image size (default: the card's input_size, else the fixed probe size it prints)")
+    check.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="probe image size (default: the card's input_size, else the fixed probe size it prints)",
+    )
     add_device_arg(check)
     check.set_defaults(func=run_check)
     p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
@@ -92,7 +99,10 @@ def run_check(args: argparse.Namespace) -> int:
         ("name", meta["name"]),
         ("source", meta["source"]),
         ("weights", meta["weights"] or "none (the source's own)"),
-        ("input size", f"{meta['input_size'][0]}x{meta['input_size'][1]} (resized inside)" if meta["input_size"] else "as given (no resize)"),
+        (
+            "input size",
+            f"{meta['input_size'][0]}x{meta['input_size'][1]} (resized inside)" if meta["input_size"] else "as given (no resize)",
+        ),
         ("normalization", norm["kind"] if norm["kind"] != "custom" else f"mean {norm['mean']}, std {norm['std']}"),
         ("output", f"{meta['output']} {meta['raw_output_shape']} on the probe batch, fake index {meta['fake_index']}"),
         ("wrapped output", "2 logits (fake = 0, real = 1)"),

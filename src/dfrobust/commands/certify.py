@@ -31,11 +31,17 @@ An interrupted run resumes when the same command is run again.
 
 ORDER = 55
 
+
 def register(subparsers: Any) -> None:
     """Add the `certify` subcommand: --model, --data, --out, and one option per :class:`CertifyConfig` field."""
     p = add_command(subparsers, "certify", "Certified L2 robustness by randomized smoothing", EXAMPLES, DESCRIPTION)
     p.add_argument("--model", required=True, metavar="FILE", help="detector checkpoint (.safetensors with a .json sidecar)")
-    p.add_argument("--data", required=True, metavar="DIR", help="dataset folder, or a folder or .csv/.json list of real and fake images read in place (its test split is certified)")
+    p.add_argument(
+        "--data",
+        required=True,
+        metavar="DIR",
+        help="dataset folder, or a folder or .csv/.json list of real and fake images read in place (its test split is certified)",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.set_defaults(func=run)
     add_options_lazily(p, _add_settings)
@@ -55,11 +61,14 @@ def run(args: argparse.Namespace) -> int:
     summary = run_certification(args.data, args.model, cfg, args.out)
     if not is_main_process():
         return 0  # under torchrun rank 0 prints
-    print(f"{args.model}: sigma {cfg.sigma:g}, n {cfg.n}, alpha {cfg.alpha:g}, {summary['n_images']} images, "
-          f"{summary['abstained']} abstained")
+    print(
+        f"{args.model}: sigma {cfg.sigma:g}, n {cfg.n}, alpha {cfg.alpha:g}, {summary['n_images']} images, {summary['abstained']} abstained"
+    )
     print("radius  certified accuracy  (95% interval)")
     for point in summary["certified_accuracy"]:
-        print(f"{point['radius']:6.2f}  {point['accuracy']:.3f} ({point['certified']}/{point['n']})  "
-              f"[{point['ci_low']:.3f}, {point['ci_high']:.3f}]")
+        print(
+            f"{point['radius']:6.2f}  {point['accuracy']:.3f} ({point['certified']}/{point['n']})  "
+            f"[{point['ci_low']:.3f}, {point['ci_high']:.3f}]"
+        )
     print(f"wrote {args.out}/certify.csv, curve.csv, summary.json")
     return 0

@@ -48,10 +48,16 @@ def add_seed_arg(parser: argparse.ArgumentParser, default: int = 0) -> None:
 
 def add_shard_args(parser: argparse.ArgumentParser) -> None:
     """``--rank R --world-size N``: run one shard as a separate command (without them: torchrun's, or one process)."""
-    parser.add_argument("--rank", type=int, default=None, metavar="R",
-                        help="this command's shard, 0..N-1, when shards run as separate commands (default: torchrun's $RANK, else 0)")
-    parser.add_argument("--world-size", type=int, default=None, metavar="N",
-                        help="number of shards (default: torchrun's $WORLD_SIZE, else 1)")
+    parser.add_argument(
+        "--rank",
+        type=int,
+        default=None,
+        metavar="R",
+        help="this command's shard, 0..N-1, when shards run as separate commands (default: torchrun's $RANK, else 0)",
+    )
+    parser.add_argument(
+        "--world-size", type=int, default=None, metavar="N", help="number of shards (default: torchrun's $WORLD_SIZE, else 1)"
+    )
 
 
 def is_main_process() -> bool:

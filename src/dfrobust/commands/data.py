@@ -49,18 +49,33 @@ def _add_common(p: argparse.ArgumentParser, size: int | None, size_help: str) ->
     add_seed_arg(p)
     p.add_argument("--test-fraction", type=float, default=0.25, help="fraction of each class in the test split (default: 0.25)")
     p.add_argument("--preview", type=Path, metavar="FILE.png", help="also save a contact sheet of real and fake samples")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace --out if it holds a dataset dfrobust made with other settings (never another folder)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --out if it holds a dataset dfrobust made with other settings (never another folder)",
+    )
 
 
 def _add_swap_knobs(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("difficulty of the fakes (means; each fake varies around them)")
-    g.add_argument("--feather", type=float, default=SWAP_DEFAULTS["feather"],
-                   help="blend-edge width / face width; wider hides the seam (default: %(default)s)")
-    g.add_argument("--resample", type=float, default=SWAP_DEFAULTS["resample"],
-                   help="generator down-sampling factor; 1 = lossless (default: %(default)s)")
-    g.add_argument("--color-mismatch", type=float, default=SWAP_DEFAULTS["color_mismatch"],
-                   help="0 = full colour transfer to the target, 1 = none (default: %(default)s)")
+    g.add_argument(
+        "--feather",
+        type=float,
+        default=SWAP_DEFAULTS["feather"],
+        help="blend-edge width / face width; wider hides the seam (default: %(default)s)",
+    )
+    g.add_argument(
+        "--resample",
+        type=float,
+        default=SWAP_DEFAULTS["resample"],
+        help="generator down-sampling factor; 1 = lossless (default: %(default)s)",
+    )
+    g.add_argument(
+        "--color-mismatch",
+        type=float,
+        default=SWAP_DEFAULTS["color_mismatch"],
+        help="0 = full colour transfer to the target, 1 = none (default: %(default)s)",
+    )
     g.add_argument("--artifacts", type=float, default=SWAP_DEFAULTS["artifacts"],
                    help="amplitude of the generator's period-2 checkerboard (pixel units); 0 = none (default: %(default)s)")  # fmt: skip
 

@@ -50,9 +50,7 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_dataclass_options(
-    parser: argparse.ArgumentParser | Any, cls: type, inherited_from: str = "", skip: tuple[str, ...] = ()
-) -> None:
+def add_dataclass_options(parser: argparse.ArgumentParser | Any, cls: type, inherited_from: str = "", skip: tuple[str, ...] = ()) -> None:
     """Add one option per field of dataclass ``cls`` to ``parser`` (a parser or an argument group).
 
     ``inherited_from`` names what ``inherit`` fields fall back to (e.g. ``--resume-from``);
@@ -70,11 +68,15 @@ def add_dataclass_options(
         kind, nargs = _base_type(hints[f.name])
         if kind is bool:
             if default:
-                parser.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false",
-                                    default=True, help=f"turn off {help_text} (on by default)")
+                parser.add_argument(
+                    "--no-" + f.name.replace("_", "-"),
+                    dest=f.name,
+                    action="store_false",
+                    default=True,
+                    help=f"turn off {help_text} (on by default)",
+                )
             else:
-                parser.add_argument(flag(f.name), dest=f.name, action="store_true", default=False,
-                                    help=f"{help_text} (off by default)")
+                parser.add_argument(flag(f.name), dest=f.name, action="store_true", default=False, help=f"{help_text} (off by default)")
             continue
         kwargs: dict[str, Any] = {"dest": f.name, "type": kind, "default": default}
         if nargs is not None:

@@ -48,7 +48,9 @@ def register(subparsers: Any) -> None:
     """Add the `evaluate` subcommand."""
     p = add_command(subparsers, "evaluate", "Evaluate detectors (Table I metrics, AP, EER)", EXAMPLES, DESCRIPTION)
     p.add_argument("--data", required=True, metavar="DIR", help="dataset folder, your folder of real/fake images, or a .csv/.json list")
-    p.add_argument("--model", required=True, nargs="+", metavar="FILE", help="dfrobust checkpoint(s) (.safetensors) or detector card(s) (.toml)")
+    p.add_argument(
+        "--model", required=True, nargs="+", metavar="FILE", help="dfrobust checkpoint(s) (.safetensors) or detector card(s) (.toml)"
+    )
     p.add_argument("--split", choices=["test", "train", "val", "all"], default="test", help="which images (default: test)")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the metrics as JSON to OUT")
     p.add_argument("--threshold", type=float, default=DECISION_THRESHOLD, help="predict real when P(real) >= this (default: %(default)s)")

@@ -156,7 +156,14 @@ def add_param_flags(
             if dest in flags and flags[dest].kind != fk:
                 merged = flags[dest].kind
                 if (merged.type, merged.nargs, merged.boolean) != (fk.type, fk.nargs, fk.boolean):
-                    log.warning("%s %s: parameter %r differs in type from %s's; it gets no flag for %s", kind, owner, dest, flags[dest].owners, owner)
+                    log.warning(
+                        "%s %s: parameter %r differs in type from %s's; it gets no flag for %s",
+                        kind,
+                        owner,
+                        dest,
+                        flags[dest].owners,
+                        owner,
+                    )
                     continue
                 # a value any owner accepts passes argparse; the chosen plug-in's constructor checks its own
                 both = merged.choices is not None and fk.choices is not None
@@ -234,4 +241,3 @@ def defer_arguments(parser: argparse.ArgumentParser, build: Callable[[argparse.A
     elif not isinstance(parser, _DeferredParser):
         raise TypeError(f"cannot defer the arguments of a {type(parser).__name__}")
     parser._deferred_build = build  # type: ignore[attr-defined]
-

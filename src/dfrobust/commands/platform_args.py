@@ -20,7 +20,9 @@ def add_video_args(parser: argparse.ArgumentParser) -> None:
 
     group = parser.add_argument_group("video folders (real/ + fake/ of .mp4 etc.; needs the 'video' extra)")
     group.add_argument("--fps", type=float, default=DEFAULT_FPS, help="frames sampled per second of video (default: %(default)s)")
-    group.add_argument("--max-frames", type=int, default=DEFAULT_MAX_FRAMES, help="at most this many frames per clip (default: %(default)s)")
+    group.add_argument(
+        "--max-frames", type=int, default=DEFAULT_MAX_FRAMES, help="at most this many frames per clip (default: %(default)s)"
+    )
 
 
 def add_platform_args(parser: argparse.ArgumentParser) -> None:
@@ -39,8 +41,9 @@ def add_platform_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--robust-eot", type=int, default=8, metavar="N", help="chain draws per gradient (default: %(default)s)")
     group.add_argument("--crf", type=int, help=f"videos: H.264 CRF of the attacked clips written (default: {DEFAULT_CRF})")
     group.add_argument("--heldout-crf", type=int, metavar="CRF", help="videos: CRF of the held-out re-encoding (default: --crf + 12)")
-    group.add_argument("--shared-perturbation", action="store_true",
-                       help="videos: one perturbation for all frames of a clip (default: one per frame)")
+    group.add_argument(
+        "--shared-perturbation", action="store_true", help="videos: one perturbation for all frames of a clip (default: one per frame)"
+    )
 
 
 def run_evaluate_videos(args: argparse.Namespace) -> int:
@@ -67,17 +70,29 @@ def run_evaluate_videos(args: argparse.Namespace) -> int:
                               max_frames=args.max_frames, batch_size=args.batch_size, device=device)  # fmt: skip
         results[model_display_name(path)] = {"path": str(path), "sha256": meta.get("sha256"), **out}
     n_real = sum(v.label for v in videos)
-    print(f"{args.data}: {len(videos)} videos ({n_real} real, {len(videos) - n_real} fake), {args.fps:g} frames/s, at most {args.max_frames} per video")
+    print(
+        f"{args.data}: {len(videos)} videos ({n_real} real, {len(videos) - n_real} fake), {args.fps:g} frames/s, at most {args.max_frames} per video"
+    )
     keys = ("n", "accuracy", "auroc", "ap", "eer")
     print(f"{'model':<20} {'level':<6}" + "".join(f" {k:>8}" for k in keys))
     for name, r in results.items():
         for level in ("frame", "video"):
             cells = [r["metrics"][f"{level}_{k}"] for k in keys]
-            print(f"{name:<20} {level:<6}" + "".join(f" {'-' if c is None else (f'{c:.4f}' if isinstance(c, float) else c):>8}" for c in cells))
+            print(
+                f"{name:<20} {level:<6}"
+                + "".join(f" {'-' if c is None else (f'{c:.4f}' if isinstance(c, float) else c):>8}" for c in cells)
+            )
     print("video score = mean of its frames' P(real); AP and EER take fake as the positive class (DeepfakeBench).")
     if args.json:
-        record = {WRITTEN_BY: "evaluate", "data": str(args.data), "kind": "videos", "fps": args.fps, "max_frames": args.max_frames, "threshold": args.threshold,
-                  "models": {n: {**r, **{k: r["metrics"][k] for k in ("video_auroc", "video_ap", "video_eer")}} for n, r in results.items()}}
+        record = {
+            WRITTEN_BY: "evaluate",
+            "data": str(args.data),
+            "kind": "videos",
+            "fps": args.fps,
+            "max_frames": args.max_frames,
+            "threshold": args.threshold,
+            "models": {n: {**r, **{k: r["metrics"][k] for k in ("video_auroc", "video_ap", "video_eer")}} for n, r in results.items()},
+        }
         if len(results) == 1:  # one model: its video-level keys at the top too, as the issue's consumers read them
             only = next(iter(record["models"].values()))
             record.update({k: only[k] for k in ("video_auroc", "video_ap", "video_eer")})
@@ -119,7 +134,9 @@ def run_attack_videos(args: argparse.Namespace, params: dict[str, Any]) -> int:
         return f"{r['rate']:6.1%} [{r['ci'][0]:.1%}, {r['ci'][1]:.1%}] of {r['n']}" if r["n"] else "n/a"
 
     how = "one shared perturbation per clip" if cfg.shared else "per frame"
-    print(f"{cfg.attack} on {summary['data']['attacked']} videos ({how}{', robust to ' + cfg.robust_to if cfg.robust_to else ''}); video-level success:")
+    print(
+        f"{cfg.attack} on {summary['data']['attacked']} videos ({how}{', robust to ' + cfg.robust_to if cfg.robust_to else ''}); video-level success:"
+    )
     print(f"  clean                      {pct('clean')}")
     print(f"  attacked, lossless         {pct('lossless')}")
     print(f"  attacked, H.264 crf {cfg.crf:<6} {pct('decoded')}")
@@ -137,7 +154,12 @@ def add_synth_video_args(parser: argparse.ArgumentParser) -> None:
     from dfrobust.constants import VIDEO_CRF as DEFAULT_CRF
 
     group = parser.add_argument_group("videos (instead of images; needs the 'video' extra)")
-    group.add_argument("--videos", type=int, metavar="N", help="write N real and N fake clips in OUT/real/ and OUT/fake/ (a moving, blinking face; per-frame face swaps)")
+    group.add_argument(
+        "--videos",
+        type=int,
+        metavar="N",
+        help="write N real and N fake clips in OUT/real/ and OUT/fake/ (a moving, blinking face; per-frame face swaps)",
+    )
     group.add_argument("--frames", type=int, default=16, help="frames per clip (default: %(default)s)")
     group.add_argument("--fps", type=float, default=8.0, help="frame rate of the clips (default: %(default)s)")
     group.add_argument("--crf", type=int, default=DEFAULT_CRF, help="H.264 CRF of the clips (default: %(default)s)")
@@ -152,6 +174,8 @@ def run_synth_videos(args: argparse.Namespace, knobs: dict[str, float]) -> int:
         raise DfrobustError("--preview and --identities apply to images; with --videos each clip has its own identity")
     out = generate_videos(args.out, n=args.videos, size=args.size, frames=args.frames, fps=args.fps, crf=args.crf,
                           seed=args.seed, overwrite=args.overwrite, **knobs)  # fmt: skip
-    print(f"{out}: {args.videos} real and {args.videos} fake clips of {args.frames} frames ({args.size} px, "
-          f"{args.fps:g} frames/s, H.264 crf {args.crf}) in real/ and fake/")
+    print(
+        f"{out}: {args.videos} real and {args.videos} fake clips of {args.frames} frames ({args.size} px, "
+        f"{args.fps:g} frames/s, H.264 crf {args.crf}) in real/ and fake/"
+    )
     return 0

@@ -32,14 +32,22 @@ def register(subparsers: Any) -> None:
             "Resumable: finished batches are kept under OUT/parts."
         ),
     )
-    parser.add_argument("--data", required=True, help="dataset folder, or a folder or .csv/.json list of real and fake images read in place (its test split is sampled)")
-    parser.add_argument("--model", required=True, help="the classifier (.safetensors or a detector card .toml); the paper uses the blur-augmented ResNet-18")
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="dataset folder, or a folder or .csv/.json list of real and fake images read in place (its test split is sampled)",
+    )
+    parser.add_argument(
+        "--model", required=True, help="the classifier (.safetensors or a detector card .toml); the paper uses the blur-augmented ResNet-18"
+    )
     parser.add_argument("--adv", required=True, nargs="+", metavar="DIR", help="attack output folders (dfrobust attack --out)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--per-category", type=int, default=10, help="images per category (default: 10)")
     parser.add_argument("--iterations", type=int, default=10_000, help="DIP iterations (default: 10000)")
     parser.add_argument("--classify-at", type=int, default=None, help="classification iteration T (default: 60%% of --iterations, 6000)")
-    parser.add_argument("--stop-at", type=int, default=None, help="stop the optimisation at this iteration (>= T) when nothing later is wanted")
+    parser.add_argument(
+        "--stop-at", type=int, default=None, help="stop the optimisation at this iteration (>= T) when nothing later is wanted"
+    )
     parser.add_argument("--record-every", type=int, default=10, help="record P(real), MSE, PSNR every k iterations (default: 10)")
     parser.add_argument("--batch-size", type=int, default=8, help="images purified at once, one network each (default: 8)")
     parser.add_argument("--amp", choices=["none", "bf16"], default="none", help="bfloat16 autocast for the generator (CUDA; default: none)")
@@ -67,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
     )
     summary = run_dip_study(args.data, args.model, args.adv, args.out, cfg, rank=args.rank, world_size=args.world_size)
     if not summary.get("complete"):
-        print(f"rank {summary['rank']} of {summary['world_size']}: batches done; {summary['missing_images']} image(s) wait for other ranks ({args.out})")
+        print(
+            f"rank {summary['rank']} of {summary['world_size']}: batches done; {summary['missing_images']} image(s) wait for other ranks ({args.out})"
+        )
         return 0
     if not is_main_process():
         return 0  # under torchrun rank 0 draws and prints
@@ -77,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
     rows = {(r["method"], r["threshold"]): r for r in summary["table3"]}
     for (method, thr), r in rows.items():
         if method in ("baseline", "dip"):
-            print(f"{method:>8} @ {thr:g}: accuracy {r['accuracy']:.3f}  AUROC {r['auroc'] if r['auroc'] is None else round(r['auroc'], 3)}")
+            print(
+                f"{method:>8} @ {thr:g}: accuracy {r['accuracy']:.3f}  AUROC {r['auroc'] if r['auroc'] is None else round(r['auroc'], 3)}"
+            )
     for note in summary["notes"]:
         print(f"note: {note}")
     print(f"wrote {args.out}/table3.csv, table4.csv, sweep.csv, trajectories.csv, fig5.png, fig6.png, summary.json")

@@ -49,23 +49,53 @@ def register(subparsers: Any) -> None:
             "and RUN/run.log records the log."
         ),
     )
-    p.add_argument("--preset", default=None,
-                   help=f"one of {available_presets()} or a .toml file (default: an existing run's own preset, else quick)")
-    p.add_argument("--data", default=None, help="a dataset folder, or a folder of real/ and fake/ (or 0_real/ and 1_fake/) images to import; with --detector any "
-                        "folder layout or .csv/.json list, read in place (default: synthetic faces)")
-    p.add_argument("--run", "--run-dir", dest="run", default=None,
-                   help="run folder (default: runs/<preset>); under torchrun write --run-dir (torchrun takes --run for its own --run-path)")
-    p.add_argument("--detector", action="append", default=[], metavar="CARD",
-                   help="red-team your own detector (a detector card; repeatable): no training, every attack whitebox "
-                        "on each and blackbox from each to every other, the DIP study on the first, the same report")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a preset value, e.g. attack.cw.max_steps=200 (repeatable)")
-    p.add_argument("--force", action="append", default=[], metavar="STAGE",
-                   help="rerun a stage or a group (data, train, train/vgg16, attack, attack/cw, dip) and what depends on it; "
-                   f"'{FORCE_PRESET}' confirms switching an existing run to another --preset")
+    p.add_argument(
+        "--preset", default=None, help=f"one of {available_presets()} or a .toml file (default: an existing run's own preset, else quick)"
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        help="a dataset folder, or a folder of real/ and fake/ (or 0_real/ and 1_fake/) images to import; with --detector any "
+        "folder layout or .csv/.json list, read in place (default: synthetic faces)",
+    )
+    p.add_argument(
+        "--run",
+        "--run-dir",
+        dest="run",
+        default=None,
+        help="run folder (default: runs/<preset>); under torchrun write --run-dir (torchrun takes --run for its own --run-path)",
+    )
+    p.add_argument(
+        "--detector",
+        action="append",
+        default=[],
+        metavar="CARD",
+        help="red-team your own detector (a detector card; repeatable): no training, every attack whitebox "
+        "on each and blackbox from each to every other, the DIP study on the first, the same report",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a preset value, e.g. attack.cw.max_steps=200 (repeatable)",
+    )
+    p.add_argument(
+        "--force",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help="rerun a stage or a group (data, train, train/vgg16, attack, attack/cw, dip) and what depends on it; "
+        f"'{FORCE_PRESET}' confirms switching an existing run to another --preset",
+    )
     add_device_arg(p)
-    p.add_argument("--devices", default=None, metavar="LIST",
-                   help="run independent stages at the same time, one per device, e.g. cuda:0,cuda:1 (default: --device only)")
+    p.add_argument(
+        "--devices",
+        default=None,
+        metavar="LIST",
+        help="run independent stages at the same time, one per device, e.g. cuda:0,cuda:1 (default: --device only)",
+    )
     p.add_argument("--stage", default=None, help=argparse.SUPPRESS)  # internal: run one stage of an existing run (--devices)
     p.set_defaults(func=run)
 
@@ -89,7 +119,9 @@ def resolve_run(args: argparse.Namespace) -> tuple[Path, dict[str, Any], str | N
     record_path = run_dir / CONFIG_FILE
     if not record_path.is_file():
         if run_dir.is_dir() and any(p.name not in OWN_FILES for p in run_dir.iterdir()):
-            raise DfrobustError(f"{run_dir} is not empty and is not a dfrobust run folder (no {CONFIG_FILE}); give --run a new or empty folder")
+            raise DfrobustError(
+                f"{run_dir} is not empty and is not a dfrobust run folder (no {CONFIG_FILE}); give --run a new or empty folder"
+            )
         return run_dir, study_config(args.preset or "quick", args.overrides, attack_section_defaults), args.data
     stored = read_record(record_path)
     try:
@@ -103,7 +135,10 @@ def resolve_run(args: argparse.Namespace) -> tuple[Path, dict[str, Any], str | N
         cfg = apply_overrides(recorded_cfg, args.overrides, attack_section_defaults)
         merged = {o.partition("=")[0].strip(): o for o in [*recorded_cfg["run"].get("overrides", []), *args.overrides]}
         cfg["run"]["overrides"] = list(merged.values())  # one entry per key, the latest value
-        log.info(f"continuing run {run_dir} with its recorded preset {recorded}" + (f" and --set {' '.join(args.overrides)}" if args.overrides else ""))
+        log.info(
+            f"continuing run {run_dir} with its recorded preset {recorded}"
+            + (f" and --set {' '.join(args.overrides)}" if args.overrides else "")
+        )
         return run_dir, cfg, data
     if Path(args.preset).stem != recorded and FORCE_PRESET not in args.force:
         raise DfrobustError(

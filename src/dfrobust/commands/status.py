@@ -14,8 +14,12 @@ ORDER = 80
 
 def register(subparsers: Any) -> None:
     """Add the ``status`` subcommand."""
-    p = add_command(subparsers, "status", "Show which stages of a run are done, partial or still to do",
-                    ["dfrobust status --run runs/quick", "dfrobust status --run runs/quick --json"])
+    p = add_command(
+        subparsers,
+        "status",
+        "Show which stages of a run are done, partial or still to do",
+        ["dfrobust status --run runs/quick", "dfrobust status --run runs/quick --json"],
+    )
     p.add_argument("--run", "--run-dir", dest="run", required=True, help="the run folder given to `dfrobust reproduce`")
     p.add_argument("--json", action="store_true", help="print the stage rows as JSON (stage, state, seconds, output) for scripts")
     p.set_defaults(func=run)

@@ -102,8 +102,10 @@ def check_out(args: argparse.Namespace, cfg: Any) -> None:
         side = sidecar_path(out)
         owned = side.is_file() and _is_sidecar(side) and (not out.exists() or out.suffix == ".safetensors")
         if not owned:
-            raise DfrobustError(f"{out if out.exists() else side} exists and is not a dfrobust model (no dfrobust sidecar {side.name}); "
-                                "--overwrite replaces only models; choose another --out")
+            raise DfrobustError(
+                f"{out if out.exists() else side} exists and is not a dfrobust model (no dfrobust sidecar {side.name}); "
+                "--overwrite replaces only models; choose another --out"
+            )
         return
     try:
         meta = read_sidecar(out)
@@ -115,7 +117,9 @@ def check_out(args: argparse.Namespace, cfg: Any) -> None:
              (("init", cfg.init), ("resume_from", cfg.resume_from)) if v is None or Path(v).is_file()}  # fmt: skip
     same = same and meta.get("data", {}).get("manifest_hash") == manifest_hash(args.data)
     if not same or any(meta.get("sources", {}).get(k) != v for k, v in files.items()):
-        raise DfrobustError(f"{out} holds a model trained with other settings or data; choose another --out, or add --overwrite to replace it")
+        raise DfrobustError(
+            f"{out} holds a model trained with other settings or data; choose another --out, or add --overwrite to replace it"
+        )
 
 
 def _is_sidecar(path: Any) -> bool:

@@ -58,18 +58,18 @@ def sample_identities(rng: np.random.Generator, n: int) -> Params:
     lip_mix = _u(rng, 0.25, 0.55, n)[:, None]
     lips = (skin * (1 - lip_mix) + np.array([0.62, 0.22, 0.24], np.float32) * lip_mix) * _u(rng, 0.75, 0.95, n)[:, None]
     return {
-        "aspect": _u(rng, 1.22, 1.42, n),          # face half-height / half-width
-        "chin": _u(rng, 0.12, 0.38, n),            # narrowing of the jaw towards the chin
-        "chin_power": _u(rng, 1.2, 2.6, n),        # low: pointed chin, high: square jaw
+        "aspect": _u(rng, 1.22, 1.42, n),  # face half-height / half-width
+        "chin": _u(rng, 0.12, 0.38, n),  # narrowing of the jaw towards the chin
+        "chin_power": _u(rng, 1.2, 2.6, n),  # low: pointed chin, high: square jaw
         "skin": skin,
         "blush": _u(rng, 0.0, 0.10, n),
         "eye_x": _u(rng, 0.34, 0.43, n),
         "eye_y": _u(rng, -0.14, 0.0, n),
         "eye_w": _u(rng, 0.14, 0.19, n),
-        "eye_h": _u(rng, 0.36, 0.52, n),           # eye height / width
+        "eye_h": _u(rng, 0.36, 0.52, n),  # eye height / width
         "eye_tilt": _u(rng, -0.04, 0.08, n),
         "iris": _pick(rng, _IRIS, _IRIS_P, n, 0.03),
-        "iris_r": _u(rng, 0.42, 0.58, n),          # iris radius / eye half-width
+        "iris_r": _u(rng, 0.42, 0.58, n),  # iris radius / eye half-width
         "brow_gap": _u(rng, 0.14, 0.22, n),
         "brow_thick": _u(rng, 0.035, 0.07, n),
         "brow_arch": _u(rng, 0.0, 0.07, n),
@@ -86,8 +86,8 @@ def sample_identities(rng: np.random.Generator, n: int) -> Params:
         "mouth_open": np.where(rng.random(n) < 0.2, _u(rng, 0.015, 0.05, n), 0).astype(np.float32),
         "lips": np.clip(lips, 0, 1).astype(np.float32),
         "hair": hair,
-        "hairline": _u(rng, -0.95, -0.55, n),      # y of the hairline at the centre
-        "hair_curve": _u(rng, 0.15, 0.55, n),      # how far the hairline drops at the temples
+        "hairline": _u(rng, -0.95, -0.55, n),  # y of the hairline at the centre
+        "hair_curve": _u(rng, 0.15, 0.55, n),  # how far the hairline drops at the temples
         "hair_volume": _u(rng, 1.04, 1.22, n),
         "hair_length": np.where(rng.random(n) < 0.45, _u(rng, 0.6, 2.4, n), _u(rng, -0.6, 0.1, n)).astype(np.float32),
         "bald": (rng.random(n) < 0.07).astype(np.float32),
@@ -104,7 +104,7 @@ def sample_scenes(rng: np.random.Generator, n: int) -> Params:
     return {
         "cx": rng.normal(0, 0.04, n).astype(np.float32),
         "cy": (0.0 + rng.normal(0, 0.04, n)).astype(np.float32),
-        "scale": _u(rng, 0.44, 0.54, n),           # face half-width in image half-widths
+        "scale": _u(rng, 0.44, 0.54, n),  # face half-width in image half-widths
         "roll": np.clip(rng.normal(0, 0.09, n), -0.25, 0.25).astype(np.float32),  # radians
         "yaw": _u(rng, -0.6, 0.6, n),
         "pitch": np.clip(rng.normal(0, 0.3, n), -0.7, 0.7).astype(np.float32),
@@ -295,7 +295,9 @@ def render_faces(ident: Params, scene: Params, size: int, rng: np.random.Generat
     cv.paint(coverage(neck), skin * 0.72)
     # ears, behind the face outline
     for side in (-1, 1):
-        ear = _ellipse(x, y, side * (0.97 + g["ear_x"] * side * 0.5) + g["ear_x"], g["eye_y"] + 0.2, p["ear_size"] * 0.6, p["ear_size"] * 1.25)
+        ear = _ellipse(
+            x, y, side * (0.97 + g["ear_x"] * side * 0.5) + g["ear_x"], g["eye_y"] + 0.2, p["ear_size"] * 0.6, p["ear_size"] * 1.25
+        )
         cv.paint(coverage(ear), skin * _col(np.array([[0.92, 0.82, 0.80]], np.float32)))
         inner = _ellipse(x, y, side * 1.0 + g["ear_x"], g["eye_y"] + 0.2, p["ear_size"] * 0.3, p["ear_size"] * 0.8)
         cv.paint(coverage(inner) * coverage(ear), skin * 0.7, 0.5)

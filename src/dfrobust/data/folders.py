@@ -33,8 +33,10 @@ from dfrobust.utils.runtime import progress
 
 __all__ = ["import_folder", "import_report", "is_dataset_folder", "scan_source", "SourceImage"]
 
-LAYOUT_HINT = ("expected SRC/real/ and SRC/fake/ (or 0_real/ and 1_fake/), or SRC/train/{real,fake}/ and SRC/test/{real,fake}/; "
-               "generator folders are read in place by --detector, evaluate and attack")
+LAYOUT_HINT = (
+    "expected SRC/real/ and SRC/fake/ (or 0_real/ and 1_fake/), or SRC/train/{real,fake}/ and SRC/test/{real,fake}/; "
+    "generator folders are read in place by --detector, evaluate and attack"
+)
 IMBALANCE_RATIO = 1.5  # a class this many times larger than the other is reported
 
 
@@ -55,8 +57,10 @@ def _subdirs(folder: Path) -> dict[str, Path]:
 def _class_folders(folder: Path, src: Path) -> dict[int, Path]:
     dirs = _subdirs(folder)
     # real/fake, or CNNDetection's 0_real/1_fake (the first name found wins)
-    found = {label: next((dirs[n] for n in sorted(CLASS_FOLDERS) if CLASS_FOLDERS[n] == label and n in dirs), None)
-             for label in range(len(CLASS_NAMES))}
+    found = {
+        label: next((dirs[n] for n in sorted(CLASS_FOLDERS) if CLASS_FOLDERS[n] == label and n in dirs), None)
+        for label in range(len(CLASS_NAMES))
+    }
     missing = [CLASS_NAMES[k] for k, v in found.items() if v is None]
     if missing:
         where = folder.relative_to(src.parent) if folder != src else src

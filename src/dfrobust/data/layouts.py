@@ -216,7 +216,9 @@ def _rows_of_list(path: Path) -> list[dict[str, Any]]:
             data = json.loads(path.read_text(encoding="utf-8"))
             rows = data.get("images") if isinstance(data, dict) else data
             if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-                raise DfrobustError(f"{path} must hold a list of {{\"path\", \"label\"[, \"split\"][, \"group\"]}} objects (or {{\"images\": [...]}})")
+                raise DfrobustError(
+                    f'{path} must hold a list of {{"path", "label"[, "split"][, "group"]}} objects (or {{"images": [...]}})'
+                )
             return rows
         with path.open(newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
@@ -331,9 +333,7 @@ def collate_skipping(batch: list[tuple[torch.Tensor | None, int, int, str]]) -> 
     }
 
 
-def make_loader(
-    dataset: LazyImageDataset, batch_size: int = 64, workers: int = 2, device: str | torch.device = "cpu"
-) -> DataLoader:
+def make_loader(dataset: LazyImageDataset, batch_size: int = 64, workers: int = 2, device: str | torch.device = "cpu") -> DataLoader:
     """An ordered DataLoader over ``dataset`` with ``workers`` processes, pinned memory on CUDA."""
     return DataLoader(
         dataset,

@@ -87,7 +87,9 @@ def check_replaceable(folder: str | Path) -> None:
         foreign += [rel for f in filenames if (rel := (base / f).relative_to(folder).as_posix()) not in listed]
     if foreign:
         more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
-        raise DfrobustError(f"{folder} holds files dfrobust did not make ({sorted(foreign)[0]}{more}); move them out or choose another --out")
+        raise DfrobustError(
+            f"{folder} holds files dfrobust did not make ({sorted(foreign)[0]}{more}); move them out or choose another --out"
+        )
 
 
 def check_out_dir(out_dir: str | Path, overwrite: bool = False) -> Path:

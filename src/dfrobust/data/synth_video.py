@@ -58,8 +58,16 @@ def _identity_frames(ident: dict[str, np.ndarray], j: int, blink: np.ndarray) ->
     return rows
 
 
-def render_clip(ident: dict[str, np.ndarray], target: int, source: int | None, scene: dict[str, np.ndarray], blink: np.ndarray,
-                size: int, rng: np.random.Generator, swap: dict[str, np.ndarray] | None = None) -> torch.Tensor:
+def render_clip(
+    ident: dict[str, np.ndarray],
+    target: int,
+    source: int | None,
+    scene: dict[str, np.ndarray],
+    blink: np.ndarray,
+    size: int,
+    rng: np.random.Generator,
+    swap: dict[str, np.ndarray] | None = None,
+) -> torch.Tensor:
     """One clip ``T x 3 x size x size``: identity ``target`` in the moving ``scene``; with ``source``, its face swapped in."""
     frames = len(blink)
     images, lm = render_faces(_identity_frames(ident, target, blink), scene, size, rng)

@@ -86,11 +86,15 @@ def scan_videos(root: str | Path) -> list[Video]:
             videos += [Video(p, p.relative_to(root).as_posix(), label) for p in sorted(sub.rglob("*")) if is_video(p)]
     for label, name in ((REAL, "real"), (FAKE, "fake")):
         if not any(v.label == label for v in videos):
-            raise DfrobustError(f"{root} has no {name} videos; expected real/ and fake/ (or 0_real/ and 1_fake/) folders of {', '.join(VIDEO_EXTENSIONS)} files")
+            raise DfrobustError(
+                f"{root} has no {name} videos; expected real/ and fake/ (or 0_real/ and 1_fake/) folders of {', '.join(VIDEO_EXTENSIONS)} files"
+            )
     return videos
 
 
-def read_frames(path: str | Path, fps: float | None = None, max_frames: int | None = None, size: tuple[int, int] | None = None) -> torch.Tensor:
+def read_frames(
+    path: str | Path, fps: float | None = None, max_frames: int | None = None, size: tuple[int, int] | None = None
+) -> torch.Tensor:
     """Decode a clip's frames sampled at ``fps`` per second of video time, ``T x 3 x H x W`` float in [0, 1].
 
     ``fps=None`` keeps every frame; the first frame is always kept. ``size`` resizes (bilinear,

@@ -71,7 +71,9 @@ def check_bpda(purifier: Purifier, bpda: str) -> None:
             + (" or unroll" if isinstance(purifier, Dip) else "")
         )
     if bpda == "unroll" and not isinstance(purifier, Dip):
-        raise DfrobustError(f"--bpda unroll differentiates DIP's fit; purifier {purifier.name} is not DIP (use identity, surrogate or fitted-blur)")
+        raise DfrobustError(
+            f"--bpda unroll differentiates DIP's fit; purifier {purifier.name} is not DIP (use identity, surrogate or fitted-blur)"
+        )
 
 
 class PurifiedModel(nn.Module):

@@ -396,4 +396,3 @@ class Dip(Purifier):
     def purify(self, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
         """The generators' outputs at ``classify_at`` (gradients enabled for the fitting)."""
         return dip_purify(x, self.config, seed=seed, iteration=self.classify_at)
-

@@ -82,7 +82,9 @@ def find_target(summary: Mapping, row_targets: set[str], model_path: Path, model
     return stem if stem in row_targets or stem in targets else None
 
 
-def read_attack_folder(adv_dir: str | Path, model_path: str | Path, model_sha: str | None = None, manifest: str | None = None) -> AttackFolder:
+def read_attack_folder(
+    adv_dir: str | Path, model_path: str | Path, model_sha: str | None = None, manifest: str | None = None
+) -> AttackFolder:
     """Read ``results.csv`` + ``summary.json`` of an attack folder and keep the rows whose target is the classifier.
 
     Raises a one-line :class:`DfrobustError` when the folder is not an attack output, was made

@@ -49,9 +49,7 @@ def noise_generator(device: torch.device, seed: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(int(seed))
 
 
-def sample_counts(
-    model: nn.Module, x: torch.Tensor, sigma: float, num: int, batch_size: int, generator: torch.Generator
-) -> torch.Tensor:
+def sample_counts(model: nn.Module, x: torch.Tensor, sigma: float, num: int, batch_size: int, generator: torch.Generator) -> torch.Tensor:
     """Class counts of ``model`` on ``num`` noisy copies of each image: a ``B x C`` int64 tensor.
 
     The ``B * num`` copies are classified ``batch_size`` at a time (a forward pass may mix images).

@@ -36,8 +36,9 @@ def first_image_size(items: Sequence[Item]) -> tuple[int, int]:
     raise DfrobustError(f"none of the {len(items)} test images can be read (e.g. {items[0].path}); check the data folder")
 
 
-def write_card_record(data_dir: str | Path, card: str | Path, out: str | Path, batch_size: int = 64,
-                      device: str = "auto") -> dict[str, Any]:
+def write_card_record(
+    data_dir: str | Path, card: str | Path, out: str | Path, batch_size: int = 64, device: str = "auto"
+) -> dict[str, Any]:
     """Load ``card``, evaluate it on the test split of ``data_dir`` (any layout) and write its record to ``out`` (JSON)."""
     dev = resolve_device(device)
     layout = scan_layout(data_dir)
@@ -49,8 +50,13 @@ def write_card_record(data_dir: str | Path, card: str | Path, out: str | Path, b
     metrics: dict[str, Any] = {"test": result["metrics"]}
     if result["groups"]:
         metrics["test_groups"] = result["groups"]
-    record = {**{k: v for k, v in meta.items() if isinstance(v, (str, int, float, list, type(None)))},
-              "kind": "card", "card": str(Path(card).resolve()), "data": {"layout": layout.description, "fingerprint": layout.fingerprint()},
-              "metrics": metrics, "skipped": result["skipped"]}
+    record = {
+        **{k: v for k, v in meta.items() if isinstance(v, (str, int, float, list, type(None)))},
+        "kind": "card",
+        "card": str(Path(card).resolve()),
+        "data": {"layout": layout.description, "fingerprint": layout.fingerprint()},
+        "metrics": metrics,
+        "skipped": result["skipped"],
+    }
     write_json(out, record)
     return record

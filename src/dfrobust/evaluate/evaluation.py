@@ -219,6 +219,4 @@ def format_metrics_table(columns: dict[str, dict[str, Any]]) -> str:
     body = [["metric", *names]] + [[label, *(cell(v) for v in values)] for label, values in rows]
     width0 = max(len(r[0]) for r in body)
     widths = [max(len(r[i]) for r in body) for i in range(1, len(names) + 1)]
-    return "\n".join(
-        r[0].ljust(width0) + "".join("  " + v.rjust(w) for v, w in zip(r[1:], widths)) for r in body
-    )
+    return "\n".join(r[0].ljust(width0) + "".join("  " + v.rjust(w) for v, w in zip(r[1:], widths)) for r in body)

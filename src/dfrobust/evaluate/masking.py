@@ -117,9 +117,7 @@ def check_gradient_free_vs_gradient(
     return _compare("gradient-free <= gradient", grad, free, threat_model, budgets, "gradient", "gradient-free", tolerance)
 
 
-def masking_checks(
-    rows: Iterable[Row], threat_model: ThreatModel, budgets: Mapping[str, Budget] | None = None
-) -> list[MaskingCheck]:
+def masking_checks(rows: Iterable[Row], threat_model: ThreatModel, budgets: Mapping[str, Budget] | None = None) -> list[MaskingCheck]:
     """All checks of this module on one target's rows, in a fixed order."""
     rows = list(rows)
     return [

@@ -78,7 +78,8 @@ def write_samples(
                 save_png(out_dir / a / f"{i}.png", adv)
                 cells.append({"image": f"{a}/{i}.png", "p_real": {m: float(by_image[img][(a, m)]["adv_p_real"]) for m in models}})
             source = rows_of[a][0]["source"] if rows_of[a] else ""
-            record["rows"].append({"kind": "perturbed", "attack": rows_of[a][0]["attack"] if rows_of[a] else a,
-                                   "source": source, "cells": cells})
+            record["rows"].append(
+                {"kind": "perturbed", "attack": rows_of[a][0]["attack"] if rows_of[a] else a, "source": source, "cells": cells}
+            )
     write_json(out_dir / "samples.json", record)  # last: it marks a finished folder
     return out_dir / "samples.json"

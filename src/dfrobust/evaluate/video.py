@@ -42,8 +42,9 @@ def _level(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, Any]:
     return {"n": m["n"], "accuracy": m["accuracy"], "auroc": m["auroc"], "ap": m["ap_fake_positive"], "eer": m["eer_fake_positive"]}
 
 
-def video_metrics(frame_scores: Sequence[float], frame_video: Sequence[int], video_labels: Sequence[int],
-                  threshold: float = DECISION_THRESHOLD) -> dict[str, Any]:
+def video_metrics(
+    frame_scores: Sequence[float], frame_video: Sequence[int], video_labels: Sequence[int], threshold: float = DECISION_THRESHOLD
+) -> dict[str, Any]:
     """Frame-level and video-level accuracy, AUROC, AP and EER (``frame_*`` and ``video_*`` keys).
 
     Args:
@@ -85,8 +86,9 @@ def score_videos(
     return {"frame_scores": scores, "frame_video": ids, "videos": rows}
 
 
-def evaluate_videos(model: nn.Module, videos: Sequence[Video], size: tuple[int, int], threshold: float = DECISION_THRESHOLD,
-                    **kwargs: Any) -> dict[str, Any]:
+def evaluate_videos(
+    model: nn.Module, videos: Sequence[Video], size: tuple[int, int], threshold: float = DECISION_THRESHOLD, **kwargs: Any
+) -> dict[str, Any]:
     """:func:`score_videos` then :func:`video_metrics`: ``{"metrics": ..., "videos": per-video rows}``."""
     out = score_videos(model, videos, size, **kwargs)
     metrics = video_metrics(out["frame_scores"], out["frame_video"], [v.label for v in videos], threshold)

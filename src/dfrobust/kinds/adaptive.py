@@ -46,17 +46,25 @@ def adaptive_stage(plan: Plan, cfg: dict[str, Any], purifier: str, device: str) 
     atk = {"steps": int(a["steps"])} | {k: v for k, v in cfg["attack"].get(a["attack"], {}).items() if k not in ("steps", "max_images")}
     out = safe_join(plan.run_dir / "adaptive", purifier)
     dip_dir = plan.run_dir / plan.dip["dir"]
-    kw = {"purifier_params": params, "attack_name": str(a["attack"]), "attack_params": atk, "eot": int(a["eot"]),
-          "bpda": str(a["bpda"]), "attack_purifier_params": attack_params, "eval_draws": int(a["eval_draws"]),
-          "seed": int(cfg["run"]["seed"]), "batch_size": int(a["batch_size"]), "nonadaptive": bool(a.get("nonadaptive", True))}
+    kw = {
+        "purifier_params": params,
+        "attack_name": str(a["attack"]),
+        "attack_params": atk,
+        "eot": int(a["eot"]),
+        "bpda": str(a["bpda"]),
+        "attack_purifier_params": attack_params,
+        "eval_draws": int(a["eval_draws"]),
+        "seed": int(cfg["run"]["seed"]),
+        "batch_size": int(a["batch_size"]),
+        "nonadaptive": bool(a.get("nonadaptive", True)),
+    }
 
     limit = int(a.get("max_images", 0)) or None
 
     def run() -> None:
         images = fooled_fakes(dip_dir)[:limit]
         if images:
-            run_adaptive(plan.data_dir, plan.model_path(model), purifier, out_dir=out, images=images, device=device,
-                         replace=True, **kw)
+            run_adaptive(plan.data_dir, plan.model_path(model), purifier, out_dir=out, images=images, device=device, replace=True, **kw)
         else:  # nothing fooled the classifier: nothing for an adaptive attack to improve on
             out.mkdir(parents=True, exist_ok=True)
             write_json(out / "summary.json", {"complete": True, "defense": purifier, "n": 0, "note": "no fooled fakes in the DIP study"})

@@ -30,8 +30,15 @@ def attack_stage(plan: Plan, cfg: dict[str, Any], run: AttackRun, device: str) -
     tuples = {k for k, p in constructor_parameters(attack_class(attack)).items() if isinstance(p.default, tuple)}
     params = {k: tuple(v) if k in tuples and isinstance(v, list) else v for k, v in params.items()}
     make_attack(attack, **params)  # the constructor checks its parameters now, before any stage runs
-    ac = AttackConfig(attack=attack, params=params, batch_size=int(a["batch_size"]), classes="fake",
-                      max_images=max_images, seed=int(cfg["run"]["seed"]), device=device)
+    ac = AttackConfig(
+        attack=attack,
+        params=params,
+        batch_size=int(a["batch_size"]),
+        classes="fake",
+        max_images=max_images,
+        seed=int(cfg["run"]["seed"]),
+        device=device,
+    )
     out = safe_join(plan.run_dir / "attacks", run.folder)
     conf = {k: v for k, v in ac.__dict__.items() if k != "device"} | {"source": run.source, "targets": run.targets}
     if run.members:
@@ -59,8 +66,11 @@ def attack_plan(cfg: dict[str, Any], roles: list[Role] | None = None) -> list[At
     roles = roles if roles is not None else study_roles(cfg)
 
     def blackbox(src: Role, r: Role) -> bool:
-        return r.name != src.name and (r.transfer_from == src.name or r.name in src.transfer_to
-                                       or (r.transfer_group is not None and r.transfer_group == src.transfer_group))
+        return r.name != src.name and (
+            r.transfer_from == src.name
+            or r.name in src.transfer_to
+            or (r.transfer_group is not None and r.transfer_group == src.transfer_group)
+        )
 
     runs = []
     transfer_only = set(cfg["attack"].get("transfer_only") or [])
@@ -99,5 +109,13 @@ class AttackKind(StageKind):
         return [attack_stage(plan, cfg, run, device) for run in runs]
 
     def record(self, plan: Plan) -> Any:
-        return [{"attack": r.attack, "source": r.source, "targets": r.targets, "dir": plan.rel(plan.run_dir / "attacks" / r.folder),
-                 **({"members": list(r.members)} if r.members else {})} for r in plan.attacks]
+        return [
+            {
+                "attack": r.attack,
+                "source": r.source,
+                "targets": r.targets,
+                "dir": plan.rel(plan.run_dir / "attacks" / r.folder),
+                **({"members": list(r.members)} if r.members else {}),
+            }
+            for r in plan.attacks
+        ]

@@ -136,8 +136,10 @@ class Plan:
             "preset": cfg["run"].get("preset"),
             "data_dir": self.rel(self.data_dir),
             "data": data,
-            "roles": [{**r.record(), "model": self.rel(self.model_path(r.name)), "sidecar": self.rel(self.sidecar_path(r.name))}
-                      for r in self.roles],
+            "roles": [
+                {**r.record(), "model": self.rel(self.model_path(r.name)), "sidecar": self.rel(self.sidecar_path(r.name))}
+                for r in self.roles
+            ],
         }
         for kind in self.kinds:
             if kind.record_key:
@@ -189,8 +191,9 @@ def ordered_kinds() -> list[StageKind]:
     for name, cls in classes.items():
         missing = sorted(set(cls.needs) - set(classes))
         if missing:
-            raise DfrobustError(f"stage kind {name!r} needs {missing}, which no registered stage kind provides; "
-                                f"registered: {sorted(classes)}")
+            raise DfrobustError(
+                f"stage kind {name!r} needs {missing}, which no registered stage kind provides; registered: {sorted(classes)}"
+            )
     done: list[str] = []
     pending = dict(classes)
     while pending:

@@ -20,9 +20,17 @@ def certify_stage(plan: Plan, cfg: dict[str, Any], role: Role, device: str) -> S
     from dfrobust.studies.certification import CertifyConfig, run_certification
 
     c = cfg["certify"]
-    cc = CertifyConfig(sigma=float(role.certify_sigma), n0=int(c["n0"]), n=int(c["n"]), alpha=float(c["alpha"]), classes="both",
-                       max_images=int(c["max_images"]) or None, batch_size=int(c["batch_size"]), seed=int(cfg["run"]["seed"]),
-                       device=device)
+    cc = CertifyConfig(
+        sigma=float(role.certify_sigma),
+        n0=int(c["n0"]),
+        n=int(c["n"]),
+        alpha=float(c["alpha"]),
+        classes="both",
+        max_images=int(c["max_images"]) or None,
+        batch_size=int(c["batch_size"]),
+        seed=int(cfg["run"]["seed"]),
+        device=device,
+    )
     out = safe_join(plan.run_dir / "certify", role.name)
     model = plan.model_path(role.name)
 

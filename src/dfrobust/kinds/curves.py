@@ -18,8 +18,14 @@ def curves_stage(plan: Plan, cfg: dict[str, Any], role: Role, device: str) -> St
     norms = {"linf": [float(e) / 255 for e in r["linf_255"]], "l2": [float(e) for e in r["l2"]]}
     out = safe_join(plan.run_dir / "curves", role.name)
     model = plan.model_path(role.name)
-    kw = {"norms": norms, "max_images": int(r["max_images"]) or None, "classes": "both", "seed": int(cfg["run"]["seed"]),
-          "steps": int(r["steps"]), "batch_size": int(r["batch_size"])}
+    kw = {
+        "norms": norms,
+        "max_images": int(r["max_images"]) or None,
+        "classes": "both",
+        "seed": int(cfg["run"]["seed"]),
+        "steps": int(r["steps"]),
+        "batch_size": int(r["batch_size"]),
+    }
 
     def run() -> None:
         run_curves(plan.data_dir, model, out, device=device, **kw)

@@ -38,8 +38,9 @@ def data_stage(cfg: dict[str, Any], run_dir: Path, data_arg: Path | None) -> tup
         conf = {"source": "synthetic", "n": d["n"], "size": d["size"], "test_fraction": d["test_fraction"], "seed": seed, "swap": swap}
 
         def make() -> None:
-            generate_synthetic(out, n=int(d["n"]), size=int(d["size"]), seed=seed, test_fraction=float(d["test_fraction"]),
-                               overwrite=True, **swap)
+            generate_synthetic(
+                out, n=int(d["n"]), size=int(d["size"]), seed=seed, test_fraction=float(d["test_fraction"]), overwrite=True, **swap
+            )
 
         return Stage("data", conf, out, make), out
     data_arg = data_arg.resolve()
@@ -55,12 +56,21 @@ def data_stage(cfg: dict[str, Any], run_dir: Path, data_arg: Path | None) -> tup
         conf = {"source": "in-place", "path": str(data_arg), "layout": layout.description, "fingerprint": layout.fingerprint()}
         return Stage("data", conf, pointer, lambda: write_json(pointer, conf)), data_arg
     if not data_arg.is_dir():
-        raise DfrobustError(f"--data {data_arg} is not a folder; training imports a dataset folder or a folder with real/ and fake/ "
-                            "(a .csv/.json list is read in place with --detector only)")
+        raise DfrobustError(
+            f"--data {data_arg} is not a folder; training imports a dataset folder or a folder with real/ and fake/ "
+            "(a .csv/.json list is read in place with --detector only)"
+        )
     out = run_dir / "data"
     listing = sorted((str(p.relative_to(data_arg)), p.stat().st_size) for p in data_arg.rglob("*") if p.is_file())
-    conf = {"source": "import", "path": str(data_arg), "files": len(listing), "bytes": sum(s for _, s in listing),
-            "size": d["size"], "test_fraction": d["test_fraction"], "seed": seed}
+    conf = {
+        "source": "import",
+        "path": str(data_arg),
+        "files": len(listing),
+        "bytes": sum(s for _, s in listing),
+        "size": d["size"],
+        "test_fraction": d["test_fraction"],
+        "seed": seed,
+    }
 
     def imp() -> None:
         import_folder(data_arg, out, size=int(d["size"]), test_fraction=float(d["test_fraction"]), seed=seed)
@@ -79,11 +89,21 @@ def data_summary(plan: Plan) -> dict[str, Any]:
             return {}  # synthetic or imported data not made yet
         layout = scan_layout(data_dir)  # the user's folder or list, read in place
         found = layout.summary()
-        return {"in_place": True, "layout": found["layout"], "counts": found["counts"], "groups": found["groups"],
-                "n_images": found["n_images"], "manifest_hash": found["fingerprint"]}
+        return {
+            "in_place": True,
+            "layout": found["layout"],
+            "counts": found["counts"],
+            "groups": found["groups"],
+            "n_images": found["n_images"],
+            "manifest_hash": found["fingerprint"],
+        }
     man = read_manifest(data_dir)
-    return {"image_size": man.get("image_size"), "counts": man.get("counts"), "created_by": man.get("created_by"),
-            "manifest_hash": manifest_hash(data_dir)}
+    return {
+        "image_size": man.get("image_size"),
+        "counts": man.get("counts"),
+        "created_by": man.get("created_by"),
+        "manifest_hash": manifest_hash(data_dir),
+    }
 
 
 @register_stage_kind

@@ -23,8 +23,15 @@ def train_stage(plan: Plan, cfg: dict[str, Any], role: Role, device: str) -> Sta
     common = {k: v for k, v in t.items() if not isinstance(v, dict)}
     start = {"resume_from": str(plan.model_path(role.start_from))} if role.start_from else {}
     # a family's own section may change its architecture (the tiny test preset does)
-    values = {**common, "arch": role.family, **t.get(role.family, {}), "seed": int(cfg["run"]["seed"]), "device": device,
-              **role.recipe, **start}
+    values = {
+        **common,
+        "arch": role.family,
+        **t.get(role.family, {}),
+        "seed": int(cfg["run"]["seed"]),
+        "device": device,
+        **role.recipe,
+        **start,
+    }
     if values.get("init") == "random" or role.start_from:
         values["init"] = None  # "random": no initial weights; a fine-tune starts from its role's weights instead
     tc = TrainConfig.from_dict(values)
@@ -37,8 +44,16 @@ def train_stage(plan: Plan, cfg: dict[str, Any], role: Role, device: str) -> Sta
     if conf.get("resume_from"):
         conf["resume_from"] = Path(conf["resume_from"]).stem  # its fingerprint is in the deps
     deps = ["data", *([f"train/{role.start_from}"] if role.start_from else [])]
-    return Stage(f"train/{role.name}", conf, out, train, deps=deps, extra_paths=[out.with_suffix(".json"), partial_path(out)],
-                 device=device, sharded=True)
+    return Stage(
+        f"train/{role.name}",
+        conf,
+        out,
+        train,
+        deps=deps,
+        extra_paths=[out.with_suffix(".json"), partial_path(out)],
+        device=device,
+        sharded=True,
+    )
 
 
 def card_stage(plan: Plan, cfg: dict[str, Any], role: Role, device: str) -> Stage:

@@ -7,6 +7,7 @@ from typing import Any
 from dfrobust.kinds.base import Plan, StageKind, register_stage_kind
 from dfrobust.stages import Stage
 
+
 def samples_stage(plan: Plan, cfg: dict[str, Any], device: str) -> Stage | None:
     """Fig 2's images and scores: real test images and the images crafted on the sample-source role, scored by the paper's roles."""
     from dfrobust.evaluate.samples import write_samples

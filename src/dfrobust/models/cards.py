@@ -175,7 +175,8 @@ def read_card(path: str | Path) -> DetectorCard:
         raise _fail(path, f"`strict` must be true or false, got {strict!r}")
     size = raw.get("input_size")
     if size is not None and not (
-        isinstance(size, list) and len(size) == 2
+        isinstance(size, list)
+        and len(size) == 2
         and all(isinstance(s, int) and not isinstance(s, bool) and 0 < s <= MAX_IMAGE_SIDE for s in size)
     ):
         raise _fail(path, f"`input_size` must be [H, W] (two integers from 1 to {MAX_IMAGE_SIDE}), got {size!r}")
@@ -187,9 +188,12 @@ def read_card(path: str | Path) -> DetectorCard:
     if not isinstance(fake_index, int) or isinstance(fake_index, bool) or fake_index < 0:
         raise _fail(path, f"`fake_index` must be a non-negative integer, got {fake_index!r}")
     if output == "logit" and fake_index not in (0, 1):
-        raise _fail(path, f"with output = \"logit\", `fake_index` is 1 when sigmoid(z) = P(fake) and 0 when it is P(real), got {fake_index}")
+        raise _fail(path, f'with output = "logit", `fake_index` is 1 when sigmoid(z) = P(fake) and 0 when it is P(real), got {fake_index}')
     if dfrobust_source and (output, fake_index, normalization) != ("logits", FAKE, "none"):
-        raise _fail(path, "a dfrobust: model already gives logits with fake = 0 and normalises inside; drop `output`, `fake_index` and `normalization`")
+        raise _fail(
+            path,
+            "a dfrobust: model already gives logits with fake = 0 and normalises inside; drop `output`, `fake_index` and `normalization`",
+        )
     face_crop = raw.get("face_crop", False)
     if not isinstance(face_crop, bool):
         raise _fail(path, f"`face_crop` must be true or false, got {face_crop!r}")
@@ -236,8 +240,8 @@ def to_two_logits(out: torch.Tensor, output: str, fake_index: int) -> torch.Tens
     if output == "logit":
         if not single:
             raise DfrobustError(
-                f"the detector returned shape {shape} but the card says output = \"logit\" (N or N x 1); "
-                "set the card's `output` key to \"logits\" or \"probs\" for N x C"
+                f'the detector returned shape {shape} but the card says output = "logit" (N or N x 1); '
+                'set the card\'s `output` key to "logits" or "probs" for N x C'
             )
         z = out.reshape(-1)
         zero = torch.zeros_like(z)
@@ -245,17 +249,21 @@ def to_two_logits(out: torch.Tensor, output: str, fake_index: int) -> torch.Tens
         return torch.stack(pair, dim=1)
     if output == "probs" and single:
         if fake_index not in (0, 1):
-            raise DfrobustError(f"the detector returned one probability per image but the card's `fake_index` is {fake_index}; use 1 (P(fake)) or 0 (P(real))")
+            raise DfrobustError(
+                f"the detector returned one probability per image but the card's `fake_index` is {fake_index}; use 1 (P(fake)) or 0 (P(real))"
+            )
         p = out.reshape(-1)
         p_fake = p if fake_index == 1 else 1 - p
         return torch.stack([p_fake.clamp_min(PROB_FLOOR).log(), (1 - p_fake).clamp_min(PROB_FLOOR).log()], dim=1)
     if out.ndim != 2 or out.shape[1] < 2:
         raise DfrobustError(
-            f"the detector returned shape {shape} but the card says output = \"{output}\" (N x C, C >= 2); "
-            "set the card's `output` key to \"logit\" for one logit per image"
+            f'the detector returned shape {shape} but the card says output = "{output}" (N x C, C >= 2); '
+            'set the card\'s `output` key to "logit" for one logit per image'
         )
     if fake_index >= out.shape[1]:
-        raise DfrobustError(f"the detector returns {out.shape[1]} columns but the card's `fake_index` is {fake_index}; use 0..{out.shape[1] - 1}")
+        raise DfrobustError(
+            f"the detector returns {out.shape[1]} columns but the card's `fake_index` is {fake_index}; use 0..{out.shape[1] - 1}"
+        )
     rest = torch.cat([out[:, :fake_index], out[:, fake_index + 1 :]], dim=1)
     if output == "logits":
         fake = out[:, fake_index]
@@ -360,7 +368,9 @@ def _python_source(spec: str, card: DetectorCard) -> nn.Module:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise _fail(card.path, f"cannot import {module_name} ({_first_line(exc)}); run from its folder or add that folder to PYTHONPATH") from exc
+        raise _fail(
+            card.path, f"cannot import {module_name} ({_first_line(exc)}); run from its folder or add that folder to PYTHONPATH"
+        ) from exc
     except SystemExit as exc:  # the user's module ran sys.exit on import: that is a failed card, not a finished command
         raise _fail(card.path, f"importing {module_name} called sys.exit({exc.code!r})") from None
     finally:
@@ -471,7 +481,9 @@ def load_card_weights(model: nn.Module, card: DetectorCard) -> dict[str, list[st
         parts += [f"{len(unexpected)} unexpected key(s) ({_names(unexpected)})"] if unexpected else []
         raise _fail(card.path, f"{where}: {', '.join(parts)}; fix the source or set strict = false")
     if not any(k in tensors for k in own):
-        raise _fail(card.path, f"{where}: no key of the file matches the model (e.g. file {_names(list(state), 2)}, model {_names(list(own), 2)})")
+        raise _fail(
+            card.path, f"{where}: no key of the file matches the model (e.g. file {_names(list(state), 2)}, model {_names(list(own), 2)})"
+        )
     model.load_state_dict({k: v for k, v in tensors.items() if k in own}, strict=False)
     return {"missing": missing, "unexpected": unexpected}
 
@@ -521,7 +533,9 @@ def probe(model: CardDetector, size: tuple[int, int], device: str | torch.device
             raw = model.raw(x)
     except Exception as exc:  # noqa: BLE001 - any failure of the user's network
         hint = "" if model.input_size else "; set the card's `input_size` if the network needs a fixed size"
-        raise DfrobustError(f"{model.name}: the probe forward pass on a 2x3x{size[0]}x{size[1]} batch failed: {_first_line(exc)}{hint}") from exc
+        raise DfrobustError(
+            f"{model.name}: the probe forward pass on a 2x3x{size[0]}x{size[1]} batch failed: {_first_line(exc)}{hint}"
+        ) from exc
     shape = list(raw.shape) if isinstance(raw, torch.Tensor) else None
     logits = to_two_logits(raw, model.output, model.fake_index)
     if tuple(logits.shape) != (2, 2):
@@ -534,7 +548,12 @@ def _warnings(card: DetectorCard, logits: torch.Tensor, raw: torch.Tensor) -> li
     notes = []
     if not torch.isfinite(logits).all():
         notes.append("the probe output is not finite")
-    if card.output == "logits" and raw.ndim == 2 and bool(((raw >= 0) & (raw <= 1)).all()) and torch.allclose(raw.sum(1), torch.ones(len(raw)), atol=1e-4):
+    if (
+        card.output == "logits"
+        and raw.ndim == 2
+        and bool(((raw >= 0) & (raw <= 1)).all())
+        and torch.allclose(raw.sum(1), torch.ones(len(raw)), atol=1e-4)
+    ):
         notes.append('the outputs are in [0, 1] and sum to 1: they look like probabilities; is output = "probs" meant?')
     return notes
 

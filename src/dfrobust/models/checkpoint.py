@@ -98,7 +98,9 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
         raise DfrobustError(f"{path} has no sidecar {side.name}; dfrobust needs it to know the architecture")
     meta = read_json(side)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise DfrobustError(f"{side} is not a dfrobust detector sidecar (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+        raise DfrobustError(
+            f"{side} is not a dfrobust detector sidecar (format {meta.get('format') if isinstance(meta, dict) else None!r})"
+        )
     problem = _sidecar_problem(meta)
     if problem:
         raise DfrobustError(f"{side} {problem}; restore the sidecar or retrain the model")
@@ -131,7 +133,9 @@ def _check_weights(path: Path, data: bytes, meta: dict[str, Any]) -> None:
     """The sidecar must describe these weights: same sha256 (when recorded), same arch and normalisation as the header."""
     recorded = meta.get("weights_sha256")
     if recorded is None:
-        raise DfrobustError(f"{sidecar_path(path)} has no weights_sha256, so it cannot vouch for {path.name}; restore the sidecar or retrain the model")
+        raise DfrobustError(
+            f"{sidecar_path(path)} has no weights_sha256, so it cannot vouch for {path.name}; restore the sidecar or retrain the model"
+        )
     if sha256_bytes(data) != recorded:
         raise DfrobustError(
             f"{path} does not match the weights_sha256 of its sidecar {sidecar_path(path).name} (the weights or the sidecar "

@@ -46,7 +46,9 @@ class Family:
 
 FAMILIES: dict[str, Family] = {
     "xception": Family("timm", "legacy_xception", (256, 256), {"mean": INCEPTION, "std": INCEPTION}, "logits", 1, "DeepfakeBench"),
-    "efficientnet_b4": Family("timm", "tf_efficientnet_b4", (256, 256), {"mean": INCEPTION, "std": INCEPTION}, "logits", 1, "DeepfakeBench"),
+    "efficientnet_b4": Family(
+        "timm", "tf_efficientnet_b4", (256, 256), {"mean": INCEPTION, "std": INCEPTION}, "logits", 1, "DeepfakeBench"
+    ),
     "resnet50_cnndetection": Family("torchvision", "resnet50", (224, 224), "imagenet", "logit", 1, "CNNDetection (Wang et al. 2020)"),
 }
 
@@ -85,8 +87,8 @@ def adapt_state(state: dict[str, Any], model: nn.Module) -> dict[str, Any]:
     if any(k in own for k in tensors):
         return state  # already the model's names
     if tensors and all(k.startswith("backbone.") for k in tensors):
-        tensors = {k[len("backbone."):]: v for k, v in tensors.items()}
-        tensors = {(("fc." + k[len("last_linear."):]) if k.startswith("last_linear.") else k): v for k, v in tensors.items()}
+        tensors = {k[len("backbone.") :]: v for k, v in tensors.items()}
+        tensors = {(("fc." + k[len("last_linear.") :]) if k.startswith("last_linear.") else k): v for k, v in tensors.items()}
     if any(k in own for k in tensors):
         return tensors
     if any("_blocks." in k for k in tensors) and len(tensors) == len(own):

@@ -125,7 +125,9 @@ def check_architecture(arch: str) -> None:
         return
     for prefix, reason in UNSUPPORTED.items():
         if arch.startswith(prefix):
-            raise DfrobustError(f"--arch {arch} is not supported: {reason}; use one of {available_architectures()} or another torchvision CNN")
+            raise DfrobustError(
+                f"--arch {arch} is not supported: {reason}; use one of {available_architectures()} or another torchvision CNN"
+            )
     import torchvision
 
     if arch not in torchvision.models.list_models(module=torchvision.models):

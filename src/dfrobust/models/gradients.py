@@ -20,10 +20,7 @@ def logit_input_gradients(logits: torch.Tensor, x: torch.Tensor, create_graph: b
     cross-image terms of its batch statistics). ``create_graph=True`` keeps the graph for
     double backprop.
     """
-    grads = [
-        torch.autograd.grad(logits[:, i].sum(), x, create_graph=create_graph, retain_graph=True)[0]
-        for i in range(logits.shape[1])
-    ]
+    grads = [torch.autograd.grad(logits[:, i].sum(), x, create_graph=create_graph, retain_graph=True)[0] for i in range(logits.shape[1])]
     return torch.stack(grads)
 
 

@@ -33,9 +33,15 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
         why = next((ln for ln in lines if ln.startswith("WeightsUnpickler error")), None)
         if why is None:
-            why = lines[0] if lines and "weights_only" not in lines[0] and "can still be loaded" not in lines[0] else "it holds objects other than tensors"
-        raise DfrobustError(f"{path} is not a plain state dict of tensors ({why[:200]}); save it with "
-                            "torch.save(model.state_dict(), ...) or as safetensors (dfrobust never unpickles code)") from None
+            why = (
+                lines[0]
+                if lines and "weights_only" not in lines[0] and "can still be loaded" not in lines[0]
+                else "it holds objects other than tensors"
+            )
+        raise DfrobustError(
+            f"{path} is not a plain state dict of tensors ({why[:200]}); save it with "
+            "torch.save(model.state_dict(), ...) or as safetensors (dfrobust never unpickles code)"
+        ) from None
     if not isinstance(state, dict):
         raise DfrobustError(f"{path} does not hold a state dict")
     return state

@@ -29,8 +29,17 @@ def read_curves(folders: Mapping[str, Path]) -> tuple[list[dict[str, Any]], dict
         if not (folder / "curves.csv").is_file():
             continue
         for r in read_csv(folder / "curves.csv"):
-            rows.append({**r, "model": name, "eps": float(r["eps"]), "n": int(r["n"]), "accuracy": float(r["accuracy"]),
-                         "ci_low": float(r["ci_low"]), "ci_high": float(r["ci_high"])})
+            rows.append(
+                {
+                    **r,
+                    "model": name,
+                    "eps": float(r["eps"]),
+                    "n": int(r["n"]),
+                    "accuracy": float(r["accuracy"]),
+                    "ci_low": float(r["ci_low"]),
+                    "ci_high": float(r["ci_high"]),
+                }
+            )
         summary = read_record(folder / "summary.json") if (folder / "summary.json").is_file() else {}
         if summary.get("warnings"):
             warnings[name] = list(summary["warnings"])
@@ -44,28 +53,68 @@ def _rate_ci(summary: Mapping[str, Any], key: str) -> str:
     return f"{pct(value)} [{100 * ci[0]:.1f}–{100 * ci[1]:.1f}]" if ci else pct(value)
 
 
-def table5(adaptive: Mapping[str, Mapping[str, Any]], dip_nonadaptive: float | None, dip_n: int | None) -> tuple[Table, list[dict[str, Any]]]:
+def table5(
+    adaptive: Mapping[str, Mapping[str, Any]], dip_nonadaptive: float | None, dip_n: int | None
+) -> tuple[Table, list[dict[str, Any]]]:
     """Table V: each purifier under the attack that ignores it and under BPDA + EOT, one draw and worst of N."""
-    t = Table("Table V. Purification under non-adaptive and adaptive attacks (accuracy on attacked fakes)",
-              ["defense", "attack", "n", "clean, purified", "non-adaptive", "non-adaptive, worst of N", "adaptive (BPDA+EOT)",
-               "adaptive, worst of N", "BPDA", "EOT", "N"],
-              note="Images: the clean fakes behind the DIP study's perturbed fakes that fooled its classifier. Non-adaptive: the "
-                   "same attack crafted on the bare detector, then purified. Adaptive: crafted through the purifier (BPDA "
-                   "gradient, averaged over EOT draws of its randomness). Worst of N: an image counts as fooled if any of N "
-                   "purifications is fooled. [low–high]: Wilson 95% interval."
-                   + (f" For reference, the DIP study's own non-adaptive accuracy on its fooled fakes: {pct(dip_nonadaptive)} "
-                      f"(n = {dip_n})." if dip_nonadaptive is not None else ""))
+    t = Table(
+        "Table V. Purification under non-adaptive and adaptive attacks (accuracy on attacked fakes)",
+        [
+            "defense",
+            "attack",
+            "n",
+            "clean, purified",
+            "non-adaptive",
+            "non-adaptive, worst of N",
+            "adaptive (BPDA+EOT)",
+            "adaptive, worst of N",
+            "BPDA",
+            "EOT",
+            "N",
+        ],
+        note="Images: the clean fakes behind the DIP study's perturbed fakes that fooled its classifier. Non-adaptive: the "
+        "same attack crafted on the bare detector, then purified. Adaptive: crafted through the purifier (BPDA "
+        "gradient, averaged over EOT draws of its randomness). Worst of N: an image counts as fooled if any of N "
+        "purifications is fooled. [low–high]: Wilson 95% interval."
+        + (
+            f" For reference, the DIP study's own non-adaptive accuracy on its fooled fakes: {pct(dip_nonadaptive)} (n = {dip_n})."
+            if dip_nonadaptive is not None
+            else ""
+        ),
+    )
     rows = []
     for name, s in adaptive.items():
         if not s.get("n"):
             t.rows.append([name, "–", "0", *(["–"] * 5), "–", "–", "–"])
             continue
-        t.rows.append([name, str(s.get("attack")), str(s["n"]), _rate_ci(s, "accuracy_clean_purified"), _rate_ci(s, "accuracy_nonadaptive"),
-                       _rate_ci(s, "accuracy_nonadaptive_worst"), _rate_ci(s, "accuracy_adaptive"), _rate_ci(s, "accuracy_adaptive_worst"),
-                       str(s.get("bpda")), str(s.get("eot")), str(s.get("eval_draws"))])
-        rows.append({"defense": name, "attack": s.get("attack"), "n": s["n"], "accuracy_nonadaptive": s.get("accuracy_nonadaptive"),
-                     "accuracy_adaptive": s.get("accuracy_adaptive"), "accuracy_adaptive_worst": s.get("accuracy_adaptive_worst"),
-                     "accuracy_nonadaptive_worst": s.get("accuracy_nonadaptive_worst"), "bpda": s.get("bpda"), "eot": s.get("eot")})
+        t.rows.append(
+            [
+                name,
+                str(s.get("attack")),
+                str(s["n"]),
+                _rate_ci(s, "accuracy_clean_purified"),
+                _rate_ci(s, "accuracy_nonadaptive"),
+                _rate_ci(s, "accuracy_nonadaptive_worst"),
+                _rate_ci(s, "accuracy_adaptive"),
+                _rate_ci(s, "accuracy_adaptive_worst"),
+                str(s.get("bpda")),
+                str(s.get("eot")),
+                str(s.get("eval_draws")),
+            ]
+        )
+        rows.append(
+            {
+                "defense": name,
+                "attack": s.get("attack"),
+                "n": s["n"],
+                "accuracy_nonadaptive": s.get("accuracy_nonadaptive"),
+                "accuracy_adaptive": s.get("accuracy_adaptive"),
+                "accuracy_adaptive_worst": s.get("accuracy_adaptive_worst"),
+                "accuracy_nonadaptive_worst": s.get("accuracy_nonadaptive_worst"),
+                "bpda": s.get("bpda"),
+                "eot": s.get("eot"),
+            }
+        )
     return t, rows
 
 
@@ -82,13 +131,17 @@ def adaptive_reading(rows: Sequence[Mapping[str, Any]]) -> str:
             verdict = "the adaptive attack did worse than the non-adaptive one (a weak adaptive budget, not a strong defense)"
         else:
             verdict = "the adaptive attack changed nothing at this budget"
-        parts.append(f"{r['defense']}: {pct(non)} against the attack that ignores it, {pct(ada)} against BPDA+EOT (worst of "
-                     f"{r.get('eot') and 'N'} draws), n = {r['n']}: {verdict}")
+        parts.append(
+            f"{r['defense']}: {pct(non)} against the attack that ignores it, {pct(ada)} against BPDA+EOT (worst of "
+            f"{r.get('eot') and 'N'} draws), n = {r['n']}: {verdict}"
+        )
     if not parts:
         return "No adaptive attack ran (no fooled fakes, or the stage has not run yet)."
-    return ("The paper claims DIP purification recovers most fooled fakes; that was measured against attacks that did not know "
-            "the purifier. Against an attacker who knows it: " + "; ".join(parts) + ". A defense counts only as strong as the "
-            "strongest attack that knows it, so the adaptive column is the one to quote.")
+    return (
+        "The paper claims DIP purification recovers most fooled fakes; that was measured against attacks that did not know "
+        "the purifier. Against an attacker who knows it: " + "; ".join(parts) + ". A defense counts only as strong as the "
+        "strongest attack that knows it, so the adaptive column is the one to quote."
+    )
 
 
 def curves_table(rows: Sequence[Mapping[str, Any]], subset: str = "fake") -> Table:
@@ -97,9 +150,12 @@ def curves_table(rows: Sequence[Mapping[str, Any]], subset: str = "fake") -> Tab
     models = list(dict.fromkeys(r["model"] for r in rows))
     by = {(r["model"], r["norm"], r["eps"]): r for r in rows if r["subset"] == subset}
     cols = [f"{n} {e * 255:.0f}/255" if n == "linf" else f"{n} {e:g}" for n, e in keys]
-    t = Table(f"Robustness curves: accuracy under APGD on the {subset} test images", ["model", "n", *cols],
-              note="eps 0 is the clean accuracy; Linf radii in pixel units of 1/255 (the paper's FGSM eps 0.02 is about 5/255). "
-                   "[low–high]: Wilson 95% interval.")
+    t = Table(
+        f"Robustness curves: accuracy under APGD on the {subset} test images",
+        ["model", "n", *cols],
+        note="eps 0 is the clean accuracy; Linf radii in pixel units of 1/255 (the paper's FGSM eps 0.02 is about 5/255). "
+        "[low–high]: Wilson 95% interval.",
+    )
     for m in models:
         n = next((r["n"] for k, r in by.items() if k[0] == m), "–")
         t.rows.append([m, str(n), *(rate(by[(m, *k)]["accuracy"], by[(m, *k)]["n"]) if (m, *k) in by else "–" for k in keys)])

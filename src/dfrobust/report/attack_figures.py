@@ -75,8 +75,13 @@ def plot_fig3(
                 style = {"label": series_label(col), "color": cmap(j % 10), "edgecolor": "black", "linewidth": 0.6}
             else:
                 heights = [v if (v := (paper or {}).get(e["model"], {}).get(col)) is not None else math.nan for e in wide]
-                style = {"label": "the paper's value (hatched)" if j == 0 else None, "color": "white", "edgecolor": cmap(j % 10),
-                         "hatch": "///", "linewidth": 0.8}
+                style = {
+                    "label": "the paper's value (hatched)" if j == 0 else None,
+                    "color": "white",
+                    "edgecolor": cmap(j % 10),
+                    "hatch": "///",
+                    "linewidth": 0.8,
+                }
             # a 0% bar is drawn as its outline on the axis, and every bar carries its value
             bars = ax.bar(xs, [max(h, 0.4) if not math.isnan(h) else h for h in heights], width=width * 0.95, **style)
             ax.bar_label(bars, labels=["" if math.isnan(h) else f"{h:.0f}" for h in heights], fontsize=6, padding=1)

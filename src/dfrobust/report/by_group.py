@@ -38,14 +38,21 @@ def group_table(rows: Sequence[Mapping[str, Any]], order: Sequence[str]) -> Tabl
         for model, counts in table2_counts(mine).items():
             n_of[(model, g)] = counts
     columns = ["unperturbed", *sorted({k for e in wide.values() for k in e if k not in ("model", "unperturbed")}, key=column_order)]
-    t = Table("Table II by generator: accuracy on the attacked fakes of each generator",
-              ["model / generator", "n", *(series_label(c) for c in columns)],
-              note="The images' generator is their folder (test/GENERATOR/1_fake). n: attacked fakes of that generator; "
-                   "[low–high]: Wilson 95% interval.")
+    t = Table(
+        "Table II by generator: accuracy on the attacked fakes of each generator",
+        ["model / generator", "n", *(series_label(c) for c in columns)],
+        note="The images' generator is their folder (test/GENERATOR/1_fake). n: attacked fakes of that generator; "
+        "[low–high]: Wilson 95% interval.",
+    )
     for model in order:
         for (m, g), entry in wide.items():
             if m == model:
                 n = n_of[(m, g)]
-                t.rows.append([f"{m} / {g}", str(n["unperturbed"]),
-                               *(rate(entry[c], n.get(c, n["unperturbed"])) if c in entry else "–" for c in columns)])
+                t.rows.append(
+                    [
+                        f"{m} / {g}",
+                        str(n["unperturbed"]),
+                        *(rate(entry[c], n.get(c, n["unperturbed"])) if c in entry else "–" for c in columns),
+                    ]
+                )
     return t

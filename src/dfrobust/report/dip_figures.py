@@ -34,7 +34,9 @@ def plot_fig5(
         p_real: iteration -> classifier P(real) of the generated image (shown in the titles).
         input_p_real: classifier P(real) of the input.
     """
-    panels: list[tuple[str, torch.Tensor]] = [("input" + (f"\nP(real)={input_p_real:.2f}" if input_p_real is not None else ""), input_image)]
+    panels: list[tuple[str, torch.Tensor]] = [
+        ("input" + (f"\nP(real)={input_p_real:.2f}" if input_p_real is not None else ""), input_image)
+    ]
     for it in sorted(snapshots):
         score = f"\nP(real)={p_real[it]:.2f}" if p_real and it in p_real else ""
         panels.append((f"iteration {it:,}{score}", snapshots[it]))
@@ -105,6 +107,13 @@ def draw_dip_figures(study_dir: str | Path, out_dir: str | Path) -> dict[str, Pa
     out = {"fig6": plot_fig6(panels, out_dir / "fig6.png", threshold=f6["threshold"], classify_at=f6["classify_at"])}
     f5 = data["fig5"]
     snaps = {int(t): load_image(study_dir / p) for t, p in f5["snapshots"].items() if (study_dir / p).is_file()}
-    out["fig5"] = plot_fig5(load_image(study_dir / f5["input"]), snaps, out_dir / "fig5.png", load_image(study_dir / f5["clean"]),
-                            {int(t): v for t, v in f5["p_real"].items()}, f5["input_p_real"], title=f5["title"])
+    out["fig5"] = plot_fig5(
+        load_image(study_dir / f5["input"]),
+        snaps,
+        out_dir / "fig5.png",
+        load_image(study_dir / f5["clean"]),
+        {int(t): v for t, v in f5["p_real"].items()},
+        f5["input_p_real"],
+        title=f5["title"],
+    )
     return out

@@ -36,14 +36,24 @@ def _md_paragraph(text: str) -> str:
 
 
 def _markdown(title: str, sections: list[Section], report_dir: Path) -> str:
-    out = [f"# {md_escape(title)}", "", "Contents: " + " · ".join(f"[{md_escape(sec.title)}](#{_anchor(sec.title)})" for sec in sections), ""]
+    out = [
+        f"# {md_escape(title)}",
+        "",
+        "Contents: " + " · ".join(f"[{md_escape(sec.title)}](#{_anchor(sec.title)})" for sec in sections),
+        "",
+    ]
     for sec in sections:
         out += [f"## {md_escape(sec.title)}", ""]
         for item in sec.items:
             if isinstance(item, Table):
                 out.append(item.to_markdown())
             elif isinstance(item, Figure):
-                out += [f"![{md_escape(item.caption)}]({item.path.relative_to(report_dir).as_posix()})", "", f"_{md_escape(item.caption)}_", ""]
+                out += [
+                    f"![{md_escape(item.caption)}]({item.path.relative_to(report_dir).as_posix()})",
+                    "",
+                    f"_{md_escape(item.caption)}_",
+                    "",
+                ]
             else:
                 out += [_md_paragraph(str(item)), ""]
     return "\n".join(out)
@@ -78,4 +88,4 @@ def _html(title: str, sections: list[Section]) -> str:
         '<meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(title)}</title><style>{CSS}</style>"
     )
-    return f'<!doctype html><html><head>{head}</head><body>{"".join(body)}</body></html>\n'
+    return f"<!doctype html><html><head>{head}</head><body>{''.join(body)}</body></html>\n"

@@ -61,8 +61,13 @@ def plot_fig4(
                 style = {"label": s, "color": cmap(j), "edgecolor": "black", "linewidth": 0.6}
             else:
                 hs = [v if (v := (paper or {}).get(s, {}).get(c)) is not None else math.nan for c in columns]
-                style = {"label": "the paper's value (hatched)" if j == 0 else None, "color": "white", "edgecolor": cmap(j),
-                         "hatch": "///", "linewidth": 0.8}
+                style = {
+                    "label": "the paper's value (hatched)" if j == 0 else None,
+                    "color": "white",
+                    "edgecolor": cmap(j),
+                    "hatch": "///",
+                    "linewidth": 0.8,
+                }
             # a 0% bar is drawn as its outline on the axis, and every bar carries its value
             b = ax.bar(xs, [max(h, 0.4) if not math.isnan(h) else h for h in hs], width=width * 0.95, **style)
             ax.bar_label(b, labels=["" if math.isnan(h) else f"{h:.0f}" for h in hs], fontsize=6, padding=1)

@@ -60,13 +60,22 @@ def leaderboard_rows(ctx: dict[str, Any], wide: Mapping[str, Mapping[str, float 
         test = meta.get("metrics", {}).get("test", {})
         cost, cost_source = _cost(meta, models.get(role.get("start_from") or "") if role.get("start_from") else None)
         row: dict[str, Any] = {
-            "defense": name, "label": role.get("label", name), "paper": role.get("group") in PAPER_GROUPS,
-            "kind": "trained", "n_test": test.get("n"), "clean_accuracy": test.get("accuracy"), "auroc": test.get("auroc"),
-            "n_attacked": counts.get(name, {}).get("unperturbed"), "n_whitebox": {k: counts.get(name, {}).get(k) for k in white},
+            "defense": name,
+            "label": role.get("label", name),
+            "paper": role.get("group") in PAPER_GROUPS,
+            "kind": "trained",
+            "n_test": test.get("n"),
+            "clean_accuracy": test.get("accuracy"),
+            "auroc": test.get("auroc"),
+            "n_attacked": counts.get(name, {}).get("unperturbed"),
+            "n_whitebox": {k: counts.get(name, {}).get(k) for k in white},
             "whitebox": white,
-            "n_robust": counts.get(name, {}).get(min(white, key=lambda k: white[k])) if white else None, "robust_accuracy": min(white.values()) if white else None,
-            "blackbox": min(black) if black else None, "adaptive": None,
-            "cost_multiplier": 1.0 if name == base_name else cost, "cost_source": "the baseline" if name == base_name else cost_source,
+            "n_robust": counts.get(name, {}).get(min(white, key=lambda k: white[k])) if white else None,
+            "robust_accuracy": min(white.values()) if white else None,
+            "blackbox": min(black) if black else None,
+            "adaptive": None,
+            "cost_multiplier": 1.0 if name == base_name else cost,
+            "cost_source": "the baseline" if name == base_name else cost_source,
             "near_chance": test.get("auroc") is not None and float(test["auroc"]) < NEAR_CHANCE_AUROC,
         }
         cert = (ctx.get("certify") or {}).get(name)
@@ -86,16 +95,25 @@ def leaderboard_rows(ctx: dict[str, Any], wide: Mapping[str, Mapping[str, float 
         clean = [t4.get(c) for c in ("clean/fake-correct", "clean/real-correct") if t4.get(c) and int(t4[c]["n"])]
         n_c = sum(int(r["n"]) for r in clean)
         role = dip["role"]
-        rows.append({
-            "defense": f"dip + {role.get('model')}", "label": f"DIP purification in front of {role.get('label', role.get('model'))} "
-            f"(threshold {thr:g})", "paper": True, "kind": "purifier", "n_test": n_c,
-            "clean_accuracy": sum(float(r[f"dip@{thr:g}"]) * int(r["n"]) for r in clean) / n_c if n_c else None,
-            "auroc": float(t3[("dip", thr)]["auroc"]) if ("dip", thr) in t3 and t3[("dip", thr)]["auroc"] not in ("", None) else None,
-            "n_attacked": n_p, "whitebox": {}, "robust_accuracy": acc_p, "blackbox": None,
-            "adaptive": (ctx.get("adaptive") or {}).get("dip", {}).get("accuracy_adaptive_worst"),
-            "cost_multiplier": None, "cost_source": "",
-            "nonadaptive_only": (ctx.get("adaptive") or {}).get("dip", {}).get("accuracy_adaptive_worst") is None,
-        })
+        rows.append(
+            {
+                "defense": f"dip + {role.get('model')}",
+                "label": f"DIP purification in front of {role.get('label', role.get('model'))} (threshold {thr:g})",
+                "paper": True,
+                "kind": "purifier",
+                "n_test": n_c,
+                "clean_accuracy": sum(float(r[f"dip@{thr:g}"]) * int(r["n"]) for r in clean) / n_c if n_c else None,
+                "auroc": float(t3[("dip", thr)]["auroc"]) if ("dip", thr) in t3 and t3[("dip", thr)]["auroc"] not in ("", None) else None,
+                "n_attacked": n_p,
+                "whitebox": {},
+                "robust_accuracy": acc_p,
+                "blackbox": None,
+                "adaptive": (ctx.get("adaptive") or {}).get("dip", {}).get("accuracy_adaptive_worst"),
+                "cost_multiplier": None,
+                "cost_source": "",
+                "nonadaptive_only": (ctx.get("adaptive") or {}).get("dip", {}).get("accuracy_adaptive_worst") is None,
+            }
+        )
     rows.sort(key=lambda r: (not r.get("near_chance"), -1.0 if r["robust_accuracy"] is None else r["robust_accuracy"]), reverse=True)
     return rows
 
@@ -103,28 +121,49 @@ def leaderboard_rows(ctx: dict[str, Any], wide: Mapping[str, Mapping[str, float 
 def leaderboard_table(rows: list[dict[str, Any]]) -> Table:
     """The leaderboard as a report table."""
     attacks = sorted({k.removesuffix("_whitebox") for r in rows for k in r["whitebox"]})
-    t = Table("Defense leaderboard", ["defense", "paper's", "clean accuracy (n)", "AUROC", *(f"{a.upper()} whitebox" for a in attacks),
-              "robust accuracy", "best blackbox transfer", "adaptive (purifier)", *(f"certified @ L2 {r:g}" for r in RADII),
-              "training cost"],
-              note="Accuracy on attacked fake test images unless stated (the DIP row's clean accuracy is on its study's clean images); "
-                   "robust accuracy = the worst whitebox accuracy over the "
-                   "attacks run (for the DIP purifier: its accuracy on the perturbed fakes of its study, which the attacks did not "
-                   "know about unless the adaptive column says otherwise). [low–high]: Wilson 95% interval. Training cost: per "
-                   "epoch relative to plain training. Sorted by robust accuracy; a detector near chance (clean AUROC below "
-                   f"{NEAR_CHANCE_AUROC:g}, e.g. one that calls every image fake) ranks last: its accuracy on attacked fakes is no robustness.")
+    t = Table(
+        "Defense leaderboard",
+        [
+            "defense",
+            "paper's",
+            "clean accuracy (n)",
+            "AUROC",
+            *(f"{a.upper()} whitebox" for a in attacks),
+            "robust accuracy",
+            "best blackbox transfer",
+            "adaptive (purifier)",
+            *(f"certified @ L2 {r:g}" for r in RADII),
+            "training cost",
+        ],
+        note="Accuracy on attacked fake test images unless stated (the DIP row's clean accuracy is on its study's clean images); "
+        "robust accuracy = the worst whitebox accuracy over the "
+        "attacks run (for the DIP purifier: its accuracy on the perturbed fakes of its study, which the attacks did not "
+        "know about unless the adaptive column says otherwise). [low–high]: Wilson 95% interval. Training cost: per "
+        "epoch relative to plain training. Sorted by robust accuracy; a detector near chance (clean AUROC below "
+        f"{NEAR_CHANCE_AUROC:g}, e.g. one that calls every image fake) ranks last: its accuracy on attacked fakes is no robustness.",
+    )
     for r in rows:
         n = r.get("n_attacked")
         cert = r.get("certified") or {}
-        cells = [r["label"], "yes" if r["paper"] else "", f"{pct(r['clean_accuracy'])} ({r['n_test'] or '–'})",
-                 f"{r['auroc']:.3f}" if r.get("auroc") is not None else "–",
-                 *(rate(r["whitebox"].get(f"{a}_whitebox"), (r.get("n_whitebox") or {}).get(f"{a}_whitebox") or n)
-                   if f"{a}_whitebox" in r["whitebox"] else "–" for a in attacks),
-                 rate(r["robust_accuracy"], r.get("n_robust") or n) + (" (non-adaptive)" if r.get("nonadaptive_only") else "")
-                 + (" (near chance)" if r.get("near_chance") else ""),
-                 rate(r["blackbox"], n) if r["blackbox"] is not None else "–",
-                 pct(r["adaptive"]) if r["adaptive"] is not None else ("not run" if r["kind"] == "purifier" else "n/a"),
-                 *(rate(cert[rad]["accuracy"], cert[rad]["n"]) if cert.get(rad) else "–" for rad in RADII),
-                 f"{r['cost_multiplier']:.1f}x" if r.get("cost_multiplier") else "–"]
+        cells = [
+            r["label"],
+            "yes" if r["paper"] else "",
+            f"{pct(r['clean_accuracy'])} ({r['n_test'] or '–'})",
+            f"{r['auroc']:.3f}" if r.get("auroc") is not None else "–",
+            *(
+                rate(r["whitebox"].get(f"{a}_whitebox"), (r.get("n_whitebox") or {}).get(f"{a}_whitebox") or n)
+                if f"{a}_whitebox" in r["whitebox"]
+                else "–"
+                for a in attacks
+            ),
+            rate(r["robust_accuracy"], r.get("n_robust") or n)
+            + (" (non-adaptive)" if r.get("nonadaptive_only") else "")
+            + (" (near chance)" if r.get("near_chance") else ""),
+            rate(r["blackbox"], n) if r["blackbox"] is not None else "–",
+            pct(r["adaptive"]) if r["adaptive"] is not None else ("not run" if r["kind"] == "purifier" else "n/a"),
+            *(rate(cert[rad]["accuracy"], cert[rad]["n"]) if cert.get(rad) else "–" for rad in RADII),
+            f"{r['cost_multiplier']:.1f}x" if r.get("cost_multiplier") else "–",
+        ]
         t.rows.append(cells)
     return t
 
@@ -137,11 +176,19 @@ def plot_tradeoff(rows: list[dict[str, Any]], path: str | Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(7.5, 5.0))
     for r in pts:
         size = 40 * (r.get("cost_multiplier") or 1.0)
-        ax.scatter(100 * r["clean_accuracy"], 100 * r["robust_accuracy"], s=size, alpha=0.7,
-                   marker="o" if r["kind"] == "trained" else "s", edgecolor="black", linewidth=0.6,
-                   color="tab:blue" if r["paper"] else "tab:orange")
-        ax.annotate(r["defense"], (100 * r["clean_accuracy"], 100 * r["robust_accuracy"]), fontsize=7,
-                    xytext=(4, 3), textcoords="offset points")
+        ax.scatter(
+            100 * r["clean_accuracy"],
+            100 * r["robust_accuracy"],
+            s=size,
+            alpha=0.7,
+            marker="o" if r["kind"] == "trained" else "s",
+            edgecolor="black",
+            linewidth=0.6,
+            color="tab:blue" if r["paper"] else "tab:orange",
+        )
+        ax.annotate(
+            r["defense"], (100 * r["clean_accuracy"], 100 * r["robust_accuracy"]), fontsize=7, xytext=(4, 3), textcoords="offset points"
+        )
     ax.set_xlabel("clean accuracy, whole test split (%)")
     ax.set_ylabel("robust accuracy on attacked fakes (%)")
     ax.set_xlim(-3, 103)

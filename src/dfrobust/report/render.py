@@ -47,49 +47,7 @@ from dfrobust.utils.io import write_json
 # ---------------------------------------------------------------- collecting the run's files
 
 
-
-
-
-
-
-
-
-
 # ---------------------------------------------------------------- tables
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 # ---------------------------------------------------------------- figures
@@ -97,6 +55,7 @@ from dfrobust.utils.io import write_json
 
 #: The heading of the paper comparison; plug-in sections go right before it.
 DIFFERENCES_TITLE = "Where this run differs from the paper"
+
 
 def _fig2(ctx: dict[str, Any], figs: Path) -> Figure | None:
     """Real, fake and perturbed samples, each with the detectors' P(real), from the samples stage."""
@@ -111,7 +70,11 @@ def _fig2(ctx: dict[str, Any], figs: Path) -> Figure | None:
     labels = {r["name"]: r["label"] for r in ctx["roles"]}
     rows = []
     for row in samples["rows"]:
-        label = row["kind"] if row["kind"] != "perturbed" else f"{attack_display(row['attack'])} (from {labels.get(row['source'], row['source'])})"
+        label = (
+            row["kind"]
+            if row["kind"] != "perturbed"
+            else f"{attack_display(row['attack'])} (from {labels.get(row['source'], row['source'])})"
+        )
         cells = [(load_image(samples["dir"] / c["image"]), " / ".join(f"{c['p_real'][m]:.2f}" for m in models)) for c in row["cells"]]
         rows.append((label, cells))
     path = plot_fig2(rows, figs / "fig2.png")
@@ -130,7 +93,9 @@ def _fig3(ctx: dict[str, Any], long_rows: list[dict[str, Any]], figs: Path) -> F
     who = " and ".join(r["label"] for r in ctx["roles"] if r["group"] == group)
     columns = [k for k in table2_columns({r["model"]: {f"{r['attack']}_{r['setting']}": 0} for r in rows})]
     theirs = {m: dict(zip(columns, paper_table2(_paper_row(ctx, m), columns))) for m in paper_models}
-    return Figure(plot_fig3(rows, figs / "fig3.png", paper=theirs), f"Fig 3. Accuracy of the {who} on unperturbed and perturbed fake test images.")
+    return Figure(
+        plot_fig3(rows, figs / "fig3.png", paper=theirs), f"Fig 3. Accuracy of the {who} on unperturbed and perturbed fake test images."
+    )
 
 
 def _fig4(ctx: dict[str, Any], wide: dict[str, dict[str, float]], figs: Path) -> Figure | None:
@@ -146,7 +111,10 @@ def _fig4(ctx: dict[str, Any], wide: dict[str, dict[str, float]], figs: Path) ->
         series = (("unregularised", base), ("regularised (average)", f"{group} (average)"), ("regularised (best)", f"{group} (best)"))
         bars = {label: {column_label(c): wide[name].get(c) for c in columns} for label, name in series}
         theirs = {label: dict(zip(map(column_label, columns), paper_table2(_paper_row(ctx, name), columns))) for label, name in series}
-        return Figure(plot_fig4(bars, figs / "fig4.png", paper=theirs), "Fig 4. Regularisation: the unregularised ResNet-18 vs the average and the best of the Lipschitz-regularised ones.")
+        return Figure(
+            plot_fig4(bars, figs / "fig4.png", paper=theirs),
+            "Fig 4. Regularisation: the unregularised ResNet-18 vs the average and the best of the Lipschitz-regularised ones.",
+        )
     return None
 
 
@@ -155,7 +123,9 @@ def _fig4(ctx: dict[str, Any], wide: dict[str, dict[str, float]], figs: Path) ->
 
 def build_sections(ctx: dict[str, Any], figs: Path) -> tuple[list[Section], dict[str, Any]]:
     """The report's sections and the numbers behind them (for ``results.json``)."""
-    results: dict[str, Any] = {"paper": {"table1": paper.TABLE1, "table2": paper.TABLE2, "table3": paper.TABLE3, "table4_text": paper.TABLE4_TEXT}}
+    results: dict[str, Any] = {
+        "paper": {"table1": paper.TABLE1, "table2": paper.TABLE2, "table3": paper.TABLE3, "table4_text": paper.TABLE4_TEXT}
+    }
     sections = []
     s = Section("Detectors on unperturbed data")
     if ctx["models"]:
@@ -178,7 +148,9 @@ def build_sections(ctx: dict[str, Any], figs: Path) -> tuple[list[Section], dict
             s.items.append(transfer_table(results["transfer"], ordered_models(ctx, [r["model"] for r in results["transfer"]])))
         results["table2_groups"] = group_rows(ctx["attack_rows"])
         if results["table2_groups"]:
-            s.items.append(group_table(results["table2_groups"], ordered_models(ctx, sorted({r["model"] for r in results["table2_groups"]}))))
+            s.items.append(
+                group_table(results["table2_groups"], ordered_models(ctx, sorted({r["model"] for r in results["table2_groups"]})))
+            )
         results["perturbations"] = perturbation_rows(ctx["attack_rows"])
         s.items.append(perturbation_table(results["perturbations"]))
         for fig in (_fig2(ctx, figs), _fig3(ctx, long_rows, figs)):
@@ -196,10 +168,12 @@ def build_sections(ctx: dict[str, Any], figs: Path) -> tuple[list[Section], dict
     if ctx["dip"]:
         summ = ctx["dip"]["summary"]
         timing = summ.get("timing", {})
-        s.items.append(f"Classifier: {ctx['dip']['role'].get('label', ctx['dip']['role'].get('model'))}. {summ.get('n_images', '?')} images; classification at iteration "
-                       f"{summ.get('classify_at', '?')} of {summ.get('iterations_run', '?')} run; "
-                       f"{timing.get('seconds_per_image', float('nan')):.1f} s per image amortised on {', '.join(timing.get('device', ['?']))} "
-                       f"(batches of {timing.get('batch_size', '?')}; the paper: ~30 min per image on a K80).")
+        s.items.append(
+            f"Classifier: {ctx['dip']['role'].get('label', ctx['dip']['role'].get('model'))}. {summ.get('n_images', '?')} images; classification at iteration "
+            f"{summ.get('classify_at', '?')} of {summ.get('iterations_run', '?')} run; "
+            f"{timing.get('seconds_per_image', float('nan')):.1f} s per image amortised on {', '.join(timing.get('device', ['?']))} "
+            f"(batches of {timing.get('batch_size', '?')}; the paper: ~30 min per image on a K80)."
+        )
         if summ.get("notes"):
             s.items.append("Categories with fewer candidates than requested: " + "; ".join(summ["notes"]) + ".")
         s.items += [table3(ctx), *table4(ctx)]
@@ -209,8 +183,10 @@ def build_sections(ctx: dict[str, Any], figs: Path) -> tuple[list[Section], dict
         from dfrobust.report.dip_figures import draw_dip_figures
 
         drawn = draw_dip_figures(ctx["dip"]["dir"], figs)
-        for name, caption in (("fig5", "Fig 5. Images generated along the DIP optimisation for a perturbed (FGSM) fake."),
-                              ("fig6", "Fig 6. Classifier P(real) along the DIP optimisation: raw and window-averaged.")):
+        for name, caption in (
+            ("fig5", "Fig 5. Images generated along the DIP optimisation for a perturbed (FGSM) fake."),
+            ("fig6", "Fig 6. Classifier P(real) along the DIP optimisation: raw and window-averaged."),
+        ):
             if name in drawn:
                 s.items.append(Figure(drawn[name], caption))
         results["table3"] = ctx["dip"]["table3"]
@@ -231,12 +207,14 @@ def build_sections(ctx: dict[str, Any], figs: Path) -> tuple[list[Section], dict
     sections.append(Section("How these numbers were made", [settings_table(ctx), stage_table(ctx)]))
     results["differences"] = diffs
     results["data"] = ctx["manifest"]
-    results["settings"] = {"config": ctx["cfg"], "data_arg": ctx["stored"].get("data_arg"), "device": ctx["stored"].get("device"),
-                           "versions": ctx["stored"].get("versions")}
+    results["settings"] = {
+        "config": ctx["cfg"],
+        "data_arg": ctx["stored"].get("data_arg"),
+        "device": ctx["stored"].get("device"),
+        "versions": ctx["stored"].get("versions"),
+    }
     results["stages"] = [{k: r.get(k) for k in ("name", "state", "seconds")} for r in ctx["stages"]]
     return sections, results
-
-
 
 
 def adaptive_section(ctx: dict[str, Any], results: dict[str, Any], figs: Path) -> Section | None:
@@ -257,24 +235,34 @@ def adaptive_section(ctx: dict[str, Any], results: dict[str, Any], figs: Path) -
         s.items += [adaptive_reading(rows), t]
         results["adaptive"] = rows
     if ctx["curves"]:
-        results["robustness_curves"] = [{k: r[k] for k in ("model", "norm", "eps", "subset", "n", "accuracy", "ci_low", "ci_high")}
-                                        for r in ctx["curves"]]
+        results["robustness_curves"] = [
+            {k: r[k] for k in ("model", "norm", "eps", "subset", "n", "accuracy", "ci_low", "ci_high")} for r in ctx["curves"]
+        ]
         for norm in ("linf", "l2"):
             path = plot_curves(ctx["curves"], norm, figs / f"curves-{norm}.png")
             if path:
-                s.items.append(Figure(path, f"Robustness curve ({norm}): accuracy on fake test images under APGD at each radius, "
-                                            "with Wilson 95% intervals."))
+                s.items.append(
+                    Figure(
+                        path,
+                        f"Robustness curve ({norm}): accuracy on fake test images under APGD at each radius, with Wilson 95% intervals.",
+                    )
+                )
         s.items.append(curves_table(ctx["curves"]))
     warn = warnings_lines(ctx["curve_warnings"])
     if warn:
-        s.items += ["Signs of gradient masking (checks in the spirit of AutoAttack's; each is a reason to distrust a gradient "
-                    "attack's number for that model):", warn]
+        s.items += [
+            "Signs of gradient masking (checks in the spirit of AutoAttack's; each is a reason to distrust a gradient "
+            "attack's number for that model):",
+            warn,
+        ]
         results["masking_warnings"] = ctx["curve_warnings"]
     sq = square_rows(ctx["attack_rows"])
     if sq:
         path = plot_square(sq, figs / "square.png")
         if path:
-            s.items.append(Figure(path, "Square attack: share of fakes passed as real within a query budget (whitebox scores, no gradients)."))
+            s.items.append(
+                Figure(path, "Square attack: share of fakes passed as real within a query budget (whitebox scores, no gradients).")
+            )
         results["square"] = {m: [{"queries": q, "success_rate": r, "n": n} for q, r, n in pts] for m, pts in sq.items()}
     return s if len(s.items) else None
 
@@ -288,37 +276,41 @@ def defense_section(ctx: dict[str, Any], results: dict[str, Any], figs: Path) ->
     s = Section("Beyond the paper: defense leaderboard")
     rows = leaderboard_rows(ctx, ctx.get("table2_wide") or {})
     results["leaderboard"] = rows
-    s.items.append("Every defended detector on equal terms: the paper's (Lipschitz regularisation, blur augmentation, DIP "
-                   "purification) and the field's (adversarial training, Gaussian-noise training with randomized-smoothing "
-                   "certificates). A defense is only as good as the strongest attack run against it; the DIP row is measured "
-                   "against attacks that did not know the purifier unless its adaptive column is filled.")
+    s.items.append(
+        "Every defended detector on equal terms: the paper's (Lipschitz regularisation, blur augmentation, DIP "
+        "purification) and the field's (adversarial training, Gaussian-noise training with randomized-smoothing "
+        "certificates). A defense is only as good as the strongest attack run against it; the DIP row is measured "
+        "against attacks that did not know the purifier unless its adaptive column is filled."
+    )
     s.items.append(leaderboard_table(rows))
     path = plot_tradeoff(rows, figs / "tradeoff.png")
     if path:
-        s.items.append(Figure(path, "Trade-off: robust accuracy (worst whitebox attack) vs clean accuracy per defense; marker area: training cost."))
+        s.items.append(
+            Figure(path, "Trade-off: robust accuracy (worst whitebox attack) vs clean accuracy per defense; marker area: training cost.")
+        )
     if ctx["certify"]:
-        t = Table("Randomized-smoothing certificates (Cohen et al. 2019)", ["model", "sigma", "n", "n0 / n samples", "abstained",
-                  *(f"certified @ L2 {r:g}" for r in (0.0, 0.25, 0.5, 1.0))],
-                  note="Certified accuracy: the smoothed classifier is correct and certified at this L2 radius (pixels in [0, 1]); "
-                       "Clopper-Pearson bounds at the given alpha; [low–high]: Wilson 95% interval over images.")
+        t = Table(
+            "Randomized-smoothing certificates (Cohen et al. 2019)",
+            ["model", "sigma", "n", "n0 / n samples", "abstained", *(f"certified @ L2 {r:g}" for r in (0.0, 0.25, 0.5, 1.0))],
+            note="Certified accuracy: the smoothed classifier is correct and certified at this L2 radius (pixels in [0, 1]); "
+            "Clopper-Pearson bounds at the given alpha; [low–high]: Wilson 95% interval over images.",
+        )
         for name, c in ctx["certify"].items():
             by = {round(float(a["radius"]), 4): a for a in c["certified_accuracy"]}
             st = c["settings"]
-            t.rows.append([name, f"{st['sigma']:g}", str(c["n_images"]), f"{st['n0']} / {st['n']}", str(c["abstained"]),
-                           *(rate(by[r]["accuracy"], by[r]["n"]) if r in by else "–" for r in (0.0, 0.25, 0.5, 1.0))])
+            t.rows.append(
+                [
+                    name,
+                    f"{st['sigma']:g}",
+                    str(c["n_images"]),
+                    f"{st['n0']} / {st['n']}",
+                    str(c["abstained"]),
+                    *(rate(by[r]["accuracy"], by[r]["n"]) if r in by else "–" for r in (0.0, 0.25, 0.5, 1.0)),
+                ]
+            )
         s.items.append(t)
         results["certify"] = ctx["certify"]
     return s
-
-
-
-
-
-
-
-
-
-
 
 
 def write_report(run_dir: str | Path) -> Path:
@@ -338,9 +330,14 @@ def write_report(run_dir: str | Path) -> Path:
     if extra_results:
         results["sections"] = extra_results
     title = f"dfrobust report: {run_dir.name} (preset {ctx['cfg']['run'].get('preset')})"
-    intro = Section("About", ["Reproduction of \"Adversarial Perturbations Fool Deepfake Detectors\" (Gandhi & Jain, IJCNN 2020). "
-                              "Every number below comes from this run's files; numbers in parentheses are the paper's own, "
-                              "labelled as such."])
+    intro = Section(
+        "About",
+        [
+            'Reproduction of "Adversarial Perturbations Fool Deepfake Detectors" (Gandhi & Jain, IJCNN 2020). '
+            "Every number below comes from this run's files; numbers in parentheses are the paper's own, "
+            "labelled as such."
+        ],
+    )
     sections = [intro, *sections]
     with atomic_path(report_dir / "report.md") as tmp:
         tmp.write_text(_markdown(title, sections, report_dir), encoding="utf-8")

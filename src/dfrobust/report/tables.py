@@ -78,5 +78,7 @@ class Table:
         head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in self.rows)
         note = f'<p class="note">{html.escape(self.note)}</p>' if self.note else ""
-        return (f'<div class="scroll"><table><caption>{html.escape(self.title)}</caption><thead><tr>{head}</tr></thead>'
-                f"<tbody>{body}</tbody></table></div>{note}")
+        return (
+            f'<div class="scroll"><table><caption>{html.escape(self.title)}</caption><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table></div>{note}"
+        )

@@ -33,7 +33,8 @@ def transfer_rows(long_rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]
     for r in long_rows:
         if r["setting"] == "blackbox" and r["perturbed_accuracy"] not in ("", None):
             by_model.setdefault(str(r["model"]), []).append(
-                {"attack": str(r["attack"]), "source": str(r["source"]), "n": int(r["n"]), "accuracy": float(r["perturbed_accuracy"])})
+                {"attack": str(r["attack"]), "source": str(r["source"]), "n": int(r["n"]), "accuracy": float(r["perturbed_accuracy"])}
+            )
     rows = []
     for model, entries in by_model.items():
         # ties go to the paper's attack, then by name: the strongest is only "stronger" when it is
@@ -41,19 +42,27 @@ def transfer_rows(long_rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]
             return e["accuracy"], e["attack"] != PLAIN, e["attack"], e["source"]
 
         plain = [e for e in entries if e["attack"] == PLAIN]
-        rows.append({"model": model, "transfers": sorted(entries, key=weakest_first),
-                     "plain": min(plain, key=weakest_first) if plain else None, "strongest": min(entries, key=weakest_first)})
+        rows.append(
+            {
+                "model": model,
+                "transfers": sorted(entries, key=weakest_first),
+                "plain": min(plain, key=weakest_first) if plain else None,
+                "strongest": min(entries, key=weakest_first),
+            }
+        )
     return rows
 
 
 def transfer_table(rows: Sequence[Mapping[str, Any]], order: Sequence[str]) -> Table:
     """The table of :func:`transfer_rows`, models in ``order``: one column per transfer attack (its strongest source)."""
     attacks = sorted({e["attack"] for r in rows for e in r["transfers"]}, key=lambda a: (a != PLAIN, a))
-    t = Table("Transfer attacks: the paper's plain FGSM beside the strongest transfer",
-              ["model", "n", *(f"{attack_label(a)} blackbox" for a in attacks), "strongest transfer", "attack (source)"],
-              note="Accuracy on fake images crafted on another detector (lower = a stronger attack); n: attacked fakes "
-                   "(a cell attacked on another number says so); [low–high]: Wilson 95% interval; with several sources, the "
-                   "strongest source per attack. The paper measured blackbox robustness with plain FGSM and CW only.")
+    t = Table(
+        "Transfer attacks: the paper's plain FGSM beside the strongest transfer",
+        ["model", "n", *(f"{attack_label(a)} blackbox" for a in attacks), "strongest transfer", "attack (source)"],
+        note="Accuracy on fake images crafted on another detector (lower = a stronger attack); n: attacked fakes "
+        "(a cell attacked on another number says so); [low–high]: Wilson 95% interval; with several sources, the "
+        "strongest source per attack. The paper measured blackbox robustness with plain FGSM and CW only.",
+    )
     by_model = {r["model"]: r for r in rows}
     for name in [m for m in order if m in by_model]:
         r = by_model[name]

@@ -33,17 +33,50 @@ def hardened_roles(cfg: dict[str, Any]) -> list[Role]:
     if "at" in wanted:
         method = str(h.get("at_method", "pgd"))
         name = "fast AT" if method == "fast" else "PGD-AT"
-        roles.append(Role(f"{RESNET}-at", RESNET, "adversarial", f"ResNet-18, {name}", start_from=RESNET,
-                          recipe={"adversarial": method, "adv_eps": eps, "adv_steps": steps, "epochs": epochs},
-                          transfer_from=VGG, order=10))
+        roles.append(
+            Role(
+                f"{RESNET}-at",
+                RESNET,
+                "adversarial",
+                f"ResNet-18, {name}",
+                start_from=RESNET,
+                recipe={"adversarial": method, "adv_eps": eps, "adv_steps": steps, "epochs": epochs},
+                transfer_from=VGG,
+                order=10,
+            )
+        )
     if "trades" in wanted:
-        roles.append(Role(f"{RESNET}-trades", RESNET, "adversarial", "ResNet-18, TRADES", start_from=RESNET,
-                          recipe={"adversarial": "trades", "adv_eps": eps, "adv_steps": int(h.get("trades_steps", steps)),
-                                  "trades_beta": float(h.get("trades_beta", 6.0)), "epochs": int(h.get("trades_epochs", epochs))},
-                          transfer_from=VGG, order=11))
+        roles.append(
+            Role(
+                f"{RESNET}-trades",
+                RESNET,
+                "adversarial",
+                "ResNet-18, TRADES",
+                start_from=RESNET,
+                recipe={
+                    "adversarial": "trades",
+                    "adv_eps": eps,
+                    "adv_steps": int(h.get("trades_steps", steps)),
+                    "trades_beta": float(h.get("trades_beta", 6.0)),
+                    "epochs": int(h.get("trades_epochs", epochs)),
+                },
+                transfer_from=VGG,
+                order=11,
+            )
+        )
     if "smooth" in wanted:
         sigma = float(h.get("noise_sigma", 0.25))
-        roles.append(Role(f"{RESNET}-smooth", RESNET, "smoothing", f"ResNet-18, noise sigma {sigma:g} (smoothed)",
-                          start_from=RESNET, recipe={"noise_sigma": sigma, "epochs": epochs}, transfer_from=VGG,
-                          certify_sigma=sigma, order=12))
+        roles.append(
+            Role(
+                f"{RESNET}-smooth",
+                RESNET,
+                "smoothing",
+                f"ResNet-18, noise sigma {sigma:g} (smoothed)",
+                start_from=RESNET,
+                recipe={"noise_sigma": sigma, "epochs": epochs},
+                transfer_from=VGG,
+                certify_sigma=sigma,
+                order=12,
+            )
+        )
     return roles

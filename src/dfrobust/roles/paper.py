@@ -32,12 +32,33 @@ def paper_roles(cfg: dict[str, Any]) -> list[Role]:
         raise DfrobustError(f"train.lipschitz.start must be {RESNET!r} (fine-tune the plain ResNet) or 'scratch', got {lip['start']!r}")
     start = RESNET if lip["start"] == RESNET else None
     for lam in lip["lambdas"]:
-        roles.append(Role(lip_name(lam), RESNET, "lipschitz", f"ResNet-18, Lipschitz lambda {lam:g}", start_from=start,
-                          recipe={"lipschitz": float(lam), "epochs": int(lip["epochs"])}, transfer_from=VGG,
-                          paper_row=lip_name(lam), average_group=f"{RESNET}-lip", order=2))
+        roles.append(
+            Role(
+                lip_name(lam),
+                RESNET,
+                "lipschitz",
+                f"ResNet-18, Lipschitz lambda {lam:g}",
+                start_from=start,
+                recipe={"lipschitz": float(lam), "epochs": int(lip["epochs"])},
+                transfer_from=VGG,
+                paper_row=lip_name(lam),
+                average_group=f"{RESNET}-lip",
+                order=2,
+            )
+        )
     blur = t["blur"]
-    roles.append(Role(BLUR, RESNET, "blur", "ResNet-18, blur augmentation", start_from=RESNET,
-                      recipe={"epochs": int(blur["epochs"]), "blur_fraction": float(blur["fraction"]),
-                              "blur_sigma": tuple(blur["sigma"])},
-                      transfer_from=VGG, paper_row=BLUR, purifier_classifier=True, order=3))
+    roles.append(
+        Role(
+            BLUR,
+            RESNET,
+            "blur",
+            "ResNet-18, blur augmentation",
+            start_from=RESNET,
+            recipe={"epochs": int(blur["epochs"]), "blur_fraction": float(blur["fraction"]), "blur_sigma": tuple(blur["sigma"])},
+            transfer_from=VGG,
+            paper_row=BLUR,
+            purifier_classifier=True,
+            order=3,
+        )
+    )
     return roles

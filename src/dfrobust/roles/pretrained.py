@@ -33,8 +33,10 @@ def _check_installed(name: str, arch: str, init: str) -> None:
         if init == "imagenet":
             lite_weights_file(arch)
     except DfrobustError as exc:
-        raise DfrobustError(f"the study's role {name} cannot be built ({str(exc).split(';')[0]}); {EXTRA_HINT}, "
-                            "or leave the role out with --set 'train.pretrained.roles=[]'") from exc
+        raise DfrobustError(
+            f"the study's role {name} cannot be built ({str(exc).split(';')[0]}); {EXTRA_HINT}, "
+            "or leave the role out with --set 'train.pretrained.roles=[]'"
+        ) from exc
 
 
 @register_roles(order=5)

@@ -20,6 +20,17 @@ def user_roles(cfg: dict[str, Any]) -> list[Role]:
     roles = []
     for i, card in enumerate(user_detectors(cfg)):
         name = model_display_name(card)
-        roles.append(Role(name, "card", "yours", f"{name} (your detector)", card=card, transfer_group="yours",
-                          purifier_classifier=i == 0, sample_source=i == 0, order=-10 + i))
+        roles.append(
+            Role(
+                name,
+                "card",
+                "yours",
+                f"{name} (your detector)",
+                card=card,
+                transfer_group="yours",
+                purifier_classifier=i == 0,
+                sample_source=i == 0,
+                order=-10 + i,
+            )
+        )
     return roles

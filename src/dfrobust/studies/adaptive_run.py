@@ -266,7 +266,9 @@ def _claim(out_dir: Path, fingerprint: str, config: dict[str, Any], replace: boo
     run_file = out_dir / "run.json"
     if run_file.is_file() and read_record(run_file).get("fingerprint") != fingerprint:
         if not replace:
-            raise DfrobustError(f"{out_dir} holds another adaptive run (other settings, data, model or images); choose another --out or delete it")
+            raise DfrobustError(
+                f"{out_dir} holds another adaptive run (other settings, data, model or images); choose another --out or delete it"
+            )
         for name in ("images", "images-nonadaptive", "parts"):
             shutil.rmtree(out_dir / name, ignore_errors=True)
         for name in ("results.csv", "summary.json"):

@@ -202,8 +202,9 @@ def _load_ensemble(sources: list[Path], targets: list[Path], device: torch.devic
     if any(m.name == name for m in loaded):
         raise DfrobustError(f"the ensemble's name {name!r} is also a target's; choose another --source-name")
     identity = {"ensemble": name, "members": [[m.name, m.sha256] for m in members]}  # member order and the name
-    src = _Model(name, None, sha256_bytes(to_json(identity).encode()), LogitEnsemble([m.model for m in members]).to(device).eval(),
-                 members=members)
+    src = _Model(
+        name, None, sha256_bytes(to_json(identity).encode()), LogitEnsemble([m.model for m in members]).to(device).eval(), members=members
+    )
     return src, [src, *loaded]
 
 
@@ -515,4 +516,3 @@ def _merge(
     }
     write_json(out_dir / "summary.json", summary)
     return summary
-

@@ -58,17 +58,32 @@ Log = Callable[[str], None]
 class CertifyConfig:
     """Settings of a certification run (Cohen et al.'s defaults where they have one, ``n`` smaller)."""
 
-    sigma: float = field(default=0.25, metadata={"metavar": "SIGMA", "help": (
-        "noise level of the smoothed classifier, in [0, 1] pixel units (Cohen et al.: 0.25, 0.5, 1.0); "
-        "certify a model trained with the same --noise-sigma")})
+    sigma: float = field(
+        default=0.25,
+        metadata={
+            "metavar": "SIGMA",
+            "help": (
+                "noise level of the smoothed classifier, in [0, 1] pixel units (Cohen et al.: 0.25, 0.5, 1.0); "
+                "certify a model trained with the same --noise-sigma"
+            ),
+        },
+    )
     n0: int = field(default=100, metadata={"metavar": "N0", "help": "noise samples per image that pick its top class"})
-    n: int = field(default=1000, metadata={"metavar": "N", "help": (
-        "noise samples per image that bound the top class's probability (Cohen et al.: 100,000; "
-        "10,000 is common; the largest certifiable radius grows with it)")})
+    n: int = field(
+        default=1000,
+        metadata={
+            "metavar": "N",
+            "help": (
+                "noise samples per image that bound the top class's probability (Cohen et al.: 100,000; "
+                "10,000 is common; the largest certifiable radius grows with it)"
+            ),
+        },
+    )
     alpha: float = field(default=0.001, metadata={"help": "failure probability of each certificate"})
     classes: str = field(default="both", metadata={"choices": tuple(CLASS_CHOICES), "help": "test images to certify"})
-    max_images: int | None = field(default=None, metadata={"metavar": "N", "help": (
-        "certify a seeded subset of N test images; omitted: all")})
+    max_images: int | None = field(
+        default=None, metadata={"metavar": "N", "help": ("certify a seeded subset of N test images; omitted: all")}
+    )
     batch_size: int = field(default=256, metadata={"help": "noisy images per forward pass (changes which noise each image gets)"})
     seed: int = field(default=0, metadata={"help": "random seed of the noise and of the image subset"})
     device: str = field(default="auto", metadata={"help": "auto (CUDA when present), cpu, cuda or cuda:N"})
@@ -114,8 +129,16 @@ def accuracy_curve(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for radius in radii:
         point = certified_accuracy(rows, radius)
-        out.append({"radius": radius, "certified_accuracy": point["accuracy"], "certified": point["certified"], "n": point["n"],
-                    "ci_low": point["ci_low"], "ci_high": point["ci_high"]})
+        out.append(
+            {
+                "radius": radius,
+                "certified_accuracy": point["accuracy"],
+                "certified": point["certified"],
+                "n": point["n"],
+                "ci_low": point["ci_low"],
+                "ci_high": point["ci_high"],
+            }
+        )
     return out
 
 
@@ -158,8 +181,12 @@ def run_certification(
         log(f"note: {model_path.name} was trained with noise sigma {trained_sigma:g}, certified at sigma {cfg.sigma:g}")
     record = {
         "config": cfg.identity(),
-        "model": {"name": model_name(model_path), "path": str(model_path), "sha256": sha256_file(model_path),
-                  "training_noise_sigma": trained_sigma},
+        "model": {
+            "name": model_name(model_path),
+            "path": str(model_path),
+            "sha256": sha256_file(model_path),
+            "training_noise_sigma": trained_sigma,
+        },
         "data": {"dir": str(data_dir), "manifest_hash": data_hash, "split": "test", "classes": cfg.classes},
         "images": images.paths,
     }
@@ -181,10 +208,19 @@ def run_certification(
         rows = []
         for i, path in enumerate(images.paths[sl]):
             label, pred = int(images.y[sl][i]), int(cert.prediction[i])
-            rows.append({"image": path, "label": label, "prediction": pred, "correct": int(pred == label),
-                         "radius": float(cert.radius[i]), "pA_lower": float(cert.pa_lower[i]),
-                         "count_fake": int(cert.counts[i, CLASS_NAMES.index("fake")]),
-                         "count_real": int(cert.counts[i, CLASS_NAMES.index("real")]), "n": cfg.n})
+            rows.append(
+                {
+                    "image": path,
+                    "label": label,
+                    "prediction": pred,
+                    "correct": int(pred == label),
+                    "radius": float(cert.radius[i]),
+                    "pA_lower": float(cert.pa_lower[i]),
+                    "count_fake": int(cert.counts[i, CLASS_NAMES.index("fake")]),
+                    "count_real": int(cert.counts[i, CLASS_NAMES.index("real")]),
+                    "n": cfg.n,
+                }
+            )
         write_csv(store.path(unit, ".csv"), rows, COLUMNS)
         store.finish(unit, ctx.rank, ctx.world_size)
 

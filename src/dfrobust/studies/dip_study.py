@@ -131,7 +131,9 @@ class DipStudyConfig:
     def validate(self) -> None:
         """One-line errors for options that cannot work together."""
         if self.t > self.end:
-            raise DfrobustError(f"--classify-at {self.t} lies after the last iteration {self.end}; lower it or raise --stop-at/--iterations")
+            raise DfrobustError(
+                f"--classify-at {self.t} lies after the last iteration {self.end}; lower it or raise --stop-at/--iterations"
+            )
         if self.per_category < 1 or self.batch_size < 1 or self.window < 1:
             raise DfrobustError("--per-category, --batch-size and the window need to be at least 1")
         unknown = sorted(set(self.purifiers) - set(available_purifiers()))
@@ -178,7 +180,9 @@ def _load(path: Path) -> torch.Tensor:
         raise DfrobustError(f"cannot read {path}: {exc}; re-run the stage that wrote it") from exc
 
 
-def choose_items(test: ImageSet, model: torch.nn.Module, attacks: list[AttackFolder], cfg: DipStudyConfig) -> tuple[list[StudyItem], list[str], dict[str, int]]:
+def choose_items(
+    test: ImageSet, model: torch.nn.Module, attacks: list[AttackFolder], cfg: DipStudyConfig
+) -> tuple[list[StudyItem], list[str], dict[str, int]]:
     """Score the clean test split and the adversarial images, then draw the categories (seeded).
 
     Returns the items in study order, notes (missing images, short categories) and the number
@@ -266,7 +270,9 @@ def plan_study(
 
     inputs = torch.stack([clean[i] if it.source == "clean" else adversarial(it) for i, it in enumerate(items)])
     if resized:
-        notes.append(f"{resized} adversarial image(s) were crafted at another size than their clean images and were resized to {size[0]}x{size[1]}")
+        notes.append(
+            f"{resized} adversarial image(s) were crafted at another size than their clean images and were resized to {size[0]}x{size[1]}"
+        )
     return StudyInputs(items, inputs, clean, attacks, notes, candidates)
 
 
@@ -328,8 +334,14 @@ def run_dip_study(
     if ctx.group and ctx.is_main:
         distributed.barrier(ctx)
     fingerprint = _fingerprint(cfg, study.items, study.inputs, model_sha, manifest)
-    merge_key = {"fingerprint": fingerprint, "classify_at": cfg.t, "thresholds": cfg.thresholds, "window": cfg.window, "transforms": cfg.transforms,
-                 "purifiers": list(cfg.purifiers)}
+    merge_key = {
+        "fingerprint": fingerprint,
+        "classify_at": cfg.t,
+        "thresholds": cfg.thresholds,
+        "window": cfg.window,
+        "transforms": cfg.transforms,
+        "purifiers": list(cfg.purifiers),
+    }
     summary_path = out_dir / "summary.json"
 
     def merged() -> dict[str, Any] | None:
@@ -357,7 +369,9 @@ def run_dip_study(
 
     def merge() -> dict[str, Any]:
         summary = merge_study(study, load_curves(store), model, model_path, out_dir, cfg, device)
-        summary.update({"merge_key": json_safe(merge_key), "fingerprint": fingerprint, "model_sha256": model_sha, "data_manifest_hash": manifest})
+        summary.update(
+            {"merge_key": json_safe(merge_key), "fingerprint": fingerprint, "model_sha256": model_sha, "data_manifest_hash": manifest}
+        )
         summary.update({"data_dir": str(data_dir), "world_size": ctx.world_size, "ranks": store.ranks()})
         summary = json_safe(summary)
         write_json(summary_path, summary)
@@ -445,7 +459,10 @@ def merge_study(
         "classify_at": cfg.t,
         "iterations_run": cfg.end,
         "n_images": len(items),
-        "categories": {c: {"n": categories.count(c), "requested": cfg.per_category, "candidates": study.candidates.get(c, 0)} for c in dict.fromkeys(categories)},
+        "categories": {
+            c: {"n": categories.count(c), "requested": cfg.per_category, "candidates": study.candidates.get(c, 0)}
+            for c in dict.fromkeys(categories)
+        },
         "shortfalls": {c: cfg.per_category - n for c, n in ((c, categories.count(c)) for c in study.candidates) if n < cfg.per_category},
         "notes": study.notes,
         "table3": table3,
@@ -490,7 +507,12 @@ def _pick(items: list[StudyItem], attack: str | None, clean_category: str | None
 def _figure_data(study: StudyInputs, iterations: list[int], raw: np.ndarray, win: np.ndarray, out_dir: Path, cfg: DipStudyConfig) -> dict:
     """What Figs 5 and 6 show, written as data (``figures.json`` and ``fig5/*.png``) for the report to draw."""
     items = study.items
-    picks = {"fgsm": _pick(items, "fgsm"), "cw": _pick(items, "cw"), "clean fake": _pick(items, None, CLEAN_FAKE), "clean real": _pick(items, None, CLEAN_REAL)}
+    picks = {
+        "fgsm": _pick(items, "fgsm"),
+        "cw": _pick(items, "cw"),
+        "clean fake": _pick(items, None, CLEAN_FAKE),
+        "clean real": _pick(items, None, CLEAN_REAL),
+    }
     panels = []
     for label, i in picks.items():
         if i is None:

@@ -60,7 +60,9 @@ def gradient_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_si
             "non-differentiable step in the model; gradient attacks cannot move these images (gradient masking)"
         )
     if nonfinite:
-        warnings.append(f"the input gradient is NaN or infinite for {nonfinite} of {n} images ({nonfinite / n:.0%}): gradient attacks are unreliable here")
+        warnings.append(
+            f"the input gradient is NaN or infinite for {nonfinite} of {n} images ({nonfinite / n:.0%}): gradient attacks are unreliable here"
+        )
     if not deterministic:
         warnings.append(
             f"the model's output is not deterministic (two forwards of the same images differ by up to {max_diff:.2g} "

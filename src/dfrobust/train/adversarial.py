@@ -143,8 +143,7 @@ class AdversarialRecipe:
 
     def attack(self, seed: int) -> Attack:
         """The registered ``pgd`` attack that makes this recipe's examples (``pgd`` and ``fast``)."""
-        return make_attack("pgd", eps=self.eps, norm="linf", steps=self.steps, step_size=self.step_size,
-                           random_start=True, seed=seed)
+        return make_attack("pgd", eps=self.eps, norm="linf", steps=self.steps, step_size=self.step_size, random_start=True, seed=seed)
 
     def examples(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None,
                  rows: tuple[int, int] | None = None) -> torch.Tensor:  # fmt: skip
@@ -178,7 +177,11 @@ class AdversarialRecipe:
         return x_adv.detach()
 
     def loss(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None,
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        generator: torch.Generator | None = None,
         rows: tuple[int, int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """The training loss on a clean batch: ``(loss, logits, penalty)``.
@@ -233,8 +236,9 @@ def check_batch(n_images: int, seed: int) -> torch.Tensor:
 
 def robustness_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: AdversarialRecipe, seed: int) -> dict[str, float]:
     """Accuracy of ``model`` under PGD and under FGSM at the recipe's eps on one batch (eval mode, registered attacks)."""
-    pgd = make_attack("pgd", eps=recipe.radius, norm="linf", steps=recipe.check_steps, step_size=recipe.radius / 4,
-                      random_start=True, seed=seed)
+    pgd = make_attack(
+        "pgd", eps=recipe.radius, norm="linf", steps=recipe.check_steps, step_size=recipe.radius / 4, random_start=True, seed=seed
+    )
     fgsm = make_attack("fgsm", eps=recipe.radius)
     return {
         "pgd_accuracy": 1.0 - pgd(model, x, y).success.float().mean().item(),

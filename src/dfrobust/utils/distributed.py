@@ -115,7 +115,9 @@ def setup(device: str | torch.device = "auto") -> Context:
         torch.cuda.set_device(ctx.local_rank % torch.cuda.device_count())
     if not dist.is_initialized():
         if "MASTER_ADDR" not in os.environ:
-            raise DfrobustError("WORLD_SIZE > 1 but MASTER_ADDR is not set; start the processes with torchrun (or pass --rank/--world-size)")
+            raise DfrobustError(
+                "WORLD_SIZE > 1 but MASTER_ADDR is not set; start the processes with torchrun (or pass --rank/--world-size)"
+            )
         dist.init_process_group("nccl" if cuda else "gloo", timeout=TIMEOUT)
         atexit.register(_teardown)
     return Context(ctx.rank, ctx.world_size, ctx.local_rank, ctx.local_world_size, group=True)

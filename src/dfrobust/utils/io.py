@@ -81,7 +81,9 @@ def require_own_folder(folder: PathLike, kind: str, option: str = "--out", legac
     elif folder.is_dir() and any(not p.name.startswith(".") for p in folder.iterdir()):
         adopted = legacy and in_run_folder(folder) is not None and any((folder / m).is_file() for m in legacy)
         if not adopted:
-            raise DfrobustError(f"{option} {folder} already holds other files (it is not an output folder of this command); choose a new or empty folder")
+            raise DfrobustError(
+                f"{option} {folder} already holds other files (it is not an output folder of this command); choose a new or empty folder"
+            )
     return folder
 
 
@@ -202,7 +204,9 @@ def read_record(path: PathLike) -> dict[str, Any]:
     """Read a JSON file that must hold an object (a run, stage or summary record); anything else is a one-line error."""
     value = read_json(path)
     if not isinstance(value, dict):
-        raise JSONFileError(f"{path} holds a JSON {type(value).__name__}, not the record dfrobust wrote; restore it, or delete it and rerun")
+        raise JSONFileError(
+            f"{path} holds a JSON {type(value).__name__}, not the record dfrobust wrote; restore it, or delete it and rerun"
+        )
     return value
 
 

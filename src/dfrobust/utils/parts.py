@@ -186,5 +186,7 @@ class PartStore:
         """Every unit's rows in the global order (``read(unit)`` gives one unit's rows); an error if a unit is missing."""
         missing = self.missing()
         if missing:
-            raise DfrobustError(f"{len(missing)} part(s) of {self.folder} are missing (first: unit {missing[0].index}); rerun to finish them")
+            raise DfrobustError(
+                f"{len(missing)} part(s) of {self.folder} are missing (first: unit {missing[0].index}); rerun to finish them"
+            )
         return [row for unit in self.units for row in read(unit)]
