@@ -12,7 +12,7 @@ from dfrobust.errors import DfrobustError
 from dfrobust.models.cards import load_card, read_card
 from dfrobust.models.deployed import FAMILIES, adapt_state, build_family
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "cards"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "cards"
 HAVE_TIMM = importlib.util.find_spec("timm") is not None
 
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from dfrobust.evaluate.robustness import RobustAccuracy
 from dfrobust.report.leaderboard import leaderboard_rows, leaderboard_table
+
+
+def _robust(name: str, k: int, n: int) -> RobustAccuracy:
+    return RobustAccuracy(name, {"norm": "linf", "eps": 0.02}, k / n, k, n, (0.0, 1.0), 1.0, ["fgsm"])
 
 
 def test_a_detector_near_chance_ranks_last_and_says_so() -> None:
@@ -17,8 +22,25 @@ def test_a_detector_near_chance_ranks_last_and_says_so() -> None:
         "table2_rows": [{"model": m, "n": 20, "attack": "fgsm", "setting": "whitebox", "source": m} for m in ("resnet18", "resnet18-at", "resnet18-lip5")],
     }  # fmt: skip
     wide = {"resnet18": {"fgsm_whitebox": 0.0}, "resnet18-at": {"fgsm_whitebox": 1.0}, "resnet18-lip5": {"fgsm_whitebox": 0.3}}
-    rows = leaderboard_rows(ctx, wide)
+    robust = {"resnet18": _robust("resnet18", 0, 20), "resnet18-at": _robust("resnet18-at", 20, 20),
+              "resnet18-lip5": _robust("resnet18-lip5", 6, 20)}  # fmt: skip
+    rows = leaderboard_rows(ctx, wide, robust, {"norm": "linf", "eps": 0.02})
     assert [r["defense"] for r in rows] == ["resnet18-lip5", "resnet18", "resnet18-at"]  # 100% "robust" at chance: last
     assert [r["near_chance"] for r in rows] == [False, False, True]
+    assert rows[-1]["collapsed"] and "AUROC 0.503" in rows[-1]["collapsed"]
     cells = leaderboard_table(rows).rows[-1]
-    assert any(c.startswith("100.0%") and c.endswith("(near chance)") for c in cells)
+    assert any(c.startswith("100.0%") and "(collapsed: " in c for c in cells)
+
+
+def test_ties_in_robust_accuracy_rank_by_clean_accuracy() -> None:
+    def model(acc: float) -> dict:
+        return {"metrics": {"test": {"n": 100, "accuracy": acc, "auroc": 0.95, "real_recall": 0.9, "fake_recall": 0.9}}}
+
+    ctx = {
+        "roles": [{"name": "a", "group": "x", "label": "A"}, {"name": "b", "group": "x", "label": "B"}],
+        "models": {"a": model(0.80), "b": model(0.90)},
+        "table2_rows": [],
+    }
+    rows = leaderboard_rows(ctx, {}, {"a": _robust("a", 5, 20), "b": _robust("b", 5, 20)}, {"norm": "linf", "eps": 0.02})
+    assert [r["defense"] for r in rows] == ["b", "a"]
+    assert all(r["threat_model"] == {"norm": "linf", "eps": 0.02} and r["n_robust"] == 20 for r in rows)

@@ -13,7 +13,7 @@ from dfrobust.errors import DfrobustError
 from dfrobust.utils import numerics
 from dfrobust.utils.numerics import ISA_LEVELS, PIN_ENV, cpu_flags, pin_from_env, pin_numerics
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 HAS_AVX2 = (cpu_flags() or set()) >= {"avx2"}
 
 

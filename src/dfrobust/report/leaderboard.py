@@ -2,9 +2,11 @@
 
 Rows come from what the stages wrote: the models' sidecars (clean metrics, training time), the
 attack tables (whitebox and blackbox accuracy on attacked fakes), the certification summaries
-and the DIP study. Robust accuracy is the worst whitebox accuracy over the attacks run: a defense
-is only as good as the strongest attack that was run against it, and a purifier's row says
-whether that attack knew the purifier.
+and the DIP study. Robust accuracy is AutoAttack's, at the study's threat model
+(:mod:`dfrobust.report.verdicts`): per attacked fake, right only if it survives every bounded
+attack at that radius; unbounded attacks (CW) never enter it. A purifier's row says whether the
+attack knew the purifier. Rows rank by robust accuracy, then clean accuracy; a collapsed detector
+(near chance, or one class never predicted) ranks last with its diagnosis.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
+from dfrobust.evaluate.collapse import collapsed
+from dfrobust.evaluate.robustness import RobustAccuracy
 from dfrobust.report.plotting import plt, save_figure
 from dfrobust.report.tables import Table, pct, rate
 from dfrobust.studies.attack_tables import table2_counts
@@ -43,8 +47,17 @@ def _cost(meta: Mapping[str, Any], base: Mapping[str, Any] | None) -> tuple[floa
     return None, ""
 
 
-def leaderboard_rows(ctx: dict[str, Any], wide: Mapping[str, Mapping[str, float | None]]) -> list[dict[str, Any]]:
-    """One row per defended detector (and the DIP purifier in front of its classifier), sorted by robust accuracy."""
+def leaderboard_rows(
+    ctx: dict[str, Any],
+    wide: Mapping[str, Mapping[str, float | None]],
+    robust: Mapping[str, RobustAccuracy] | None = None,
+    threat_model: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per defended detector (and the DIP purifier in front of its classifier), sorted by robust accuracy.
+
+    ``robust``: per detector, robust accuracy at ``threat_model`` (:func:`dfrobust.report.verdicts.robust_by_target`).
+    """
+    robust = robust or {}
     roles = {r["name"]: r for r in ctx["roles"]}
     models = ctx["models"]
     counts = table2_counts(ctx.get("table2_rows", []))  # an attack may run on fewer images than the others
@@ -70,13 +83,18 @@ def leaderboard_rows(ctx: dict[str, Any], wide: Mapping[str, Mapping[str, float 
             "n_attacked": counts.get(name, {}).get("unperturbed"),
             "n_whitebox": {k: counts.get(name, {}).get(k) for k in white},
             "whitebox": white,
-            "n_robust": counts.get(name, {}).get(min(white, key=lambda k: white[k])) if white else None,
-            "robust_accuracy": min(white.values()) if white else None,
+            "threat_model": dict(threat_model or {}),
+            "robust_accuracy": robust[name].accuracy if name in robust else None,
+            "n_robust": robust[name].n if name in robust else None,
+            "robust_interval": list(robust[name].interval) if name in robust else None,
+            "robust_attacks": robust[name].attacks if name in robust else [],
+            "worst_whitebox": min(white.values()) if white else None,
             "blackbox": min(black) if black else None,
             "adaptive": None,
             "cost_multiplier": 1.0 if name == base_name else cost,
             "cost_source": "the baseline" if name == base_name else cost_source,
             "near_chance": test.get("auroc") is not None and float(test["auroc"]) < NEAR_CHANCE_AUROC,
+            "collapsed": collapsed(test).reason or None,
         }
         cert = (ctx.get("certify") or {}).get(name)
         if cert:
@@ -106,6 +124,7 @@ def leaderboard_rows(ctx: dict[str, Any], wide: Mapping[str, Mapping[str, float 
                 "auroc": float(t3[("dip", thr)]["auroc"]) if ("dip", thr) in t3 and t3[("dip", thr)]["auroc"] not in ("", None) else None,
                 "n_attacked": n_p,
                 "whitebox": {},
+                "threat_model": dict(threat_model or {}),
                 "robust_accuracy": acc_p,
                 "blackbox": None,
                 "adaptive": (ctx.get("adaptive") or {}).get("dip", {}).get("accuracy_adaptive_worst"),
@@ -114,33 +133,42 @@ def leaderboard_rows(ctx: dict[str, Any], wide: Mapping[str, Mapping[str, float 
                 "nonadaptive_only": (ctx.get("adaptive") or {}).get("dip", {}).get("accuracy_adaptive_worst") is None,
             }
         )
-    rows.sort(key=lambda r: (not r.get("near_chance"), -1.0 if r["robust_accuracy"] is None else r["robust_accuracy"]), reverse=True)
+
+    def rank(r: dict[str, Any]) -> tuple[bool, float, float]:
+        robust, clean = r["robust_accuracy"], r.get("clean_accuracy")
+        return (not (r.get("near_chance") or r.get("collapsed")), -1.0 if robust is None else robust, -1.0 if clean is None else clean)
+
+    rows.sort(key=rank, reverse=True)
     return rows
 
 
 def leaderboard_table(rows: list[dict[str, Any]]) -> Table:
     """The leaderboard as a report table."""
     attacks = sorted({k.removesuffix("_whitebox") for r in rows for k in r["whitebox"]})
+    tm = next((r["threat_model"] for r in rows if r.get("threat_model")), {})
+    radius = f"{tm['norm'].replace('linf', 'Linf').replace('l2', 'L2')} {tm['eps']:g}" if tm else "the study's radius"
     t = Table(
-        "Defense leaderboard",
+        f"Defense leaderboard (threat model: {radius})",
         [
             "defense",
             "paper's",
             "clean accuracy (n)",
             "AUROC",
             *(f"{a.upper()} whitebox" for a in attacks),
-            "robust accuracy",
+            f"robust accuracy @ {radius}",
             "best blackbox transfer",
             "adaptive (purifier)",
             *(f"certified @ L2 {r:g}" for r in RADII),
             "training cost",
         ],
         note="Accuracy on attacked fake test images unless stated (the DIP row's clean accuracy is on its study's clean images); "
-        "robust accuracy = the worst whitebox accuracy over the "
-        "attacks run (for the DIP purifier: its accuracy on the perturbed fakes of its study, which the attacks did not "
-        "know about unless the adaptive column says otherwise). [low–high]: Wilson 95% interval. Training cost: per "
-        "epoch relative to plain training. Sorted by robust accuracy; a detector near chance (clean AUROC below "
-        f"{NEAR_CHANCE_AUROC:g}, e.g. one that calls every image fake) ranks last: its accuracy on attacked fakes is no robustness.",
+        f"robust accuracy = AutoAttack's definition at {radius}: an attacked fake counts only if it is detected clean and after "
+        "every bounded attack on the detector itself at that radius (gradient and score-based; n = the fakes every such attack saw); "
+        "CW-L2's unbounded search never enters it (see the minimal-perturbation table). For the DIP purifier: its accuracy "
+        "on the perturbed fakes of its study, which the attacks did not know about unless the adaptive column says otherwise. "
+        "[low–high]: Wilson 95% interval. Training cost: per epoch relative to plain training. Sorted by robust accuracy, "
+        f"then clean accuracy; a collapsed detector (clean AUROC below {NEAR_CHANCE_AUROC:g}, or one class almost never "
+        "predicted) ranks last: its accuracy on attacked fakes is no robustness.",
     )
     for r in rows:
         n = r.get("n_attacked")
@@ -158,7 +186,7 @@ def leaderboard_table(rows: list[dict[str, Any]]) -> Table:
             ),
             rate(r["robust_accuracy"], r.get("n_robust") or n)
             + (" (non-adaptive)" if r.get("nonadaptive_only") else "")
-            + (" (near chance)" if r.get("near_chance") else ""),
+            + (f" (collapsed: {r['collapsed']})" if r.get("collapsed") else " (near chance)" if r.get("near_chance") else ""),
             rate(r["blackbox"], n) if r["blackbox"] is not None else "–",
             pct(r["adaptive"]) if r["adaptive"] is not None else ("not run" if r["kind"] == "purifier" else "n/a"),
             *(rate(cert[rad]["accuracy"], cert[rad]["n"]) if cert.get(rad) else "–" for rad in RADII),

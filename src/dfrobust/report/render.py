@@ -270,12 +270,19 @@ def adaptive_section(ctx: dict[str, Any], results: dict[str, Any], figs: Path) -
 def defense_section(ctx: dict[str, Any], results: dict[str, Any], figs: Path) -> Section | None:
     """Beyond the paper: the defense leaderboard, the trade-off figure and the certificates."""
     from dfrobust.report.leaderboard import leaderboard_rows, leaderboard_table, plot_tradeoff
+    from dfrobust.report.verdicts import minimal_rows, minimal_table, robust_by_target, threat_model_of
 
     if not ctx["models"]:
         return None
     s = Section("Beyond the paper: defense leaderboard")
-    rows = leaderboard_rows(ctx, ctx.get("table2_wide") or {})
+    tm = threat_model_of(ctx["cfg"])
+    robust = robust_by_target(ctx)
+    rows = leaderboard_rows(ctx, ctx.get("table2_wide") or {}, robust, tm.record())
+    results["threat_model"] = tm.record()
+    results["robust_accuracy"] = {name: ra.record() for name, ra in robust.items()}
     results["leaderboard"] = rows
+    minimal = minimal_rows(ctx)
+    results["minimal_perturbation"] = minimal
     s.items.append(
         "Every defended detector on equal terms: the paper's (Lipschitz regularisation, blur augmentation, DIP "
         "purification) and the field's (adversarial training, Gaussian-noise training with randomized-smoothing "
@@ -283,10 +290,12 @@ def defense_section(ctx: dict[str, Any], results: dict[str, Any], figs: Path) ->
         "against attacks that did not know the purifier unless its adaptive column is filled."
     )
     s.items.append(leaderboard_table(rows))
+    if minimal:
+        s.items.append(minimal_table(minimal, {r["name"]: r.get("label", r["name"]) for r in ctx["roles"]}))
     path = plot_tradeoff(rows, figs / "tradeoff.png")
     if path:
         s.items.append(
-            Figure(path, "Trade-off: robust accuracy (worst whitebox attack) vs clean accuracy per defense; marker area: training cost.")
+            Figure(path, "Trade-off: robust accuracy at the threat model vs clean accuracy per defense; marker area: training cost.")
         )
     if ctx["certify"]:
         t = Table(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from dfrobust.evaluate.robustness import attack_budget
 from dfrobust.utils.io import read_csv, read_json, read_record
 from dfrobust.utils.runfolder import CONFIG_FILE, read_plan, resolve, stage_records
 
@@ -23,12 +24,16 @@ def collect(run_dir: Path) -> dict[str, Any]:
         if side.is_file():
             ctx["models"][role["name"]] = read_json(side)
     rows: list[dict[str, str]] = []
-    ctx["attack_dirs"] = {}
+    ctx["attack_dirs"], ctx["attack_budgets"] = {}, {}
     for a in plan["attacks"]:
         folder = resolve(run_dir, a["dir"])
         if (folder / "results.csv").is_file():
             ctx["attack_dirs"][(a["attack"], a["source"])] = folder
             rows += read_csv(folder / "results.csv")
+            summary = read_record(folder / "summary.json") if (folder / "summary.json").is_file() else {}
+            settings = summary.get("attack") or {}
+            if settings.get("label"):  # the radius each result label was crafted at (None: a minimal-norm attack)
+                ctx["attack_budgets"][settings["label"]] = attack_budget(settings)
     ctx["attack_rows"] = rows
     ctx["samples"] = None
     samples = resolve(run_dir, plan["samples"]) if plan.get("samples") else None

@@ -96,11 +96,12 @@ def summary_markdown(ctx: dict[str, Any], results: dict[str, Any]) -> str:
     if board:
         lines += [
             "",
-            "Defense leaderboard, robust accuracy (worst whitebox attack, attacked fakes) / clean accuracy: "
+            f"Defense leaderboard, robust accuracy at {_threat(results)} (every bounded attack, attacked fakes; n) / clean accuracy: "
             + "; ".join(
                 f"{r['defense']} {pct(r['robust_accuracy'])} / {pct(r['clean_accuracy'])}"
                 + (" (non-adaptive)" if r.get("nonadaptive_only") else "")
-                + (" (near chance: no robustness)" if r.get("near_chance") else "")
+                + (f" (n = {r['n_robust']})" if r.get("n_robust") else "")
+                + (" (collapsed: no robustness)" if r.get("collapsed") else " (near chance: no robustness)" if r.get("near_chance") else "")
                 for r in board
             )
             + ".",
@@ -125,3 +126,9 @@ def summary_markdown(ctx: dict[str, Any], results: dict[str, Any]) -> str:
     ]
     # names in these lines are the user's (cards, purifiers): no raw HTML reaches a README that copies this file
     return "\n".join(line.replace("<", "&lt;").replace(">", "&gt;") for line in lines) + "\n"
+
+
+def _threat(results: dict[str, Any]) -> str:
+    """The threat model in words (``Linf 0.02``)."""
+    tm = results.get("threat_model") or {}
+    return f"{str(tm.get('norm', 'linf')).replace('linf', 'Linf').replace('l2', 'L2')} {tm.get('eps', 0.02):g}"
