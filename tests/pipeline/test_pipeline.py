@@ -129,6 +129,19 @@ def test_every_stage_and_artifact(built_run: Path) -> None:
     assert runner.record("dip")["seconds"] > 0
 
 
+def test_platform_stage_and_its_section(built_run: Path) -> None:
+    """The tiny preset's [platform] FGSM: plain and robust success on the same fakes, in the report and results.json."""
+    summary = read_json(built_run / "platform" / "fgsm-resnet18" / "summary.json")
+    assert summary["robust_to"] == "jpeg:50-95" and summary["eot"] == 2
+    n = summary["n"]
+    for variant in ("plain", "robust"):
+        assert {k: v["n"] for k, v in summary["success"][variant].items()} == {"lossless": n, "chain": n, "heldout": n}
+    results = read_json(built_run / "report" / "results.json")
+    assert results["sections"]["platform"]["fgsm-resnet18"]["n"] == n
+    assert "attacks that survive the platform" in (built_run / "report" / "report.md").read_text()
+    assert results["threat_model"]["eps"] == 0.02 and all("threat_model" in r for r in results["leaderboard"])
+
+
 def test_report_is_self_contained_and_from_the_run(built_run: Path) -> None:
     tiny_run = built_run
     report = tiny_run / "report"
@@ -158,10 +171,10 @@ def test_report_is_self_contained_and_from_the_run(built_run: Path) -> None:
     assert {"resnet18", "resnet18-at", "resnet18-smooth", "resnet18-blur", "dip + resnet18-blur"} <= set(board)
     assert "vgg16" not in board  # the other architecture is not a defense of the ResNet
     ranked = [r for r in results["leaderboard"] if r["robust_accuracy"] is not None]
-    chance = [bool(r.get("near_chance")) for r in ranked]
-    assert chance == sorted(chance)  # a detector near chance ranks after every other
+    chance = [bool(r.get("near_chance") or r.get("collapsed")) for r in ranked]
+    assert chance == sorted(chance)  # a detector near chance or collapsed ranks after every other
     for flag in (False, True):
-        robust = [r["robust_accuracy"] for r in ranked if bool(r.get("near_chance")) == flag]
+        robust = [r["robust_accuracy"] for r in ranked if bool(r.get("near_chance") or r.get("collapsed")) == flag]
         assert robust == sorted(robust, reverse=True)
     # the transfer attacks beyond the paper stand beside its plain FGSM, and the strongest is quoted
     assert "Transfer attacks: the paper" in page
@@ -195,11 +208,12 @@ def test_rerun_skips_and_a_changed_setting_reruns_only_its_dependents(tiny_run: 
     reproduce(study_config("tiny", ["attack.fgsm.eps=0.05"]), tiny_run, device="cpu")
     after = _tokens(tiny_run)
     changed = {name for name in before if after[name] != before[name]}
-    assert changed == {name for name in before if name.startswith(("attack/fgsm", "adaptive/"))} | {"samples", "dip"}
+    # the platform stage crafts FGSM at the preset's [attack.fgsm] too
+    assert changed == {name for name in before if name.startswith(("attack/fgsm", "adaptive/", "platform/fgsm"))} | {"samples", "dip"}
     capsys.readouterr()
     assert main(["status", "--run", str(tiny_run)]) == 0
     out = capsys.readouterr().out
-    assert "53/53 stages done" in out and "attack/cw-vgg16" in out and "certify/resnet18-smooth" in out and "adaptive/dip" in out
+    assert "54/54 stages done" in out and "attack/cw-vgg16" in out and "certify/resnet18-smooth" in out and "adaptive/dip" in out
 
 
 def test_a_retrained_target_is_rescored_not_recrafted(tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
