@@ -134,11 +134,14 @@ def table2(ctx: dict[str, Any]) -> tuple[Table, list[dict[str, Any]], dict[str, 
 
     long_rows = table2_rows(ctx["attack_rows"]) if ctx["attack_rows"] else []
     ensembles = {a["source"] for a in ctx["plan"]["attacks"] if a.get("members")}
+    # transfers a role adds beyond the paper's (its transfer_to) go to the transfer table, not to Table II's paper columns
+    extra = {(r["name"], t) for r in ctx["roles"] for t in r.get("transfer_to") or ()}
+    paper_rows = [r for r in long_rows if not (r["setting"] == "blackbox" and (r["source"], r["model"]) in extra)]
     # an ensemble's whitebox row describes the surrogate, not a detector of the study: no row of its own
-    wide = {r["model"]: r for r in table2_wide(long_rows) if r["model"] not in ensembles}
+    wide = {r["model"]: r for r in table2_wide(paper_rows) if r["model"] not in ensembles}
     columns = table2_columns(wide)
     names = ordered_models(ctx, list(wide))
-    counts = table2_counts(long_rows)  # attacked fakes per model and column (an attack may run on fewer)
+    counts = table2_counts(paper_rows)  # attacked fakes per model and column (an attack may run on fewer)
     for name in names:
         if name.endswith((" (average)", " (best)")):
             members = [wide[n] for n in _average_members(ctx, name) if n in wide]
