@@ -33,13 +33,26 @@ from dfrobust.utils.io import read_csv, read_json
 RUN_KEYS = {"world_size", "ranks", "versions", "timing", "crafting", "seconds"}
 
 
+#: A rank that has finished its work sometimes aborts in gloo's teardown at exit (a known race of
+#: torch's gloo threads, seen about once in three full suites); the work itself is resumable.
+GLOO_EXIT_ABORT = "terminate called without an active exception"
+
+
+def run_ranks(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run a torchrun command; once more (resuming its finished parts) if a rank aborted in gloo's exit teardown."""
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0 and GLOO_EXIT_ABORT in done.stderr:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    return done
+
+
 def torchrun(*args: str, nproc: int = 2) -> subprocess.CompletedProcess:
     """``torchrun --standalone --nproc_per_node N -m dfrobust ARGS`` with this tree's dfrobust; fails the test on an error."""
     src = str(Path(dfrobust.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1",
            "DFROBUST_QUIET": "1"}  # fmt: skip
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), "-m", "dfrobust", *args]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    done = run_ranks(cmd, env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
@@ -134,7 +147,7 @@ def test_torchrun_purify_equals_one_process(toy_dataset: Path, toy_model: Path, 
     src = str(Path(dfrobust.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1", "DFROBUST_QUIET": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    done = run_ranks(cmd, env)
     assert done.returncode == 0, done.stderr[-3000:]
     for name in ("trajectories.csv", "predictions.csv", "table3.csv", "table4.csv", "sweep.csv", "figures.json"):
         assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
