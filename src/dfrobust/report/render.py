@@ -22,10 +22,10 @@ from dfrobust.report.by_group import group_rows, group_table
 from dfrobust.report.document import Figure, Section, _html, _markdown
 from dfrobust.report.run_folder import collect
 from dfrobust.report.sections import RunResults, extra_sections
+from dfrobust.report.differences import differences
 from dfrobust.report.study_tables import (
     _paper_row,
     column_label,
-    differences,
     ordered_models,
     paper_table2,
     perturbation_rows,
