@@ -205,3 +205,67 @@ def test_cli_attack_through_blur_with_eot(toy_dataset: Path, toy_model: Path, tm
     assert "adaptive, purified" in capsys.readouterr().out
     assert main(base[:-1] + [str(tmp_path / "x"), "--eot", "2"]) == 2  # --eot without --through
     assert main(base[:-1] + [str(tmp_path / "y"), "--through", "blur", "--attack-purifier-set", "radius=3"]) == 2
+
+
+def test_exact_bpda_is_dip_s_value_with_the_exact_gradient() -> None:
+    dip = make_purifier("dip", **TINY_DIP, dtype="float64")
+    model = _model().double()
+    x, y = _batch(2, 16)
+    x = x.double()
+    through = PurifiedModel(model, dip, bpda="exact", eot=1, seed=3)
+    seed = PurifiedModel(model, dip, bpda="exact", eot=1, seed=3).next_seed()
+    xr = x.clone().requires_grad_(True)
+    logits = through(xr)
+    torch.testing.assert_close(logits.detach(), model(dip(x, seed)), rtol=0, atol=1e-10)
+    (grad,) = torch.autograd.grad(nn.functional.cross_entropy(logits, y), xr)
+    # the same gradient by finite differences along the gradient itself (the seed fixed: one draw)
+    d = grad / grad.norm()
+    h = 1e-7
+
+    def loss(z: torch.Tensor) -> float:
+        with torch.no_grad():
+            return float(nn.functional.cross_entropy(model(dip(z, seed)), y))
+
+    fd = (loss(x + h * d) - loss(x - h * d)) / (2 * h)
+    assert fd == pytest.approx(float(grad.norm()), rel=1e-3)
+    with pytest.raises(DfrobustError, match="not DIP"):
+        check_bpda(make_purifier("jpeg"), "exact")
+
+
+def test_attack_draws_never_meet_evaluation_draws() -> None:
+    from dfrobust.defenses.adaptive import ATTACK_SEED_BASE, draw_seed
+
+    through = PurifiedModel(_model(), NoisePurifier(), eot=2, seed=0)
+    assert all(through.next_seed() >= ATTACK_SEED_BASE for _ in range(50))
+    assert draw_seed(2**20, 1000) + 10_000 < ATTACK_SEED_BASE
+    x, y = _batch(2)
+    with pytest.raises(DfrobustError, match="smaller --seed"):
+        evaluate_through(_model(), NoisePurifier(), x, y, draws=2, seed=ATTACK_SEED_BASE)
+
+
+def test_watching_records_every_image_an_iterate_fooled() -> None:
+    x = torch.full((4, 3, 4, 4), 0.5)
+    x[:, 0, 0, 0] = torch.tensor([0.45, 0.55, 0.2, 0.9])  # images 0 and 1 sit within the noise of the boundary
+    y = torch.tensor([0, 1, 0, 1])  # every clean image right: fake below 0.5, real above
+    through = PurifiedModel(CornerPixel(), NoisePurifier(amp=0.2), eot=8, seed=0)
+    through.watch(y)
+    with torch.no_grad():
+        through(x)
+        through(x[:2])  # not the watched batch: not recorded
+    assert through.fooled_iterates.tolist() == [True, True, False, False]
+
+
+def test_run_adaptive_exact_reports_every_rule(toy_dataset: Path, toy_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "exact"
+    summary = run_adaptive(toy_dataset, toy_model, "dip", {**TINY_DIP, "iterations": 5}, "apgd", {"steps": 2, "eps": 8 / 255}, out,
+                           eot=1, bpda="exact", segment=2, eval_draws=3, images=3, batch_size=3, seed=1, device="cpu",
+                           nonadaptive=False)  # fmt: skip
+    assert summary["bpda"] == "exact" and summary["config"]["segment"] == 2 and not summary["attack_purifier_cheaper"]
+    rows = read_csv(out / "results.csv")
+    for r in rows:
+        fooled_draws = int(r["eval_draws"]) - int(r["adaptive_correct_draws"])
+        assert int(r["adaptive_fooled_any"]) == (fooled_draws > 0)
+        assert (int(r["adaptive_vote_pred"]) == int(r["label"])) == (2 * int(r["adaptive_correct_draws"]) > 3)
+        assert int(r["adaptive_iterates_fooled_any"]) >= int(r["adaptive_fooled_any"])
+    assert summary["accuracy_adaptive_any_iterate"] <= summary["accuracy_adaptive_worst"] <= summary["accuracy_adaptive_vote"] + 1e-9
+    assert summary["accuracy_defended"] <= summary["accuracy_adaptive_worst"]

@@ -31,6 +31,8 @@ def register(subparsers: Any) -> None:
             "--target models/resnet18-blur.safetensors --attack dimifgsm --out attacks/dimifgsm-ens",
             "dfrobust attack --data data/synth --source models/resnet18-blur.safetensors --attack apgd --steps 50 "
             "--through dip --eot 4 --bpda fitted-blur --attack-purifier-set dip.iterations=200 --eval-draws 5 --out adaptive/dip",
+            "dfrobust attack --data data/synth --source models/resnet18-blur.safetensors --attack apgd --steps 10 --max-images 8 "
+            "--through dip --purifier-set iterations=300 classify_at=300 --bpda exact --eval-draws 3 --out adaptive/dip-exact",
             "dfrobust attack --data data/synth --source models/resnet18.safetensors --attack pgd "
             "--robust-to jpeg:50-95,resize:0.5-1.0,blur:0-1 --out attacks/pgd-platform",
             "dfrobust attack --data data/videos --source models/resnet18.safetensors --attack fgsm --fps 4 --crf 23 --out attacks/fgsm-videos",
@@ -103,7 +105,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 #: Options of an adaptive run (``--through``), each named as the :func:`run_adaptive` parameter it sets.
-ADAPTIVE_OPTIONS = ("eot", "bpda", "unroll_steps", "eval_draws", "nonadaptive")
+ADAPTIVE_OPTIONS = ("eot", "bpda", "unroll_steps", "segment", "eval_draws", "nonadaptive")
 
 
 def _add_adaptive_arguments(parser: argparse.ArgumentParser) -> None:
@@ -145,7 +147,13 @@ def _add_adaptive_arguments(parser: argparse.ArgumentParser) -> None:
         "--bpda",
         choices=BPDA_MODES,
         help="backward stand-in for the purifier: identity, its own surrogate, a blur fitted to its output, "
-        f"or DIP's last fitting steps unrolled (default: {defaults['bpda']})",
+        f"DIP's last fitting steps unrolled, or exact (DIP: the true gradient through its whole fit) (default: {defaults['bpda']})",
+    )
+    group.add_argument(
+        "--segment",
+        type=int,
+        help="DIP fitting steps per recomputed segment with --bpda exact: memory ~ steps/segment saved states "
+        "plus one segment's graph (default: about the square root of the steps)",
     )
     group.add_argument(
         "--unroll-steps", type=int, help=f"DIP steps differentiated with --bpda unroll (default: {defaults['unroll_steps']})"
@@ -225,6 +233,11 @@ def run_adaptive_command(args: argparse.Namespace) -> int:
     )
     print(f"  adaptive, unpurified         {pct('accuracy_adaptive_unpurified')}")
     print(f"  adaptive, purified           {pct('accuracy_adaptive')}  worst of {summary['eval_draws']}: {pct('accuracy_adaptive_worst')}")
+    print(f"  adaptive, majority of {summary['eval_draws']:<6} {pct('accuracy_adaptive_vote')}")
+    print(f"  adaptive, any iterate        {pct('accuracy_adaptive_any_iterate')}  (DiffPure's BPDA+EOT rule)")
+    print(f"  defended (clean and attacked right) {pct('accuracy_defended')}")
+    if summary.get("attack_purifier_cheaper"):
+        print("  (the attack saw a cheaper purifier than the defense: --attack-purifier-set)")
     if summary.get("fitted_sigma_mean") is not None:
         print(f"  fitted blur sigma (mean)     {summary['fitted_sigma_mean']:.2f} px")
     folders = "images/, images-nonadaptive/" if summary["config"]["nonadaptive"] else "images/"

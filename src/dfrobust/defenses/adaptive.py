@@ -17,14 +17,18 @@ Backward stand-ins (``bpda``):
   output at ``T`` is a low-pass reconstruction, and this stand-in follows its bandwidth.
 - ``unroll``: DIP only: differentiate through the last ``unroll_steps`` Adam steps of the fit
   (:mod:`dfrobust.defenses.dip_unroll`).
+- ``exact``: DIP only: no stand-in, the true gradient through every step of the fit
+  (:mod:`dfrobust.defenses.dip_exact`, checkpointed in segments of ``segment`` steps).
 
-The forward value is always the purifier's real output; only the gradient is approximated.
+The forward value is always the purifier's real output (``exact``: the same computation, unfused);
+only the gradient is approximated. Attack-time draws take purifier seeds at or above
+:data:`ATTACK_SEED_BASE`, evaluation draws below it, so no evaluation draw is one the attack saw.
 :func:`evaluate_through` scores images through a purifier on one draw and on the worst of N.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -34,16 +38,19 @@ from dfrobust.attacks.base import frozen_eval, model_device
 from dfrobust.constants import REAL
 from dfrobust.defenses.base import Purifier
 from dfrobust.defenses.dip import Dip
+from dfrobust.defenses.dip_exact import dip_exact
 from dfrobust.defenses.dip_unroll import dip_unrolled
 from dfrobust.errors import DfrobustError
 from dfrobust.utils.imageops import gaussian_blur
 from dfrobust.utils.runtime import progress
 
-BPDA_MODES = ("identity", "surrogate", "fitted-blur", "unroll")
+BPDA_MODES = ("identity", "surrogate", "fitted-blur", "unroll", "exact")
 #: Gaussian sigmas (pixels) the ``fitted-blur`` stand-in chooses from; 0 is the identity.
 FIT_SIGMAS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0)
 #: Draw ``d`` of an evaluation uses purifier seeds from ``seed + d * DRAW_STRIDE`` (image ``j`` adds ``j``).
 DRAW_STRIDE = 1 << 24
+#: Attack-time purifier seeds start here; evaluation seeds (:func:`draw_seed`) stay below it.
+ATTACK_SEED_BASE = 1 << 40
 
 
 def fit_blur_sigma(x: torch.Tensor, target: torch.Tensor, sigmas: Sequence[float] = FIT_SIGMAS) -> torch.Tensor:
@@ -68,11 +75,11 @@ def check_bpda(purifier: Purifier, bpda: str) -> None:
     if bpda == "surrogate" and type(purifier).surrogate is Purifier.surrogate:
         raise DfrobustError(
             f"purifier {purifier.name} has no differentiable surrogate; use --bpda identity, fitted-blur"
-            + (" or unroll" if isinstance(purifier, Dip) else "")
+            + (", unroll or exact" if isinstance(purifier, Dip) else "")
         )
-    if bpda == "unroll" and not isinstance(purifier, Dip):
+    if bpda in ("unroll", "exact") and not isinstance(purifier, Dip):
         raise DfrobustError(
-            f"--bpda unroll differentiates DIP's fit; purifier {purifier.name} is not DIP (use identity, surrogate or fitted-blur)"
+            f"--bpda {bpda} differentiates DIP's fit; purifier {purifier.name} is not DIP (use identity, surrogate or fitted-blur)"
         )
 
 
@@ -86,6 +93,11 @@ class PurifiedModel(nn.Module):
     deterministic purifier is purified once, whatever ``eot`` is. When no input gradient is
     asked for (``no_grad`` or an input that does not require it), the stand-in is skipped.
 
+    After :meth:`watch` with the batch's labels, every forward on the whole batch records which
+    images one of its draws misclassified (:attr:`fooled_iterates`): the BPDA+EOT rule of
+    DiffPure's evaluation, where an image is broken when any attack iterate fools a fresh
+    purification.
+
     Args:
         model: the detector (2 logits).
         purifier: the purifier the attack sees (possibly cheaper than the defense's own).
@@ -94,6 +106,8 @@ class PurifiedModel(nn.Module):
         seed: seed of the stream of purifier draws.
         unroll_steps: Adam steps of DIP's fit differentiated through when ``bpda="unroll"``.
         fit_sigmas: the sigmas ``fitted-blur`` chooses from.
+        segment: fitting steps per recomputed segment when ``bpda="exact"`` (default: about sqrt of the steps).
+        on_forward: called after every forward (progress lines for a slow purifier).
     """
 
     def __init__(
@@ -105,6 +119,8 @@ class PurifiedModel(nn.Module):
         seed: int = 0,
         unroll_steps: int = 4,
         fit_sigmas: Sequence[float] = FIT_SIGMAS,
+        segment: int | None = None,
+        on_forward: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
         check_bpda(purifier, bpda)
@@ -119,6 +135,10 @@ class PurifiedModel(nn.Module):
         self.draws = self.eot if purifier.random else 1
         self.unroll_steps = int(unroll_steps)
         self.fit_sigmas = tuple(float(s) for s in fit_sigmas)
+        self.segment = segment
+        self.on_forward = on_forward
+        self.labels: torch.Tensor | None = None
+        self.fooled_iterates: torch.Tensor | None = None  #: per watched image: a forward's draw misclassified it
         self.generator = torch.Generator().manual_seed(int(seed))
         self.forwards = 0  #: forward passes so far (purifier calls)
         self._sigma_sum = 0.0
@@ -129,11 +149,16 @@ class PurifiedModel(nn.Module):
         """Mean sigma the ``fitted-blur`` stand-in chose over all gradient passes (``None`` before any)."""
         return self._sigma_sum / self._sigma_count if self._sigma_count else None
 
+    def watch(self, labels: torch.Tensor) -> None:
+        """Record, from now on, which of these images (the whole batch, in order) any forward's draw misclassifies."""
+        self.labels = labels.detach().view(-1)
+        self.fooled_iterates = torch.zeros(len(self.labels), dtype=torch.bool, device=self.labels.device)
+
     def next_seed(self) -> int:
-        """The purifier seed of the next forward (0 for a deterministic purifier)."""
+        """The purifier seed of the next forward (0 for a deterministic purifier; at or above :data:`ATTACK_SEED_BASE` else)."""
         if not self.purifier.random:
             return 0
-        return int(torch.randint(0, 1 << 62, (1,), generator=self.generator))
+        return ATTACK_SEED_BASE + int(torch.randint(0, 1 << 61, (1,), generator=self.generator))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Mean logits over the draws of ``model(P(x))``; the input gradient is the BPDA stand-in's."""
@@ -142,10 +167,14 @@ class PurifiedModel(nn.Module):
         seed = self.next_seed()
         self.forwards += 1
         wants_grad = torch.is_grad_enabled() and x.requires_grad
-        if wants_grad and self.bpda == "unroll":
+        seeds = [seed + i for i in range(len(xs))]
+        if wants_grad and self.bpda in ("unroll", "exact"):
             dip = self.purifier
             assert isinstance(dip, Dip)  # check_bpda
-            purified = dip_unrolled(xs, [seed + i for i in range(len(xs))], dip.config, dip.classify_at, self.unroll_steps)
+            if self.bpda == "unroll":
+                purified = dip_unrolled(xs, seeds, dip.config, dip.classify_at, self.unroll_steps)
+            else:
+                purified = dip_exact(xs, seeds, dip.config, dip.classify_at, self.segment)
         else:
             purified = self.purifier(xs, seed)
             if wants_grad:
@@ -153,8 +182,13 @@ class PurifiedModel(nn.Module):
                 # the value stays the purifier's output exactly (s - s is 0); the gradient is the stand-in's
                 purified = purified + (stand_in - stand_in.detach())
         logits = self.model(purified)
+        if self.labels is not None and n == len(self.labels):
+            wrong = logits.detach().view(self.draws, n, -1).argmax(2) != self.labels.to(logits.device).view(1, -1)
+            self.fooled_iterates |= wrong.any(0).to(self.fooled_iterates.device)
         if self.draws > 1:
             logits = logits.view(self.draws, n, *logits.shape[1:]).mean(0)
+        if self.on_forward is not None:
+            self.on_forward()
         return logits
 
     def _stand_in(self, xs: torch.Tensor, purified: torch.Tensor) -> torch.Tensor:
@@ -204,6 +238,8 @@ def evaluate_through(
     """
     if draws < 1:
         raise DfrobustError(f"--eval-draws must be >= 1, got {draws}")
+    if draw_seed(seed, draws - 1) + offset + len(x) >= ATTACK_SEED_BASE:
+        raise DfrobustError(f"--seed {seed} with {draws} evaluation draws reaches the attack's purifier seeds; use a smaller --seed")
     taken = draws if purifier.random else 1
     n = len(x)
     device = model_device(model)

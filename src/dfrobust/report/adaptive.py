@@ -53,29 +53,44 @@ def _rate_ci(summary: Mapping[str, Any], key: str) -> str:
     return f"{pct(value)} [{100 * ci[0]:.1f}–{100 * ci[1]:.1f}]" if ci else pct(value)
 
 
+#: Table V's rates: (column, summary key), the adaptive rules of a randomized defense last.
+TABLE5_RATES = (
+    ("clean, purified", "accuracy_clean_purified"),
+    ("non-adaptive, worst of N", "accuracy_nonadaptive_worst"),
+    ("adaptive, one draw", "accuracy_adaptive"),
+    ("worst of N", "accuracy_adaptive_worst"),
+    ("majority of N", "accuracy_adaptive_vote"),
+    ("any iterate", "accuracy_adaptive_any_iterate"),
+    ("defended", "accuracy_defended"),
+)
+#: What each adaptive row of results.json carries besides its rates.
+ROW_KEYS = ("attack", "bpda", "eot", "eval_draws", "attack_purifier_cheaper")
+
+
+def attack_label(s: Mapping[str, Any]) -> str:
+    """``APGD-CE, BPDA exact, EOT 1`` plus the attack-time purifier when it was cheaper than the defense."""
+    text = f"{s.get('attack')}, BPDA {s.get('bpda')}, EOT {s.get('eot')}"
+    seen, defense = (s.get("config") or {}).get("attack_purifier") or {}, (s.get("config") or {}).get("defense") or {}
+    if s.get("attack_purifier_cheaper") and "classify_at" in seen:
+        text += f"; the attack saw a cheaper DIP (T = {seen['classify_at']}, the defense's T = {defense.get('classify_at')})"
+    return text
+
+
 def table5(
     adaptive: Mapping[str, Mapping[str, Any]], dip_nonadaptive: float | None, dip_n: int | None
 ) -> tuple[Table, list[dict[str, Any]]]:
-    """Table V: each purifier under the attack that ignores it and under BPDA + EOT, one draw and worst of N."""
+    """Table V: each purifier under the attack that ignores it and under BPDA + EOT, by the rules of a randomized defense."""
     t = Table(
         "Table V. Purification under non-adaptive and adaptive attacks (accuracy on attacked fakes)",
-        [
-            "defense",
-            "attack",
-            "n",
-            "clean, purified",
-            "non-adaptive",
-            "non-adaptive, worst of N",
-            "adaptive (BPDA+EOT)",
-            "adaptive, worst of N",
-            "BPDA",
-            "EOT",
-            "N",
-        ],
-        note="Images: the clean fakes behind the DIP study's perturbed fakes that fooled its classifier. Non-adaptive: the "
-        "same attack crafted on the bare detector, then purified. Adaptive: crafted through the purifier (BPDA "
-        "gradient, averaged over EOT draws of its randomness). Worst of N: an image counts as fooled if any of N "
-        "purifications is fooled. [low–high]: Wilson 95% interval."
+        ["defense", "attack through the purifier", "images", "n", *(c for c, _ in TABLE5_RATES)],
+        note="Images: the clean fakes behind the DIP study's perturbed fakes that fooled its classifier (fooled), plus "
+        "further test fakes when adaptive.natural is set (all). Non-adaptive: the same attack crafted on the bare "
+        "detector, then purified. Adaptive: crafted through the purifier (BPDA: the gradient used for it, 'exact' the "
+        "true one; averaged over EOT draws of its randomness), then evaluated on N fresh purifications the attack never "
+        "saw. Worst of N: fooled if any draw is (an attacker who may resubmit). Majority of N: fooled unless most draws "
+        "are right. Any iterate: fooled if any attack iterate fooled its purification, or any draw is (DiffPure's "
+        "BPDA+EOT rule). Defended: right on the purified clean image and on every draw of the attacked one. "
+        "[low–high]: Wilson 95% interval."
         + (
             f" For reference, the DIP study's own non-adaptive accuracy on its fooled fakes: {pct(dip_nonadaptive)} (n = {dip_n})."
             if dip_nonadaptive is not None
@@ -85,36 +100,23 @@ def table5(
     rows = []
     for name, s in adaptive.items():
         if not s.get("n"):
-            t.rows.append([name, "–", "0", *(["–"] * 5), "–", "–", "–"])
+            t.rows.append([name, "–", "–", "0", *(["–"] * len(TABLE5_RATES))])
             continue
-        t.rows.append(
-            [
-                name,
-                str(s.get("attack")),
-                str(s["n"]),
-                _rate_ci(s, "accuracy_clean_purified"),
-                _rate_ci(s, "accuracy_nonadaptive"),
-                _rate_ci(s, "accuracy_nonadaptive_worst"),
-                _rate_ci(s, "accuracy_adaptive"),
-                _rate_ci(s, "accuracy_adaptive_worst"),
-                str(s.get("bpda")),
-                str(s.get("eot")),
-                str(s.get("eval_draws")),
-            ]
-        )
-        rows.append(
-            {
-                "defense": name,
-                "attack": s.get("attack"),
-                "n": s["n"],
-                "accuracy_nonadaptive": s.get("accuracy_nonadaptive"),
-                "accuracy_adaptive": s.get("accuracy_adaptive"),
-                "accuracy_adaptive_worst": s.get("accuracy_adaptive_worst"),
-                "accuracy_nonadaptive_worst": s.get("accuracy_nonadaptive_worst"),
-                "bpda": s.get("bpda"),
-                "eot": s.get("eot"),
-            }
-        )
+        subsets = [("all", s)]
+        fooled = s.get("on_study_fooled")
+        if fooled and fooled.get("n") and fooled["n"] != s["n"]:
+            subsets.append(("fooled", fooled))
+        for label, part in subsets:
+            t.rows.append([name, attack_label(s), label, str(part["n"]), *(_rate_ci(part, key) for _, key in TABLE5_RATES)])
+        rows.append({
+            "defense": name,
+            "n": s["n"],
+            **{k: s.get(k) for k in ROW_KEYS},
+            **{key: s.get(key) for _, key in TABLE5_RATES},
+            "accuracy_nonadaptive": s.get("accuracy_nonadaptive"),
+            "attack_purifier": (s.get("config") or {}).get("attack_purifier"),
+            "on_study_fooled": {k: v for k, v in fooled.items() if k.startswith("accuracy") or k == "n"} if fooled else None,
+        })  # fmt: skip
     return t, rows
 
 
@@ -131,9 +133,10 @@ def adaptive_reading(rows: Sequence[Mapping[str, Any]]) -> str:
             verdict = "the adaptive attack did worse than the non-adaptive one (a weak adaptive budget, not a strong defense)"
         else:
             verdict = "the adaptive attack changed nothing at this budget"
+        cheaper = " through a cheaper attack-time DIP" if r.get("attack_purifier_cheaper") else ""
         parts.append(
-            f"{r['defense']}: {pct(non)} against the attack that ignores it, {pct(ada)} against BPDA+EOT (worst of "
-            f"{r.get('eot') and 'N'} draws), n = {r['n']}: {verdict}"
+            f"{r['defense']}: {pct(non)} against the attack that ignores it, {pct(ada)} against {r.get('attack')} with BPDA "
+            f"{r.get('bpda')}{cheaper} (worst of {r.get('eval_draws')} draws), n = {r['n']}: {verdict}"
         )
     if not parts:
         return "No adaptive attack ran (no fooled fakes, or the stage has not run yet)."

@@ -113,6 +113,8 @@ def leaderboard_rows(
         clean = [t4.get(c) for c in ("clean/fake-correct", "clean/real-correct") if t4.get(c) and int(t4[c]["n"])]
         n_c = sum(int(r["n"]) for r in clean)
         role = dip["role"]
+        ada = (ctx.get("adaptive") or {}).get("dip") or {}
+        adaptive = ada.get("accuracy_adaptive_worst")
         rows.append(
             {
                 "defense": f"dip + {role.get('model')}",
@@ -125,12 +127,16 @@ def leaderboard_rows(
                 "n_attacked": n_p,
                 "whitebox": {},
                 "threat_model": dict(threat_model or {}),
-                "robust_accuracy": acc_p,
+                # a defense is as strong as the strongest attack that knows it: the adaptive number ranks it when it ran
+                "robust_accuracy": adaptive if adaptive is not None else acc_p,
+                "n_robust": int(ada["n"]) if adaptive is not None else None,
+                "nonadaptive_accuracy": acc_p,
                 "blackbox": None,
-                "adaptive": (ctx.get("adaptive") or {}).get("dip", {}).get("accuracy_adaptive_worst"),
+                "adaptive": adaptive,
+                "adaptive_bpda": ada.get("bpda"),
                 "cost_multiplier": None,
                 "cost_source": "",
-                "nonadaptive_only": (ctx.get("adaptive") or {}).get("dip", {}).get("accuracy_adaptive_worst") is None,
+                "nonadaptive_only": adaptive is None,
             }
         )
 
@@ -165,7 +171,8 @@ def leaderboard_table(rows: list[dict[str, Any]]) -> Table:
         f"robust accuracy = AutoAttack's definition at {radius}: an attacked fake counts only if it is detected clean and after "
         "every bounded attack on the detector itself at that radius (gradient and score-based; n = the fakes every such attack saw); "
         "CW-L2's unbounded search never enters it (see the minimal-perturbation table). For the DIP purifier: its accuracy "
-        "on the perturbed fakes of its study, which the attacks did not know about unless the adaptive column says otherwise. "
+        "under the adaptive attack through it (Table V, worst of its evaluation draws) when that ran, with the DIP study's "
+        "non-adaptive accuracy on its perturbed fakes beside it; else the non-adaptive one, labelled. "
         "[low–high]: Wilson 95% interval. Training cost: per epoch relative to plain training. Sorted by robust accuracy, "
         f"then clean accuracy; a collapsed detector (clean AUROC below {NEAR_CHANCE_AUROC:g}, or one class almost never "
         "predicted) ranks last: its accuracy on attacked fakes is no robustness.",
@@ -186,6 +193,7 @@ def leaderboard_table(rows: list[dict[str, Any]]) -> Table:
             ),
             rate(r["robust_accuracy"], r.get("n_robust") or n)
             + (" (non-adaptive)" if r.get("nonadaptive_only") else "")
+            + (f" (adaptive, BPDA {r['adaptive_bpda']}; non-adaptive {pct(r['nonadaptive_accuracy'])})" if r.get("adaptive_bpda") else "")
             + (f" (collapsed: {r['collapsed']})" if r.get("collapsed") else " (near chance)" if r.get("near_chance") else ""),
             rate(r["blackbox"], n) if r["blackbox"] is not None else "–",
             pct(r["adaptive"]) if r["adaptive"] is not None else ("not run" if r["kind"] == "purifier" else "n/a"),

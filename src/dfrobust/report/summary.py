@@ -86,11 +86,13 @@ def summary_markdown(ctx: dict[str, Any], results: dict[str, Any]) -> str:
                 if r.get("accuracy_nonadaptive") is not None
                 else ""
             )
+            cheaper = ", through a cheaper attack-time DIP" if r.get("attack_purifier_cheaper") else ""
             lines += [
                 "",
-                f"Adaptive attack on {r['defense']} ({r['attack']}, BPDA {r['bpda']}, EOT {r['eot']}; n = {r['n']} fooled fakes): "
-                f"{non}{pct(r['accuracy_adaptive'])} against BPDA+EOT on one purification, {pct(r['accuracy_adaptive_worst'])} on "
-                "the worst of its draws.",
+                f"Adaptive attack on {r['defense']} ({r['attack']}, BPDA {r['bpda']}{cheaper}, EOT {r['eot']}; n = {r['n']} attacked fakes): "
+                f"{non}{pct(r['accuracy_adaptive'])} against it on one purification, {pct(r['accuracy_adaptive_worst'])} on the "
+                f"worst of {r.get('eval_draws')} draws, {pct(r.get('accuracy_adaptive_vote'))} by their majority, "
+                f"{pct(r.get('accuracy_adaptive_any_iterate'))} counting every attack iterate.",
             ]
     board = [r for r in results.get("leaderboard", []) if r.get("robust_accuracy") is not None]
     if board:

@@ -3,10 +3,13 @@
 :func:`run_adaptive` is what ``dfrobust attack --through PURIFIER`` and the pipeline call. Per
 image it reports the detector on the clean image, on the clean image purified, on the same
 attack crafted without knowing the purifier (non-adaptive) and then purified, and on the
-adaptive image purified, each purified evaluation on one draw and on the worst of
-``eval_draws`` draws (an image is fooled when any draw is). The attack sees the purifier with
-``attack_purifier_params`` over the defense's (cheaper, as Lee & Kim do); the evaluation always
-uses the defense's own settings.
+adaptive image purified, each purified evaluation under four rules for a randomized defense: one
+draw; the worst of ``eval_draws`` draws (an attacker who may resubmit: an image is fooled when any
+draw is); the majority vote of the draws (a tie counts as fooled); and any iterate (DiffPure's
+BPDA+EOT rule: fooled when any attack iterate fooled its attack-time purification, or any
+evaluation draw is fooled). The attack sees the purifier with ``attack_purifier_params`` over the
+defense's (none: the defense itself; a cheaper one is labelled in the summary); the evaluation
+always uses the defense's own settings, on draws the attack never saw.
 
 Output folder::
 
@@ -73,6 +76,9 @@ ACCURACIES = {
     "accuracy_adaptive_unpurified": "adv_pred",
     "accuracy_adaptive": "adaptive_pred",
     "accuracy_adaptive_worst": "adaptive_fooled_any",
+    "accuracy_adaptive_vote": "adaptive_vote_pred",
+    "accuracy_adaptive_any_iterate": "adaptive_iterates_fooled_any",
+    "accuracy_defended": "defended_fooled_any",
 }
 #: Offset between an attack's seed and the seed of its stream of purifier draws.
 _DRAW_STREAM = 0x5EED_ADA
@@ -128,7 +134,9 @@ def run_adaptive(
     classes: str = "fake",
     batch_size: int = 8,
     unroll_steps: int = 4,
+    segment: int | None = None,
     nonadaptive: bool = True,
+    study_fooled: Sequence[str] = (),
     rank: int | None = 0,
     world_size: int | None = 1,
     replace: bool = False,
@@ -155,7 +163,10 @@ def run_adaptive(
         classes: ``fake`` (the paper's threat), ``real`` or ``both`` when ``images`` is not a list.
         batch_size: images attacked together (a random purifier purifies ``eot`` times as many).
         unroll_steps: DIP steps differentiated through with ``bpda="unroll"``.
+        segment: DIP fitting steps per recomputed segment with ``bpda="exact"`` (default: about sqrt of the steps).
         nonadaptive: also craft the same attack on the bare detector and evaluate it purified.
+        study_fooled: images (dataset-relative) whose perturbed versions fooled the DIP study's
+            classifier: marked in ``results.csv`` and summarised apart (``on_study_fooled``).
         rank, world_size: this process's shard (the part store's seeded assignment of batches).
         replace: empty ``out_dir`` when it holds another adaptive run (else that is an error).
 
@@ -177,6 +188,8 @@ def run_adaptive(
     check_bpda(at_attack, bpda)
     if bpda == "unroll" and unroll_steps < 1:
         raise DfrobustError(f"--unroll-steps must be >= 1, got {unroll_steps}")
+    if bpda == "exact" and segment is not None and segment < 1:
+        raise DfrobustError(f"--segment must be >= 1, got {segment}")
     params = _attack_params(attack_name, attack_params or {}, seed)
     data_dir, out_dir = Path(data_dir), require_own_folder(out_dir, "adaptive", legacy=["run.json"])
     dev = resolve_device(device)
@@ -191,6 +204,7 @@ def run_adaptive(
         "bpda": bpda,
         "eot": eot,
         "unroll_steps": unroll_steps if bpda == "unroll" else None,
+        "segment": segment if bpda == "exact" else None,
         "eval_draws": eval_draws,
         "nonadaptive": nonadaptive,
         "batch_size": batch_size,
@@ -203,7 +217,7 @@ def run_adaptive(
         return read_record(summary_file)
     _claim(out_dir, fingerprint, config, replace)
 
-    run = _Run(model, defense, at_attack, attack_name, params, config, image_set, dev, out_dir)
+    run = _Run(model, defense, at_attack, attack_name, params, config, image_set, dev, out_dir, set(study_fooled))
     # batch k is unit k of the one sharded part store (its CSV, then its mark)
     store = PartStore(out_dir / "parts", fingerprint, len(image_set), batch_size, seed=seed, payloads=(".csv",))
     mine, todo = store.mine(rank, world_size), store.todo(rank, world_size)
@@ -217,10 +231,13 @@ def run_adaptive(
         return {"complete": False, "batches_done": len(store.done()), "batches_total": len(store.units), "out_dir": str(out_dir)}
     rows = store.merge(lambda unit: read_csv(store.path(unit, ".csv")))
     write_csv(out_dir / "results.csv", rows, ADAPTIVE_COLUMNS)
+    marked = [r for r in rows if str(r.get("study_fooled")) == "1"]
     summary = {
         "complete": True,
         "fingerprint": fingerprint,
         **adaptive_summary(rows),
+        "attack_purifier_cheaper": at_attack.settings != defense.settings,
+        "on_study_fooled": adaptive_summary(marked) if study_fooled else None,
         "config": config,
         "model": {meta["name"]: {"path": str(model_path), "sha256": meta["sha256"]}},
         "dataset": {"path": str(data_dir), "manifest_hash": data_hash, "split": "test", "n_images": len(image_set),
@@ -291,10 +308,12 @@ class _Run:
         images: ImageSet,
         device: torch.device,
         out_dir: Path,
+        study_fooled: set[str],
     ) -> None:
         self.model, self.defense, self.at_attack = model, defense, at_attack
         self.attack_name, self.params, self.config = attack_name, params, config
         self.images, self.device, self.out_dir = images, device, out_dir
+        self.study_fooled = study_fooled
 
     def _attack(self, batch: int) -> Any:
         params = dict(self.params)
@@ -310,9 +329,23 @@ class _Run:
         x, y, paths = self.images.images(sl), self.images.y[sl], self.images.paths[sl]
         offset = k * bs
         attack = self._attack(k)
-        through = PurifiedModel(self.model, self.at_attack, cfg["bpda"], cfg["eot"], seed + k + _DRAW_STREAM, cfg["unroll_steps"] or 1)
+        # a DIP forward takes seconds to minutes: a line per forward (silent for a cheap purifier)
+        steps = int(self.params.get("steps", 0)) * int(self.params.get("restarts", 1))
+        bar = progress(
+            total=steps + 3 if steps else None,  # + the attack's shape probe, final margin and success check
+            desc=f"batch {k}: {attack.label} forwards through {self.at_attack.name} (BPDA {cfg['bpda']}, EOT {cfg['eot']}, {len(x)} images)",
+            unit="forward",
+            disable=not self.at_attack.random or None,
+        )
+        through = PurifiedModel(
+            self.model, self.at_attack, cfg["bpda"], cfg["eot"], seed + k + _DRAW_STREAM, cfg["unroll_steps"] or 1,
+            segment=cfg.get("segment"), on_forward=lambda: bar.update(1),
+        )  # fmt: skip
+        through.watch(y.to(self.device))
         start = time.perf_counter()
-        result = attack(through, x.to(self.device), y.to(self.device)).to("cpu")
+        with bar:
+            result = attack(through, x.to(self.device), y.to(self.device)).to("cpu")
+        iterates_fooled = through.fooled_iterates.cpu()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = (time.perf_counter() - start) / len(x)
@@ -357,6 +390,12 @@ class _Run:
                 "adaptive_pred": int(adaptive["pred"][i]),
                 "adaptive_correct_draws": int(adaptive["correct_draws"][i]),
                 "adaptive_fooled_any": int(adaptive["fooled_any"][i]),
+                # majority of the evaluation draws; a tie counts as fooled
+                "adaptive_vote_pred": int(y[i]) if 2 * int(adaptive["correct_draws"][i]) > adaptive["draws"] else 1 - int(y[i]),
+                "adaptive_iterates_fooled_any": int(bool(iterates_fooled[i]) or bool(adaptive["fooled_any"][i])),
+                # robust accuracy of the defended detector: right on the purified clean image and on every draw of the attacked one
+                "defended_fooled_any": int(int(clean_pure["pred"][i]) != int(y[i]) or bool(adaptive["fooled_any"][i])),
+                "study_fooled": int(rel in self.study_fooled),
                 "l2": float(l2[i]),
                 "linf": float(linf[i]),
                 "psnr": float(quality[i]),
