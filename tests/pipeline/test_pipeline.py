@@ -180,7 +180,7 @@ def test_report_is_self_contained_and_from_the_run(built_run: Path) -> None:
     assert "Transfer attacks: the paper" in page
     for row in results["transfer"]:
         attacks = {t["attack"] for t in row["transfers"]}
-        assert {"fgsm", "mifgsm", "di-mifgsm"} <= attacks
+        assert {"fgsm", "mifgsm", "dimifgsm"} <= attacks
         assert row["strongest"]["accuracy"] <= results["table2_wide"][row["model"]]["fgsm_blackbox"]
     at = board["resnet18-at"]
     assert at["robust_accuracy"] == min(at["whitebox"].values()) and at["cost_multiplier"] > 0
