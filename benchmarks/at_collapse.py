@@ -1,7 +1,7 @@
 """Does adversarial fine-tuning keep a detector? The old recipe vs the anti-collapse one, on the same model and images.
 
 Fine-tunes a trained plain detector (default: a quick run's ResNet-18) on a seeded subset of its
-training split with the library's own training step (:func:`dfrobust.train.loop.train_step`,
+training split with the library's own training step (:func:`dfrobust.train.steps.train_step`,
 so the recipe is exactly the one ``dfrobust train --adversarial`` runs), once per setup:
 
 * ``before``: the recipe as it was: full radius from the first step, adversarial loss alone
@@ -35,7 +35,7 @@ from dfrobust.evaluate.collapse import collapsed
 from dfrobust.evaluate.evaluation import evaluate_detector
 from dfrobust.models.checkpoint import load_detector
 from dfrobust.train.config import TrainConfig
-from dfrobust.train.loop import build_augment, epoch_generator, make_optimizer, train_step
+from dfrobust.train.steps import build_augment, epoch_generator, make_optimizer, train_step
 
 SETUPS = {
     "before": {"adv_ramp_epochs": 0.0, "adv_clean_weight": 0.0},

@@ -23,7 +23,7 @@ import torch
 from dfrobust.models.detectors import build_detector
 from dfrobust.train.adversarial import METHODS, recipe_for
 from dfrobust.train.config import TrainConfig
-from dfrobust.train.loop import make_optimizer
+from dfrobust.train.steps import make_optimizer
 from train_timing import add_timing_args, random_batch, time_steps
 
 #: The issue's cost targets: at most this many plain steps per adversarial step.

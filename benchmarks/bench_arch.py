@@ -18,7 +18,7 @@ import torch
 
 from dfrobust.models.detectors import build_detector
 from dfrobust.train.config import OPTIMIZERS, TrainConfig
-from dfrobust.train.loop import make_optimizer
+from dfrobust.train.steps import make_optimizer
 from train_timing import add_timing_args, random_batch, time_steps
 
 

@@ -39,7 +39,8 @@ from gpu_dip import time_config
 from dfrobust.attacks.base import make_attack
 from dfrobust.models.detectors import build_detector
 from dfrobust.train.config import TrainConfig
-from dfrobust.train.loop import _amp, train_step
+from dfrobust.train.loop import _amp
+from dfrobust.train.steps import train_step
 from dfrobust.utils import distributed
 from dfrobust.utils.runtime import versions
 

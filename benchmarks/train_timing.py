@@ -8,7 +8,7 @@ import time
 import torch
 
 from dfrobust.train.config import TrainConfig
-from dfrobust.train.loop import train_step
+from dfrobust.train.steps import train_step
 from dfrobust.utils.runtime import resolve_device
 
 #: name -> (model, optimizer, config)

@@ -238,3 +238,30 @@ def test_a_bad_attack_parameter_fails_at_planning(tmp_path: Path) -> None:
     with pytest.raises(DfrobustError, match="eps"):
         plan_study(cfg, tmp_path / "run", device="cpu")
     assert not (tmp_path / "run").exists()
+
+
+def test_an_attack_has_one_name_and_a_config_may_use_its_alias(tmp_path: Path) -> None:
+    """``dimifgsm`` names DI-MI-FGSM in configs, results and the report; ``di-mifgsm`` (its old result label) is
+    accepted in a preset and in ``--set``, and the config names it ``dimifgsm``."""
+    from dfrobust.attacks.base import ATTACKS, attack_display, attack_section_defaults
+    from dfrobust.cli import build_parser
+    from dfrobust.commands.reproduce import resolve_run
+    from dfrobust.config import study_config
+    from dfrobust.kinds.attack import attack_plan
+
+    assert ATTACKS.canonical("di-mifgsm") == "dimifgsm" and "di-mifgsm" not in ATTACKS.names()
+    assert attack_display("dimifgsm") == attack_display("di-mifgsm") == "DI-MI-FGSM"  # rows of older runs still print so
+    preset = tmp_path / "mine.toml"
+    preset.write_text('extends = "tiny"\n[attack]\nattacks = ["fgsm", "di-mifgsm"]\n[attack.di-mifgsm]\nsteps = 3\n')
+    cfg = study_config(str(preset), ["attack.di-mifgsm.decay=0.5"], attack_section_defaults, ATTACKS.canonical)
+    assert cfg["attack"]["attacks"] == ["fgsm", "dimifgsm"] and "di-mifgsm" not in cfg["attack"]
+    assert cfg["attack"]["dimifgsm"]["steps"] == 3 and cfg["attack"]["dimifgsm"]["decay"] == 0.5
+    assert {r.attack for r in attack_plan(cfg)} == {"fgsm", "dimifgsm"}
+    cfg = study_config(
+        "tiny", ['attack.attacks=["di-mifgsm"]', 'attack.ensemble=["di-mifgsm"]'], attack_section_defaults, ATTACKS.canonical
+    )
+    assert cfg["attack"]["attacks"] == cfg["attack"]["ensemble"] == ["dimifgsm"]
+    args = build_parser().parse_args(
+        ["reproduce", "--preset", "tiny", "--run", str(tmp_path / "run"), "--set", 'attack.attacks=["di-mifgsm"]']
+    )
+    assert resolve_run(args)[1]["attack"]["attacks"] == ["dimifgsm"]  # what `dfrobust reproduce` plans

@@ -89,15 +89,51 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 SectionDefaults = Callable[[list[str]], "dict[str, Any] | None"]
 
 
-def apply_overrides(cfg: dict[str, Any], overrides: list[str], defaults_of: SectionDefaults | None = None) -> dict[str, Any]:
+#: ``canonical(name)``: the registered name of the attack called ``name`` (an alias resolved, any
+#: other name unchanged); supplied by a higher layer (the attack registry).
+Canonical = Callable[[str], str]
+
+#: The keys whose values name attacks: lists of names, or one name (``adaptive.attack``).
+ATTACK_NAME_KEYS = ("attack.attacks", "attack.transfer_only", "attack.ensemble", "dip.attacks", "platform.attacks", "adaptive.attack")
+
+
+def canonical_attack_names(cfg: dict[str, Any], canonical: Canonical) -> dict[str, Any]:
+    """A copy of ``cfg`` that names every attack by its registered name: the values of
+    :data:`ATTACK_NAME_KEYS` and the ``[attack.NAME]`` sections (an alias's section is merged into
+    the registered name's, its own keys winning)."""
+    out = copy.deepcopy(cfg)
+    for dotted in ATTACK_NAME_KEYS:
+        section, key = dotted.split(".")
+        node = out.get(section)
+        value = node.get(key) if isinstance(node, dict) else None
+        if isinstance(value, str):
+            node[key] = canonical(value)
+        elif isinstance(value, list):
+            node[key] = [canonical(v) if isinstance(v, str) else v for v in value]
+    if isinstance(out.get("attack"), dict):
+        attack: dict[str, Any] = {}
+        for key, value in out["attack"].items():
+            name = canonical(key) if isinstance(value, dict) else key
+            attack[name] = deep_merge(attack[name], value) if isinstance(attack.get(name), dict) else value
+        out["attack"] = attack
+    return out
+
+
+def apply_overrides(
+    cfg: dict[str, Any], overrides: list[str], defaults_of: SectionDefaults | None = None, canonical: Canonical | None = None
+) -> dict[str, Any]:
     """Apply ``--set`` overrides; a key that the preset does not have is an error (catches typos).
 
     With ``defaults_of``, a plug-in's section (``attack.X`` for any registered attack) accepts
     every parameter of the plug-in, typed by its default, even when the preset has no such section.
+    With ``canonical``, attacks may be named by an alias (``--set attack.ALIAS.eps=0.03``, or in a
+    list of attacks): the result names them by their registered names.
     """
     out = copy.deepcopy(cfg)
     for text in overrides:
         keys, value = parse_override(text)
+        if canonical is not None and len(keys) > 2 and keys[0] == "attack":
+            keys[1] = canonical(keys[1])
         node = out
         declared: dict[str, Any] = {}
         for i, k in enumerate(keys[:-1]):
@@ -128,12 +164,21 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str], defaults_of: Sect
         if old is not None and not isinstance(value, type(old)) and not (isinstance(old, float) and isinstance(value, float)):
             raise DfrobustError(f"--set {text}: {'.'.join(keys)} expects {type(old).__name__}, got {type(value).__name__}")
         node[keys[-1]] = value
-    return out
+    return canonical_attack_names(out, canonical) if canonical is not None else out
 
 
-def study_config(preset: str, overrides: list[str] | None = None, defaults_of: SectionDefaults | None = None) -> dict[str, Any]:
-    """The full config of a study: the preset with overrides applied and checked (see :func:`apply_overrides`)."""
-    cfg = apply_overrides(load_preset(preset), overrides or [], defaults_of)
+def study_config(
+    preset: str, overrides: list[str] | None = None, defaults_of: SectionDefaults | None = None, canonical: Canonical | None = None
+) -> dict[str, Any]:
+    """The full config of a study: the preset with overrides applied and checked (see :func:`apply_overrides`).
+
+    With ``canonical``, the preset and the overrides may name an attack by an alias (see
+    :func:`canonical_attack_names`); the config names it by its registered name.
+    """
+    cfg = load_preset(preset)
+    if canonical is not None:
+        cfg = canonical_attack_names(cfg, canonical)
+    cfg = apply_overrides(cfg, overrides or [], defaults_of, canonical)
     missing = [s for s in SECTIONS if s not in cfg]
     if missing:
         raise DfrobustError(f"preset {preset} lacks section(s) {missing}")

@@ -87,9 +87,11 @@ def test_registry_builds_the_new_attacks_with_their_defaults() -> None:
     }  # fmt: skip
     assert make_attack("apgd", loss="margin", norm="l2").label == "apgd-margin-l2"
     assert make_attack("square", norm="l2").label == "square-l2"
-    assert make_attack("mifgsm", di_prob=0.5).label == "di-mifgsm"
+    assert make_attack("mifgsm", di_prob=0.5).label == "dimifgsm"
     # DI-MI-FGSM is its own name (a preset lists it beside MI-FGSM) with input diversity on by default
-    assert make_attack("dimifgsm").settings["di_prob"] == 0.5 and make_attack("dimifgsm").label == "di-mifgsm"
+    assert make_attack("dimifgsm").settings["di_prob"] == 0.5 and make_attack("dimifgsm").label == "dimifgsm"
+    # its old label is an alias: it builds the same attack, which reports its one name
+    assert make_attack("di-mifgsm").settings == make_attack("dimifgsm").settings and make_attack("di-mifgsm").label == "dimifgsm"
     assert make_attack("dimifgsm", di_prob=0.0).label == "mifgsm"
     for name, bad in [("apgd", {"norm": "l1"}), ("apgd", {"loss": "kl"}), ("square", {"queries": 0}),
                       ("square", {"p_init": 0.0}), ("mifgsm", {"di_prob": 1.5}), ("mifgsm", {"steps": 0})]:  # fmt: skip

@@ -180,7 +180,7 @@ def test_report_is_self_contained_and_from_the_run(built_run: Path) -> None:
     assert "Transfer attacks: the paper" in page
     for row in results["transfer"]:
         attacks = {t["attack"] for t in row["transfers"]}
-        assert {"fgsm", "mifgsm", "di-mifgsm"} <= attacks
+        assert {"fgsm", "mifgsm", "dimifgsm"} <= attacks
         assert row["strongest"]["accuracy"] <= results["table2_wide"][row["model"]]["fgsm_blackbox"]
     at = board["resnet18-at"]
     assert at["robust_accuracy"] == min(at["whitebox"].values()) and at["cost_multiplier"] > 0
@@ -220,8 +220,8 @@ def test_a_retrained_target_is_rescored_not_recrafted(tiny_run: Path, monkeypatc
     cfg = study_config("tiny")
     crafted: list[str] = []
     purified: list[int] = []
-    craft, purify = experiment._attack_batch, study.purify_batch
-    monkeypatch.setattr(experiment, "_attack_batch", lambda c, k, i, src, *a: crafted.append(src.name) or craft(c, k, i, src, *a))
+    craft, purify = experiment.attack_batch, study.purify_batch
+    monkeypatch.setattr(experiment, "attack_batch", lambda c, k, i, src, *a: crafted.append(src.name) or craft(c, k, i, src, *a))
     monkeypatch.setattr(study, "purify_batch", lambda *a, **kw: purified.append(1) or purify(*a, **kw))
     before = _tokens(tiny_run)
     reproduce(cfg, tiny_run, device="cpu", force={"train/resnet18-lip5"})

@@ -173,7 +173,7 @@ def test_attack_plan_adds_one_ensemble_per_target_of_a_transfer_group(tmp_path: 
 
 
 def _row(target: str, setting: str, source: str, adv: int, members: str = "") -> dict[str, str]:
-    row = {"image": f"fake/{target}{source}{adv}.png", "label": "0", "attack": "di-mifgsm", "source": source, "target": target,
+    row = {"image": f"fake/{target}{source}{adv}.png", "label": "0", "attack": "dimifgsm", "source": source, "target": target,
            "setting": setting, "clean_pred": "0", "adv_pred": str(adv), "l2": "1", "linf": "0.02", "psnr": "40", "ssim": "0.9",
            "success": str(adv), "seconds": "0.1"}  # fmt: skip
     return {**row, "source_members": members} if members else row
@@ -186,9 +186,9 @@ def test_table2_shows_one_ensemble_column_beside_the_plain_transfer() -> None:
         _row("y", "blackbox", "x", 0), _row("y", "blackbox", "ensemble(x+z)", 0, "x+z"),
     ]  # fmt: skip
     wide = {r["model"]: r for r in table2_wide(table2_rows(rows))}
-    assert wide["x"] == {"model": "x", "unperturbed": 1.0, "di-mifgsm_blackbox": 1.0, "di-mifgsm_blackbox_from_ensemble": 0.0}
-    assert wide["y"]["di-mifgsm_blackbox_from_ensemble"] == 1.0
-    assert column_label("di-mifgsm_blackbox_from_ensemble") == "DI-MI-FGSM blackbox from ensemble"
+    assert wide["x"] == {"model": "x", "unperturbed": 1.0, "dimifgsm_blackbox": 1.0, "dimifgsm_blackbox_from_ensemble": 0.0}
+    assert wide["y"]["dimifgsm_blackbox_from_ensemble"] == 1.0
+    assert column_label("dimifgsm_blackbox_from_ensemble") == "DI-MI-FGSM blackbox from ensemble"
 
     roles = [{"name": n, "group": "yours", "label": n} for n in ("x", "y")]
     plan = {"attacks": [{"attack": "dimifgsm", "source": "ensemble(y+z)", "members": ["y", "z"]},

@@ -114,7 +114,7 @@ def test_interrupted_run_resumes_and_matches(
     reference_run: Path, toy_dataset: Path, models: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cfg = dataclasses.replace(PGD, jpeg_quality=75)
-    real_batch = experiment._attack_batch
+    real_batch = experiment.attack_batch
     calls: list[int] = []
 
     def dying_after_two(cfg_: AttackConfig, batch: int, *args: object) -> list[dict]:
@@ -123,7 +123,7 @@ def test_interrupted_run_resumes_and_matches(
             raise KeyboardInterrupt
         return real_batch(cfg_, batch, *args)
 
-    monkeypatch.setattr(experiment, "_attack_batch", dying_after_two)
+    monkeypatch.setattr(experiment, "attack_batch", dying_after_two)
     with pytest.raises(KeyboardInterrupt):
         run_attack(toy_dataset, models[0], list(models), cfg, tmp_path / "run")
     assert sorted(p.name for p in (tmp_path / "run" / "parts").iterdir()) == [
@@ -135,7 +135,7 @@ def test_interrupted_run_resumes_and_matches(
     assert not (tmp_path / "run" / "summary.json").exists()
 
     calls.clear()
-    monkeypatch.setattr(experiment, "_attack_batch", lambda *a: calls.append(a[1]) or real_batch(*a))
+    monkeypatch.setattr(experiment, "attack_batch", lambda *a: calls.append(a[1]) or real_batch(*a))
     summary = run_attack(toy_dataset, models[0], list(models), cfg, tmp_path / "run")
     assert calls == [2] and summary["complete"]  # 10 images in batches of 4: only the last batch was left
     assert _rows_without_time(tmp_path / "run" / "results.csv") == _rows_without_time(reference_run / "results.csv")
@@ -168,8 +168,8 @@ def test_new_targets_rescore_the_stored_images_without_crafting(
     run_attack(toy_dataset, models[0], [models[0]], cfg, out)  # whitebox only
     assert {r["target"] for r in read_csv(out / "results.csv")} == {"tiny-a"}
     crafted: list[int] = []
-    real_batch = experiment._attack_batch
-    monkeypatch.setattr(experiment, "_attack_batch", lambda *a: crafted.append(a[1]) or real_batch(*a))
+    real_batch = experiment.attack_batch
+    monkeypatch.setattr(experiment, "attack_batch", lambda *a: crafted.append(a[1]) or real_batch(*a))
     summary = run_attack(toy_dataset, models[0], list(models), cfg, out)  # one more target
     assert crafted == [] and summary["complete"] and set(summary["targets"]) == {"tiny-a", "tiny-b"}
     # the same rows as a run that had both targets from the start

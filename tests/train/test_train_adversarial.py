@@ -21,9 +21,10 @@ from dfrobust.data.dataset import load_split
 from dfrobust.errors import DfrobustError
 from dfrobust.models.checkpoint import load_detector, read_sidecar
 from dfrobust.models.detectors import build_detector
-from dfrobust.train import adversarial, loop
+from dfrobust.train import adversarial, loop, steps
 from dfrobust.train.config import TrainConfig
-from dfrobust.train.loop import measure_cost, train_detector
+from dfrobust.train.cost import COST_BATCHES, measure_cost
+from dfrobust.train.loop import train_detector
 from dfrobust.train.state import partial_path
 
 QUICK = dict(arch="tiny", epochs=2, lr=0.05, batch_size=8, val_fraction=0.25)
@@ -69,7 +70,7 @@ def test_fast_and_trades_run_and_record_their_settings(small_data: Path, tmp_pat
     assert (adv["method"], adv["eps"], adv["eps_source"], adv["steps"]) == ("fast", 0.05, "given", 1)
     assert adv["step_size"] == pytest.approx(1.25 * 0.05) and adv["example_batchnorm"] == "train"
     assert adv["check"]["pgd_steps"] == 7 and adv["catastrophic_overfitting"] is None
-    assert adv["cost_multiplier"] > 0 and adv["batches"] == loop.COST_BATCHES
+    assert adv["cost_multiplier"] > 0 and adv["batches"] == COST_BATCHES
     assert fast["training"]["adversarial"] == "fast" and fast["training"]["adv_eps"] == 0.05
 
     trades = train_detector(
@@ -164,7 +165,7 @@ def test_measuring_the_cost_changes_nothing(small_data: Path) -> None:
     model = build_detector("tiny").train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rng = torch.get_rng_state()
-    cost = measure_cost(model, cfg, train, loop.build_augment(cfg, 16), torch.device("cpu"), n_batches=1)
+    cost = measure_cost(model, cfg, train, steps.build_augment(cfg, 16), torch.device("cpu"), n_batches=1)
     assert cost["batches"] == 1 and cost["cost_multiplier"] > 0
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert torch.equal(rng, torch.get_rng_state())

@@ -9,7 +9,7 @@ from torchvision.transforms.functional import gaussian_blur
 from dfrobust.data.augment import Augment, scaled_sigma
 from dfrobust.errors import DfrobustError
 from dfrobust.train.config import TrainConfig
-from dfrobust.train.loop import build_augment
+from dfrobust.train.steps import build_augment
 from dfrobust.utils.imageops import gaussian_blur as gaussian_blur_batch
 
 

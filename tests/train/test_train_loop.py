@@ -16,7 +16,7 @@ from dfrobust.data.manifest import DatasetWriter, manifest_hash
 from dfrobust.errors import DfrobustError
 from dfrobust.models.checkpoint import load_detector
 from dfrobust.models.detectors import build_detector
-from dfrobust.train import loop
+from dfrobust.train import loop, steps
 from dfrobust.train.config import TrainConfig
 from dfrobust.train.loop import carve_validation, train_detector
 from dfrobust.train.state import optimizer_tensors, partial_path, restore_optimizer
@@ -49,8 +49,8 @@ def test_config_has_paper_defaults_and_serialises() -> None:
 
 def test_the_optimizer_is_the_configured_one() -> None:
     model = build_detector("tiny")
-    sgd = loop.make_optimizer(model, TrainConfig(lr=0.1, momentum=0.8))
-    adam = loop.make_optimizer(model, TrainConfig(optimizer="adam", lr=0.01, weight_decay=1e-4))
+    sgd = steps.make_optimizer(model, TrainConfig(lr=0.1, momentum=0.8))
+    adam = steps.make_optimizer(model, TrainConfig(optimizer="adam", lr=0.01, weight_decay=1e-4))
     assert type(sgd) is torch.optim.SGD and sgd.param_groups[0]["momentum"] == 0.8
     assert type(adam) is torch.optim.Adam and (adam.param_groups[0]["lr"], adam.param_groups[0]["weight_decay"]) == (0.01, 1e-4)
     # the optimizer decides the result, so it is part of the identity; the execution fields are not

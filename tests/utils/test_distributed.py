@@ -111,8 +111,8 @@ def test_a_dead_rank_leaves_its_parts_and_a_rerun_completes_the_rest(
     assert len(stamps) == 3
 
     crafted: list[int] = []
-    real = experiment._attack_batch
-    monkeypatch.setattr(experiment, "_attack_batch", lambda *a: crafted.append(a[1]) or real(*a))
+    real = experiment.attack_batch
+    monkeypatch.setattr(experiment, "attack_batch", lambda *a: crafted.append(a[1]) or real(*a))
     assert main(base) == 0  # the same command on one process finishes only the missing batches
     assert len(crafted) == 3 and not {f"part-{k:05d}.json" for k in crafted} & set(stamps)
     assert {p: (out / "parts" / p).stat().st_mtime_ns for p in stamps} == stamps

@@ -30,7 +30,7 @@ from dfrobust.defenses.base import PURIFIERS
 from dfrobust.defenses.dip import DipConfig, dip_purify
 from dfrobust.errors import DfrobustError
 from dfrobust.utils.io import read_csv
-from dfrobust.utils.plugins import docstring_args, forget_discovery
+from dfrobust.utils.plugins import Registry, docstring_args, forget_discovery
 
 NOISE = '''
 import torch
@@ -272,3 +272,25 @@ def test_commands_are_discovered_in_help_order() -> None:
     known = ["data", "train", "evaluate", "attack", "purify", "report", "reproduce", "status"]
     assert [n for n in names if n in known] == known
     assert "common" not in names and "params" not in names
+
+
+def test_a_registry_answers_to_a_class_s_own_aliases() -> None:
+    """An alias finds its class, which keeps its one registered name; a name or alias taken by another class is refused."""
+    reg: Registry[object] = Registry("widget", "dfrobust.attacks", "dfrobust.test_no_widgets")
+
+    @reg.register
+    class Wide:
+        name = "wide"
+        aliases = ("broad",)
+
+    @reg.register
+    class Narrower(Wide):  # a subclass answers to its own name only
+        name = "narrower"
+
+    assert reg.canonical("broad") == "wide" and reg.get("broad") is Wide and reg.names() == ["narrower", "wide"]
+    assert reg.canonical("narrower") == "narrower" and reg.canonical("nosuch") == "nosuch"
+    with pytest.raises(DfrobustError, match="unknown widget 'nosuch'"):
+        reg.get("nosuch")
+    for clash in ({"name": "broad"}, {"name": "other", "aliases": ("wide",)}):
+        with pytest.raises(DfrobustError, match="is taken"):
+            reg.register(type("Clash", (), clash))

@@ -60,7 +60,7 @@ def input_diversity(x: torch.Tensor, prob: float, gen: torch.Generator) -> torch
     return torch.where(_per_image(use), resize_and_pad(x, size_h, size_w, top, left), x)
 
 
-@register_attack(labels={"mifgsm": "MI-FGSM", "di-mifgsm": "DI-MI-FGSM"}, transfers=True, norm="linf")
+@register_attack(labels={"mifgsm": "MI-FGSM", "dimifgsm": "DI-MI-FGSM"}, transfers=True, norm="linf")
 class MIFGSM(Attack):
     """Untargeted momentum iterative FGSM in the Linf ball, with optional input diversity.
 
@@ -92,8 +92,8 @@ class MIFGSM(Attack):
 
     @property
     def label(self) -> str:
-        """``mifgsm``, or ``di-mifgsm`` with input diversity."""
-        return "di-mifgsm" if self.di_prob > 0 else "mifgsm"
+        """``mifgsm``, or ``dimifgsm`` with input diversity (the name :class:`DIMIFGSM` is registered under)."""
+        return "dimifgsm" if self.di_prob > 0 else "mifgsm"
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``steps`` signed steps of ``eps / steps`` along the accumulated, L1-normalised gradient."""
@@ -113,7 +113,8 @@ class MIFGSM(Attack):
         return x_adv, {}
 
 
-@register_attack(labels={"di-mifgsm": "DI-MI-FGSM"}, transfers=True, norm="linf")
+# "di-mifgsm": the label of results written before the name was made one (rows of older runs)
+@register_attack(labels={"dimifgsm": "DI-MI-FGSM", "di-mifgsm": "DI-MI-FGSM"}, transfers=True, norm="linf")
 class DIMIFGSM(MIFGSM):
     """DI-MI-FGSM (Xie et al. 2019): MI-FGSM with input diversity on by default (``di_prob`` 0.5).
 
@@ -126,6 +127,7 @@ class DIMIFGSM(MIFGSM):
     """
 
     name = "dimifgsm"
+    aliases = ("di-mifgsm",)  # a config may name it as the report used to print it
 
     def __init__(self, eps: float = 0.02, steps: int = 10, decay: float = 1.0, di_prob: float = 0.5, seed: int = 0) -> None:
         super().__init__(eps=eps, steps=steps, decay=decay, di_prob=di_prob, seed=seed)

@@ -108,7 +108,7 @@ def resolve_run(args: argparse.Namespace) -> tuple[Path, dict[str, Any], str | N
     ``--data`` when none is given; with ``--preset`` that preset, which must be the run's own
     unless ``--force preset`` confirms the switch. A non-empty folder that is not a run is refused.
     """
-    from dfrobust.attacks.base import attack_section_defaults
+    from dfrobust.attacks.base import ATTACKS, attack_section_defaults
     from dfrobust.config import apply_overrides, study_config
     from dfrobust.pipeline import CONFIG_FILE
     from dfrobust.utils.io import read_record
@@ -122,7 +122,7 @@ def resolve_run(args: argparse.Namespace) -> tuple[Path, dict[str, Any], str | N
             raise DfrobustError(
                 f"{run_dir} is not empty and is not a dfrobust run folder (no {CONFIG_FILE}); give --run a new or empty folder"
             )
-        return run_dir, study_config(args.preset or "quick", args.overrides, attack_section_defaults), args.data
+        return run_dir, study_config(args.preset or "quick", args.overrides, attack_section_defaults, ATTACKS.canonical), args.data
     stored = read_record(record_path)
     try:
         recorded_cfg, recorded = stored["config"], stored["config"]["run"]["preset"]
@@ -132,7 +132,7 @@ def resolve_run(args: argparse.Namespace) -> tuple[Path, dict[str, Any], str | N
     if args.data is None and data:
         log.info(f"using --data {data}, as recorded in {record_path}")
     if args.preset is None:
-        cfg = apply_overrides(recorded_cfg, args.overrides, attack_section_defaults)
+        cfg = apply_overrides(recorded_cfg, args.overrides, attack_section_defaults, ATTACKS.canonical)
         merged = {o.partition("=")[0].strip(): o for o in [*recorded_cfg["run"].get("overrides", []), *args.overrides]}
         cfg["run"]["overrides"] = list(merged.values())  # one entry per key, the latest value
         log.info(
@@ -145,7 +145,7 @@ def resolve_run(args: argparse.Namespace) -> tuple[Path, dict[str, Any], str | N
             f"{run_dir} was made with preset {recorded}, not {args.preset}; rerun without --preset to continue it, give another "
             f"--run, or add --force {FORCE_PRESET} to switch it (its stages rerun and their results are replaced)"
         )
-    return run_dir, study_config(args.preset, args.overrides, attack_section_defaults), data
+    return run_dir, study_config(args.preset, args.overrides, attack_section_defaults, ATTACKS.canonical), data
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ def _parse_column(column: str) -> tuple[str, str, str]:
 
 def series_label(column: str) -> str:
     """``cw_whitebox`` -> ``CW-L2 whitebox``; ``fgsm_blackbox_from_vgg16`` -> ``FGSM blackbox (from vgg16)``;
-    ``di-mifgsm_blackbox_from_ensemble`` -> ``DI-MI-FGSM blackbox from ensemble``."""
+    ``dimifgsm_blackbox_from_ensemble`` -> ``DI-MI-FGSM blackbox from ensemble``."""
     if column == "unperturbed":
         return "Unperturbed"
     attack, setting, source = _parse_column(column)

@@ -19,7 +19,7 @@ PLAIN = "fgsm"
 
 
 def attack_label(attack: str) -> str:
-    """``di-mifgsm`` -> ``DI-MI-FGSM``; the paper's attacks by their names in the paper."""
+    """``dimifgsm`` -> ``DI-MI-FGSM``; the paper's attacks by their names in the paper."""
     return attack_display(attack)
 
 

@@ -148,7 +148,7 @@ ENSEMBLE_SOURCE = "ensemble"
 
 def column_key(attack: str, setting: str, source: str, ambiguous: bool, ensemble: bool = False) -> str:
     """Column name of the wide table: ``fgsm_blackbox``; ``fgsm_blackbox_from_vgg16`` when one model
-    was attacked from several sources; ``di-mifgsm_blackbox_from_ensemble`` for images crafted on an
+    was attacked from several sources; ``dimifgsm_blackbox_from_ensemble`` for images crafted on an
     ensemble (whatever its members, so that every model's ensemble transfer shares one column), with
     the ensemble's own name when one model was attacked from several ensembles."""
     key = f"{attack}_{setting}"

@@ -164,6 +164,11 @@ def summary_line(cls: type) -> str:
 T = TypeVar("T")
 
 
+def _aliases(cls: type) -> tuple[str, ...]:
+    # the class's own ``aliases``: a subclass answers to its own name, not to its parent's aliases
+    return tuple(vars(cls).get("aliases", ()))
+
+
 def _same_class(a: type, b: type) -> bool:
     # a reloaded module re-creates its classes: the same definition is not a duplicate
     return a is b or (a.__module__, a.__qualname__) == (b.__module__, b.__qualname__)
@@ -186,18 +191,31 @@ class Registry(Generic[T]):
         self.entries: dict[str, type[T]] = {}
 
     def register(self, cls: type[T]) -> type[T]:
-        """Class decorator: add ``cls`` under ``cls.name`` (another class under a taken name is an error)."""
+        """Class decorator: add ``cls`` under ``cls.name`` (another class under a taken name is an error).
+
+        A class may also list other names it answers to in its own ``aliases`` (a tuple of strings): configs
+        written with an alias get the class, and :meth:`canonical` turns the alias into ``cls.name``.
+        """
         name = getattr(cls, "name", None)
         if not isinstance(name, str) or not name:
             raise DfrobustError(f"{cls.__qualname__} needs a class attribute `name` to be registered as a {self.kind}")
-        old = self.entries.get(name)
-        if old is not None and not _same_class(old, cls):
-            raise DfrobustError(
-                f"{self.kind} name {name!r} is taken by {old.__module__}.{old.__qualname__}; "
-                f"give {cls.__module__}.{cls.__qualname__} another name"
-            )
+        for taken in (name, *_aliases(cls)):
+            old = self.entries.get(taken) or next((c for c in self.entries.values() if taken in _aliases(c)), None)
+            if old is not None and not _same_class(old, cls):
+                raise DfrobustError(
+                    f"{self.kind} name {taken!r} is taken by {old.__module__}.{old.__qualname__}; "
+                    f"give {cls.__module__}.{cls.__qualname__} another name"
+                )
         self.entries[name] = cls
         return cls
+
+    def canonical(self, name: str) -> str:
+        """The registered name for ``name``: itself, or the name of the class that lists it in ``aliases``
+        (a name nobody registered is returned as it is, for :meth:`get` to refuse)."""
+        classes = self.classes()
+        if name in classes:
+            return name
+        return next((n for n, c in classes.items() if name in _aliases(c)), name)
 
     def classes(self) -> dict[str, type[T]]:
         """Every registered class by name, sorted by name (discovers the plug-ins first)."""
@@ -211,6 +229,7 @@ class Registry(Generic[T]):
     def get(self, name: str) -> type[T]:
         """The class registered as ``name`` (one-line error naming the choices otherwise)."""
         classes = self.classes()
+        name = self.canonical(name)
         if name not in classes:
             raise DfrobustError(f"unknown {self.kind} {name!r}; use one of {sorted(classes)}")
         return classes[name]

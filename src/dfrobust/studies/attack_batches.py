@@ -1,0 +1,150 @@
+"""One batch of an attack run: craft it on the source, save its PNGs and score every target (or re-score stored PNGs)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dfrobust.attacks import robust as platform  # --robust-to: EOT crafting, scores after the chains
+from dfrobust.attacks.base import perturbation_norms
+from dfrobust.data.dataset import ImageSet
+from dfrobust.errors import DfrobustError
+from dfrobust.evaluate.image_metrics import psnr, ssim
+from dfrobust.models.inference import p_real
+from dfrobust.studies.attack_config import AttackConfig
+from dfrobust.studies.attack_models import RunModel
+from dfrobust.utils.imageops import jpeg_round_trip
+from dfrobust.utils.io import load_image, quantize, read_csv, save_png
+from dfrobust.utils.parts import Unit
+
+#: Per-image attack extras copied into results.csv (when the attack reports them).
+EXTRA_COLUMNS = ("kappa_reached", "margin", "c", "c_lo", "c_hi", "adam_steps", "queries")
+
+
+def png_name(rel: str) -> str:
+    """Where an image's adversarial version goes under ``images/`` (same relative path, ``.png``)."""
+    return str(Path(rel).with_suffix(".png"))
+
+
+def _scores(
+    models: list[RunModel], images: dict[str, torch.Tensor], batch_size: int, device: torch.device
+) -> dict[str, dict[str, torch.Tensor]]:
+    """``P(real)`` of every model on every named image batch: ``{model: {name: N scores}}``."""
+    return {m.name: {k: p_real(m.model, v, batch_size, device) for k, v in images.items()} for m in models}
+
+
+#: Columns of a result row that depend on the target model; every other column describes the crafted image.
+TARGET_COLUMNS = ("target", "setting", "clean_p_real", "adv_p_real", "clean_pred", "adv_pred", "success",
+                  "jpeg_quality", "jpeg_p_real", "jpeg_pred", "jpeg_clean_pred", *platform.PLATFORM_COLUMNS)  # fmt: skip
+
+
+#: Per-image distances, placed between the prediction columns and ``success`` in a result row.
+IMAGE_METRICS = ("l2", "linf", "psnr", "ssim")
+
+
+def _batch_slice(cfg: AttackConfig, batch: int) -> slice:
+    return slice(batch * cfg.batch_size, (batch + 1) * cfg.batch_size)
+
+
+def attack_batch(
+    cfg: AttackConfig, batch: int, images: ImageSet, src: RunModel, models: list[RunModel], device: torch.device, out_dir: Path
+) -> list[dict[str, Any]]:
+    """Attack one batch, save its PNGs, evaluate every model; returns its result rows."""
+    sl = _batch_slice(cfg, batch)
+    x, y, paths = images.images(sl), images.y[sl], images.paths[sl]
+    attack = cfg.make(batch)
+    start = time.perf_counter()
+    result = attack(platform.robust_source(src.model, cfg.robust_to, cfg.robust_eot, cfg.seed + batch), x.to(device), y.to(device))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = (time.perf_counter() - start) / len(x)
+    result = result.to("cpu")
+    x_adv = quantize(result.x_adv)  # what the PNG holds; everything below is evaluated on it
+    for rel, img in zip(paths, x_adv):
+        save_png(out_dir / "images" / png_name(rel), img)
+
+    l2, linf = perturbation_norms(x_adv, x)
+    per_image = {"l2": l2.tolist(), "linf": linf.tolist(), "psnr": psnr(x_adv, x).tolist(), "ssim": ssim(x_adv, x)}
+    extras = {k: result.extras[k].tolist() for k in EXTRA_COLUMNS if k in result.extras and result.extras[k].ndim == 1}
+    groups = [r.get("group") for r in images.records[sl]]  # the generator of a nested in-place folder
+    if any(groups):
+        extras["group"] = groups
+    crafted = []
+    for i, rel in enumerate(paths):
+        crafted.append({
+            "image": rel,
+            "label": int(y[i]),
+            "attack": attack.label,
+            "source": src.name,
+            **{k: v[i] for k, v in per_image.items()},
+            **({"source_members": "+".join(m.name for m in src.members)} if src.members else {}),
+            "seconds": seconds,
+            "attack_success": int(result.success[i]),  # on the float image, before quantisation
+            **{k: int(v[i]) if isinstance(v[i], bool) else v[i] for k, v in extras.items()},
+        })  # fmt: skip
+    return _target_rows(cfg, crafted, x, x_adv, src, models, device)
+
+
+def _target_rows(
+    cfg: AttackConfig,
+    crafted: list[dict[str, Any]],
+    x: torch.Tensor,
+    x_adv: torch.Tensor,
+    src: RunModel,
+    models: list[RunModel],
+    device: torch.device,
+) -> list[dict[str, Any]]:
+    """One result row per image and model: the image's crafting columns plus the model's scores."""
+    batches = {"clean": x, "adv": x_adv}
+    if cfg.jpeg_quality:
+        batches.update(jpeg=jpeg_round_trip(x_adv, cfg.jpeg_quality), jpeg_clean=jpeg_round_trip(x, cfg.jpeg_quality))
+    if cfg.robust_to and cfg.heldout:
+        batches.update(platform.platform_batches(cfg.robust_to, cfg.heldout, x_adv, [c["image"] for c in crafted], cfg.seed))
+    scores = _scores(models, batches, cfg.batch_size, device)
+
+    rows: list[dict[str, Any]] = []
+    for i, image in enumerate(crafted):
+        head = {k: image[k] for k in ("image", "label", "attack", "source")}
+        tail = {k: v for k, v in image.items() if k not in head}
+        label = int(head["label"])
+        for m in models:
+            s = {k: float(v[i]) for k, v in scores[m.name].items()}
+            adv_pred = int(s["adv"] >= 0.5)  # REAL = 1 when P(real) >= 0.5, else FAKE = 0
+            row = {
+                **head,
+                "target": m.name,
+                "setting": m.setting(src),
+                "clean_p_real": s["clean"],
+                "adv_p_real": s["adv"],
+                "clean_pred": int(s["clean"] >= 0.5),
+                "adv_pred": adv_pred,
+                **{k: tail[k] for k in IMAGE_METRICS},
+                "success": int(adv_pred != label),
+                **{k: v for k, v in tail.items() if k not in IMAGE_METRICS},
+            }
+            if cfg.jpeg_quality:
+                row.update(
+                    jpeg_quality=cfg.jpeg_quality,
+                    jpeg_p_real=s["jpeg"],
+                    jpeg_pred=int(s["jpeg"] >= 0.5),
+                    jpeg_clean_pred=int(s["jpeg_clean"] >= 0.5),
+                )
+            if cfg.robust_to and cfg.heldout:
+                row.update(platform.platform_columns(cfg.robust_to, cfg.heldout, s))
+            rows.append(row)
+    return rows
+
+
+def rescore_part(
+    cfg: AttackConfig, unit: Unit, part: Path, images: ImageSet, src: RunModel, models: list[RunModel], device: torch.device, out_dir: Path
+) -> list[dict[str, Any]]:
+    """Re-evaluate a finished batch on a new set of targets from its stored PNGs (no crafting); its new rows."""
+    rows = read_csv(part)
+    crafted = [{k: v for k, v in r.items() if k not in TARGET_COLUMNS} for r in rows if r["setting"] == "whitebox"]
+    if [c["image"] for c in crafted] != images.paths[unit.slice]:
+        raise DfrobustError(f"{part} does not hold this run's images; delete {out_dir} and rerun")
+    x_adv = torch.stack([load_image(out_dir / "images" / png_name(c["image"])) for c in crafted])
+    return _target_rows(cfg, crafted, images.images(unit.slice), x_adv, src, models, device)
