@@ -30,6 +30,7 @@ __version__ = "0.1.0"
 API: dict[str, str] = {
     "load_detector": "dfrobust.models.checkpoint",
     "load_card": "dfrobust.models.cards",
+    "wrap_detector": "dfrobust.models.wrap",
     "make_purifier": "dfrobust.defenses.base",
     "build_detector": "dfrobust.models.detectors",
     "load_split": "dfrobust.data.dataset",
