@@ -36,6 +36,7 @@ API: dict[str, str] = {
     "load_split": "dfrobust.data.dataset",
     "evaluate_detector": "dfrobust.evaluate.evaluation",
     "make_attack": "dfrobust.attacks.base",
+    "adversarial_images": "dfrobust.attacks.base",
     "run_attack": "dfrobust.studies.attack_run",
     "AttackConfig": "dfrobust.studies.attack_run",
     "dip_purify": "dfrobust.defenses.dip",
