@@ -143,6 +143,12 @@ def test_labels_that_cannot_be_read_are_one_line_errors(
     _one_line(info)
 
 
+def test_the_torchattacks_shape_of_make_attack_says_where_the_model_goes(one_logit: torch.nn.Module) -> None:
+    with pytest.raises(DfrobustError, match=re.escape("got a model: it takes parameters by keyword and the model at call time")) as info:
+        make_attack("pgd", one_logit, eps=8 / 255)
+    _one_line(info)
+
+
 def test_label_conversion() -> None:
     assert to_dfrobust_labels([1, 0, 1], "fake=1").tolist() == [0, 1, 0]
     assert to_dfrobust_labels(np.array([1.0, 0.0]), "real=1").tolist() == [1, 0]

@@ -356,10 +356,19 @@ def adversarial_images(
     return attack(model, x, y, labels=labels).x_adv
 
 
-def make_attack(name: str, **params: Any) -> Attack:
+def make_attack(name: str, *args: Any, **params: Any) -> Attack:
     """Build attack ``name`` with ``params`` (unknown parameters are a one-line error).
+
+    The model comes at call time, not here (torchattacks' ``PGD(model, eps=...)`` shape is a
+    one-line error that says so).
 
     >>> make_attack("fgsm", eps=0.03).settings
     {'attack': 'fgsm', 'eps': 0.03}
     """
+    if args:
+        what = "a model" if isinstance(args[0], nn.Module) else f"positional {args[0]!r}"
+        raise DfrobustError(
+            f"make_attack({name!r}, ...) got {what}: it takes parameters by keyword and the model at call time, "
+            f"make_attack({name!r}, eps=8 / 255)(model, x, y)"
+        )
     return ATTACKS.create(name, **params)
