@@ -105,8 +105,10 @@ def test_fgsm_warns_above_a_sane_eps(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="dfrobust"):
         make_attack("fgsm", eps=0.05)
         assert not caplog.records
+        make_attack("fgsm", eps=0.5)
+    assert any("--eps 0.5" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+    with pytest.raises(DfrobustError, match="more than 1"):  # above the whole pixel range: 0-255 units by mistake
         make_attack("fgsm", eps=2.0)
-    assert any("--eps 2" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
 
 
 def _copy_model(src: Path, dst: Path) -> Path:

@@ -3,7 +3,8 @@
 Conventions kept by every module (see docs/architecture.md):
 
 * images are float tensors ``N x 3 x H x W`` in ``[0, 1]``; a detector maps them to 2 logits;
-* labels: ``FAKE = 0``, ``REAL = 1``; a score is ``P(real)``;
+* labels: ``FAKE = 0``, ``REAL = 1``; a score is ``P(real)``; attacks read the other common
+  convention when told (``attack(model, x, y, labels="fake=1")``);
 * everything is batched, device-agnostic and seeded.
 
 The public API is importable from here; each name is imported on first use, so
@@ -13,6 +14,11 @@ The public API is importable from here; each name is imported on first use, so
     model, meta = load_detector("runs/quick/models/resnet18.safetensors")
     fakes = load_split("runs/quick/data", "test", classes=["fake"], limit=16)
     adv = make_attack("fgsm", eps=0.02)(model, fakes.images(), fakes.y)
+
+Any other classifier joins through :func:`wrap_detector` (a detector card's options as arguments)::
+
+    model = wrap_detector(torchvision.models.resnet18(num_classes=1), output="logit", fake_index=1, input_size=224)
+    x_adv = adversarial_images("pgd", model, x, y, labels="fake=1", eps=8 / 255)
 
 The library logs through :mod:`logging` under the ``dfrobust`` logger (progress lines under
 ``dfrobust.progress``) and adds no handler of its own.
@@ -30,11 +36,13 @@ __version__ = "0.1.0"
 API: dict[str, str] = {
     "load_detector": "dfrobust.models.checkpoint",
     "load_card": "dfrobust.models.cards",
+    "wrap_detector": "dfrobust.models.wrap",
     "make_purifier": "dfrobust.defenses.base",
     "build_detector": "dfrobust.models.detectors",
     "load_split": "dfrobust.data.dataset",
     "evaluate_detector": "dfrobust.evaluate.evaluation",
     "make_attack": "dfrobust.attacks.base",
+    "adversarial_images": "dfrobust.attacks.base",
     "run_attack": "dfrobust.studies.attack_run",
     "AttackConfig": "dfrobust.studies.attack_run",
     "dip_purify": "dfrobust.defenses.dip",

@@ -55,6 +55,24 @@ def number(lo: float | None = None, hi: float | None = None, lo_open: bool = Fal
     return check
 
 
+def budget(norm: str = "linf") -> Check:
+    """An attack's budget (``eps``): a finite number >= 0, and for ``linf`` at most 1.
+
+    The one rule behind every budget dfrobust takes (the attacks' constructors, the threat model,
+    the config): images are in ``[0, 1]``, so an Linf budget above 1 is one in 0-255 units by
+    mistake (8 for 8/255). An L2 budget is a distance over all pixels and may exceed 1.
+    """
+
+    def check(v: Any) -> str | None:
+        if not _is_num(v) or v < 0:
+            return "needs a finite number >= 0"
+        if norm == "linf" and v > 1:
+            return f"is more than 1, the whole [0, 1] pixel range: give it as a fraction of that range (eps={v:g}/255 = {v / 255:.4g})"
+        return None
+
+    return check
+
+
 def choice(*values: Any) -> Check:
     """One of the strings ``values``."""
     return lambda v: None if isinstance(v, str) and v in values else f"must be one of {', '.join(map(repr, values))}"
@@ -152,7 +170,7 @@ SCHEMA: dict[str, tuple[Check, bool]] = {
     "attack.transfer_only": (optional_name_list, False),
     "attack.batch_size": (integer(1), True),
     "attack.ensemble": (optional_name_list, False),
-    "attack.fgsm.eps": (number(0), False),
+    "attack.fgsm.eps": (budget("linf"), False),
     "attack.square.max_images": (integer(0), False),
     "attack.apgd.max_images": (integer(0), False),
     "attack.pgd.eps": (number(0), False),

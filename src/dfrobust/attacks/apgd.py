@@ -34,7 +34,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from dfrobust.attacks.base import Attack, logit_margin, per_image, project_ball, register_attack
+from dfrobust.attacks.base import Attack, check_eps, logit_margin, per_image, project_ball, register_attack
 from dfrobust.errors import DfrobustError
 from dfrobust.utils.runtime import progress
 
@@ -99,9 +99,7 @@ class APGD(Attack):
             raise DfrobustError(f"APGD needs --steps >= 1 and --restarts >= 1, got {steps} and {restarts}")
         if not 0 < rho <= 1 or not 0 < alpha <= 1:
             raise DfrobustError(f"APGD needs 0 < --rho <= 1 and 0 < --alpha <= 1, got {rho} and {alpha}")
-        self.eps = float(DEFAULT_EPS[norm] if eps is None else eps)
-        if self.eps < 0:
-            raise DfrobustError(f"--eps must be >= 0, got {eps}")
+        self.eps = check_eps(DEFAULT_EPS[norm] if eps is None else eps, norm)
         self.norm = norm
         self.steps = int(steps)
         self.restarts = int(restarts)

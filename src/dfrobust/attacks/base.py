@@ -9,12 +9,17 @@ device the images came from. Pixels stay in ``[0, 1]``; randomness comes from th
 >>> attack = make_attack("fgsm", eps=0.02)  # doctest: +SKIP
 >>> result = attack(model, x, y)             # doctest: +SKIP
 >>> result.success.float().mean()            # doctest: +SKIP
+
+Labels are dfrobust's (fake = 0, real = 1) unless ``labels=`` says otherwise: ``attack(model, x, y,
+labels="fake=1")`` reads DeepfakeBench's / CNNDetection's. For torchattacks habits,
+:func:`adversarial_images` returns just the adversarial images (``result.x_adv``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,8 +28,38 @@ from typing import Any
 import torch
 from torch import nn
 
+from dfrobust.config_checks import budget
 from dfrobust.errors import DfrobustError
+from dfrobust.utils.labels import DFROBUST_LABELS, label_convention_flips, to_dfrobust_labels
 from dfrobust.utils.plugins import Registry, constructor_settings
+
+log = logging.getLogger(__name__)
+#: Linf budgets above this (in [0, 1] pixel units) no longer give small perturbations: a warning says so.
+LINF_WARN = 0.1
+_warned: set[float] = set()
+
+
+def warn_large_linf(eps: float, flag: str = "--eps") -> None:
+    """Log a warning (once per value) for an Linf budget above :data:`LINF_WARN`; the attack still runs."""
+    if eps > LINF_WARN and eps not in _warned:
+        _warned.add(eps)
+        log.warning(f"{flag} {eps:g} is more than {LINF_WARN:g} of the [0, 1] pixel range: a plainly visible "
+                    "perturbation, not a small one (the paper uses 0.02)")  # fmt: skip
+
+
+def check_eps(eps: float, norm: str = "linf", flag: str = "--eps") -> float:
+    """An attack's budget, checked in one place (every attack's constructor calls this): a finite number >= 0.
+
+    Images are in ``[0, 1]``, so an Linf budget above 1 is a budget in 0-255 units by mistake (8 for
+    8/255): a one-line :class:`DfrobustError` that says so. Above :data:`LINF_WARN` it warns. An L2
+    budget is a distance over all pixels and may exceed 1.
+    """
+    value = float(eps) if hasattr(eps, "__float__") and not isinstance(eps, (bool, str)) else eps  # a NumPy or 0-d tensor number
+    if problem := budget(norm)(value):
+        raise DfrobustError(f"eps ({flag}) = {eps!r} {problem}")
+    if norm == "linf":
+        warn_large_linf(value, flag)
+    return value
 
 
 @dataclass
@@ -144,23 +179,41 @@ class Attack(ABC):
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Return adversarial images (same device as ``x``) and per-image extras."""
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> AttackResult:
-        """Attack images ``x`` (``N x 3 x H x W`` in ``[0, 1]``) with true labels ``y`` on ``model``."""
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: Any = None, *, labels: str = DFROBUST_LABELS) -> AttackResult:
+        """Attack images ``x`` (``N x 3 x H x W`` in ``[0, 1]``) with true labels ``y`` on ``model``.
+
+        Args:
+            model: a detector: images in ``[0, 1]`` -> 2 logits (fake = 0, real = 1); wrap any
+                other classifier with :func:`dfrobust.wrap_detector`.
+            x: the images.
+            y: one 0/1 label per image (tensor, array or list), in the convention ``labels`` names;
+                ``None`` attacks the model's own predictions (ART's habit).
+            labels: ``"fake=0"`` (dfrobust's: fake 0, real 1; the default) or ``"fake=1"``
+                (DeepfakeBench's, CNNDetection's). Labels that are not 0/1, one per image, are a
+                one-line :class:`DfrobustError`.
+
+        Returns:
+            An :class:`AttackResult` on the images' device (``success`` is judged against ``y``).
+        """
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"images must be N x 3 x H x W, got shape {tuple(x.shape)}")
-        if len(x) != len(y):
-            raise ValueError(f"{len(x)} images but {len(y)} labels")
+        label_convention_flips(labels)  # an unknown convention fails even without labels
         home = x.device
         device = model_device(model)
         x = x.detach().to(device, torch.float32)
-        y = y.detach().to(device, torch.long)
         with frozen_eval(model):
             with torch.no_grad():  # attacks need 2 logits (fake, real): a one-logit model would get a zero gradient margin
                 shape = tuple(model(x[:1]).shape)
             if shape != (1, 2):
                 raise DfrobustError(
-                    f"the model returns shape {shape} per image, not 2 logits (fake, real); wrap it in a detector card and set its `output` key"
+                    f"the model returns shape {shape} per image, not 2 logits (fake, real); wrap it with "
+                    "dfrobust.wrap_detector(model, output=..., fake_index=...) or in a detector card and set its `output` key"
                 )
+            if y is None:
+                with torch.no_grad():
+                    y = model(x).argmax(1)
+            else:
+                y = to_dfrobust_labels(y.detach() if isinstance(y, torch.Tensor) else y, labels, len(x)).to(device)
             x_adv, extras = self.perturb(model, x, y)
             x_adv = x_adv.detach().clamp(0, 1)
             with torch.no_grad():
@@ -285,10 +338,37 @@ def attack_class(name: str) -> type[Attack]:
     return ATTACKS.get(name)
 
 
-def make_attack(name: str, **params: Any) -> Attack:
+def adversarial_images(
+    attack: Attack | str, model: nn.Module, x: torch.Tensor, y: Any = None, *, labels: str = DFROBUST_LABELS, **params: Any
+) -> torch.Tensor:
+    """Just the adversarial images (torchattacks' habit: ``adv = atk(images, labels)``), ``N x 3 x H x W`` in ``[0, 1]``.
+
+    ``attack`` is an :class:`Attack` or a registered name built with ``params``; ``y`` and ``labels``
+    as for :meth:`Attack.__call__`. The whole :class:`AttackResult` (success, norms) is what calling
+    the attack returns; this keeps only its ``x_adv``.
+
+    >>> adv = adversarial_images("pgd", model, x, y, labels="fake=1", eps=8 / 255)  # doctest: +SKIP
+    """
+    if isinstance(attack, str):
+        attack = make_attack(attack, **params)
+    elif params:
+        raise DfrobustError(f"parameters {', '.join(params)} go with an attack name; {attack.name} is already built")
+    return attack(model, x, y, labels=labels).x_adv
+
+
+def make_attack(name: str, *args: Any, **params: Any) -> Attack:
     """Build attack ``name`` with ``params`` (unknown parameters are a one-line error).
+
+    The model comes at call time, not here (torchattacks' ``PGD(model, eps=...)`` shape is a
+    one-line error that says so).
 
     >>> make_attack("fgsm", eps=0.03).settings
     {'attack': 'fgsm', 'eps': 0.03}
     """
+    if args:
+        what = "a model" if isinstance(args[0], nn.Module) else f"positional {args[0]!r}"
+        raise DfrobustError(
+            f"make_attack({name!r}, ...) got {what}: it takes parameters by keyword and the model at call time, "
+            f"make_attack({name!r}, eps=8 / 255)(model, x, y)"
+        )
     return ATTACKS.create(name, **params)

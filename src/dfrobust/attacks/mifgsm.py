@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dfrobust.attacks.base import Attack, register_attack
+from dfrobust.attacks.base import Attack, check_eps, register_attack
 from dfrobust.errors import DfrobustError
 
 #: DI shrinks an image to a random size in ``[DI_RESIZE * size, size)`` before padding it back.
@@ -76,15 +76,13 @@ class MIFGSM(Attack):
     name = "mifgsm"
 
     def __init__(self, eps: float = 0.02, steps: int = 10, decay: float = 1.0, di_prob: float = 0.0, seed: int = 0) -> None:
-        if eps < 0:
-            raise DfrobustError(f"--eps must be >= 0, got {eps}")
         if steps < 1:
             raise DfrobustError(f"--steps must be >= 1, got {steps}")
         if decay < 0:
             raise DfrobustError(f"--decay must be >= 0, got {decay}")
         if not 0 <= di_prob <= 1:
             raise DfrobustError(f"--di-prob must lie in [0, 1], got {di_prob}")
-        self.eps = float(eps)
+        self.eps = check_eps(eps)
         self.steps = int(steps)
         self.decay = float(decay)
         self.di_prob = float(di_prob)

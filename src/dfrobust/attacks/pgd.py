@@ -7,8 +7,7 @@ from typing import Literal, get_args
 import torch
 from torch import nn
 
-from dfrobust.attacks.base import Attack, input_gradient, per_image, project_ball, register_attack
-from dfrobust.attacks.fgsm import warn_large_linf
+from dfrobust.attacks.base import Attack, check_eps, input_gradient, per_image, project_ball, register_attack
 from dfrobust.errors import DfrobustError
 
 Norm = Literal["linf", "l2"]
@@ -47,11 +46,7 @@ class PGD(Attack):
         if steps < 1:
             raise DfrobustError(f"--steps must be >= 1, got {steps}")
         self.norm = norm
-        self.eps = float(DEFAULT_EPS[norm] if eps is None else eps)
-        if not self.eps >= 0 or self.eps == float("inf"):
-            raise DfrobustError(f"--eps must be a finite number >= 0, got {eps}")
-        if norm == "linf":
-            warn_large_linf(self.eps)
+        self.eps = check_eps(DEFAULT_EPS[norm] if eps is None else eps, norm)
         self.steps = int(steps)
         self.step_size = float(2.5 * self.eps / self.steps if step_size is None else step_size)
         self.random_start = bool(random_start)

@@ -33,7 +33,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from dfrobust.attacks.base import Attack, register_attack
+from dfrobust.attacks.base import Attack, check_eps, register_attack
 from dfrobust.errors import DfrobustError
 from dfrobust.utils.runtime import progress
 
@@ -141,9 +141,7 @@ class Square(Attack):
             raise DfrobustError(f"--queries must be >= 1, got {queries}")
         if not 0 < p_init <= 1:
             raise DfrobustError(f"--p-init must lie in (0, 1], got {p_init}")
-        self.eps = float(DEFAULT_EPS[norm] if eps is None else eps)
-        if self.eps < 0:
-            raise DfrobustError(f"--eps must be >= 0, got {eps}")
+        self.eps = check_eps(DEFAULT_EPS[norm] if eps is None else eps, norm)
         self.norm = norm
         self.queries = int(queries)
         self.p_init = float(p_init)

@@ -20,8 +20,11 @@ a detector card (TOML; paths relative to the card's folder):
   name = "my-detector"             # its label in tables (default: the card's file stem)
 
 source, normalization, output and fake_index are required (a dfrobust: source records them itself).
-A python: source is code that runs: loading the card imports that module and calls its factory,
-so use only cards whose code you trust, as you would any Python module.
+A python: source is code that runs: loading the card imports that module (found in the card's
+folder first, then the working directory and PYTHONPATH) and calls its factory, so use only cards
+whose code you trust, as you would any Python module.
+In Python, dfrobust.wrap_detector(model, output=..., fake_index=..., input_size=..., normalization=...)
+takes the same options as arguments.
 Every command that takes a model (evaluate --model, attack --source/--target, purify --model)
 accepts a card; a plain .pth/.pt module is never unpickled.
 """

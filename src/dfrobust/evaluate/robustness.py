@@ -28,6 +28,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
+from dfrobust.config_checks import budget
 from dfrobust.errors import DfrobustError
 from dfrobust.evaluate.intervals import wilson_interval
 
@@ -55,10 +56,8 @@ class ThreatModel:
     def __post_init__(self) -> None:
         if self.norm not in NORMS:
             raise DfrobustError(f"threat model norm must be one of {NORMS}, got {self.norm!r}")
-        if not (isinstance(self.eps, (int, float)) and 0 < self.eps < math.inf):
-            raise DfrobustError(f"threat model eps must be a finite number > 0, got {self.eps!r}")
-        if self.norm == "linf" and self.eps > 1:
-            raise DfrobustError(f"a Linf threat model's eps is at most 1 (pixels lie in [0, 1]), got {self.eps}")
+        if (problem := budget(self.norm)(self.eps)) or self.eps == 0:
+            raise DfrobustError(f"threat model eps = {self.eps!r} {problem or 'needs a number > 0'}")
         radii = tuple(float(r) for r in self.l2_radii)
         if any(not 0 < r < math.inf for r in radii) or list(radii) != sorted(set(radii)):
             raise DfrobustError(f"threat model l2_radii must be finite, > 0 and increasing, got {list(self.l2_radii)}")

@@ -16,50 +16,50 @@ what its output means::
 :func:`load_card` builds the network, loads the weights, wraps it in a :class:`CardDetector`
 (pixels in ``[0, 1]`` at any size in, 2 logits fake = 0 / real = 1 out, differentiable end to
 end) and runs a probe batch; every mistake is a one-line :class:`DfrobustError` before any work.
-Paths in a card are relative to the card's folder. A ``python:`` source is code that runs: its
-module is imported (and runs whatever it holds) when the card is loaded, so use only cards whose
-code you trust, as you would any Python module. Sources are a registry
-(:func:`register_source`), so a new kind of source is one function.
+Paths in a card are relative to the card's folder, and so is a ``python:`` source's module (found
+there first, then in the working directory and on ``PYTHONPATH``). A ``python:`` source is code
+that runs: its module is imported (and runs whatever it holds) when the card is loaded, so use
+only cards whose code you trust, as you would any Python module. Sources are a registry
+(:func:`register_source`), so a new kind of source is one function. The wrapper, its option
+checks and the probe are :mod:`dfrobust.models.wrap`'s, shared with :func:`~dfrobust.models.wrap.wrap_detector`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from dfrobust.constants import FAKE, MAX_IMAGE_SIDE, REAL
+from dfrobust.constants import FAKE
 from dfrobust.errors import DfrobustError
 from dfrobust.models import deployed
 from dfrobust.models.checkpoint import load_detector, read_sidecar
 from dfrobust.models.weights import load_state_dict_file
-from dfrobust.models.detectors import IMAGENET_MEAN, IMAGENET_STD
+from dfrobust.models.wrap import OUTPUTS as OUTPUTS  # re-exported: the wrapper and its checks live in models/wrap.py
+from dfrobust.models.wrap import PROB_FLOOR as PROB_FLOOR
+from dfrobust.models.wrap import PROBE_SIZE, check_options, probe, probe_warnings
+from dfrobust.models.wrap import CardDetector as CardDetector
+from dfrobust.models.wrap import to_two_logits as to_two_logits
 from dfrobust.utils.io import sha256_bytes, sha256_file, to_json
 from dfrobust.utils.names import name_problem
 
-#: Output kinds a card may declare.
-OUTPUTS = ("logits", "logit", "probs")
 #: Every key a card may hold; the required ones depend on the source (see :func:`read_card`).
 CARD_KEYS = ("source", "weights", "strict", "input_size", "normalization", "output", "fake_index", "name", "face_crop")
 #: Keys a card must hold unless its source is ``dfrobust:`` (which records them itself).
 REQUIRED_KEYS = ("source", "normalization", "output", "fake_index")
-#: Probe batch side when the card has no ``input_size``.
-PROBE_SIZE = (224, 224)
-#: Smallest probability taken to the log (a saturated probability keeps a finite log-probability).
-PROB_FLOOR = 1e-12
 HELP = "see `dfrobust card check --help`"
 
 
@@ -115,24 +115,6 @@ def _names(keys: list[str], limit: int = 5) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def _normalization(card: Path, value: Any) -> tuple[str, tuple[float, ...] | None, tuple[float, ...] | None]:
-    if value == "none":
-        return "none", None, None
-    if value == "imagenet":
-        return "imagenet", IMAGENET_MEAN, IMAGENET_STD
-    if isinstance(value, dict):
-        extra = sorted(set(value) - {"mean", "std"})
-        stats = [value.get("mean"), value.get("std")]
-        ok = not extra and all(
-            isinstance(s, list) and len(s) in (1, 3) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in s)
-            for s in stats
-        )
-        if ok and all(float(v) > 0 for v in stats[1]):  # type: ignore[union-attr]
-            mean, std = (tuple(float(v) for v in s) * (3 // len(s)) for s in stats)  # type: ignore[union-attr]
-            return "custom", mean, std
-    raise _fail(card, f'`normalization` must be "none", "imagenet" or {{mean = [r, g, b], std = [r, g, b]}} (std > 0), got {value!r}')
-
-
 def read_card(path: str | Path) -> DetectorCard:
     """Parse and check a card: known keys, required keys present, every value of the right type.
 
@@ -173,22 +155,13 @@ def read_card(path: str | Path) -> DetectorCard:
     strict = raw.get("strict", True)
     if not isinstance(strict, bool):
         raise _fail(path, f"`strict` must be true or false, got {strict!r}")
-    size = raw.get("input_size")
-    if size is not None and not (
-        isinstance(size, list)
-        and len(size) == 2
-        and all(isinstance(s, int) and not isinstance(s, bool) and 0 < s <= MAX_IMAGE_SIDE for s in size)
-    ):
-        raise _fail(path, f"`input_size` must be [H, W] (two integers from 1 to {MAX_IMAGE_SIDE}), got {size!r}")
-    normalization, mean, std = _normalization(path, raw.get("normalization", "none"))
-    output = raw.get("output", "logits")
-    if output not in OUTPUTS:
-        raise _fail(path, f"`output` must be one of {', '.join(OUTPUTS)}, got {output!r}")
-    fake_index = raw.get("fake_index", FAKE)
-    if not isinstance(fake_index, int) or isinstance(fake_index, bool) or fake_index < 0:
-        raise _fail(path, f"`fake_index` must be a non-negative integer, got {fake_index!r}")
-    if output == "logit" and fake_index not in (0, 1):
-        raise _fail(path, f'with output = "logit", `fake_index` is 1 when sigmoid(z) = P(fake) and 0 when it is P(real), got {fake_index}')
+    try:  # the same checks as wrap_detector's arguments
+        options = check_options(
+            raw.get("output", "logits"), raw.get("fake_index", FAKE), None, raw.get("input_size"), raw.get("normalization", "none")
+        )
+    except DfrobustError as exc:
+        raise _fail(path, str(exc)) from None
+    output, fake_index, normalization = options.output, options.fake_index, options.normalization
     if dfrobust_source and (output, fake_index, normalization) != ("logits", FAKE, "none"):
         raise _fail(
             path,
@@ -207,133 +180,15 @@ def read_card(path: str | Path) -> DetectorCard:
         spec=spec,
         weights=(folder / weights) if weights else None,
         strict=strict,
-        input_size=(size[0], size[1]) if size else None,
-        mean=mean,
-        std=std,
+        input_size=options.input_size,
+        mean=options.mean,
+        std=options.std,
         normalization=normalization,
         output=output,
         fake_index=fake_index,
         name=name.strip(),
         face_crop=face_crop,
     )
-
-
-def to_two_logits(out: torch.Tensor, output: str, fake_index: int) -> torch.Tensor:
-    """Turn a model's raw output into 2 logits ``N x 2`` (fake = 0, real = 1), differentiably.
-
-    - ``logits`` ``N x C``: the fake column, and the log-sum-exp of the others (for ``C = 2``
-      the other column), so the softmax gives the model's own ``P(fake)``.
-    - ``logit`` ``N`` or ``N x 1``: ``[z, 0]`` when ``sigmoid(z) = P(fake)`` (``fake_index = 1``),
-      ``[0, z]`` when it is ``P(real)``: the softmax of two logits is the sigmoid of their difference.
-    - ``probs`` ``N x C`` (or ``N``/``N x 1`` for one sigmoid output): log-probabilities of fake and
-      of not-fake.
-
-    Raises a one-line :class:`DfrobustError` when the shape does not fit ``output``.
-    """
-    if not isinstance(out, torch.Tensor):
-        raise DfrobustError(
-            f"the detector returned a {type(out).__name__}, not a tensor; make the card's source return the output "
-            "tensor (a python: factory can wrap the model) and set the card's `output` key"
-        )
-    shape = tuple(out.shape)
-    single = out.ndim == 1 or (out.ndim == 2 and out.shape[1] == 1)
-    if output == "logit":
-        if not single:
-            raise DfrobustError(
-                f'the detector returned shape {shape} but the card says output = "logit" (N or N x 1); '
-                'set the card\'s `output` key to "logits" or "probs" for N x C'
-            )
-        z = out.reshape(-1)
-        zero = torch.zeros_like(z)
-        pair = (z, zero) if fake_index == 1 else (zero, z)
-        return torch.stack(pair, dim=1)
-    if output == "probs" and single:
-        if fake_index not in (0, 1):
-            raise DfrobustError(
-                f"the detector returned one probability per image but the card's `fake_index` is {fake_index}; use 1 (P(fake)) or 0 (P(real))"
-            )
-        p = out.reshape(-1)
-        p_fake = p if fake_index == 1 else 1 - p
-        return torch.stack([p_fake.clamp_min(PROB_FLOOR).log(), (1 - p_fake).clamp_min(PROB_FLOOR).log()], dim=1)
-    if out.ndim != 2 or out.shape[1] < 2:
-        raise DfrobustError(
-            f'the detector returned shape {shape} but the card says output = "{output}" (N x C, C >= 2); '
-            'set the card\'s `output` key to "logit" for one logit per image'
-        )
-    if fake_index >= out.shape[1]:
-        raise DfrobustError(
-            f"the detector returns {out.shape[1]} columns but the card's `fake_index` is {fake_index}; use 0..{out.shape[1] - 1}"
-        )
-    rest = torch.cat([out[:, :fake_index], out[:, fake_index + 1 :]], dim=1)
-    if output == "logits":
-        fake = out[:, fake_index]
-        other = rest[:, 0] if rest.shape[1] == 1 else rest.logsumexp(dim=1)
-    else:
-        fake = out[:, fake_index].clamp_min(PROB_FLOOR).log()
-        other = rest.sum(dim=1).clamp_min(PROB_FLOOR).log()
-    pair = [None, None]
-    pair[FAKE], pair[REAL] = fake, other
-    return torch.stack(pair, dim=1)  # type: ignore[arg-type]
-
-
-class CardDetector(nn.Module):
-    """Any network in dfrobust's convention: resize and normalise inside, 2 logits (fake = 0, real = 1) out.
-
-    Args:
-        model: the user's network (its own input and output conventions).
-        output: ``"logits"``, ``"logit"`` or ``"probs"`` (see :func:`to_two_logits`).
-        fake_index: which column (or sigmoid direction) means fake.
-        input_size: ``(H, W)`` images are resized to (bilinear, antialiased), or ``None``.
-        mean, std: per-channel normalisation applied after resizing, or ``None``.
-        name: the model's name in tables.
-        crop: a module applied first (a card's face crop), or ``None``.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        output: str,
-        fake_index: int,
-        input_size: tuple[int, int] | None = None,
-        mean: tuple[float, ...] | None = None,
-        std: tuple[float, ...] | None = None,
-        name: str = "detector",
-        crop: nn.Module | None = None,
-    ) -> None:
-        super().__init__()
-        if output not in OUTPUTS:
-            raise DfrobustError(f"unknown output kind {output!r}; use one of {OUTPUTS}")
-        self.model = model
-        self.output = output
-        self.fake_index = int(fake_index)
-        self.input_size = tuple(input_size) if input_size else None
-        self.name = name
-        self.crop = crop
-        self.normalized = mean is not None
-        if mean is not None:
-            self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
-            self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
-
-    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        """Pixels ``[0, 1]`` at any size -> what the wrapped network expects."""
-        if self.crop is not None:
-            x = self.crop(x)
-        if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size:
-            x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
-        if self.normalized:
-            x = (x - self.mean) / self.std
-        return x
-
-    def raw(self, x: torch.Tensor) -> torch.Tensor:
-        """The wrapped network's own output for pixels in ``[0, 1]``."""
-        return self.model(self.preprocess(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``N x 2`` (fake = 0, real = 1) for images ``N x 3 x H x W`` in ``[0, 1]``."""
-        return to_two_logits(self.raw(x), self.output, self.fake_index)
-
-    def extra_repr(self) -> str:
-        return f"output={self.output!r}, fake_index={self.fake_index}, input_size={self.input_size}, name={self.name!r}"
 
 
 #: Source kind -> builder ``(spec, card) -> nn.Module``; filled by :func:`register_source`.
@@ -355,27 +210,60 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+@contextlib.contextmanager
+def card_import_path(card: DetectorCard) -> Iterator[Path]:
+    """While a card's ``python:`` module is imported: the card's folder first on ``sys.path``, then the working
+    directory (the console script does not put it there), then the usual path. Yields the card's folder."""
+    folder = card.path.parent.resolve()
+    cwd = os.getcwd()
+    add_cwd = cwd not in sys.path and "" not in sys.path
+    sys.path.insert(0, str(folder))
+    if add_cwd:
+        sys.path.insert(1, cwd)
+    try:
+        yield folder
+    finally:
+        sys.path.remove(str(folder))
+        if add_cwd:
+            sys.path.remove(cwd)
+
+
+def _shadowed(module_name: str, folder: Path) -> str | None:
+    """Where an already imported module of the same top-level name lives, when the card's folder holds another one."""
+    top = module_name.split(".")[0]
+    if not ((folder / f"{top}.py").is_file() or (folder / top).is_dir()):
+        return None
+    module = sys.modules.get(top)
+    places = [getattr(module, "__file__", None), *list(getattr(module, "__path__", None) or [])]
+    places = [Path(p).resolve() for p in places if p]
+    if module is None or not places or any(p.is_relative_to(folder) for p in places):
+        return None
+    return str(places[0])
+
+
 @register_source("python")
 def _python_source(spec: str, card: DetectorCard) -> nn.Module:
-    """``python:package.module:factory``: import from the working directory or PYTHONPATH and call ``factory()``."""
+    """``python:package.module:factory``: import from the card's folder (else the working directory or PYTHONPATH),
+    call ``factory()``."""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise _fail(card.path, f'a python source is "python:module:factory", got "python:{spec}"')
-    cwd = os.getcwd()
-    added = cwd not in sys.path and "" not in sys.path
-    if added:
-        sys.path.insert(0, cwd)  # the console script does not put the working directory on the path
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
+    with card_import_path(card) as folder:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise _fail(
+                card.path,
+                f"cannot import {module_name} ({_first_line(exc)}); put it in the card's folder {folder} or add its folder to PYTHONPATH",
+            ) from exc
+        except SystemExit as exc:  # the user's module ran sys.exit on import: that is a failed card, not a finished command
+            raise _fail(card.path, f"importing {module_name} called sys.exit({exc.code!r})") from None
+    if where := _shadowed(module_name, folder):
         raise _fail(
-            card.path, f"cannot import {module_name} ({_first_line(exc)}); run from its folder or add that folder to PYTHONPATH"
-        ) from exc
-    except SystemExit as exc:  # the user's module ran sys.exit on import: that is a failed card, not a finished command
-        raise _fail(card.path, f"importing {module_name} called sys.exit({exc.code!r})") from None
-    finally:
-        if added:
-            sys.path.remove(cwd)
+            card.path,
+            f"{module_name.split('.')[0]} is already imported from {where}, not from the card's folder; "
+            "rename the card's module or load the card in a fresh process",
+        )
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -501,7 +389,8 @@ def card_identity(path: str | Path) -> str:
         parts["checkpoint"] = sha256_file(card.path.parent / card.spec)
     if card.kind == "python":
         try:
-            spec = importlib.util.find_spec(card.spec.split(":")[0])
+            with card_import_path(card):
+                spec = importlib.util.find_spec(card.spec.split(":")[0])
         except (ImportError, ValueError):
             spec = None
         if spec is not None and spec.origin and Path(spec.origin).is_file():
@@ -520,42 +409,6 @@ def _identity(card: DetectorCard, model: nn.Module) -> str:
     if code and Path(code).is_file():
         parts["code"] = sha256_file(code)
     return sha256_bytes(to_json(parts).encode())
-
-
-def probe(model: CardDetector, size: tuple[int, int], device: str | torch.device = "cpu") -> dict[str, Any]:
-    """Run a seeded 2 x 3 x H x W batch through ``model``; one-line error when it fails or its output does not fit.
-
-    Returns ``{"raw", "raw_shape", "logits"}`` (the wrapped network's output, its shape and the 2 logits, on the CPU).
-    """
-    x = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(0)).to(device)
-    try:
-        with torch.no_grad():
-            raw = model.raw(x)
-    except Exception as exc:  # noqa: BLE001 - any failure of the user's network
-        hint = "" if model.input_size else "; set the card's `input_size` if the network needs a fixed size"
-        raise DfrobustError(
-            f"{model.name}: the probe forward pass on a 2x3x{size[0]}x{size[1]} batch failed: {_first_line(exc)}{hint}"
-        ) from exc
-    shape = list(raw.shape) if isinstance(raw, torch.Tensor) else None
-    logits = to_two_logits(raw, model.output, model.fake_index)
-    if tuple(logits.shape) != (2, 2):
-        raise DfrobustError(f"{model.name}: the probe batch of 2 images gave output shape {shape}; set the card's `output` key to match it")
-    return {"raw": raw.float().cpu(), "raw_shape": shape, "logits": logits.float().cpu()}
-
-
-def _warnings(card: DetectorCard, logits: torch.Tensor, raw: torch.Tensor) -> list[str]:
-    """Things the probe shows that are legal but likely wrong."""
-    notes = []
-    if not torch.isfinite(logits).all():
-        notes.append("the probe output is not finite")
-    if (
-        card.output == "logits"
-        and raw.ndim == 2
-        and bool(((raw >= 0) & (raw <= 1)).all())
-        and torch.allclose(raw.sum(1), torch.ones(len(raw)), atol=1e-4)
-    ):
-        notes.append('the outputs are in [0, 1] and sum to 1: they look like probabilities; is output = "probs" meant?')
-    return notes
 
 
 def load_card(
@@ -611,7 +464,7 @@ def load_card(
         "raw_output_shape": result["raw_shape"],
         "missing_keys": keys["missing"],
         "unexpected_keys": keys["unexpected"],
-        "warnings": _warnings(card, result["logits"], result["raw"]),
+        "warnings": probe_warnings(card.output, result["logits"], result["raw"]),
         "sha256": _identity(card, net),
     }
     return model, meta
