@@ -64,7 +64,8 @@ def register(subparsers: Any) -> None:
         "--run-dir",
         dest="run",
         default=None,
-        help="run folder (default: runs/<preset>); under torchrun write --run-dir (torchrun takes --run for its own --run-path)",
+        help="run folder (default: runs/<preset>, with --seeds runs/<preset>-seeds); under torchrun write --run-dir "
+        "(torchrun takes --run for its own --run-path)",
     )
     p.add_argument(
         "--detector",
@@ -203,6 +204,11 @@ def add_detectors(cfg: dict[str, Any], detector: list[str]) -> None:
     cfg["run"]["detectors"] = cards
 
 
+def seeds_run_dir(args: argparse.Namespace) -> Path:
+    """``--run``, else ``runs/<preset>-seeds`` with ``--seeds`` (a single run's default folder stays one run's)."""
+    return Path(args.run or f"runs/{Path(args.preset or 'quick').stem}" + ("-seeds" if args.seeds else ""))
+
+
 def resolve_seeds(args: argparse.Namespace) -> list[int] | None:
     """The seeds of this call: ``--seeds``, else those an existing ``--seeds`` run folder records; ``None``: one run.
 
@@ -212,7 +218,7 @@ def resolve_seeds(args: argparse.Namespace) -> list[int] | None:
     from dfrobust.pipeline import CONFIG_FILE, check_seeds
     from dfrobust.report.seeds_report import SEEDS_FILE, read_seeds
 
-    run_dir = Path(args.run or f"runs/{Path(args.preset or 'quick').stem}")
+    run_dir = seeds_run_dir(args)
     recorded = read_seeds(run_dir) if run_dir.is_dir() else None
     if args.seeds is None and recorded is None:
         return None
@@ -237,7 +243,7 @@ def run_seeds(args: argparse.Namespace, seeds: list[int]) -> int:
     from dfrobust.utils.distributed import env_context
     from dfrobust.utils.runlock import run_lock
 
-    run_dir = Path(args.run or f"runs/{Path(args.preset or 'quick').stem}")
+    run_dir = seeds_run_dir(args)
     existing = [seed_folder(run_dir, s) for s in seeds if (seed_folder(run_dir, s) / CONFIG_FILE).is_file()]
     configs, datas = {}, set()
     for seed in seeds:
