@@ -159,3 +159,15 @@ def test_an_interrupted_seeds_run_resumes_with_its_recorded_seeds(
     assert read_json(run / "seed-1" / "config.json")["config"]["run"]["preset"] == "tiny"  # the new seed took seed 0's config
     per_seed = read_json(run / "report" / "results.json")["per_seed"]
     assert [e["seed"] for e in per_seed] == [0, 1] and all("missing" in e for e in per_seed)  # the recorder writes no reports
+
+
+def test_a_seeds_run_stopped_before_its_first_seed_needs_its_preset_again(
+    tmp_path: Path, calls: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "r"
+    run.mkdir()
+    write_json(run / "seeds.json", {"seeds": [0, 1], "runs": {"0": "seed-0", "1": "seed-1"}})
+    assert main(["reproduce", "--run", str(run)]) == 2  # never the default preset in its place
+    assert "--preset" in capsys.readouterr().err and not calls
+    assert main(["reproduce", "--run", str(run), "--preset", "tiny"]) == 0
+    assert [c["seed"] for c in calls] == [0, 1]

@@ -240,11 +240,14 @@ def run_seeds(args: argparse.Namespace, seeds: list[int]) -> int:
     """``reproduce --seeds``: resolve and check every seed's config, then run them one after another (RUN and each seed locked)."""
     from dfrobust.config_checks import validate_study_config
     from dfrobust.pipeline import CONFIG_FILE, reproduce_seeds, seed_folder
+    from dfrobust.report.seeds_report import SEEDS_FILE
     from dfrobust.utils.distributed import env_context
     from dfrobust.utils.runlock import run_lock
 
     run_dir = seeds_run_dir(args)
     existing = [seed_folder(run_dir, s) for s in seeds if (seed_folder(run_dir, s) / CONFIG_FILE).is_file()]
+    if args.preset is None and not existing and (run_dir / SEEDS_FILE).is_file():  # stopped before its first seed's record
+        raise DfrobustError(f"no seed of {run_dir} has started yet, so none records its preset; give --preset (and --set) again")
     configs, datas = {}, set()
     for seed in seeds:
         folder = seed_folder(run_dir, seed)
