@@ -11,8 +11,12 @@ writes ``RUN/config.json`` and ``RUN/plan.json`` and runs the stages through
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
 import time
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +52,7 @@ __all__ = [
     "fooled_fakes",
     "plan_study",
     "reproduce",
+    "reproduce_seeds",
     "run_stage",
     "run_on_devices",
     "load_run_config",
@@ -121,6 +126,67 @@ def reproduce(
     if ctx.is_main:
         report_dir = write_report(run_dir)
     log.info(f"done in {time.perf_counter() - t0:.0f} s; report: {report_dir / 'report.html'}")
+    return report_dir
+
+
+def seed_folder(run_dir: str | Path, seed: int) -> Path:
+    """The run folder of one seed of a ``--seeds`` run: ``RUN/seed-N``."""
+    return Path(run_dir) / f"seed-{int(seed)}"
+
+
+def check_seeds(seeds: list[int]) -> list[int]:
+    """``seeds`` as a list of distinct non-negative integers, or a one-line error."""
+    out = []
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise DfrobustError(f"--seeds: a seed is a non-negative integer, not {s!r}")
+        if s in out:
+            raise DfrobustError(f"--seeds: seed {s} is given twice; the seeds must be distinct")
+        out.append(s)
+    if not out:
+        raise DfrobustError("--seeds: give at least one seed")
+    return out
+
+
+def reproduce_seeds(
+    configs: Mapping[int, dict[str, Any]],
+    run_dir: str | Path,
+    data_arg: str | Path | None = None,
+    device: str = "auto",
+    force: set[str] | None = None,
+    devices: list[str] | None = None,
+    each: Callable[[Path], AbstractContextManager[Any]] | None = None,
+) -> Path:
+    """The whole study once per seed, each in its own run folder ``RUN/seed-N``, then the combined report; returns its folder.
+
+    ``configs`` maps each seed to its study config (whose ``run.seed`` it sets here). ``RUN/seeds.json``
+    records the seeds before the first one runs, so an interrupted call resumes (``reproduce --run RUN``:
+    finished stages of every seed are skipped). ``each(seed_folder)``, if given, wraps each seed's run
+    (the command's lock and run.log). ``RUN/report/`` gets ``results.json`` with ``seeds``, ``per_seed``
+    and the spread of each headline number over the seeds, read from each seed's own report.
+    """
+    from dfrobust.report.seeds_report import SEEDS_FILE, write_seeds_report
+    from dfrobust.utils import distributed
+
+    run_dir = Path(run_dir)
+    seeds = check_seeds(list(configs))
+    main_rank = distributed.env_context().rank == 0
+    if main_rank:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / SEEDS_FILE, {"seeds": seeds, "runs": {str(s): seed_folder(run_dir, s).name for s in seeds}})
+    for seed in seeds:
+        cfg = copy.deepcopy(configs[seed])
+        cfg["run"]["seed"] = seed
+        kept = [o for o in cfg["run"].get("overrides", []) if o.partition("=")[0].strip() != "run.seed"]
+        cfg["run"]["overrides"] = [*kept, f"run.seed={seed}"]  # the seed's own record says which seed it is
+        folder = seed_folder(run_dir, seed)
+        log.info(f"seed {seed}: run {folder}")
+        with each(folder) if each is not None else contextlib.nullcontext():
+            reproduce(cfg, folder, data_arg=data_arg, device=device, force=force, devices=devices)
+    report_dir = run_dir / "report"
+    if main_rank:
+        report_dir = write_seeds_report(run_dir)
+    log.info(f"seeds {seeds} done; combined report: {report_dir / 'report.html'}")
     return report_dir
 
 

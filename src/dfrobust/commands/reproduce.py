@@ -39,6 +39,7 @@ def register(subparsers: Any) -> None:
             "dfrobust reproduce --run runs/quick --force attack/cw     # redo the CW attacks and what depends on them",
             "dfrobust reproduce --preset quick --detector cards/a.toml --detector cards/b.toml --data ~/faces --run runs/mine",
             "dfrobust reproduce --run runs/quick --preset cpu --force preset   # switch a run to another preset",
+            "dfrobust reproduce --preset tiny --seeds 0 1 2 --run runs/tiny-seeds   # one run per seed, then their spread",
         ],
         description=(
             "Runs every stage of the paper's study on one run folder and writes RUN/report/report.html.\n"
@@ -63,7 +64,8 @@ def register(subparsers: Any) -> None:
         "--run-dir",
         dest="run",
         default=None,
-        help="run folder (default: runs/<preset>); under torchrun write --run-dir (torchrun takes --run for its own --run-path)",
+        help="run folder (default: runs/<preset>, with --seeds runs/<preset>-seeds); under torchrun write --run-dir "
+        "(torchrun takes --run for its own --run-path)",
     )
     p.add_argument(
         "--detector",
@@ -89,6 +91,16 @@ def register(subparsers: Any) -> None:
         help="rerun a stage or a group (data, train, train/vgg16, attack, attack/cw, dip) and what depends on it; "
         f"'{FORCE_PRESET}' confirms switching an existing run to another --preset",
     )
+    p.add_argument(
+        "--seeds",
+        nargs="+",
+        type=_seed,
+        default=None,
+        metavar="SEED",
+        help="run the whole study once per seed (distinct non-negative integers), each in RUN/seed-N, then write "
+        "RUN/report/ with each seed's headline numbers and their spread (mean, sd, min-max); not with --set run.seed "
+        "(default: the preset's run.seed, one run; an existing --seeds run keeps its recorded seeds)",
+    )
     add_device_arg(p)
     p.add_argument(
         "--devices",
@@ -98,6 +110,17 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--stage", default=None, help=argparse.SUPPRESS)  # internal: run one stage of an existing run (--devices)
     p.set_defaults(func=run)
+
+
+def _seed(text: str) -> int:
+    """One ``--seeds`` value: a non-negative integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a seed is a non-negative integer, not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a seed is a non-negative integer, not {text!r}")
+    return value
 
 
 def resolve_run(args: argparse.Namespace) -> tuple[Path, dict[str, Any], str | None]:
@@ -168,6 +191,94 @@ def run_log(run_dir: Path) -> Iterator[Path]:
         handler.close()
 
 
+def add_detectors(cfg: dict[str, Any], detector: list[str]) -> None:
+    """Put the ``--detector`` cards in ``cfg`` (each checked, one-line errors, before any work)."""
+    if not detector:
+        return
+    from dfrobust.models.loading import model_display_name
+
+    cards = [str(Path(c).resolve()) for c in detector]
+    names = [model_display_name(c) for c in cards]
+    if len(set(names)) < len(names):
+        raise DfrobustError(f"two detector cards share a name ({names}); set `name` in one of them")
+    cfg["run"]["detectors"] = cards
+
+
+def seeds_run_dir(args: argparse.Namespace) -> Path:
+    """``--run``, else ``runs/<preset>-seeds`` with ``--seeds`` (a single run's default folder stays one run's)."""
+    return Path(args.run or f"runs/{Path(args.preset or 'quick').stem}" + ("-seeds" if args.seeds else ""))
+
+
+def resolve_seeds(args: argparse.Namespace) -> list[int] | None:
+    """The seeds of this call: ``--seeds``, else those an existing ``--seeds`` run folder records; ``None``: one run.
+
+    ``--seeds`` must be distinct, never with ``--set run.seed=...``, and its folder new, empty or a ``--seeds`` run.
+    """
+    from dfrobust.config import parse_override
+    from dfrobust.pipeline import CONFIG_FILE, check_seeds
+    from dfrobust.report.seeds_report import SEEDS_FILE, read_seeds
+
+    run_dir = seeds_run_dir(args)
+    recorded = read_seeds(run_dir) if run_dir.is_dir() else None
+    if args.seeds is None and recorded is None:
+        return None
+    if any(parse_override(o)[0] == ["run", "seed"] for o in args.overrides):
+        raise DfrobustError("--seeds sets run.seed of each seed's run; drop --set run.seed=..." if args.seeds else
+                            f"{run_dir} is a --seeds run (its {SEEDS_FILE}); give --seeds instead of --set run.seed=...")  # fmt: skip
+    if args.seeds is None:
+        log.info(f"continuing the --seeds run {run_dir} with its recorded seeds {recorded['seeds']}")
+        return check_seeds(list(recorded["seeds"]))
+    seeds = check_seeds(list(args.seeds))
+    if (run_dir / CONFIG_FILE).is_file():
+        raise DfrobustError(f"{run_dir} is a run of one seed; give --seeds a new or empty --run folder")
+    if recorded is None and run_dir.is_dir() and any(p.name not in OWN_FILES for p in run_dir.iterdir()):
+        raise DfrobustError(f"{run_dir} is not empty and is not a dfrobust run folder; give --run a new or empty folder")
+    return seeds
+
+
+def run_seeds(args: argparse.Namespace, seeds: list[int]) -> int:
+    """``reproduce --seeds``: resolve and check every seed's config, then run them one after another (RUN and each seed locked)."""
+    from dfrobust.config_checks import validate_study_config
+    from dfrobust.pipeline import CONFIG_FILE, reproduce_seeds, seed_folder
+    from dfrobust.report.seeds_report import SEEDS_FILE
+    from dfrobust.utils.distributed import env_context
+    from dfrobust.utils.runlock import run_lock
+
+    run_dir = seeds_run_dir(args)
+    existing = [seed_folder(run_dir, s) for s in seeds if (seed_folder(run_dir, s) / CONFIG_FILE).is_file()]
+    if args.preset is None and not existing and (run_dir / SEEDS_FILE).is_file():  # stopped before its first seed's record
+        raise DfrobustError(f"no seed of {run_dir} has started yet, so none records its preset; give --preset (and --set) again")
+    configs, datas = {}, set()
+    for seed in seeds:
+        folder = seed_folder(run_dir, seed)
+        # a seed added to a --seeds run without --preset takes the config of a seed already there
+        template = folder if folder in existing or args.preset is not None or not existing else existing[0]
+        _, cfg, data = resolve_run(argparse.Namespace(**{**vars(args), "run": str(template)}))
+        add_detectors(cfg, args.detector)
+        validate_study_config(cfg)
+        configs[seed] = cfg
+        datas.add(data)
+    if len(datas - {None}) > 1:
+        raise DfrobustError(f"the seeds of {run_dir} record different --data ({sorted(map(str, datas - {None}))}); give --data")
+    data = next(iter(datas - {None}), None)
+    main_rank = env_context().rank == 0
+
+    @contextlib.contextmanager
+    def each(folder: Path) -> Iterator[None]:
+        with run_lock(folder) if main_rank else contextlib.nullcontext(), run_log(folder) if main_rank else contextlib.nullcontext():
+            yield
+
+    if main_rank:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir) if main_rank else contextlib.nullcontext(), run_log(run_dir) if main_rank else contextlib.nullcontext():
+        log.info(f"dfrobust reproduce: seeds {seeds}, run {run_dir}, data {data or 'synthetic'}, device {args.device}")
+        devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
+        force = set(args.force) - {FORCE_PRESET}
+        reproduce_seeds(configs, run_dir, data_arg=data, device=args.device, force=force, devices=devices, each=each)
+        log.info("reproduce finished")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Plan and run the study (the run folder locked, the log also in RUN/run.log)."""
     from dfrobust.config_checks import validate_study_config
@@ -181,15 +292,11 @@ def run(args: argparse.Namespace) -> int:
         with run_log(run_dir):
             run_stage(run_dir, args.stage, args.device, set(args.force) - {FORCE_PRESET})
         return 0
+    seeds = resolve_seeds(args)
+    if seeds is not None:
+        return run_seeds(args, seeds)
     run_dir, cfg, data = resolve_run(args)
-    if args.detector:
-        from dfrobust.models.loading import model_display_name
-
-        cards = [str(Path(c).resolve()) for c in args.detector]
-        names = [model_display_name(c) for c in cards]  # checks each card before any work (one-line errors)
-        if len(set(names)) < len(names):
-            raise DfrobustError(f"two detector cards share a name ({names}); set `name` in one of them")
-        cfg["run"]["detectors"] = cards
+    add_detectors(cfg, args.detector)
     validate_study_config(cfg)
     from dfrobust.utils.distributed import env_context
 
