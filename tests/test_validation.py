@@ -99,6 +99,23 @@ def test_the_preset_check_rejects_a_broken_preset() -> None:
         validate_study_config(cfg)
 
 
+def test_a_purifier_s_adaptive_settings_are_checked_and_override_the_common_ones() -> None:
+    from dfrobust.config import study_config
+    from dfrobust.config_checks import validate_study_config
+    from dfrobust.kinds.adaptive import purifier_settings
+
+    cfg = study_config("quick")
+    dip, jpeg = purifier_settings(cfg["adaptive"], "dip"), purifier_settings(cfg["adaptive"], "jpeg")
+    assert (dip["bpda"], dip["steps"], dip["attack_iterations"]) == ("fitted-blur", 3, 100)
+    assert (jpeg["bpda"], jpeg["steps"]) == ("identity", 5) and "attack_iterations" not in jpeg
+    cfg["adaptive"]["dip"]["steps"] = 0
+    with pytest.raises(DfrobustError, match="adaptive.dip.steps"):
+        validate_study_config(cfg)
+    cfg["adaptive"]["dip"] = {"stepz": 3}
+    with pytest.raises(DfrobustError, match="not a setting of an adaptive attack"):
+        validate_study_config(cfg)
+
+
 def test_fgsm_warns_above_a_sane_eps(caplog: pytest.LogCaptureFixture) -> None:
     from dfrobust.attacks import make_attack
 

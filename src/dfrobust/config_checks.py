@@ -153,6 +153,21 @@ TRAIN_KEYS: dict[str, Check] = {
     "amp": boolean,
 }
 
+#: Settings an ``[adaptive.<purifier>]`` table may override for that purifier's adaptive attack.
+ADAPTIVE_KEYS: dict[str, Check] = {
+    "steps": integer(1),
+    "eot": integer(1),
+    "bpda": name,
+    "segment": integer(0),
+    "eval_draws": integer(1),
+    "attack_iterations": integer(0),
+    "nonadaptive": boolean,
+    "max_images": integer(0),
+    "natural": integer(0),
+    "sanity_images": integer(0),
+    "batch_size": integer(1),
+}
+
 #: Every checked key; ``True`` = the study cannot run without it.
 SCHEMA: dict[str, tuple[Check, bool]] = {
     "run.seed": (integer(0), True),
@@ -207,9 +222,9 @@ SCHEMA: dict[str, tuple[Check, bool]] = {
     "adaptive.bpda": (name, False),
     "adaptive.eval_draws": (integer(1), False),
     "adaptive.dip_attack_iterations": (integer(0), False),
-    "adaptive.dip_bpda": (name, False),
     "adaptive.segment": (integer(0), False),
     "adaptive.natural": (integer(0), False),
+    "adaptive.sanity_images": (integer(0), False),
     "adaptive.nonadaptive": (boolean, False),
     "adaptive.max_images": (integer(0), False),
     "adaptive.batch_size": (integer(1), False),
@@ -264,6 +279,13 @@ def validate_study_config(cfg: dict[str, Any]) -> None:
             # [train] holds the common settings and the sections; a section is checked on its own
             if k in section and not isinstance(section[k], dict) and (problem := check(section[k])):
                 raise _fail(f"{prefix}.{k}", section[k], problem)
+    for purifier, section in (cfg.get("adaptive") or {}).items():
+        if isinstance(section, dict):
+            for k, v in section.items():
+                if k not in ADAPTIVE_KEYS:
+                    raise _fail(f"adaptive.{purifier}.{k}", v, f"is not a setting of an adaptive attack ({', '.join(ADAPTIVE_KEYS)})")
+                if problem := ADAPTIVE_KEYS[k](v):
+                    raise _fail(f"adaptive.{purifier}.{k}", v, problem)
     for k, v in (cfg.get("data", {}).get("swap") or {}).items():
         if not _is_num(v):
             raise _fail(f"data.swap.{k}", v, "needs a finite number")

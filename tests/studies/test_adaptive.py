@@ -269,3 +269,11 @@ def test_run_adaptive_exact_reports_every_rule(toy_dataset: Path, toy_model: Pat
         assert int(r["adaptive_iterates_fooled_any"]) >= int(r["adaptive_fooled_any"])
     assert summary["accuracy_adaptive_any_iterate"] <= summary["accuracy_adaptive_worst"] <= summary["accuracy_adaptive_vote"] + 1e-9
     assert summary["accuracy_defended"] <= summary["accuracy_adaptive_worst"]
+
+
+def test_unbounded_sanity_attack_fools_every_image(toy_dataset: Path, toy_model: Path, tmp_path: Path) -> None:
+    summary = run_adaptive(toy_dataset, toy_model, "blur", {"sigma": 1.0}, "apgd", {"steps": 5, "eps": 2 / 255}, tmp_path / "s",
+                           bpda="surrogate", images=4, batch_size=4, seed=1, device="cpu", nonadaptive=False, sanity_images=3)  # fmt: skip
+    sanity = summary["sanity"]
+    assert sanity["n"] == 3 and sanity["eps"] == 1.0 and sanity["norm"] == "linf"
+    assert sanity["passed"] and sanity["fooled"] == 3  # with the whole pixel cube, the surrogate gradient must win

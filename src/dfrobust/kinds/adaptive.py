@@ -3,9 +3,10 @@
 It attacks the clean fakes behind the DIP study's fooled fakes and, with ``adaptive.natural = N``,
 N further test fakes (the natural threat: fakes the defended detector may still get right), so it
 needs the ``dip`` kind; a study without a DIP study (no role is the purifier's classifier) has no
-adaptive stages. Through DIP the attack sees the defense's own DIP (its iterations and
-``classify_at``) with ``adaptive.dip_bpda`` (``exact``: the true gradient) unless
-``adaptive.dip_attack_iterations`` names a cheaper one, which the summary then marks.
+adaptive stages. ``[adaptive.<purifier>]`` overrides the common settings for one purifier
+(:func:`purifier_settings`). Through DIP the attack sees the defense's own DIP (its iterations and
+``classify_at``; ``[adaptive.dip] bpda = "exact"``: the true gradient) unless
+``attack_iterations`` names a cheaper one, which the summary and Table V then mark.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def attacked_fakes(data_dir: Path, dip_dir: Path, natural: int, limit: int | Non
     """The images to attack: the study's fooled fakes (at most ``limit``), then ``natural`` other test fakes (seeded); and the first list."""
     from dfrobust.data.layouts import CLASS_CHOICES, load_images
 
-    fooled = fooled_fakes(dip_dir)[:limit]
+    fooled = fooled_fakes(dip_dir)[:limit] if limit != 0 else []
     extra: list[str] = []
     if natural:
         taken = set(fooled)
@@ -43,6 +44,12 @@ def fooled_fakes(dip_dir: Path) -> list[str]:
     return list(dict.fromkeys(r["image"] for r in rows if r["category"].endswith("/fake-wrong") and r["source"] != "clean"))
 
 
+def purifier_settings(section: dict[str, Any], purifier: str) -> dict[str, Any]:
+    """``[adaptive]``'s settings for one purifier: the common keys, overridden by its own ``[adaptive.<purifier>]`` table."""
+    common = {k: v for k, v in section.items() if not isinstance(v, dict)}
+    return common | dict(section.get(purifier) or {})
+
+
 def adaptive_stage(plan: Plan, cfg: dict[str, Any], purifier: str, device: str) -> Stage | None:
     """An adaptive attack (BPDA + EOT) through ``purifier`` in front of the DIP study's classifier."""
     from dfrobust.studies.adaptive_run import run_adaptive
@@ -52,17 +59,16 @@ def adaptive_stage(plan: Plan, cfg: dict[str, Any], purifier: str, device: str) 
 
     if plan.dip is None:
         return None
-    a, d = cfg["adaptive"], cfg["dip"]
+    a, d = purifier_settings(cfg["adaptive"], purifier), cfg["dip"]
     model = plan.dip["model"]
     params: dict[str, Any] = {}
     attack_params: dict[str, Any] = {}
     bpda = str(a["bpda"])
     if purifier == "dip":  # the study's DIP, classified at its T; the attack sees it too unless a cheaper one is asked for
         params = {"iterations": int(d["classify_at"]), "classify_at": int(d["classify_at"])}
-        cheap = int(a.get("dip_attack_iterations", 0))
+        cheap = int(a.get("attack_iterations", a.get("dip_attack_iterations", 0)))
         if 0 < cheap < int(d["classify_at"]):
             attack_params = {"iterations": cheap, "classify_at": cheap}
-        bpda = str(a.get("dip_bpda", bpda))
     elif purifier == "blur":  # as scored beside DIP in Table III
         params = {"sigma": default_blur_sigma(int(cfg["data"]["size"]))}
     check_bpda(make_purifier(purifier, **params), bpda)  # a mode that does not apply fails before any stage runs
@@ -81,6 +87,7 @@ def adaptive_stage(plan: Plan, cfg: dict[str, Any], purifier: str, device: str) 
         "seed": int(cfg["run"]["seed"]),
         "batch_size": int(a["batch_size"]),
         "nonadaptive": bool(a.get("nonadaptive", True)),
+        "sanity_images": int(a.get("sanity_images", 0)),
     }
 
     limit = int(a.get("max_images", 0)) or None

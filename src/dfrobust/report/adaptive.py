@@ -64,7 +64,7 @@ TABLE5_RATES = (
     ("defended", "accuracy_defended"),
 )
 #: What each adaptive row of results.json carries besides its rates.
-ROW_KEYS = ("attack", "bpda", "eot", "eval_draws", "attack_purifier_cheaper")
+ROW_KEYS = ("attack", "bpda", "eot", "eval_draws", "attack_purifier_cheaper", "sanity")
 
 
 def attack_label(s: Mapping[str, Any]) -> str:
@@ -73,6 +73,11 @@ def attack_label(s: Mapping[str, Any]) -> str:
     seen, defense = (s.get("config") or {}).get("attack_purifier") or {}, (s.get("config") or {}).get("defense") or {}
     if s.get("attack_purifier_cheaper") and "classify_at" in seen:
         text += f"; the attack saw a cheaper DIP (T = {seen['classify_at']}, the defense's T = {defense.get('classify_at')})"
+    sanity = s.get("sanity")
+    if sanity and not sanity.get("passed"):
+        text += f"; SANITY CHECK FAILED: unbounded, it fooled {sanity['fooled']} of {sanity['n']} (the attack is broken or masked)"
+    elif sanity:
+        text += f"; unbounded it fooled {sanity['fooled']} of {sanity['n']} (sanity check passed)"
     return text
 
 

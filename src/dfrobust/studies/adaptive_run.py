@@ -26,6 +26,7 @@ A killed run resumes at its first unfinished batch; batches are the units of
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -82,6 +83,8 @@ ACCURACIES = {
 }
 #: Offset between an attack's seed and the seed of its stream of purifier draws.
 _DRAW_STREAM = 0x5EED_ADA
+#: The same for the unbounded sanity attack.
+_SANITY_STREAM = 0x5A_4171
 
 
 def _png(rel: str) -> str:
@@ -137,6 +140,7 @@ def run_adaptive(
     segment: int | None = None,
     nonadaptive: bool = True,
     study_fooled: Sequence[str] = (),
+    sanity_images: int = 0,
     rank: int | None = 0,
     world_size: int | None = 1,
     replace: bool = False,
@@ -165,6 +169,9 @@ def run_adaptive(
         unroll_steps: DIP steps differentiated through with ``bpda="unroll"``.
         segment: DIP fitting steps per recomputed segment with ``bpda="exact"`` (default: about sqrt of the steps).
         nonadaptive: also craft the same attack on the bare detector and evaluate it purified.
+        sanity_images: after the run, attack this many of the images again with an unbounded budget
+            (Linf 1, the same attack, BPDA mode and EOT) and evaluate one fresh purification: an
+            attack that knows the purifier must then fool every one; ``summary["sanity"]`` says whether it did.
         study_fooled: images (dataset-relative) whose perturbed versions fooled the DIP study's
             classifier: marked in ``results.csv`` and summarised apart (``on_study_fooled``).
         rank, world_size: this process's shard (the part store's seeded assignment of batches).
@@ -188,6 +195,8 @@ def run_adaptive(
     check_bpda(at_attack, bpda)
     if bpda == "unroll" and unroll_steps < 1:
         raise DfrobustError(f"--unroll-steps must be >= 1, got {unroll_steps}")
+    if sanity_images < 0:
+        raise DfrobustError(f"sanity_images must be >= 0, got {sanity_images}")
     if bpda == "exact" and segment is not None and segment < 1:
         raise DfrobustError(f"--segment must be >= 1, got {segment}")
     params = _attack_params(attack_name, attack_params or {}, seed)
@@ -207,6 +216,7 @@ def run_adaptive(
         "segment": segment if bpda == "exact" else None,
         "eval_draws": eval_draws,
         "nonadaptive": nonadaptive,
+        "sanity_images": sanity_images,
         "batch_size": batch_size,
         "seed": seed,
     }
@@ -232,12 +242,14 @@ def run_adaptive(
     rows = store.merge(lambda unit: read_csv(store.path(unit, ".csv")))
     write_csv(out_dir / "results.csv", rows, ADAPTIVE_COLUMNS)
     marked = [r for r in rows if str(r.get("study_fooled")) == "1"]
+    sanity = run.sanity(min(sanity_images, len(image_set))) if sanity_images else None
     summary = {
         "complete": True,
         "fingerprint": fingerprint,
         **adaptive_summary(rows),
         "attack_purifier_cheaper": at_attack.settings != defense.settings,
         "on_study_fooled": adaptive_summary(marked) if study_fooled else None,
+        "sanity": sanity,
         "config": config,
         "model": {meta["name"]: {"path": str(model_path), "sha256": meta["sha256"]}},
         "dataset": {"path": str(data_dir), "manifest_hash": data_hash, "split": "test", "n_images": len(image_set),
@@ -320,6 +332,28 @@ class _Run:
         if "seed" in params:
             params["seed"] = int(params["seed"]) + batch
         return make_attack(self.attack_name, **params)
+
+    def sanity(self, n: int) -> dict[str, Any]:
+        """The same attack with an unbounded budget (the whole pixel cube) on the first ``n`` images, one fresh purification each."""
+        cfg = self.config
+        x, y = self.images.images(slice(0, n)), self.images.y[:n]
+        norm = str(self.params.get("norm", "linf"))
+        eps = 1.0 if norm == "linf" else float(x[0].numel()) ** 0.5  # Linf 1 or the cube's diagonal: no bound at all
+        params = dict(self.params) | {"eps": eps}
+        through = PurifiedModel(self.model, self.at_attack, cfg["bpda"], cfg["eot"], cfg["seed"] + _SANITY_STREAM, cfg["unroll_steps"] or 1,
+                                segment=cfg.get("segment"))  # fmt: skip
+        base_log = logging.getLogger("dfrobust.attacks.base")
+        level = base_log.level
+        base_log.setLevel(logging.ERROR)  # the budget is unbounded on purpose: no "large eps" warning
+        try:
+            attack = make_attack(self.attack_name, **params)
+        finally:
+            base_log.setLevel(level)
+        x_adv = quantize(attack(through, x.to(self.device), y.to(self.device)).x_adv.cpu())
+        # evaluation draws past the run's own (the same seeds as an image of index >= every image's)
+        res = evaluate_through(self.model, self.defense, x_adv, y, 1, cfg["seed"], cfg["batch_size"], offset=len(self.images))
+        fooled = int(res["fooled_any"].sum())
+        return {"eps": eps, "norm": norm, "n": n, "fooled": fooled, "passed": fooled == n}
 
     def batch(self, k: int) -> list[dict[str, Any]]:
         """Craft, store and evaluate batch ``k``; its result rows."""
