@@ -14,7 +14,7 @@ from dfrobust.stages import Stage
 def dip_stage(plan: Plan, cfg: dict[str, Any], device: str) -> Stage | None:
     from dataclasses import asdict
 
-    from dfrobust.defenses.dip import DipConfig
+    from dfrobust.defenses.dip import DipConfig, config_key
     from dfrobust.studies.dip_study import DipStudyConfig, run_dip_study
 
     classifier = next((r for r in plan.roles if r.purifier_classifier), None)
@@ -42,6 +42,7 @@ def dip_stage(plan: Plan, cfg: dict[str, Any], device: str) -> Stage | None:
         run_dip_study(plan.data_dir, model, adv, out, sc)
 
     conf = {k: v for k, v in asdict(sc).items() if k != "device"} | {"adv": [p.name for p in adv], "model": classifier.name}
+    conf["dip"] = config_key(sc.dip)  # early-stopping fields only when on: earlier runs keep their keys
     deps = ["data", plan.model_stage(classifier.name), *(f"attack/{p.name}" for p in adv)]
     plan.records["dip"] = {"dir": "dip", "model": classifier.name, "label": classifier.label, "adv": [p.name for p in adv]}
     # keep_output: the purified batches are reused while the images, classifier and settings are unchanged
