@@ -8,7 +8,16 @@ import pytest
 import torch
 
 from dfrobust.defenses.adaptive import check_bpda
-from dfrobust.defenses.dip import EARLY_STOP_FIELDS, Dip, DipConfig, WindowedVarianceStop, config_key, dip_purify, purify_batch
+from dfrobust.defenses.dip import (
+    EARLY_STOP_FIELDS,
+    ES_CHECK_EVERY,
+    Dip,
+    DipConfig,
+    WindowedVarianceStop,
+    config_key,
+    dip_purify,
+    purify_batch,
+)
 from dfrobust.defenses.dip_exact import dip_exact
 from dfrobust.defenses.dip_unroll import dip_unrolled
 from dfrobust.errors import DfrobustError
@@ -42,10 +51,15 @@ def _reference(seq: list[torch.Tensor], window: int, patience: int) -> tuple[int
     return best_t, 0
 
 
+def _next_check(t: int) -> int:
+    return -(-t // ES_CHECK_EVERY) * ES_CHECK_EVERY
+
+
 def _run(es: WindowedVarianceStop, seqs: torch.Tensor) -> None:
     """Feed ``B x T x ...`` sequences to ``es`` until every image stopped or they end."""
     for t in range(1, seqs.shape[1] + 1):
-        if es.update(seqs[:, t - 1], t).all():
+        es.update(seqs[:, t - 1], t)
+        if es.stopped.all():
             break
 
 
@@ -84,13 +98,14 @@ def test_per_image_stops_differ_and_a_batch_equals_separate_runs() -> None:
     cfg = DipConfig(iterations=300, record_every=10, dtype="float64", **SMALL, **ES)
     batch = purify_batch(x, seeds, cfg, show_progress=False)
     assert batch.es_stopped_at.gt(0).all() and len(set(batch.es_iteration.tolist())) == 3
-    assert batch.steps == int(batch.es_stopped_at.max()) < cfg.iterations  # the batch ran until the last image stopped
+    # the batch ran until the first check after its last image stopped
+    assert batch.steps == _next_check(int(batch.es_stopped_at.max())) < cfg.iterations
     assert batch.iterations[-1] <= batch.steps and batch.mse_input.shape[1] == len(batch.iterations)
     for b in range(3):
         alone = purify_batch(x[b : b + 1], seeds[b : b + 1], cfg, show_progress=False)
         assert alone.es_iteration.tolist() == batch.es_iteration[b : b + 1].tolist()
         assert alone.es_stopped_at.tolist() == batch.es_stopped_at[b : b + 1].tolist()
-        assert alone.steps == int(batch.es_stopped_at[b])  # alone, it stops at its own point
+        assert alone.steps == _next_check(int(batch.es_stopped_at[b]))  # alone, it stops after its own point
         torch.testing.assert_close(alone.es_output, batch.es_output[b : b + 1], rtol=0, atol=1e-10)
         # the kept output is the fixed-T output at the detected iteration
         fixed = dataclasses.replace(cfg, early_stop=False)
