@@ -21,7 +21,6 @@ from dfrobust.defenses.dip import (
 from dfrobust.defenses.dip_exact import dip_exact
 from dfrobust.defenses.dip_unroll import dip_unrolled
 from dfrobust.errors import DfrobustError
-from dfrobust.studies.dip_config import DipStudyConfig
 
 #: the authors' network structure at 2 levels: same code path, a fraction of the cost
 SMALL = {"channels_down": (4, 8), "channels_up": (4, 8), "channels_skip": (0, 2), "input_channels": 6}
@@ -112,6 +111,11 @@ def test_per_image_stops_differ_and_a_batch_equals_separate_runs() -> None:
         at = int(batch.es_iteration[b])
         ref = purify_batch(x[b : b + 1], seeds[b : b + 1], fixed, stop_at=at, show_progress=False)
         torch.testing.assert_close(ref.final, batch.es_output[b : b + 1], rtol=0, atol=1e-10)
+    # observing only (the DIP study): the run goes on to the end, the stops are the same
+    observed = purify_batch(x, seeds, dataclasses.replace(cfg, iterations=120), show_progress=False, run_to_end=True)
+    assert observed.steps == 120 and observed.iterations[-1] == 120
+    assert torch.equal(observed.es_iteration, batch.es_iteration) and torch.equal(observed.es_stopped_at, batch.es_stopped_at)
+    torch.testing.assert_close(observed.es_output, batch.es_output, rtol=0, atol=0)
 
 
 def test_the_purifier_classifies_at_each_images_stop() -> None:
@@ -176,5 +180,3 @@ def test_fit_gradients_refuse_early_stopping() -> None:
         dip_exact(x, [0], dip.config, at=5)
     with pytest.raises(DfrobustError, match="early_stop"):
         dip_unrolled(x, [0], dip.config, at=5, steps=2)
-    with pytest.raises(DfrobustError, match="early_stop"):
-        DipStudyConfig(dip=DipConfig(iterations=10, early_stop=True)).validate()

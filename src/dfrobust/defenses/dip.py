@@ -147,6 +147,8 @@ class DipTrajectory:
         es_stopped_at: with ``cfg.early_stop``, ``B`` (long) iterations where each image's
             patience ran out (0: it did not, within the iterations run).
         es_output: with ``cfg.early_stop``, ``B x 3 x H x W`` outputs at ``es_iteration``.
+        es_p_real, es_psnr_clean: with ``cfg.early_stop``, ``B`` P(real) of ``es_output`` (when a
+            classifier was given) and its PSNR to the clean image (when known).
     """
 
     iterations: list[int]
@@ -163,6 +165,8 @@ class DipTrajectory:
     es_iteration: torch.Tensor | None = None
     es_stopped_at: torch.Tensor | None = None
     es_output: torch.Tensor | None = None
+    es_p_real: torch.Tensor | None = None
+    es_psnr_clean: torch.Tensor | None = None
 
     def index(self, iteration: int) -> int:
         """Position of ``iteration`` among the recorded iterations (KeyError if not recorded)."""
@@ -334,6 +338,7 @@ def purify_batch(
     on_iteration: Callable[[int], None] | None = None,
     show_progress: bool = True,
     desc: str = "DIP",
+    run_to_end: bool = False,
 ) -> DipTrajectory:
     """Run DIP on ``B`` images at once, each with its own network seeded by ``seeds[b]``.
 
@@ -354,6 +359,9 @@ def purify_batch(
         on_iteration: called with the iteration number after each step (progress bars).
         show_progress: show a tqdm bar with iterations/s.
         desc: the progress bar's label.
+        run_to_end: with ``cfg.early_stop``, keep iterating after every image has stopped: the
+            detector only observes (the DIP study compares the stopping points with a fixed T
+            on the same trajectories).
 
     Returns:
         A :class:`DipTrajectory` with everything on the CPU.
@@ -385,7 +393,7 @@ def purify_batch(
             on_iteration(t)
         if es is not None:
             es.update(out, t)
-            if t % ES_CHECK_EVERY == 0 and bool(es.stopped.all()):
+            if not run_to_end and t % ES_CHECK_EVERY == 0 and bool(es.stopped.all()):
                 break
     bar.close()
     seconds = time.perf_counter() - start
@@ -395,6 +403,11 @@ def purify_batch(
     if es is not None:
         its, outs = es.result(out, steps)
         es_fields = {"es_iteration": its, "es_stopped_at": es.stopped_at.cpu(), "es_output": outs}
+        with torch.no_grad():
+            if classifier is not None:
+                es_fields["es_p_real"] = p_real(classifier, outs.to(run.device), batch_size=bsz).cpu()
+            if clean is not None:
+                es_fields["es_psnr_clean"] = psnr_from_mse(mse(outs, clean.cpu()))
 
     def stack(key: str) -> torch.Tensor:
         return torch.stack(rows[key], 1) if rows[key] else torch.empty(bsz, 0)

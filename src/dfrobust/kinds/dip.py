@@ -22,7 +22,13 @@ def dip_stage(plan: Plan, cfg: dict[str, Any], device: str) -> Stage | None:
         return None
     d = cfg["dip"]
     sc = DipStudyConfig(
-        dip=DipConfig(iterations=int(d["iterations"]), record_every=int(d["record_every"])),
+        dip=DipConfig(
+            iterations=int(d["iterations"]),
+            record_every=int(d["record_every"]),
+            early_stop=bool(d.get("early_stop", False)),  # runs recorded before early stopping have no such keys
+            es_window=int(d.get("es_window", DipConfig.es_window)),
+            es_patience=int(d.get("es_patience", DipConfig.es_patience)),
+        ),
         per_category=int(d["per_category"]),
         classify_at=int(d["classify_at"]),
         stop_at=int(d.get("stop_at", 0)) or None,

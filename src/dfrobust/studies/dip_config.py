@@ -63,8 +63,6 @@ class DipStudyConfig:
             )
         if self.per_category < 1 or self.batch_size < 1 or self.window < 1:
             raise DfrobustError("--per-category, --batch-size and the window need to be at least 1")
-        if self.dip.early_stop:
-            raise DfrobustError("the DIP study classifies at a fixed T; DIP early stopping (early_stop) is not part of the study yet")
         unknown = sorted(set(self.purifiers) - set(available_purifiers()))
         if unknown:
             raise DfrobustError(f"unknown purifier(s) {unknown}; use {available_purifiers()}")

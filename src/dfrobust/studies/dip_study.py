@@ -134,6 +134,7 @@ def run_dip_study(
             stop_at=cfg.end,
             device=device,
             desc=f"DIP batch {unit.index + 1}/{len(store.units)}",
+            run_to_end=True,  # with dip.early_stop the detector observes: T and the sweep need the whole trajectory
         )
         write_part(store, out_dir, unit, [it.key for it in batch], traj, str(device), ctx.rank, ctx.world_size)
 
