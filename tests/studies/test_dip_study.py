@@ -231,6 +231,9 @@ def test_purify_user_errors_are_one_line(
     err = capsys.readouterr().err
     assert err.startswith("error:") and "--classify-at 10" in err and len(err.strip().splitlines()) == 1
     assert not os.path.exists(tmp_path / "o" / "parts")
+    assert main(_purify_args(toy_dataset, toy_model, attack_dirs, tmp_path / "o", "--early-stop", "--es-window", "1")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "es_window" in err and len(err.strip().splitlines()) == 1
 
 
 def test_purify_reads_a_folder_in_place_at_mixed_sizes(tmp_path: Path, toy_dataset: Path, toy_model: Path) -> None:
@@ -283,7 +286,7 @@ def test_purify_reads_a_folder_in_place_at_mixed_sizes(tmp_path: Path, toy_datas
 
 
 def test_the_study_scores_early_stopping_beside_the_fixed_t(
-    tmp_path: Path, toy_dataset: Path, toy_model: Path, attack_dirs: list[Path]
+    tmp_path: Path, toy_dataset: Path, toy_model: Path, attack_dirs: list[Path], capsys: pytest.CaptureFixture
 ) -> None:
     small = {"channels_down": (4, 8), "channels_up": (4, 8), "channels_skip": (0, 2), "input_channels": 6}
     dip = DipConfig(iterations=30, record_every=10, early_stop=True, es_window=3, es_patience=2, **small)
@@ -298,6 +301,11 @@ def test_the_study_scores_early_stopping_beside_the_fixed_t(
     es = summary["early_stop"]
     assert es["n"] == len(rows) and es["window"] == 3 and es["patience"] == 2 and 0 <= es["stopped"] <= es["n"]
     assert summary["iterations_run"] == 30  # the run went to the end: T and the sweep need the whole trajectory
+    # the command: the same study, its summary line
+    small_args = ["--iterations", "12", "--classify-at", "8", "--record-every", "4", "--per-category", "1", "--no-transforms"]
+    es_args = ["--early-stop", "--es-window", "3", "--es-patience", "2"]
+    assert main(_purify_args(toy_dataset, toy_model, attack_dirs[:1], tmp_path / "cli", *small_args, *es_args)) == 0
+    assert "early stopping (window 3, patience 2)" in capsys.readouterr().out
     # off: no ES columns or method
     off = DipStudyConfig(dip=DipConfig(iterations=4, record_every=2, **small), per_category=1, batch_size=4, device="cpu", transforms=False)
     plain = run_dip_study(toy_dataset, toy_model, attack_dirs[:1], tmp_path / "off", off)
