@@ -7,6 +7,12 @@ purified at once (:class:`~dfrobust.defenses.dip_net.DipNet` holds one network p
 a batch follows the same trajectory as separate runs with the same seeds: the loss is the sum
 of per-image MSEs, so each image's gradients, and Adam's elementwise updates, are its own.
 
+With ``DipConfig(early_stop=True)`` each image is instead classified at its own stopping point,
+found by ES-WMV (Wang et al., "Early stopping for deep image prior": the windowed moving
+variance of the outputs, :class:`WindowedVarianceStop`); a batch runs until every image has
+stopped or ``iterations`` are done. The stopping point depends on the data, so exact and
+unrolled gradients through the fit (:mod:`~dfrobust.defenses.dip_exact`) refuse it.
+
 >>> traj = purify_batch(torch.rand(2, 3, 32, 32), seeds=[0, 1], cfg=DipConfig(iterations=20))  # doctest: +SKIP
 >>> traj.final.shape  # doctest: +SKIP
 torch.Size([2, 3, 32, 32])
