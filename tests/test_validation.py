@@ -58,6 +58,9 @@ def test_evaluate_batch_size_zero(toy_dataset: Path, toy_model: Path, capsys: py
         ("attack.cw.c_range=[5.0]", "attack.cw.c_range = [5.0] needs two numbers"),
         ("train.lr=nan", "train.lr = nan"),
         ("train.vgg16.momentum=-1.0", "train.vgg16.momentum = -1.0"),
+        ("dip.es_window=1", "dip.es_window = 1"),
+        ("dip.es_patience=0", "dip.es_patience = 0"),
+        ("dip.early_stop=1", "dip.early_stop expects bool"),
     ],
 )
 def test_study_config_is_checked_before_the_first_stage(

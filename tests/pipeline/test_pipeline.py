@@ -3,6 +3,7 @@ caching and resumption; plus preset and override handling."""
 
 from __future__ import annotations
 
+import copy
 import re
 import shutil
 from pathlib import Path
@@ -82,6 +83,23 @@ def test_regularised_resnets_start_where_the_config_says(tmp_path: Path, start: 
         assert "train/resnet18" not in lip.deps and lip.config["resume_from"] is None
     with pytest.raises(DfrobustError, match="train.lipschitz.start"):
         plan_study(study_config("tiny", ["train.lipschitz.start=imagenet"]), tmp_path / "run", device="cpu")
+
+
+def test_dip_early_stopping_is_a_preset_key_that_leaves_the_stage_key_alone_while_off(tmp_path: Path) -> None:
+    from dfrobust.report.render import differences
+
+    cfg = study_config("tiny")
+    dip = {s.name: s for s in plan_study(cfg, tmp_path / "run", device="cpu").stages}["dip"]
+    assert "early_stop" not in dip.config["dip"]  # off: the key of runs made before early stopping
+    old = copy.deepcopy(cfg)
+    for k in ("early_stop", "es_window", "es_patience"):
+        del old["dip"][k]  # a run recorded before the keys existed plans the same stage
+    assert {s.name: s for s in plan_study(old, tmp_path / "run", device="cpu").stages}["dip"].config == dip.config
+    on = study_config("tiny", ["dip.early_stop=true", "dip.es_patience=50"])
+    dip_on = {s.name: s for s in plan_study(on, tmp_path / "run", device="cpu").stages}["dip"]
+    assert dip_on.config["dip"]["early_stop"] is True and dip_on.config["dip"]["es_patience"] == 50
+    assert dip_on.config["dip"]["es_window"] == 100
+    assert any("`dip.early_stop` = True (the paper: False)" in d for d in differences({"cfg": on, "manifest": {}, "stored": {}}))
 
 
 def test_swap_knobs_reach_the_data_stage(tmp_path: Path) -> None:

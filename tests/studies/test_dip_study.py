@@ -231,6 +231,9 @@ def test_purify_user_errors_are_one_line(
     err = capsys.readouterr().err
     assert err.startswith("error:") and "--classify-at 10" in err and len(err.strip().splitlines()) == 1
     assert not os.path.exists(tmp_path / "o" / "parts")
+    assert main(_purify_args(toy_dataset, toy_model, attack_dirs, tmp_path / "o", "--early-stop", "--es-window", "1")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "es_window" in err and len(err.strip().splitlines()) == 1
 
 
 def test_purify_reads_a_folder_in_place_at_mixed_sizes(tmp_path: Path, toy_dataset: Path, toy_model: Path) -> None:
@@ -280,3 +283,31 @@ def test_purify_reads_a_folder_in_place_at_mixed_sizes(tmp_path: Path, toy_datas
     assert any(p["source"] == "fgsm-whitebox" for p in preds)  # an attacked 64 px fake, fitted beside its 32 px clean image
     assert any("resized to 32x32" in n for n in summary["notes"])
     assert sorted((str(p), p.stat().st_mtime_ns) for p in folder.rglob("*")) == before  # nothing written into it
+
+
+def test_the_study_scores_early_stopping_beside_the_fixed_t(
+    tmp_path: Path, toy_dataset: Path, toy_model: Path, attack_dirs: list[Path], capsys: pytest.CaptureFixture
+) -> None:
+    small = {"channels_down": (4, 8), "channels_up": (4, 8), "channels_skip": (0, 2), "input_channels": 6}
+    dip = DipConfig(iterations=30, record_every=10, early_stop=True, es_window=3, es_patience=2, **small)
+    cfg = DipStudyConfig(dip=dip, per_category=1, classify_at=20, batch_size=4, device="cpu", transforms=False)
+    summary = run_dip_study(toy_dataset, toy_model, attack_dirs[:1], tmp_path / "es", cfg)
+    rows = read_csv(tmp_path / "es" / "predictions.csv")
+    assert {"dip-es_p_real", "es_iteration", "es_stopped_at", "psnr_clean_at_es"} <= set(rows[0])
+    for r in rows:  # the kept iteration lies in the run; an image stops exactly `patience` iterations after it
+        assert 3 <= int(r["es_iteration"]) <= 30 and int(r["es_stopped_at"]) in (0, int(r["es_iteration"]) + 2)
+    assert any(int(r["es_stopped_at"]) for r in rows)
+    assert "dip-es" in {r["method"] for r in summary["table3"]}
+    es = summary["early_stop"]
+    assert es["n"] == len(rows) and es["window"] == 3 and es["patience"] == 2 and 0 <= es["stopped"] <= es["n"]
+    assert summary["iterations_run"] == 30  # the run went to the end: T and the sweep need the whole trajectory
+    # the command: the same study, its summary line
+    small_args = ["--iterations", "12", "--classify-at", "8", "--record-every", "4", "--per-category", "1", "--no-transforms"]
+    es_args = ["--early-stop", "--es-window", "3", "--es-patience", "2"]
+    assert main(_purify_args(toy_dataset, toy_model, attack_dirs[:1], tmp_path / "cli", *small_args, *es_args)) == 0
+    assert "early stopping (window 3, patience 2)" in capsys.readouterr().out
+    # off: no ES columns or method
+    off = DipStudyConfig(dip=DipConfig(iterations=4, record_every=2, **small), per_category=1, batch_size=4, device="cpu", transforms=False)
+    plain = run_dip_study(toy_dataset, toy_model, attack_dirs[:1], tmp_path / "off", off)
+    assert plain["early_stop"] is None and "dip-es" not in {r["method"] for r in plain["table3"]}
+    assert "es_iteration" not in read_csv(tmp_path / "off" / "predictions.csv")[0]

@@ -51,6 +51,18 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--record-every", type=int, default=10, help="record P(real), MSE, PSNR every k iterations (default: 10)")
     parser.add_argument("--batch-size", type=int, default=8, help="images purified at once, one network each (default: 8)")
     parser.add_argument("--amp", choices=["none", "bf16"], default="none", help="bfloat16 autocast for the generator (CUDA; default: none)")
+    parser.add_argument(
+        "--early-stop",
+        action="store_true",
+        help="also score each image at its ES-WMV stopping point (Wang et al.; method dip-es); the run still goes to the end",
+    )
+    parser.add_argument("--es-window", type=int, default=None, help="ES-WMV: outputs in the variance window (default: 100)")
+    parser.add_argument(
+        "--es-patience",
+        type=int,
+        default=None,
+        help="ES-WMV: iterations without a new variance minimum before an image stops (default: 1000)",
+    )
     parser.add_argument("--no-transforms", action="store_true", help="skip the JPEG and blur baselines")
     add_shard_args(parser)
     add_device_arg(parser)
@@ -64,7 +76,14 @@ def run(args: argparse.Namespace) -> int:
     from dfrobust.studies.dip_study import DipStudyConfig, run_dip_study
 
     cfg = DipStudyConfig(
-        dip=DipConfig(iterations=args.iterations, record_every=args.record_every, amp=args.amp),
+        dip=DipConfig(
+            iterations=args.iterations,
+            record_every=args.record_every,
+            amp=args.amp,
+            early_stop=args.early_stop,
+            es_window=DipConfig.es_window if args.es_window is None else args.es_window,
+            es_patience=DipConfig.es_patience if args.es_patience is None else args.es_patience,
+        ),
         per_category=args.per_category,
         classify_at=args.classify_at,
         stop_at=args.stop_at,
@@ -86,10 +105,15 @@ def run(args: argparse.Namespace) -> int:
     draw_dip_figures(args.out, args.out)
     rows = {(r["method"], r["threshold"]): r for r in summary["table3"]}
     for (method, thr), r in rows.items():
-        if method in ("baseline", "dip"):
+        if method in ("baseline", "dip", "dip-es"):
             print(
                 f"{method:>8} @ {thr:g}: accuracy {r['accuracy']:.3f}  AUROC {r['auroc'] if r['auroc'] is None else round(r['auroc'], 3)}"
             )
+    if es := summary.get("early_stop"):
+        print(
+            f"early stopping (window {es['window']}, patience {es['patience']}): {es['stopped']} of {es['n']} images stopped; "
+            f"median kept iteration {es['es_iteration_median']:g}; iterations saved against T: {es['iterations_saved_mean']:.0f} on average"
+        )
     for note in summary["notes"]:
         print(f"note: {note}")
     print(f"wrote {args.out}/table3.csv, table4.csv, sweep.csv, trajectories.csv, fig5.png, fig6.png, summary.json")

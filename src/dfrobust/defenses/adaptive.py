@@ -75,11 +75,16 @@ def check_bpda(purifier: Purifier, bpda: str) -> None:
     if bpda == "surrogate" and type(purifier).surrogate is Purifier.surrogate:
         raise DfrobustError(
             f"purifier {purifier.name} has no differentiable surrogate; use --bpda identity, fitted-blur"
-            + (", unroll or exact" if isinstance(purifier, Dip) else "")
+            + (", unroll or exact" if isinstance(purifier, Dip) and not purifier.config.early_stop else "")
         )
     if bpda in ("unroll", "exact") and not isinstance(purifier, Dip):
         raise DfrobustError(
             f"--bpda {bpda} differentiates DIP's fit; purifier {purifier.name} is not DIP (use identity, surrogate or fitted-blur)"
+        )
+    if bpda in ("unroll", "exact") and purifier.config.early_stop:
+        raise DfrobustError(
+            f"--bpda {bpda} differentiates DIP's fit up to a fixed iteration; DIP with early_stop stops at a data-dependent one "
+            "(use identity or fitted-blur, or turn early_stop off)"
         )
 
 

@@ -7,6 +7,12 @@ purified at once (:class:`~dfrobust.defenses.dip_net.DipNet` holds one network p
 a batch follows the same trajectory as separate runs with the same seeds: the loss is the sum
 of per-image MSEs, so each image's gradients, and Adam's elementwise updates, are its own.
 
+With ``DipConfig(early_stop=True)`` each image is instead classified at its own stopping point,
+found by ES-WMV (Wang et al., "Early stopping for deep image prior": the windowed moving
+variance of the outputs, :class:`WindowedVarianceStop`); a batch runs until every image has
+stopped or ``iterations`` are done. The stopping point depends on the data, so exact and
+unrolled gradients through the fit (:mod:`~dfrobust.defenses.dip_exact`) refuse it.
+
 >>> traj = purify_batch(torch.rand(2, 3, 32, 32), seeds=[0, 1], cfg=DipConfig(iterations=20))  # doctest: +SKIP
 >>> traj.final.shape  # doctest: +SKIP
 torch.Size([2, 3, 32, 32])
@@ -16,7 +22,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,6 +39,8 @@ from dfrobust.utils.runtime import progress
 _NOISE_STREAM = 0x5EED_0D1B
 #: Where in the optimisation the output is classified by default (the paper: 6,000 of 10,000 iterations).
 CLASSIFY_FRACTION = 0.6
+#: DipConfig fields of ES-WMV early stopping: left out of config keys while ``early_stop`` is off (:func:`config_key`).
+EARLY_STOP_FIELDS = ("early_stop", "es_window", "es_patience")
 
 
 def default_classify_at(iterations: int) -> int:
@@ -67,6 +76,9 @@ class DipConfig:
     dtype: str = "float32"  #: generator precision ("float64" for exactness checks)
     amp: str = "none"  #: "bf16" runs the generator under bfloat16 autocast (CUDA)
     channels_last: bool = False  #: channels-last memory format for the generator (CUDA)
+    early_stop: bool = False  #: ES-WMV (Wang et al.): each image's output at its own detected stopping point
+    es_window: int = 100  #: outputs in ES-WMV's moving-variance window (the paper: 100)
+    es_patience: int = 1000  #: iterations without a new variance minimum before an image stops (the paper: 1,000)
 
     def __post_init__(self) -> None:
         for name in ("channels_down", "channels_up", "channels_skip"):
@@ -81,6 +93,24 @@ class DipConfig:
             raise DfrobustError(f"amp must be none or bf16, got {self.amp!r}")
         if not 0.0 <= self.ema_weight < 1.0:
             raise DfrobustError(f"ema_weight must lie in [0, 1), got {self.ema_weight}")
+        if not isinstance(self.early_stop, bool):
+            raise DfrobustError(f"early_stop must be true or false, got {self.early_stop!r}")
+        if isinstance(self.es_window, bool) or not isinstance(self.es_window, int) or self.es_window < 2:
+            raise DfrobustError(f"es_window must be an integer >= 2 (outputs in the variance window), got {self.es_window!r}")
+        if isinstance(self.es_patience, bool) or not isinstance(self.es_patience, int) or self.es_patience < 1:
+            raise DfrobustError(f"es_patience must be an integer >= 1 (iterations), got {self.es_patience!r}")
+
+
+def config_key(cfg: DipConfig) -> dict[str, Any]:
+    """``cfg`` as a dict for stage keys and fingerprints: the early-stopping fields only when ``early_stop`` is on.
+
+    Runs made before early stopping existed keep their keys.
+    """
+    key = asdict(cfg)
+    if not cfg.early_stop:
+        for name in EARLY_STOP_FIELDS:
+            key.pop(name)
+    return key
 
 
 def build_dip_net(cfg: DipConfig, groups: int) -> DipNet:
@@ -115,6 +145,16 @@ class DipTrajectory:
         snapshots: iteration -> ``B x 3 x H x W`` outputs kept at the requested iterations.
         final, final_avg: output and exponential average at the last iteration run.
         seconds: wall time of the optimisation loop.
+        steps: iterations run (fewer than asked when early stopping stopped every image: the
+            batch ends at the first multiple of ``ES_CHECK_EVERY`` after its last stop).
+        es_iteration: with ``cfg.early_stop``, ``B`` (long) iterations whose outputs are kept
+            in ``es_output``: each image's minimum of the windowed variance (its detected
+            stopping point), or the last iteration run when the window never filled.
+        es_stopped_at: with ``cfg.early_stop``, ``B`` (long) iterations where each image's
+            patience ran out (0: it did not, within the iterations run).
+        es_output: with ``cfg.early_stop``, ``B x 3 x H x W`` outputs at ``es_iteration``.
+        es_p_real, es_psnr_clean: with ``cfg.early_stop``, ``B`` P(real) of ``es_output`` (when a
+            classifier was given) and its PSNR to the clean image (when known).
     """
 
     iterations: list[int]
@@ -127,6 +167,12 @@ class DipTrajectory:
     final: torch.Tensor | None = None
     final_avg: torch.Tensor | None = None
     seconds: float = 0.0
+    steps: int = 0
+    es_iteration: torch.Tensor | None = None
+    es_stopped_at: torch.Tensor | None = None
+    es_output: torch.Tensor | None = None
+    es_p_real: torch.Tensor | None = None
+    es_psnr_clean: torch.Tensor | None = None
 
     def index(self, iteration: int) -> int:
         """Position of ``iteration`` among the recorded iterations (KeyError if not recorded)."""
@@ -134,6 +180,85 @@ class DipTrajectory:
             return self.iterations.index(iteration)
         except ValueError:
             raise KeyError(f"iteration {iteration} was not recorded") from None
+
+
+class WindowedVarianceStop:
+    """ES-WMV (Wang et al., "Early stopping for deep image prior"), for ``B`` images at once.
+
+    Each image keeps its last ``window`` outputs; once the window is full, every
+    :meth:`update` computes the windowed moving variance
+    ``VAR_t = 1/W sum_w mean_pixels((x_{t-w} - mean_window)^2)``. The output at the iteration
+    of the smallest variance so far is kept; an image stops when its variance has not reached
+    a new minimum for ``patience`` consecutive iterations, and its kept output, minimum and
+    counters freeze from then on. Images are independent: an image's stop does not depend on
+    its batch. The state lives on the outputs' device and an update never waits for it (no
+    host synchronisation); reading :attr:`stopped` does.
+
+    Memory: a ring buffer of ``B x window`` outputs (window 100 at 256 px: 79 MB per image in float32).
+
+    >>> es = WindowedVarianceStop(1, window=2, patience=1)
+    >>> for t, v in enumerate([0.0, 1.0, 1.0, 5.0], 1):
+    ...     es.update(torch.full((1, 1, 1, 1), v), t)
+    >>> es.best_t.tolist(), es.stopped_at.tolist()
+    ([3], [4])
+    """
+
+    def __init__(self, batch: int, window: int, patience: int) -> None:
+        if window < 2 or patience < 1:
+            raise DfrobustError(f"ES-WMV needs a window >= 2 and a patience >= 1, got {window} and {patience}")
+        self.batch, self.window, self.patience = int(batch), int(window), int(patience)
+        self.count = 0  #: outputs seen
+        self.buffer: torch.Tensor | None = None  #: B x window x ... ring buffer of the last outputs
+        self.output: torch.Tensor | None = None  #: B x ... outputs at ``best_t``
+        self.best = torch.full((batch,), float("inf"), dtype=torch.float64)  #: smallest variance so far
+        self.best_t = torch.zeros(batch, dtype=torch.long)  #: its iteration (0: none yet)
+        self.wait = torch.zeros(batch, dtype=torch.long)  #: iterations since the last new minimum
+        self.stopped_at = torch.zeros(batch, dtype=torch.long)  #: iteration the patience ran out (0: running)
+
+    @property
+    def stopped(self) -> torch.Tensor:
+        """``B`` bools: which images have stopped."""
+        return self.stopped_at > 0
+
+    @torch.no_grad()
+    def update(self, out: torch.Tensor, t: int) -> None:
+        """Add the outputs ``out`` (``B x ...``) of iteration ``t``."""
+        out = out.detach()
+        if self.buffer is None:
+            self.buffer = out.new_zeros((len(out), self.window, *out.shape[1:]))
+            self.output = out.clone()
+            dev = out.device
+            self.best, self.best_t, self.wait, self.stopped_at = (v.to(dev) for v in (self.best, self.best_t, self.wait, self.stopped_at))
+        self.buffer[:, self.count % self.window] = out
+        self.count += 1
+        if self.count < self.window:
+            return
+        buf = self.buffer.flatten(2)
+        var = (buf - buf.mean(1, keepdim=True)).pow(2).mean((1, 2)).double()
+        running = self.stopped_at == 0
+        better = running & (var < self.best)
+        self.best = torch.where(better, var, self.best)
+        self.best_t = torch.where(better, t, self.best_t)
+        self.wait = torch.where(better, 0, self.wait + running.long())
+        self.output = torch.where(better.view(-1, *([1] * (out.ndim - 1))), out, self.output)
+        self.stopped_at = torch.where(running & (self.wait >= self.patience), t, self.stopped_at)
+
+    def result(self, last: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(iterations, outputs)`` kept per image (on the CPU, iterations as long).
+
+        An image whose window never filled keeps ``last`` (the outputs of iteration ``t``).
+        """
+        if self.output is None:  # nothing was run
+            return torch.full((len(last),), t, dtype=torch.long), last.cpu()
+        none = self.best_t == 0
+        its = torch.where(none, t, self.best_t)
+        outs = torch.where(none.view(-1, *([1] * (last.ndim - 1))), last, self.output)
+        return its.cpu(), outs.cpu()
+
+
+#: With early stopping, iterations between checks whether every image of a batch has stopped
+#: (a check waits for the device); a batch runs at most this many iterations past its last stop.
+ES_CHECK_EVERY = 10
 
 
 def recorded_iterations(end: int, every: int, extra: Sequence[int] = ()) -> list[int]:
@@ -219,6 +344,7 @@ def purify_batch(
     on_iteration: Callable[[int], None] | None = None,
     show_progress: bool = True,
     desc: str = "DIP",
+    run_to_end: bool = False,
 ) -> DipTrajectory:
     """Run DIP on ``B`` images at once, each with its own network seeded by ``seeds[b]``.
 
@@ -232,11 +358,16 @@ def purify_batch(
             averaged output every ``cfg.record_every`` iterations.
         clean: the clean images ``B x 3 x H x W`` when known (PSNR to clean is recorded).
         keep: iterations whose outputs are kept in ``snapshots`` (Fig 5); also recorded.
-        stop_at: stop after this iteration (default: ``cfg.iterations``).
+        stop_at: stop after this iteration (default: ``cfg.iterations``). With
+            ``cfg.early_stop`` the run also ends once every image has stopped
+            (:class:`WindowedVarianceStop`); the trajectory's ``es_*`` fields say where.
         device: where to run (default: the images' device).
         on_iteration: called with the iteration number after each step (progress bars).
         show_progress: show a tqdm bar with iterations/s.
         desc: the progress bar's label.
+        run_to_end: with ``cfg.early_stop``, keep iterating after every image has stopped: the
+            detector only observes (the DIP study compares the stopping points with a fixed T
+            on the same trajectories).
 
     Returns:
         A :class:`DipTrajectory` with everything on the CPU.
@@ -252,10 +383,13 @@ def purify_batch(
     rows: dict[str, list[torch.Tensor]] = {k: [] for k in ("raw", "avg", "mse", "psnr_clean")}
     snapshots: dict[int, torch.Tensor] = {}
     out = run.x
+    es = WindowedVarianceStop(bsz, cfg.es_window, cfg.es_patience) if cfg.early_stop else None
     bar = progress(total=end, desc=f"{desc} ({bsz} images)", unit="it", disable=not show_progress or None)
     start = time.perf_counter()
+    steps = 0
     for t in range(1, end + 1):
         out = run.step()
+        steps = t
         if t in record_set:
             record_sample(rows, out, run.avg, run.x, clean_d, classifier)
         if t in keep_set:
@@ -263,9 +397,23 @@ def purify_batch(
         bar.update(1)
         if on_iteration is not None:
             on_iteration(t)
+        if es is not None:
+            es.update(out, t)
+            if not run_to_end and t % ES_CHECK_EVERY == 0 and bool(es.stopped.all()):
+                break
     bar.close()
     seconds = time.perf_counter() - start
     avg = run.avg
+    record = [t for t in record if t <= steps]
+    es_fields: dict[str, Any] = {}
+    if es is not None:
+        its, outs = es.result(out, steps)
+        es_fields = {"es_iteration": its, "es_stopped_at": es.stopped_at.cpu(), "es_output": outs}
+        with torch.no_grad():
+            if classifier is not None:
+                es_fields["es_p_real"] = p_real(classifier, outs.to(run.device), batch_size=bsz).cpu()
+            if clean is not None:
+                es_fields["es_psnr_clean"] = psnr_from_mse(mse(outs, clean.cpu()))
 
     def stack(key: str) -> torch.Tensor:
         return torch.stack(rows[key], 1) if rows[key] else torch.empty(bsz, 0)
@@ -282,6 +430,8 @@ def purify_batch(
         final=out.cpu(),
         final_avg=avg.cpu() if avg is not None else None,
         seconds=seconds,
+        steps=steps,
+        **es_fields,
     )
 
 
@@ -318,15 +468,16 @@ def dip_purify(
     """Purify images with DIP and return the outputs at ``iteration`` (default: :func:`default_classify_at`).
 
     The same call shape as the input-transform purifiers (images in, images out); image ``i``
-    uses seed ``seed + i``.
+    uses seed ``seed + i``. With ``cfg.early_stop`` each image's output is the one at its own
+    detected stopping point (ES-WMV), within ``iteration`` iterations (default: ``cfg.iterations``).
 
     >>> dip_purify(torch.rand(2, 3, 32, 32), DipConfig(iterations=10)).shape  # doctest: +SKIP
     torch.Size([2, 3, 32, 32])
     """
     cfg = cfg or DipConfig()
-    at = iteration if iteration is not None else default_classify_at(cfg.iterations)
+    at = iteration if iteration is not None else (cfg.iterations if cfg.early_stop else default_classify_at(cfg.iterations))
     traj = purify_batch(images, [seed + i for i in range(len(images))], cfg, stop_at=at, device=device, show_progress=False)
-    return traj.final
+    return traj.es_output if cfg.early_stop else traj.final
 
 
 @register_purifier
@@ -335,7 +486,10 @@ class Dip(Purifier):
 
     Random: the draw (network init, input ``z``, noise stream) of image ``i`` comes from seed
     ``seed + i`` (:func:`dip_purify`), so two seeds are two draws and the same seed repeats the
-    output exactly. All images of a call are fitted at once (one network each).
+    output exactly. All images of a call are fitted at once (one network each). With
+    ``early_stop`` each image's output is the one at its own ES-WMV stopping point instead
+    (within ``iterations``; ``classify_at`` is then unused), a data-dependent iteration that
+    exact and unrolled gradients through the fit do not support.
 
     Args:
         classify_at: the iteration whose output is returned; when not given, ``CLASSIFY_FRACTION`` of ``iterations``.
@@ -357,6 +511,9 @@ class Dip(Purifier):
         need1x1_up: a 1x1 convolution after each upsampling block.
         dtype: precision of the generator (``float32`` or ``float64``).
         amp: ``bf16`` runs the generator under bfloat16 autocast (CUDA), ``none`` does not.
+        early_stop: ES-WMV early stopping: classify each image at its own detected stopping point.
+        es_window: outputs in ES-WMV's moving-variance window.
+        es_patience: iterations without a new variance minimum before an image stops.
     """
 
     name = "dip"
@@ -383,6 +540,9 @@ class Dip(Purifier):
         need1x1_up: bool = DipConfig.need1x1_up,
         dtype: str = DipConfig.dtype,
         amp: str = DipConfig.amp,
+        early_stop: bool = DipConfig.early_stop,
+        es_window: int = DipConfig.es_window,
+        es_patience: int = DipConfig.es_patience,
     ) -> None:
         # every parameter but classify_at is a DipConfig field: the config validates them
         fields = {k: v for k, v in locals().items() if k not in ("self", "classify_at", "__class__")}
@@ -394,5 +554,6 @@ class Dip(Purifier):
             raise DfrobustError(f"DIP classify_at must lie in 1..{self.iterations} (iterations), got {self.classify_at}")
 
     def purify(self, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
-        """The generators' outputs at ``classify_at`` (gradients enabled for the fitting)."""
-        return dip_purify(x, self.config, seed=seed, iteration=self.classify_at)
+        """The generators' outputs at ``classify_at``, or at each image's stopping point with ``early_stop``."""
+        at = self.iterations if self.early_stop else self.classify_at
+        return dip_purify(x, self.config, seed=seed, iteration=at)

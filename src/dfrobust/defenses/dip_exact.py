@@ -207,6 +207,8 @@ def dip_exact(
         segment: steps per recomputed segment (default :func:`default_segment`).
         on_step: called with the number of fitting steps done (forward and backward), for progress.
     """
+    if cfg.early_stop:
+        raise DfrobustError("exact DIP gradients need a fixed output iteration; early stopping (early_stop) picks a data-dependent one")
     if at < 1:
         raise DfrobustError(f"exact DIP gradients need an output iteration >= 1, got {at}")
     if len(seeds) != len(x):

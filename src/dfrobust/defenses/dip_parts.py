@@ -21,6 +21,8 @@ from dfrobust.utils.io import atomic_path, save_png
 from dfrobust.utils.parts import PartStore, Unit
 
 CURVES = ("p_real_raw", "p_real_avg", "mse_input", "psnr_input", "psnr_clean")
+#: One value per image, stored beside the curves when the study observes early stopping (ES-WMV).
+EARLY_STOP_VALUES = ("es_iteration", "es_stopped_at", "es_p_real", "es_psnr_clean")
 PAYLOAD = ".safetensors"
 
 
@@ -34,7 +36,7 @@ class ItemCurves:
     """One image's recorded curves (numpy-free: float lists), read back from a part."""
 
     iterations: list[int]
-    curves: dict[str, torch.Tensor]  #: name -> R values
+    curves: dict[str, torch.Tensor]  #: name -> R values (a single value for :data:`EARLY_STOP_VALUES`)
     seconds: float  #: this image's share of its batch's wall time
     device: str
 
@@ -50,7 +52,8 @@ def write_part(store: PartStore, out_dir: Path, unit: Unit, keys: list[str], tra
     for t, images in traj.snapshots.items():
         for key, img in zip(keys, images):
             save_png(snapshot_path(out_dir, key, t), img)
-    tensors = {name: getattr(traj, name).float().contiguous() for name in CURVES if getattr(traj, name) is not None}
+    names = CURVES + EARLY_STOP_VALUES
+    tensors = {name: getattr(traj, name).float().contiguous() for name in names if getattr(traj, name) is not None}
     weights = store.path(unit, PAYLOAD)
     weights.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(weights) as tmp:

@@ -42,6 +42,8 @@ def dip_unrolled(x: torch.Tensor, seeds: Sequence[int], cfg: DipConfig, at: int,
     target of the last ``min(steps, at - 1)`` fitting steps (second-order: the gradient of the
     fitting loss is itself differentiated).
     """
+    if cfg.early_stop:
+        raise DfrobustError("unrolling DIP needs a fixed output iteration; early stopping (early_stop) picks a data-dependent one")
     if steps < 1:
         raise DfrobustError(f"unrolling DIP needs --unroll-steps >= 1, got {steps}")
     if at < 2:

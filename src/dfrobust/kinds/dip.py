@@ -14,7 +14,7 @@ from dfrobust.stages import Stage
 def dip_stage(plan: Plan, cfg: dict[str, Any], device: str) -> Stage | None:
     from dataclasses import asdict
 
-    from dfrobust.defenses.dip import DipConfig
+    from dfrobust.defenses.dip import DipConfig, config_key
     from dfrobust.studies.dip_study import DipStudyConfig, run_dip_study
 
     classifier = next((r for r in plan.roles if r.purifier_classifier), None)
@@ -22,7 +22,13 @@ def dip_stage(plan: Plan, cfg: dict[str, Any], device: str) -> Stage | None:
         return None
     d = cfg["dip"]
     sc = DipStudyConfig(
-        dip=DipConfig(iterations=int(d["iterations"]), record_every=int(d["record_every"])),
+        dip=DipConfig(
+            iterations=int(d["iterations"]),
+            record_every=int(d["record_every"]),
+            early_stop=bool(d.get("early_stop", False)),  # runs recorded before early stopping have no such keys
+            es_window=int(d.get("es_window", DipConfig.es_window)),
+            es_patience=int(d.get("es_patience", DipConfig.es_patience)),
+        ),
         per_category=int(d["per_category"]),
         classify_at=int(d["classify_at"]),
         stop_at=int(d.get("stop_at", 0)) or None,
@@ -42,6 +48,7 @@ def dip_stage(plan: Plan, cfg: dict[str, Any], device: str) -> Stage | None:
         run_dip_study(plan.data_dir, model, adv, out, sc)
 
     conf = {k: v for k, v in asdict(sc).items() if k != "device"} | {"adv": [p.name for p in adv], "model": classifier.name}
+    conf["dip"] = config_key(sc.dip)  # early-stopping fields only when on: earlier runs keep their keys
     deps = ["data", plan.model_stage(classifier.name), *(f"attack/{p.name}" for p in adv)]
     plan.records["dip"] = {"dir": "dip", "model": classifier.name, "label": classifier.label, "adv": [p.name for p in adv]}
     # keep_output: the purified batches are reused while the images, classifier and settings are unchanged

@@ -222,7 +222,8 @@ def table3(ctx: dict[str, Any]) -> Table:
         "Table III. DIP defense results overall",
         ["method", "threshold", "n", *METRIC_LABELS],
         note="In parentheses: the paper's numbers (its 100-image subsample). baseline = the undefended classifier; "
-        "dip = output at iteration T; dip-window = P(real) averaged over the window around T; jpeg/blur = cheap transforms. "
+        "dip = output at iteration T; dip-window = P(real) averaged over the window around T; "
+        "dip-es = output at each image's ES-WMV stopping point (dip.early_stop); jpeg/blur = cheap transforms. "
         "[low–high]: Wilson 95% interval on accuracy (per-class counts are in Table IV).",
     )
     for r in ctx["dip"]["table3"]:

@@ -53,6 +53,9 @@ def merge_study(
         "dip-window": win[:, ti],
         "dip-ema": avg[:, ti],
     }
+    early = "es_p_real" in stacked  # dip.early_stop: each image's output at its ES-WMV stopping point
+    if early:
+        scores["dip-es"] = stacked["es_p_real"]
     if cfg.transforms:
         baselines = transform_purifiers(study.inputs.shape[-1], cfg.jpeg_quality, cfg.blur_sigma)
         for name in cfg.purifiers:
@@ -64,7 +67,9 @@ def merge_study(
         {"image": it.image, "category": it.category, "label": CLASS_NAMES[it.label], "source": it.source, "seed": it.seed,
          **{f"{m}_p_real": float(s[i]) for m, s in scores.items()},
          "psnr_input_at_t": float(stacked["psnr_input"][i, ti]),
-         "psnr_clean_at_t": float(stacked["psnr_clean"][i, ti]) if "psnr_clean" in stacked else ""}
+         "psnr_clean_at_t": float(stacked["psnr_clean"][i, ti]) if "psnr_clean" in stacked else "",
+         **({"es_iteration": int(stacked["es_iteration"][i]), "es_stopped_at": int(stacked["es_stopped_at"][i]),
+             "psnr_clean_at_es": float(stacked["es_psnr_clean"][i]) if "es_psnr_clean" in stacked else ""} if early else {})}
         for i, it in enumerate(items)
     ]  # fmt: skip
     write_csv(out_dir / "predictions.csv", pred_rows)
@@ -78,6 +83,7 @@ def merge_study(
     figures = _figure_data(study, iterations, raw, win, out_dir, cfg)
 
     seconds = sum(curves[it.key].seconds for it in items)
+    summary_es = early_stop_summary(stacked, cfg) if early else None
     return {
         "complete": True,
         "config": dataclasses.asdict(cfg),
@@ -96,6 +102,7 @@ def merge_study(
         "table4": table4,
         "best_sweep": max(sweep, key=lambda r: r.get(f"dip@{cfg.thresholds[-1]:g}", 0.0)) if sweep else None,
         "figures": figures,
+        "early_stop": summary_es,
         "timing": {
             "seconds": seconds,
             "seconds_per_image": seconds / len(items),
@@ -105,6 +112,26 @@ def merge_study(
             "device": sorted({curves[it.key].device for it in items}),
         },
         "versions": versions(),
+    }
+
+
+def early_stop_summary(stacked: dict[str, np.ndarray], cfg: DipStudyConfig) -> dict[str, Any]:
+    """Where ES-WMV stopped against the fixed T: images stopped, stop iterations, iterations saved.
+
+    An image that did not stop within the run counts as running to the end
+    (``cfg.end``); ``iterations_saved_mean`` is ``T`` minus that, averaged (negative: later than T).
+    """
+    stopped_at = stacked["es_stopped_at"].astype(np.int64)
+    stopped = stopped_at > 0
+    ran = np.where(stopped, stopped_at, cfg.end)
+    return {
+        "window": cfg.dip.es_window,
+        "patience": cfg.dip.es_patience,
+        "n": len(stopped_at),
+        "stopped": int(stopped.sum()),
+        "es_iteration_median": float(np.median(stacked["es_iteration"])),
+        "stopped_at_median": float(np.median(stopped_at[stopped])) if stopped.any() else None,
+        "iterations_saved_mean": float(cfg.t - ran.mean()),
     }
 
 

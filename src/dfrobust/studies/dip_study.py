@@ -26,7 +26,6 @@ The options live in :mod:`~dfrobust.studies.dip_config`, the choice of images in
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from collections.abc import Sequence
@@ -36,7 +35,7 @@ from typing import Any
 import torch
 
 from dfrobust.data.layouts import load_images, scan_layout
-from dfrobust.defenses.dip import purify_batch
+from dfrobust.defenses.dip import config_key, purify_batch
 from dfrobust.defenses.dip_parts import load_curves, study_parts, write_part
 from dfrobust.defenses.dip_sampling import StudyItem
 from dfrobust.models.loading import load_model_arg
@@ -52,7 +51,7 @@ def _fingerprint(cfg: DipStudyConfig, items: list[StudyItem], inputs: torch.Tens
     # T matters only when it lies off the recording grid (it is then recorded specially)
     off_grid = {cfg.t} if cfg.t % cfg.dip.record_every else set()
     record_extra = sorted(set(cfg.keep_iterations(with_t=False)) | off_grid)
-    key = {"dip": dataclasses.asdict(cfg.dip), "end": cfg.end, "keep": record_extra, "model": model_sha, "data": manifest}
+    key = {"dip": config_key(cfg.dip), "end": cfg.end, "keep": record_extra, "model": model_sha, "data": manifest}
     key["items"] = [(it.key, it.seed) for it in items]
     key["inputs"] = sha256_bytes(inputs.float().contiguous().numpy().tobytes())  # the pixels DIP fits
     return sha256_bytes(to_json(key).encode())[:16]
@@ -135,6 +134,7 @@ def run_dip_study(
             stop_at=cfg.end,
             device=device,
             desc=f"DIP batch {unit.index + 1}/{len(store.units)}",
+            run_to_end=True,  # with dip.early_stop the detector observes: T and the sweep need the whole trajectory
         )
         write_part(store, out_dir, unit, [it.key for it in batch], traj, str(device), ctx.rank, ctx.world_size)
 
