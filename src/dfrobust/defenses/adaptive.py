@@ -179,7 +179,7 @@ class PurifiedModel(nn.Module):
             if self.bpda == "unroll":
                 purified = dip_unrolled(xs, seeds, dip.config, dip.classify_at, self.unroll_steps)
             else:
-                purified = dip_exact(xs, seeds, dip.config, dip.classify_at, self.segment)
+                purified = dip_exact(xs, seeds, dip.config, dip.classify_at, self.segment, on_step=_step_progress(dip.classify_at, len(xs)))
         else:
             purified = self.purifier(xs, seed)
             if wants_grad:
@@ -209,6 +209,19 @@ class PurifiedModel(nn.Module):
             self._sigma_count += len(sigma)
             return gaussian_blur(xs, sigma)  # sigma 0 leaves an image as it is
         return xs
+
+
+def _step_progress(at: int, images: int) -> Callable[[int], None]:
+    """Progress lines over one exact gradient's fitting steps: the forward fit, then its recomputation backwards."""
+    total = 2 * max(at - 1, 0)
+    bar = progress(total=total, desc=f"exact DIP gradient ({images} images, T = {at}: fit, then back)", unit="step")
+
+    def update(k: int) -> None:
+        bar.update(k)
+        if bar.n >= total:
+            bar.close()
+
+    return update
 
 
 def draw_seed(seed: int, draw: int) -> int:

@@ -25,6 +25,7 @@ at ``T`` (what :class:`~dfrobust.defenses.dip.Dip` classifies), not the running 
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from dfrobust.defenses.dip import DipConfig, DipRun
 from dfrobust.defenses.dip_net import crop_back, reflect_pad_to
 from dfrobust.errors import DfrobustError
 
+log = logging.getLogger(__name__)
 #: Added to Adam's second moment under the square root: its derivative stays finite where a gradient is exactly 0.
 _SQRT_FLOOR = 1e-30
 #: Adam's betas and eps as the purifier's optimiser uses them (torch.optim.Adam's defaults).
@@ -181,7 +183,12 @@ class _ExactDip(torch.autograd.Function):
                 grad_x += grads[3]
             if ctx.on_step is not None:
                 ctx.on_step(end - start.t)
-        return grad_x.to(x.dtype).to(x.device), None, None, None, None, None
+        grad_x = grad_x.to(x.dtype)
+        if not torch.isfinite(grad_x).all():  # Adam's normalised first steps can blow the adjoint up past float range
+            bad = int((~torch.isfinite(grad_x)).sum())
+            log.warning(f"exact DIP gradient: {bad} non-finite entries set to 0 (try dtype float64 for the attack-time DIP)")
+            grad_x = torch.nan_to_num(grad_x, nan=0.0, posinf=0.0, neginf=0.0)
+        return grad_x.to(x.device), None, None, None, None, None
 
 
 def dip_exact(
