@@ -55,7 +55,8 @@ def table1(ctx: dict[str, Any]) -> tuple[Table, list[dict[str, Any]]]:
     avg = paper.TABLE1.get("resnet18-lip (average)")
     lam = [paper.TABLE1[k] for k in paper.TABLE1 if k.startswith("resnet18-lip") and k != "resnet18-lip (average)"]
     footnote = ""
-    if avg and lam:
+    shown = ordered_models(ctx, list(ctx["models"]))
+    if avg and lam and any(_paper_row(ctx, n) == "resnet18-lip (average)" for n in shown):  # only beside the paper's average row
         means = [mean(r[i] for r in lam) for i in range(2)]
         footnote = (
             f" The paper's own average row ({avg[0]:.1f}% accuracy, {avg[1]:.1f}% AUROC) is not the mean of its four "
@@ -64,8 +65,9 @@ def table1(ctx: dict[str, Any]) -> tuple[Table, list[dict[str, Any]]]:
     t = Table(
         "Table I. Unperturbed test data",
         ["model", "n", *METRIC_LABELS, "mean input-gradient norm"],
-        note="In parentheses: the paper's numbers (1,250 test images per class). Metrics on the whole test split (both "
-        "classes); [low–high]: Wilson 95% interval on each rate's own denominator." + footnote,
+        note=("In parentheses: the paper's numbers (1,250 test images per class). " if any(_paper_row(ctx, n) for n in shown) else "")
+        + "Metrics on the whole test split (both classes); [low–high]: Wilson 95% interval on each rate's own denominator."
+        + footnote,
     )
     out = []
     models = ctx["models"]
@@ -149,13 +151,18 @@ def table2(ctx: dict[str, Any]) -> tuple[Table, list[dict[str, Any]], dict[str, 
                 wide[name] = {k: _mean_of(members, k) for k in columns}
             else:
                 wide[name] = {k: max((float(m[k]) for m in members if k in m), default=None) for k in columns}
+    theirs_shown = any(_paper_row(ctx, n) for n in names)  # the paper's rows (and its captions) only where the run has them
+    averages = any(n.endswith(" (average)") for n in names)
     t = Table(
         "Table II. Accuracy on fake test images, unperturbed and perturbed",
         ["model", "n", *map(column_label, columns)],
-        note="In parentheses: the paper's numbers. n: attacked fake images; [low–high]: Wilson 95% interval "
-        "(the average and best rows summarise their members and carry none). Blackbox: evaluated on images crafted on the role each model "
-        "transfers from (the paper: the VGG-16 for every ResNet, the ResNet-18 for the VGG-16). "
-        "Best: the best member per column, as the paper's starred cells."
+        note=("In parentheses: the paper's numbers. " if theirs_shown else "")
+        + "n: attacked fake images; [low–high]: Wilson 95% interval"
+        + (" (the average and best rows summarise their members and carry none)" if averages else "")
+        + ". Blackbox: evaluated on images crafted on the role each model transfers from"
+        + (" (the paper: the VGG-16 for every ResNet, the ResNet-18 for the VGG-16)" if theirs_shown else "")
+        + "."
+        + (" Best: the best member per column, as the paper's starred cells." if averages else "")
         + (
             " From ensemble (beyond the paper): crafted on the averaged logits of the other detectors of the model's transfer group."
             if ensembles
