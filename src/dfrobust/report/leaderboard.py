@@ -16,8 +16,10 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
+from dfrobust.attacks.base import attack_display
 from dfrobust.evaluate.collapse import collapsed
 from dfrobust.evaluate.robustness import RobustAccuracy
+from dfrobust.report.attack_figures import setting_label
 from dfrobust.report.plotting import plt, save_figure
 from dfrobust.report.tables import Table, pct, rate
 from dfrobust.studies.attack_tables import table2_counts
@@ -163,7 +165,7 @@ def leaderboard_table(rows: list[dict[str, Any]]) -> Table:
             "paper's",
             "clean accuracy (n)",
             "AUROC",
-            *(f"{a.upper()} whitebox" for a in attacks),
+            *(f"{attack_display(a)} {setting_label(a, 'whitebox')}" for a in attacks),
             f"robust accuracy @ {radius}",
             "best blackbox transfer",
             "adaptive (purifier)",

@@ -19,7 +19,7 @@ from typing import Any
 
 from dfrobust.report import paper
 from dfrobust.report.by_group import group_rows, group_table
-from dfrobust.report.document import Figure, Section, _html, _markdown
+from dfrobust.report.document import RESULTS_SCHEMA_VERSION, Figure, Section, _html, _markdown
 from dfrobust.report.run_folder import collect
 from dfrobust.report.sections import RunResults, extra_sections
 from dfrobust.report.differences import differences
@@ -30,6 +30,7 @@ from dfrobust.report.study_tables import (
     paper_table2,
     perturbation_rows,
     perturbation_table,
+    ran_on,
     settings_table,
     stage_table,
     sweep_table,
@@ -128,9 +129,7 @@ def _fig4(ctx: dict[str, Any], wide: dict[str, dict[str, float]], figs: Path) ->
 
 def build_sections(ctx: dict[str, Any], figs: Path) -> tuple[list[Section], dict[str, Any]]:
     """The report's sections and the numbers behind them (for ``results.json``)."""
-    results: dict[str, Any] = {
-        "paper": {"table1": paper.TABLE1, "table2": paper.TABLE2, "table3": paper.TABLE3, "table4_text": paper.TABLE4_TEXT}
-    }
+    results: dict[str, Any] = {"schema_version": RESULTS_SCHEMA_VERSION, "paper": paper.as_fractions()}
     sections = []
     s = Section("Detectors on unperturbed data")
     if ctx["models"]:
@@ -218,6 +217,7 @@ def build_sections(ctx: dict[str, Any], figs: Path) -> tuple[list[Section], dict
         "config": ctx["cfg"],
         "data_arg": ctx["stored"].get("data_arg"),
         "device": ctx["stored"].get("device"),
+        "devices_resolved": ran_on(ctx["stages"]),  # what "auto" turned out to be, from the stage records
         "versions": ctx["stored"].get("versions"),
     }
     results["stages"] = [{k: r.get(k) for k in ("name", "state", "seconds")} for r in ctx["stages"]]
@@ -268,7 +268,11 @@ def adaptive_section(ctx: dict[str, Any], results: dict[str, Any], figs: Path) -
         path = plot_square(sq, figs / "square.png")
         if path:
             s.items.append(
-                Figure(path, "Square attack: share of fakes passed as real within a query budget (whitebox scores, no gradients).")
+                Figure(
+                    path,
+                    "Square attack (score-based black-box: it queries the detector's scores only, no gradients): "
+                    "share of fakes passed as real within a query budget.",
+                )
             )
         results["square"] = {m: [{"queries": q, "success_rate": r, "n": n} for q, r, n in pts] for m, pts in sq.items()}
     return s if len(s.items) else None

@@ -96,7 +96,8 @@ def table1(ctx: dict[str, Any]) -> tuple[Table, list[dict[str, Any]]]:
                     **extra,
                     "n": metrics.get("n"),
                     **{k: metrics.get(k) for k in (*METRIC_KEYS, "input_grad_norm")},
-                    "paper": dict(zip(paper.TABLE1_COLUMNS, paper_row)) if paper_row else None,
+                    # the paper's numbers as fractions, as every rate of results.json
+                    "paper": {k: paper.fraction(v) for k, v in zip(paper.TABLE1_COLUMNS, paper_row)} if paper_row else None,
                 }
             )
     if any(r.get("group") for r in out):
@@ -298,7 +299,15 @@ def settings_table(ctx: dict[str, Any]) -> Table:
         size += f"; {len(man['groups'])} generator(s): {', '.join(man['groups'])}" if man.get("groups") else ""
     else:
         where = f" (made by: {made.get('command', '?')})" if made else ""
-        size = f"{man.get('image_size')} px; train {counts.get('train')}, test {counts.get('test')}" if man else "–"
+        px = man.get("image_size")
+        size = (
+            "; ".join(
+                ([f"{px[0]}x{px[1]} px"] if isinstance(px, (list, tuple)) and len(px) == 2 else [f"{px} px"] if px else [])
+                + [f"{split} {_counts_text(counts.get(split))}" for split in ("train", "test") if counts.get(split) is not None]
+            )
+            if man
+            else "–"
+        )
     rows = [
         ["preset", str(cfg["run"].get("preset"))],
         ["overrides", " ".join(cfg["run"].get("overrides", [])) or "none"],
@@ -306,10 +315,35 @@ def settings_table(ctx: dict[str, Any]) -> Table:
         ["data", str(stored.get("data_arg") or "built-in synthetic faces") + where],
         ["data size", size],
         ["data fingerprint" if man.get("in_place") else "data manifest hash", data_hash],
-        ["device", str(stored.get("device"))],
+        ["device", device_text(stored.get("device"), ctx["stages"])],
     ]
     rows += [[f"version: {k}", str(v)] for k, v in sorted(stored.get("versions", {}).items())]
     return Table("Settings of this run", ["setting", "value"], rows)
+
+
+def _counts_text(counts: Any) -> str:
+    """``{"fake": 24, "real": 24}`` -> ``24 fake, 24 real`` (a plain count stays a count)."""
+    if isinstance(counts, dict):
+        return ", ".join(f"{n} {c}" for c, n in counts.items())
+    return f"{counts} images"
+
+
+def ran_on(stages: list[dict[str, Any]]) -> list[str]:
+    """The devices the stages ran on, as their records say (``auto`` resolved where the record has it)."""
+    out: list[str] = []
+    for rec in stages:
+        dev = (rec.get("host") or {}).get("device")
+        if dev and dev != "auto" and dev not in out:
+            out.append(str(dev))
+    return out
+
+
+def device_text(asked: Any, stages: list[dict[str, Any]]) -> str:
+    """``auto (resolved: cpu)``: the device asked for and what the stages ran on."""
+    devices = ran_on(stages)
+    if str(asked) == "auto":
+        return f"auto (resolved: {', '.join(devices)})" if devices else "auto (not resolved in the stage records of this run)"
+    return str(asked) if not devices or devices == [str(asked)] else f"{asked} (ran on: {', '.join(devices)})"
 
 
 def stage_table(ctx: dict[str, Any]) -> Table:
