@@ -114,6 +114,22 @@ def force_matches(name: str, force: str) -> bool:
     return group.startswith("attack/") and group.count("/") == 1 and name.startswith(group + "-")
 
 
+def resolved_device(name: str) -> str:
+    """The device a stage ran on, ``auto`` resolved: ``cpu``, or ``cuda:0 (NVIDIA H200)``; the name as given if it cannot be."""
+    try:
+        import torch
+
+        from dfrobust.utils.runtime import resolve_device
+
+        dev = resolve_device(name)
+        if dev.type == "cuda":
+            index = torch.cuda.current_device() if dev.index is None else dev.index
+            return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+        return str(dev)
+    except Exception:  # a device this process cannot see: keep what was asked for
+        return str(name)
+
+
 class StageRunner:
     """Runs stages in a run folder with caching and resumption (see the module docstring)."""
 
@@ -238,7 +254,13 @@ class StageRunner:
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "started": round(started, 3),
                 "finished": round(time.time(), 3),
-                "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "device": stage.device, "world_size": world_size},
+                "host": {
+                    "cpus": os.cpu_count(),
+                    "platform": platform.platform(),
+                    "device": resolved_device(stage.device),  # what "auto" turned out to be here
+                    "device_asked": stage.device,
+                    "world_size": world_size,
+                },
             },
         )
 

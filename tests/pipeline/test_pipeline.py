@@ -209,7 +209,7 @@ def test_report_is_self_contained_and_from_the_run(built_run: Path) -> None:
     assert board["resnet18-smooth"]["certified_n"] == cert["n_images"] == 6
     vgg = next(r for r in results["table1"] if r["model"] == "vgg16")
     assert vgg["accuracy"] == read_json(tiny_run / "models" / "vgg16.json")["metrics"]["test"]["accuracy"]
-    assert vgg["paper"]["accuracy"] == 99.7
+    assert vgg["paper"]["accuracy"] == 0.997  # the paper's 99.7%, a fraction as every rate of results.json
     assert any("32x32" in d for d in results["differences"])
     md = (report / "report.md").read_text()
     assert "(figs/fig3.png)" in md and (report / "figs" / "fig3.png").is_file()
@@ -217,6 +217,56 @@ def test_report_is_self_contained_and_from_the_run(built_run: Path) -> None:
     dip = next(r for r in read_csv(tiny_run / "dip" / "table3.csv") if r["method"] == "dip" and float(r["threshold"]) == 0.25)
     summary = (report / "summary.md").read_text()
     assert f"real images kept as real: {100 * float(dip['real_recall']):.1f}% (paper 90.0%)" in summary
+
+
+def test_the_report_and_summary_open_with_the_verdict_from_the_leaderboards_numbers(built_run: Path) -> None:
+    report = built_run / "report"
+    md, page = (report / "report.md").read_text(), (report / "report.html").read_text()
+    assert md.split("\n## ")[1].startswith("Verdict\n")  # the first section, before About and Table I
+    assert page[page.index("<h2") :].startswith('<h2 id="verdict">')
+    results = read_json(report / "results.json")
+    verdict = {r["detector"]: r for r in results["sections"]["verdict"]}
+    assert list(verdict) == ["vgg16", "resnet18"]  # the detectors attacked as themselves; the defended ResNets are their defenses
+    board = {r["defense"]: r for r in results["leaderboard"]}
+    mine, row = verdict["resnet18"], board["resnet18"]
+    assert (mine["clean_accuracy"], mine["n_clean"]) == (row["clean_accuracy"], row["n_test"])
+    assert (mine["robust"]["accuracy"], mine["robust"]["n"], mine["robust"]["interval"]) == (
+        row["robust_accuracy"],
+        row["n_robust"],
+        row["robust_interval"],
+    )
+    vgg = results["robust_accuracy"]["vgg16"]  # not on the leaderboard (no defense of the ResNet): its stored record
+    assert (verdict["vgg16"]["robust"]["accuracy"], verdict["vgg16"]["robust"]["n"]) == (vgg["accuracy"], vgg["n"])
+    best = mine["best_defense"]
+    assert best and best["defense"] in board and best["robust_accuracy"] == board[best["defense"]]["robust_accuracy"]
+    assert {m["detector"] for m in results["minimal_perturbation"] if m["detector"] == "resnet18"} and mine["minimal"]
+    table5 = {r["defense"]: r for r in results["adaptive"]}
+    dip = next(p for p in mine["purifiers"] if p["purifier"] == "dip")
+    assert (dip["adaptive_worst"], dip["bpda"], dip["n"]) == (
+        table5["dip"]["accuracy_adaptive_worst"],
+        table5["dip"]["bpda"],
+        table5["dip"]["n"],
+    )
+    section = page[page.index('<h2 id="verdict">') : page.index("<h2", page.index('<h2 id="verdict">') + 1)]
+    assert f"{100 * row['robust_accuracy']:.1f}% [{100 * row['robust_interval'][0]:.1f}–" in section
+    assert f"BPDA {table5['dip']['bpda']}" in section
+    summary = (report / "summary.md").read_text()
+    assert summary.startswith("Verdict at Linf 0.02") and "- ResNet-18: clean accuracy" in summary
+
+
+def test_the_report_labels_attacks_by_their_access_and_results_json_is_versioned(built_run: Path) -> None:
+    report = built_run / "report"
+    page, summary = (report / "report.html").read_text(), (report / "summary.md").read_text()
+    # Square queries the detector's scores only: a score-based black-box attack, never "whitebox"
+    assert "SQUARE-LINF score-based black-box" in page and "SQUARE-LINF whitebox" not in page + summary
+    assert "FGSM whitebox" in page  # a gradient attack on the detector itself stays whitebox
+    results = read_json(report / "results.json")
+    assert results["schema_version"] == 2
+    assert results["paper"]["table1"]["vgg16"][0] == 0.997 and "fractions" in results["paper"]["units"]
+    assert all(0 <= v <= 1 for row in results["paper"]["table2"].values() for v in row)
+    size = next(r for r in re.findall(r"<tr><td>data size</td><td>([^<]*)</td>", page))
+    assert "{" not in size and "px; train" in size and " fake, " in size
+    assert all((r.get("host") or {}).get("device") != "auto" for r in map(read_json, (built_run / ".stages").glob("*.json")))
 
 
 def test_rerun_skips_and_a_changed_setting_reruns_only_its_dependents(tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -41,6 +41,14 @@ def test_two_cards_get_the_whole_study_and_report(
     assert read_json(run / "dip" / "summary.json")["model"]["name"] == "mine"
     page = (run / "report" / "report.html").read_text()
     assert "mine (your detector)" in page or "mine" in page
+    # a report about the user's detectors: the verdict first, none of the paper's training boilerplate
+    md = (run / "report" / "report.md").read_text()
+    assert md.split("\n## ")[1].startswith("Verdict\n")
+    assert [r["detector"] for r in results["sections"]["verdict"]] == ["mine", "theirs"]
+    for boilerplate in ("Lipschitz", "Regularised models not attacked yet", "VGG-16", "lambda", "`train.", "validation split carved"):
+        assert boilerplate not in md, boilerplate
+    assert not any(d.startswith("`train.") for d in results["differences"])
+    assert all(r["cost_multiplier"] is None for r in results["leaderboard"])  # nothing was trained: no training cost
     # a broken card is a one-line error before any work
     bad = tmp_path / "bad.toml"
     bad.write_text('source = "dfrobust:missing.safetensors"\nname = "bad"\noutput = "sideways"\n')

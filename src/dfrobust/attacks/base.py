@@ -294,6 +294,8 @@ def attack_info(label: str) -> AttackInfo:
         if info is not None and label in info.labels:
             return info
     cls = classes.get(label)
+    if cls is None:  # a label that names a variant (``square-linf``, ``apgd-ce-l2``): the attack whose name it extends
+        cls = next((classes[n] for n in sorted(classes, key=len, reverse=True) if label.startswith(f"{n}-")), None)
     return getattr(cls, "info", None) or AttackInfo()
 
 

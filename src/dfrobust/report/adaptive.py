@@ -115,6 +115,7 @@ def table5(
             t.rows.append([name, attack_label(s), label, str(part["n"]), *(_rate_ci(part, key) for _, key in TABLE5_RATES)])
         rows.append({
             "defense": name,
+            "classifier": next(iter(s["model"]), None) if isinstance(s.get("model"), dict) else None,  # the detector behind it
             "n": s["n"],
             **{k: s.get(k) for k in ROW_KEYS},
             **{key: s.get(key) for _, key in TABLE5_RATES},
@@ -197,7 +198,7 @@ def plot_curves(rows: Sequence[Mapping[str, Any]], norm: str, path: str | Path, 
 
 
 def square_rows(attack_rows: Sequence[Mapping[str, str]]) -> dict[str, list[tuple[int, float, int]]]:
-    """Per source model, Square's whitebox success rate against the query budget: ``[(queries, success rate, n), ...]``."""
+    """Per source model, Square's success rate (score-based, on the detector itself) against the query budget: ``[(queries, success rate, n), ...]``."""
     out: dict[str, list[tuple[int, float, int]]] = {}
     by: dict[str, list[Mapping[str, str]]] = {}
     for r in attack_rows:

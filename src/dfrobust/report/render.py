@@ -19,7 +19,7 @@ from typing import Any
 
 from dfrobust.report import paper
 from dfrobust.report.by_group import group_rows, group_table
-from dfrobust.report.document import Figure, Section, _html, _markdown
+from dfrobust.report.document import RESULTS_SCHEMA_VERSION, Figure, Section, _html, _markdown
 from dfrobust.report.run_folder import collect
 from dfrobust.report.sections import RunResults, extra_sections
 from dfrobust.report.differences import differences
@@ -30,6 +30,7 @@ from dfrobust.report.study_tables import (
     paper_table2,
     perturbation_rows,
     perturbation_table,
+    ran_on,
     settings_table,
     stage_table,
     sweep_table,
@@ -51,6 +52,11 @@ from dfrobust.utils.io import write_json
 
 
 # ---------------------------------------------------------------- figures
+
+
+def user_run(ctx: dict[str, Any]) -> bool:
+    """A run of the user's own detectors (``reproduce --detector``): every role is a card, nothing is trained."""
+    return bool(ctx["roles"]) and all(r.get("card") for r in ctx["roles"])
 
 
 #: The heading of the paper comparison; plug-in sections go right before it.
@@ -123,9 +129,7 @@ def _fig4(ctx: dict[str, Any], wide: dict[str, dict[str, float]], figs: Path) ->
 
 def build_sections(ctx: dict[str, Any], figs: Path) -> tuple[list[Section], dict[str, Any]]:
     """The report's sections and the numbers behind them (for ``results.json``)."""
-    results: dict[str, Any] = {
-        "paper": {"table1": paper.TABLE1, "table2": paper.TABLE2, "table3": paper.TABLE3, "table4_text": paper.TABLE4_TEXT}
-    }
+    results: dict[str, Any] = {"schema_version": RESULTS_SCHEMA_VERSION, "paper": paper.as_fractions()}
     sections = []
     s = Section("Detectors on unperturbed data")
     if ctx["models"]:
@@ -158,11 +162,13 @@ def build_sections(ctx: dict[str, Any], figs: Path) -> tuple[list[Section], dict
                 s.items.append(fig)
         sections.append(s)
         s = Section("Lipschitz regularisation")
-        fig = _fig4(ctx, wide, figs)
-        s.items.append(fig if fig else "Regularised models not attacked yet.")
+        if any(r.get("average_group") for r in ctx["roles"]):  # the paper's Fig 4, only where the run trains such a group
+            fig = _fig4(ctx, wide, figs)
+            s.items.append(fig if fig else "Regularised models not attacked yet.")
     else:
         s.items.append("No attack results yet.")
-    sections.append(s)
+    if s.items:
+        sections.append(s)
 
     s = Section("Deep Image Prior defense")
     if ctx["dip"]:
@@ -211,6 +217,7 @@ def build_sections(ctx: dict[str, Any], figs: Path) -> tuple[list[Section], dict
         "config": ctx["cfg"],
         "data_arg": ctx["stored"].get("data_arg"),
         "device": ctx["stored"].get("device"),
+        "devices_resolved": ran_on(ctx["stages"]),  # what "auto" turned out to be, from the stage records
         "versions": ctx["stored"].get("versions"),
     }
     results["stages"] = [{k: r.get(k) for k in ("name", "state", "seconds")} for r in ctx["stages"]]
@@ -261,7 +268,11 @@ def adaptive_section(ctx: dict[str, Any], results: dict[str, Any], figs: Path) -
         path = plot_square(sq, figs / "square.png")
         if path:
             s.items.append(
-                Figure(path, "Square attack: share of fakes passed as real within a query budget (whitebox scores, no gradients).")
+                Figure(
+                    path,
+                    "Square attack (score-based black-box: it queries the detector's scores only, no gradients): "
+                    "share of fakes passed as real within a query budget.",
+                )
             )
         results["square"] = {m: [{"queries": q, "success_rate": r, "n": n} for q, r, n in pts] for m, pts in sq.items()}
     return s if len(s.items) else None
@@ -283,12 +294,18 @@ def defense_section(ctx: dict[str, Any], results: dict[str, Any], figs: Path) ->
     results["leaderboard"] = rows
     minimal = minimal_rows(ctx)
     results["minimal_perturbation"] = minimal
-    s.items.append(
-        "Every defended detector on equal terms: the paper's (Lipschitz regularisation, blur augmentation, DIP "
-        "purification) and the field's (adversarial training, Gaussian-noise training with randomized-smoothing "
-        "certificates). A defense is only as good as the strongest attack run against it; the DIP row is measured "
+    caveat = (
+        "A defense is only as good as the strongest attack run against it; the DIP row is measured "
         "against attacks that did not know the purifier unless its adaptive column is filled."
     )
+    if user_run(ctx):
+        s.items.append(f"Your detectors, and the defenses this run put in front of them, on equal terms. {caveat}")
+    else:
+        s.items.append(
+            "Every defended detector on equal terms: the paper's (Lipschitz regularisation, blur augmentation, DIP "
+            "purification) and the field's (adversarial training, Gaussian-noise training with randomized-smoothing "
+            f"certificates). {caveat}"
+        )
     s.items.append(leaderboard_table(rows))
     if minimal:
         s.items.append(minimal_table(minimal, {r["name"]: r.get("label", r["name"]) for r in ctx["roles"]}))
@@ -332,22 +349,28 @@ def write_report(run_dir: str | Path) -> Path:
     figs = report_dir / "figs"
     figs.mkdir(parents=True, exist_ok=True)
     sections, results = build_sections(ctx, figs)
-    run = RunResults(run_dir, report_dir, figs, ctx["cfg"], ctx["plan"])
-    extra, extra_results = extra_sections(run)  # plug-in sections (a stage kind's), before the paper comparison
+    run = RunResults(run_dir, report_dir, figs, ctx["cfg"], ctx["plan"], results)
+    lead, lead_results = extra_sections(run, first=True)  # the verdict: it opens the report
+    extra, extra_results = extra_sections(run, first=False)  # plug-in sections (a stage kind's), before the paper comparison
     at = next((i for i, s in enumerate(sections) if s.title == DIFFERENCES_TITLE), len(sections))
     sections[at:at] = extra
-    if extra_results:
-        results["sections"] = extra_results
+    if lead_results or extra_results:
+        results["sections"] = {**lead_results, **extra_results}
     title = f"dfrobust report: {run_dir.name} (preset {ctx['cfg']['run'].get('preset')})"
-    intro = Section(
-        "About",
-        [
+    if user_run(ctx):
+        about = (
+            'Your detectors red-teamed with the attacks and defenses of "Adversarial Perturbations Fool Deepfake Detectors" '
+            "(Gandhi & Jain, IJCNN 2020) and those the field added since. Every number below comes from this run's files; "
+            "the paper's own numbers appear only where its study applies (the DIP study), labelled as such."
+        )
+    else:
+        about = (
             'Reproduction of "Adversarial Perturbations Fool Deepfake Detectors" (Gandhi & Jain, IJCNN 2020). '
             "Every number below comes from this run's files; numbers in parentheses are the paper's own, "
             "labelled as such."
-        ],
-    )
-    sections = [intro, *sections]
+        )
+    intro = Section("About", [about])
+    sections = [*lead, intro, *sections]
     with atomic_path(report_dir / "report.md") as tmp:
         tmp.write_text(_markdown(title, sections, report_dir), encoding="utf-8")
     with atomic_path(report_dir / "report.html") as tmp:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dfrobust.errors import DfrobustError
-from dfrobust.report.document import Section, _html, _markdown
+from dfrobust.report.document import RESULTS_SCHEMA_VERSION, Section, _html, _markdown
 from dfrobust.report.sections import RunResults, extra_sections
 from dfrobust.report.sections.seeds import seed_numbers, spread_table
 from dfrobust.utils.io import atomic_path, read_record, write_json
@@ -63,6 +63,7 @@ def write_seeds_report(run_dir: str | Path) -> Path:
     with atomic_path(report_dir / "report.html") as tmp:
         tmp.write_text(_html(title, sections), encoding="utf-8")
     results = {
+        "schema_version": RESULTS_SCHEMA_VERSION,
         "seeds": numbers.get("seeds", record["seeds"]),
         "runs": record.get("runs", {}),
         "per_seed": numbers.get("per_seed", []),

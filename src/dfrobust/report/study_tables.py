@@ -55,7 +55,8 @@ def table1(ctx: dict[str, Any]) -> tuple[Table, list[dict[str, Any]]]:
     avg = paper.TABLE1.get("resnet18-lip (average)")
     lam = [paper.TABLE1[k] for k in paper.TABLE1 if k.startswith("resnet18-lip") and k != "resnet18-lip (average)"]
     footnote = ""
-    if avg and lam:
+    shown = ordered_models(ctx, list(ctx["models"]))
+    if avg and lam and any(_paper_row(ctx, n) == "resnet18-lip (average)" for n in shown):  # only beside the paper's average row
         means = [mean(r[i] for r in lam) for i in range(2)]
         footnote = (
             f" The paper's own average row ({avg[0]:.1f}% accuracy, {avg[1]:.1f}% AUROC) is not the mean of its four "
@@ -64,8 +65,9 @@ def table1(ctx: dict[str, Any]) -> tuple[Table, list[dict[str, Any]]]:
     t = Table(
         "Table I. Unperturbed test data",
         ["model", "n", *METRIC_LABELS, "mean input-gradient norm"],
-        note="In parentheses: the paper's numbers (1,250 test images per class). Metrics on the whole test split (both "
-        "classes); [low–high]: Wilson 95% interval on each rate's own denominator." + footnote,
+        note=("In parentheses: the paper's numbers (1,250 test images per class). " if any(_paper_row(ctx, n) for n in shown) else "")
+        + "Metrics on the whole test split (both classes); [low–high]: Wilson 95% interval on each rate's own denominator."
+        + footnote,
     )
     out = []
     models = ctx["models"]
@@ -94,7 +96,8 @@ def table1(ctx: dict[str, Any]) -> tuple[Table, list[dict[str, Any]]]:
                     **extra,
                     "n": metrics.get("n"),
                     **{k: metrics.get(k) for k in (*METRIC_KEYS, "input_grad_norm")},
-                    "paper": dict(zip(paper.TABLE1_COLUMNS, paper_row)) if paper_row else None,
+                    # the paper's numbers as fractions, as every rate of results.json
+                    "paper": {k: paper.fraction(v) for k, v in zip(paper.TABLE1_COLUMNS, paper_row)} if paper_row else None,
                 }
             )
     if any(r.get("group") for r in out):
@@ -149,13 +152,18 @@ def table2(ctx: dict[str, Any]) -> tuple[Table, list[dict[str, Any]], dict[str, 
                 wide[name] = {k: _mean_of(members, k) for k in columns}
             else:
                 wide[name] = {k: max((float(m[k]) for m in members if k in m), default=None) for k in columns}
+    theirs_shown = any(_paper_row(ctx, n) for n in names)  # the paper's rows (and its captions) only where the run has them
+    averages = any(n.endswith(" (average)") for n in names)
     t = Table(
         "Table II. Accuracy on fake test images, unperturbed and perturbed",
         ["model", "n", *map(column_label, columns)],
-        note="In parentheses: the paper's numbers. n: attacked fake images; [low–high]: Wilson 95% interval "
-        "(the average and best rows summarise their members and carry none). Blackbox: evaluated on images crafted on the role each model "
-        "transfers from (the paper: the VGG-16 for every ResNet, the ResNet-18 for the VGG-16). "
-        "Best: the best member per column, as the paper's starred cells."
+        note=("In parentheses: the paper's numbers. " if theirs_shown else "")
+        + "n: attacked fake images; [low–high]: Wilson 95% interval"
+        + (" (the average and best rows summarise their members and carry none)" if averages else "")
+        + ". Blackbox: evaluated on images crafted on the role each model transfers from"
+        + (" (the paper: the VGG-16 for every ResNet, the ResNet-18 for the VGG-16)" if theirs_shown else "")
+        + "."
+        + (" Best: the best member per column, as the paper's starred cells." if averages else "")
         + (
             " From ensemble (beyond the paper): crafted on the averaged logits of the other detectors of the model's transfer group."
             if ensembles
@@ -292,7 +300,15 @@ def settings_table(ctx: dict[str, Any]) -> Table:
         size += f"; {len(man['groups'])} generator(s): {', '.join(man['groups'])}" if man.get("groups") else ""
     else:
         where = f" (made by: {made.get('command', '?')})" if made else ""
-        size = f"{man.get('image_size')} px; train {counts.get('train')}, test {counts.get('test')}" if man else "–"
+        px = man.get("image_size")
+        size = (
+            "; ".join(
+                ([f"{px[0]}x{px[1]} px"] if isinstance(px, (list, tuple)) and len(px) == 2 else [f"{px} px"] if px else [])
+                + [f"{split} {_counts_text(counts.get(split))}" for split in ("train", "test") if counts.get(split) is not None]
+            )
+            if man
+            else "–"
+        )
     rows = [
         ["preset", str(cfg["run"].get("preset"))],
         ["overrides", " ".join(cfg["run"].get("overrides", [])) or "none"],
@@ -300,10 +316,35 @@ def settings_table(ctx: dict[str, Any]) -> Table:
         ["data", str(stored.get("data_arg") or "built-in synthetic faces") + where],
         ["data size", size],
         ["data fingerprint" if man.get("in_place") else "data manifest hash", data_hash],
-        ["device", str(stored.get("device"))],
+        ["device", device_text(stored.get("device"), ctx["stages"])],
     ]
     rows += [[f"version: {k}", str(v)] for k, v in sorted(stored.get("versions", {}).items())]
     return Table("Settings of this run", ["setting", "value"], rows)
+
+
+def _counts_text(counts: Any) -> str:
+    """``{"fake": 24, "real": 24}`` -> ``24 fake, 24 real`` (a plain count stays a count)."""
+    if isinstance(counts, dict):
+        return ", ".join(f"{n} {c}" for c, n in counts.items())
+    return f"{counts} images"
+
+
+def ran_on(stages: list[dict[str, Any]]) -> list[str]:
+    """The devices the stages ran on, as their records say (``auto`` resolved where the record has it)."""
+    out: list[str] = []
+    for rec in stages:
+        dev = (rec.get("host") or {}).get("device")
+        if dev and dev != "auto" and dev not in out:
+            out.append(str(dev))
+    return out
+
+
+def device_text(asked: Any, stages: list[dict[str, Any]]) -> str:
+    """``auto (resolved: cpu)``: the device asked for and what the stages ran on."""
+    devices = ran_on(stages)
+    if str(asked) == "auto":
+        return f"auto (resolved: {', '.join(devices)})" if devices else "auto (not resolved in the stage records of this run)"
+    return str(asked) if not devices or devices == [str(asked)] else f"{asked} (ran on: {', '.join(devices)})"
 
 
 def stage_table(ctx: dict[str, Any]) -> Table:

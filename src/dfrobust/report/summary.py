@@ -1,4 +1,4 @@
-"""``summary.md``: Table II and the DIP headline in a few lines (the README's table)."""
+"""``summary.md``: the verdict per detector, then Table II and the DIP headline in a few lines (the README's table)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,13 @@ from dfrobust.report.transfer import attack_label
 
 
 def summary_markdown(ctx: dict[str, Any], results: dict[str, Any]) -> str:
-    """A short Markdown summary (Table II and the DIP headline) for a README or a chat message."""
+    """A short Markdown summary (the verdict, Table II and the DIP headline) for a README or a chat message."""
+    from dfrobust.report.sections.verdict import verdict_lines
+
     lines = []
+    verdict = (results.get("sections") or {}).get("verdict")
+    if verdict:  # the report's verdict section, read back: the same numbers in words
+        lines += [f"Verdict at {_threat(results)}, per detector:", "", *verdict_lines(verdict, _threat(results)), ""]
     wide = results.get("table2_wide", {})
     if wide:
         # the paper's attacks both ways, the others whitebox only: their transfers get the line below

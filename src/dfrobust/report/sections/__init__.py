@@ -16,13 +16,17 @@ under the entry-point group ``dfrobust.report_sections`` registers one::
             return Section(self.title, [f"{record}"]) if record else None
 
 :func:`extra_sections` builds every registered section (by ``order``, then name); the report puts
-them after its own result sections, before "Where this run differs from the paper". A section's
-:meth:`ReportSection.results` (if not ``None``) lands in ``results.json`` under ``sections``.
+them after its own result sections, before "Where this run differs from the paper", except a section
+with ``first = True`` (the verdict), which opens the report. A section's :meth:`ReportSection.results`
+(if not ``None``) lands in ``results.json`` under ``sections``. A section reads the numbers the
+report's own sections computed (``RunResults.results``: the leaderboard, Table I, Table V ...) rather
+than computing them again.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -41,6 +45,8 @@ class RunResults:
         figs: ``RUN/report/figs`` (a section saves its PNGs here).
         config: the study config the run was made with (``config.json``'s ``config``).
         plan: ``plan.json`` (each stage kind's record under its key).
+        results: the numbers the report's own sections computed (``results.json`` so far: ``leaderboard``,
+            ``table1``, ``robust_accuracy``, ``minimal_perturbation``, ``adaptive`` ...); empty outside a run's report.
     """
 
     run_dir: Path
@@ -48,6 +54,7 @@ class RunResults:
     figs: Path
     config: dict[str, Any]
     plan: dict[str, Any]
+    results: Mapping[str, Any] = field(default_factory=dict)
 
     def record(self, key: str) -> Any:
         """A stage kind's entry in ``plan.json`` (``None`` when absent)."""
@@ -65,11 +72,13 @@ class ReportSection:
         name: the registry name (and its key under ``results.json``'s ``sections``).
         title: the section's heading.
         order: among registered sections, lower first.
+        first: open the report (before its own sections) instead of following its result sections.
     """
 
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""
     order: ClassVar[float] = 100
+    first: ClassVar[bool] = False
 
     def build(self, run: RunResults) -> Section | None:
         """The section, or ``None`` when the run has nothing for it."""
@@ -88,10 +97,15 @@ def register_section(cls: type[ReportSection]) -> type[ReportSection]:
     return SECTIONS.register(cls)
 
 
-def extra_sections(run: RunResults) -> tuple[list[Section], dict[str, Any]]:
-    """Every registered section that has something to show, and their ``results.json`` entries by name."""
+def extra_sections(run: RunResults, first: bool | None = None) -> tuple[list[Section], dict[str, Any]]:
+    """Every registered section that has something to show, and their ``results.json`` entries by name.
+
+    ``first``: only the sections that open the report (``True``), only the others (``False``), or all (``None``).
+    """
     sections, results = [], {}
     for cls in sorted(SECTIONS.classes().values(), key=lambda c: (c.order, c.name)):
+        if first is not None and cls.first != first:
+            continue
         section = cls()
         built = section.build(run)
         if built is not None:
