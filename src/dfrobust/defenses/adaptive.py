@@ -243,7 +243,8 @@ def evaluate_through(
     """Classify ``P(x)`` on ``draws`` independent purifications per image: one-draw and worst-of-N accuracy.
 
     Draw ``d`` purifies with seed :func:`draw_seed` ``(seed, d)`` plus the image's index
-    (``offset`` + its position in ``x``), so an image's draws do not depend on the batching,
+    (``offset`` + its position in ``x``); all draws of a batch are purified in one call
+    (:meth:`~dfrobust.defenses.base.Purifier.purify_seeded`), so an image's draw seeds do not depend on the batching,
     and the same images at the same indices get the same draws (common random numbers between
     clean and adversarial versions). A deterministic purifier takes one draw whatever ``draws``
     is. A prediction is ``REAL`` when ``P(real) >= 0.5``.
@@ -266,13 +267,15 @@ def evaluate_through(
     # a DIP purification takes minutes: one line per batch and draw (silent for a cheap purifier)
     bar = progress(total=taken * len(starts), desc=f"purify through {purifier.name}", unit="batch", disable=not purifier.random or None)
     with frozen_eval(model), bar:
-        for d in range(taken):
-            base = draw_seed(seed, d) + offset
-            for start in starts:
-                xb = x[start : start + batch_size].to(device)
-                logits = model(purifier(xb, base + start))
-                scores[d, start : start + len(xb)] = logits.float().softmax(1)[:, REAL].cpu()
-                bar.update(1)
+        for start in starts:
+            xb = x[start : start + batch_size].to(device)
+            k = len(xb)
+            # every draw of the batch in one purifier call (DIP fits them all as one batch)
+            seeds = [draw_seed(seed, d) + offset + start + i for d in range(taken) for i in range(k)]
+            purified = purifier.purify_seeded(xb.repeat(taken, 1, 1, 1), seeds)
+            logits = model(purified)
+            scores[:, start : start + k] = logits.float().softmax(1)[:, REAL].view(taken, k).cpu()
+            bar.update(taken)
     preds = (scores >= 0.5).long()
     correct = preds == y.cpu().view(1, -1)
     every = correct.all(0)

@@ -13,6 +13,7 @@ one draw or the worst of several, and an adaptive attack can average over draws 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -51,6 +52,19 @@ class Purifier(ABC):
         if out.shape != x.shape:
             raise ValueError(f"purifier {self.name} returned shape {tuple(out.shape)} for images {tuple(x.shape)}")
         return out.detach().clamp(0, 1).to(x.device, x.dtype)
+
+    def purify_seeded(self, x: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+        """Purify row ``i`` of ``x`` with draw ``seeds[i]`` (as ``self(x[i:i+1], seeds[i])``), detached and clamped.
+
+        Many draws of many images in one call: a purifier that fits each image on its own (DIP)
+        overrides this to run them all as one batch; the default purifies row by row, or all at
+        once for a deterministic purifier.
+        """
+        if len(seeds) != len(x):
+            raise ValueError(f"need one seed per image: {len(seeds)} seeds for {len(x)} images")
+        if not self.random:
+            return self(x)
+        return torch.cat([self(x[i : i + 1], int(s)) for i, s in enumerate(seeds)]) if len(x) else x.detach().clone()
 
     def surrogate(self, x: torch.Tensor) -> torch.Tensor | None:
         """A differentiable stand-in for BPDA's backward pass; ``None`` means the identity."""

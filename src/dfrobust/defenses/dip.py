@@ -553,6 +553,16 @@ class Dip(Purifier):
         if not 1 <= self.classify_at <= self.iterations:
             raise DfrobustError(f"DIP classify_at must lie in 1..{self.iterations} (iterations), got {self.classify_at}")
 
+    def purify_seeded(self, x: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+        """Row ``i`` with its own seed ``seeds[i]``, all fitted as one batch (many draws of many images at once)."""
+        if len(seeds) != len(x):
+            raise ValueError(f"need one seed per image: {len(seeds)} seeds for {len(x)} images")
+        at = self.iterations if self.early_stop else self.classify_at
+        with torch.no_grad():
+            traj = purify_batch(x.detach(), [int(s) for s in seeds], self.config, stop_at=at, show_progress=False)
+        out = traj.es_output if self.config.early_stop else traj.final
+        return out.clamp(0, 1).to(x.device, x.dtype)
+
     def purify(self, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
         """The generators' outputs at ``classify_at``, or at each image's stopping point with ``early_stop``."""
         at = self.iterations if self.early_stop else self.classify_at
