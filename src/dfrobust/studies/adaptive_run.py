@@ -170,8 +170,9 @@ def run_adaptive(
         segment: DIP fitting steps per recomputed segment with ``bpda="exact"`` (default: about sqrt of the steps).
         nonadaptive: also craft the same attack on the bare detector and evaluate it purified.
         sanity_images: after the run, attack this many of the images again with an unbounded budget
-            (Linf 1, the same attack, BPDA mode and EOT) and evaluate one fresh purification: an
-            attack that knows the purifier must then fool every one; ``summary["sanity"]`` says whether it did.
+            (PGD over the whole pixel cube, the same BPDA mode and EOT) and evaluate one fresh
+            purification: an attack whose gradient carries information must then fool every one;
+            ``summary["sanity"]`` says whether it did.
         study_fooled: images (dataset-relative) whose perturbed versions fooled the DIP study's
             classifier: marked in ``results.csv`` and summarised apart (``on_study_fooled``).
         rank, world_size: this process's shard (the part store's seeded assignment of batches).
@@ -334,26 +335,31 @@ class _Run:
         return make_attack(self.attack_name, **params)
 
     def sanity(self, n: int) -> dict[str, Any]:
-        """The same attack with an unbounded budget (the whole pixel cube) on the first ``n`` images, one fresh purification each."""
+        """An unbounded attack through the same gradient (BPDA mode, EOT) on the first ``n`` images, one fresh purification each.
+
+        PGD with the whole pixel cube as its budget (Linf 1, or the cube's diagonal in L2) and a
+        fixed step of a tenth of it, for ``max(steps, 10)`` steps: APGD's step schedule starts at
+        twice the budget, which with an unbounded one only jumps between the cube's corners.
+        """
         cfg = self.config
         x, y = self.images.images(slice(0, n)), self.images.y[:n]
         norm = str(self.params.get("norm", "linf"))
-        eps = 1.0 if norm == "linf" else float(x[0].numel()) ** 0.5  # Linf 1 or the cube's diagonal: no bound at all
-        params = dict(self.params) | {"eps": eps}
+        eps = 1.0 if norm == "linf" else float(x[0].numel()) ** 0.5  # no bound at all
+        steps = max(int(self.params.get("steps", 10)), 10)
         through = PurifiedModel(self.model, self.at_attack, cfg["bpda"], cfg["eot"], cfg["seed"] + _SANITY_STREAM, cfg["unroll_steps"] or 1,
                                 segment=cfg.get("segment"))  # fmt: skip
         base_log = logging.getLogger("dfrobust.attacks.base")
         level = base_log.level
         base_log.setLevel(logging.ERROR)  # the budget is unbounded on purpose: no "large eps" warning
         try:
-            attack = make_attack(self.attack_name, **params)
+            attack = make_attack("pgd", eps=eps, norm=norm, steps=steps, step_size=eps / 10, random_start=False)
         finally:
             base_log.setLevel(level)
         x_adv = quantize(attack(through, x.to(self.device), y.to(self.device)).x_adv.cpu())
         # evaluation draws past the run's own (the same seeds as an image of index >= every image's)
         res = evaluate_through(self.model, self.defense, x_adv, y, 1, cfg["seed"], cfg["batch_size"], offset=len(self.images))
         fooled = int(res["fooled_any"].sum())
-        return {"eps": eps, "norm": norm, "n": n, "fooled": fooled, "passed": fooled == n}
+        return {"attack": attack.label, "eps": eps, "norm": norm, "steps": steps, "n": n, "fooled": fooled, "passed": fooled == n}
 
     def batch(self, k: int) -> list[dict[str, Any]]:
         """Craft, store and evaluate batch ``k``; its result rows."""
