@@ -64,3 +64,24 @@ def test_help_names_a_fast_setting_for_exploration(capsys: pytest.CaptureFixture
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert "exploration" in capsys.readouterr().out
+
+
+def test_an_adaptive_run_says_its_budget_with_the_eot_draws(
+    toy_dataset: Path, toy_model: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dfrobust.studies.adaptive_run import run_adaptive
+
+    monkeypatch.delenv("DFROBUST_QUIET", raising=False)
+    with caplog.at_level(logging.INFO, logger="dfrobust.progress"):
+        dip = {"iterations": 4, "input_channels": 4, "channels_down": (4, 4), "channels_up": (4, 4), "channels_skip": (0, 2)}
+        run_adaptive(
+            toy_dataset, toy_model, "dip", dip, "apgd", {"steps": 3}, tmp_path / "a", images=4, batch_size=2, eot=2, nonadaptive=False
+        )
+        run_adaptive(toy_dataset, toy_model, "blur", {}, "apgd", {"steps": 3}, tmp_path / "b", images=2, eot=2, nonadaptive=False)
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(
+        "budget 3 gradient steps per image x 4 images = 12 gradient steps; x 2 purifier draws (EOT) = 24 purifications" in x for x in lines
+    )
+    assert any("first batch in" in x and "ETA" in x for x in lines)
+    # a deterministic purifier runs once per gradient, whatever --eot says
+    assert any("apgd through blur: budget 3 gradient steps per image x 2 images = 6 gradient steps (at most" in x for x in lines)
