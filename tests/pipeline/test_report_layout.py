@@ -35,7 +35,7 @@ def test_wide_tables_render_as_parts_that_repeat_their_key_columns() -> None:
     assert all(len(p.columns) <= 8 and p.columns[:2] == ["model", "n"] for p in parts)
     shown = [c for p in parts for c in p.columns[2:]]
     assert sorted(shown) == sorted(cols[2:]) and len(shown) == len(set(shown))  # every column once
-    assert [p.title for p in parts] == ["T (first)", "T (second, 1 of 2)", "T (second, 2 of 2)", "T (more columns)"]
+    assert [p.title for p in parts] == ["T: first", "T: second, 1 of 2", "T: second, 2 of 2", "T: more columns"]
     assert parts[1].rows[1] == ["r1", "5", "1.2", "1.3", "1.4", "1.5", "1.6", "1.7"]
     assert [p.note for p in parts] == ["", "", "", "the note"]
     assert t.to_html().count("<table>") == 4
@@ -48,7 +48,7 @@ def test_the_reports_tables_fit_a_page(built_run: Path) -> None:
     counts = _header_counts(page)
     assert counts and all(n <= MAX_COLUMNS for _, n in counts), [c for c in counts if c[1] > MAX_COLUMNS]
     captions = [c for c, _ in counts]
-    assert any(c.startswith("Defense leaderboard") and "(robustness)" in c for c in captions)
+    assert any(c.startswith("Defense leaderboard") and c.endswith(": robustness") for c in captions)
     assert any(c.startswith("Table II.") and "the paper" in c for c in captions)
 
 

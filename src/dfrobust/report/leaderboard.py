@@ -185,7 +185,7 @@ def leaderboard_table(rows: list[dict[str, Any]]) -> Table:
     # too wide for a page (17 columns): robustness first, then each attack, then certificates and cost
     t.groups = [
         ("robustness", t.columns[1:4] + [t.columns[4 + len(attacks)]]),
-        ("accuracy under each attack", t.columns[4 : 4 + len(attacks)]),
+        ("accuracy under each attack on the detector itself", t.columns[4 : 4 + len(attacks)]),
         ("transfer, certificates and cost", t.columns[5 + len(attacks) :]),
     ]
     for r in rows:

@@ -105,7 +105,7 @@ class Table:
             pick = list(range(keys)) + cols
             out.append(
                 Table(
-                    f"{self.title} ({label})" if label else self.title,
+                    f"{self.title.rstrip('.')}: {label}" if label else self.title,
                     [self.columns[i] for i in pick],
                     [[row[i] if i < len(row) else "" for i in pick] for row in self.rows],
                     note=self.note if k == len(chunks) - 1 else "",
