@@ -8,6 +8,7 @@ work on without waiting for the synthetic face generator or a real training run.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -82,3 +83,20 @@ def toy_model(toy_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
     save_detector(model, path, {"input_size": [32, 32], "seed": 0, "training": {"note": "tests fixture"}})
     return path
+
+
+@pytest.fixture(scope="session")
+def built_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny study, run once for the session (the pipeline and report layout tests); tests read it and never change it."""
+    from dfrobust.config import study_config
+    from dfrobust.pipeline import reproduce
+
+    run = tmp_path_factory.mktemp("run") / "tiny"
+    reproduce(study_config("tiny"), run, device="cpu")
+    return run
+
+
+@pytest.fixture
+def tiny_run(built_run: Path, tmp_path: Path) -> Path:
+    """A private copy of the built run, for a test that reruns or changes it."""
+    return Path(shutil.copytree(built_run, tmp_path / "tiny"))

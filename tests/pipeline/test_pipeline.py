@@ -110,20 +110,6 @@ def test_swap_knobs_reach_the_data_stage(tmp_path: Path) -> None:
         plan_study(study_config("tiny", ["data.swap.sharpness=1"]), tmp_path / "run", device="cpu")
 
 
-@pytest.fixture(scope="module")
-def built_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny study, run once for the module; tests read it and never change it."""
-    run = tmp_path_factory.mktemp("run") / "tiny"
-    reproduce(study_config("tiny"), run, device="cpu")
-    return run
-
-
-@pytest.fixture
-def tiny_run(built_run: Path, tmp_path: Path) -> Path:
-    """A private copy of the built run, for a test that reruns or changes it."""
-    return Path(shutil.copytree(built_run, tmp_path / "tiny"))
-
-
 def _tokens(run: Path) -> dict[str, str]:
     return {r["name"]: r["token"] for r in map(read_json, (run / ".stages").glob("*.json"))}
 
@@ -312,7 +298,6 @@ def test_reproduce_rejects_a_missing_data_folder(tmp_path: Path, capsys: pytest.
 def test_report_and_status_work_after_the_source_data_folder_moved(
     tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import shutil
 
     from dfrobust.utils.io import write_json
 
@@ -331,7 +316,6 @@ def test_report_and_status_work_after_the_source_data_folder_moved(
 
 
 def test_the_report_orders_models_by_their_roles_and_counts_only_planned_stages(tiny_run: Path, tmp_path: Path) -> None:
-    import shutil
 
     from dfrobust.report.render import write_report
     from dfrobust.utils.io import write_json

@@ -98,6 +98,27 @@ class AttackResult:
         )
 
 
+@dataclass(frozen=True)
+class AttackBudget:
+    """What an attack costs per image, at most (:meth:`Attack.budget`).
+
+    Attributes:
+        terms: the factors, e.g. ``[(5, "searches"), (1000, "steps")]``.
+        per_image: their product: gradient steps or queries per image.
+        unit: ``gradient steps`` or ``queries``.
+    """
+
+    terms: list[tuple[int, str]]
+    per_image: int
+    unit: str
+
+    def describe(self, n_images: int) -> str:
+        """``5 searches x 1,000 steps = 5,000 gradient steps per image x 24 images = 120,000 gradient steps``."""
+        factors = " x ".join(f"{c:,} {w}" for c, w in self.terms)
+        head = f"{factors} = " if len(self.terms) > 1 else ""
+        return f"{head}{self.per_image:,} {self.unit} per image x {n_images:,} images = {self.per_image * n_images:,} {self.unit}"
+
+
 def perturbation_norms(x_adv: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-image L2 and Linf norms of ``x_adv - x``."""
     delta = (x_adv - x).flatten(1)
@@ -174,6 +195,29 @@ class Attack(ABC):
     def settings(self) -> dict[str, Any]:
         """``{"attack": name, <parameter>: value, ...}`` (JSON-serialisable)."""
         return constructor_settings(self, "attack")
+
+    #: Parameters that multiply an attack's work per image, as :meth:`budget` names them: ``(parameter, word)``.
+    BUDGET_TERMS = (
+        ("search_steps", "searches"),
+        ("restarts", "restarts"),
+        ("max_steps", "steps"),
+        ("steps", "steps"),
+        ("queries", "queries"),
+    )
+
+    def budget(self) -> AttackBudget:
+        """The most work this attack spends per image: its step, search, restart or query counts multiplied.
+
+        An upper bound (attacks that stop early on an image spend less); a subclass whose cost has another shape
+        overrides it. An attack with none of :data:`BUDGET_TERMS` takes one gradient step (FGSM).
+        """
+        settings = self.settings
+        terms = [(int(settings[k]), word) for k, word in self.BUDGET_TERMS if isinstance(settings.get(k), int) and settings[k] > 1]
+        per_image = 1
+        for count, _ in terms:
+            per_image *= count
+        queries = any(word == "queries" for _, word in terms)
+        return AttackBudget(terms, per_image, "queries" if queries else "gradient steps")
 
     @abstractmethod
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -26,6 +26,8 @@ def register(subparsers: Any) -> None:
             "--target models/vgg16.safetensors models/resnet18.safetensors --attack fgsm --out attacks/fgsm-vgg16",
             "dfrobust attack --data data/synth --source models/resnet18.safetensors "
             "--target models/vgg16.safetensors --attack cw --max-images 100 --out attacks/cw-resnet18",
+            "dfrobust attack --data data/synth --source models/resnet18.safetensors --attack cw --search-steps 2 "
+            "--max-steps 100 --max-images 32 --out attacks/cw-explore   # fast, for exploration",
             "dfrobust attack --data data/synth --source models/resnet18.safetensors --attack pgd --norm l2 --eps 1.0 --out attacks/pgd-l2",
             "dfrobust attack --data data/synth --source models/vgg16.safetensors --source models/resnet18.safetensors "
             "--target models/resnet18-blur.safetensors --attack dimifgsm --out attacks/dimifgsm-ens",
@@ -42,8 +44,11 @@ def register(subparsers: Any) -> None:
             "model, save them as 8-bit PNGs and evaluate every target on them: whitebox when the target is the "
             "source, blackbox (transfer) otherwise. Several --source models are attacked as one: the ensemble of their "
             "logits (averaged), a stronger transfer surrogate; the ensemble is then the whitebox target and a target that "
-            "is one of its members is scored as 'ensemble-member'. Parameters default to the paper's values. A rerun "
-            "of the same command resumes an interrupted run."
+            "is one of its members is scored as 'ensemble-member'. A rerun of the same command resumes an interrupted run.\n"
+            "Parameters default to the paper's values, which are slow on a CPU (CW: searches x steps per image; Square: "
+            "queries per image): the budget is printed before the attack starts, and an ETA after its first batch. For "
+            "exploration start small: --max-images 32 with --search-steps 2 --max-steps 100 (CW), --queries 500 (Square) "
+            "or --steps 10 (APGD)."
         ),
     )
     defer_arguments(parser, _add_arguments)

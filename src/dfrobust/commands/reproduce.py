@@ -47,7 +47,9 @@ def register(subparsers: Any) -> None:
             "a setting reruns only the stages that depend on it. `dfrobust status --run RUN` shows progress.\n"
             "An existing run keeps the preset, settings and --data it was made with unless they are given;\n"
             "another preset than its own needs --force preset. The run folder is locked while this runs,\n"
-            "and RUN/run.log records the log."
+            "and RUN/run.log records the log.\n"
+            "For exploration: --preset tiny (about a minute) or quick (about 10 minutes on 2 CPU cores); paper runs the\n"
+            "paper's full budgets (a GPU and real data). Each attack logs its budget before it starts."
         ),
     )
     p.add_argument(

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from dfrobust.attacks.base import attack_display, attack_info
-from dfrobust.report.plotting import plt, save_figure
+from dfrobust.report.plotting import PAGE_INCHES, panel_grid, plt, save_figure
 from dfrobust.studies.attack_tables import ENSEMBLE_SOURCE, table2_wide
 
 
@@ -74,33 +74,40 @@ def plot_fig3(
     columns = ["unperturbed"] + sorted(columns[1:], key=column_order)
     only_fakes = all(r.get("images", "fake") == "fake" for r in rows)
 
-    n_models, n_series = len(wide), len(columns)
+    # small multiples: one panel per model (bars: unperturbed, then each attack), wrapped onto rows at page width
     per = 2 if paper else 1  # ours, then the paper's beside it
-    width = 0.8 / max(n_series * per, 1)
-    fig, ax = plt.subplots(figsize=(max(9.0, 1.2 + n_models * n_series * per * 0.42), 3.8), dpi=120)
+    n_series = len(columns)
+    panel_width = min(PAGE_INCHES, max(3.4, 0.9 + 0.38 * n_series * per))
+    fig, axes = panel_grid(len(wide), panel_width, 3.0)
     cmap = plt.get_cmap("tab10")
-    for j, col in enumerate(columns):
+    width = 0.8 / per
+    for ax, entry in zip(axes, wide):
         for k in range(per):
-            xs = [i + (j * per + k - (n_series * per - 1) / 2) * width for i in range(n_models)]
+            xs = [j + (k - (per - 1) / 2) * width for j in range(n_series)]
             if k == 0:
-                heights = [100 * float(e[col]) if col in e else math.nan for e in wide]
-                style = {"label": series_label(col), "color": cmap(j % 10), "edgecolor": "black", "linewidth": 0.6}
+                heights = [100 * float(entry[c]) if c in entry else math.nan for c in columns]
+                style: dict[str, Any] = {"color": [cmap(j % 10) for j in range(n_series)], "edgecolor": "black", "linewidth": 0.6}
             else:
-                heights = [v if (v := (paper or {}).get(e["model"], {}).get(col)) is not None else math.nan for e in wide]
-                style = {
-                    "label": "the paper's value (hatched)" if j == 0 else None,
-                    "color": "white",
-                    "edgecolor": cmap(j % 10),
-                    "hatch": "///",
-                    "linewidth": 0.8,
-                }
+                heights = [v if (v := (paper or {}).get(entry["model"], {}).get(c)) is not None else math.nan for c in columns]
+                style = {"color": "white", "edgecolor": [cmap(j % 10) for j in range(n_series)], "hatch": "///", "linewidth": 0.8}
             # a 0% bar is drawn as its outline on the axis, and every bar carries its value
             bars = ax.bar(xs, [max(h, 0.4) if not math.isnan(h) else h for h in heights], width=width * 0.95, **style)
             ax.bar_label(bars, labels=["" if math.isnan(h) else f"{h:.0f}" for h in heights], fontsize=6, padding=1)
-    ax.set_xticks(range(n_models), [e["model"] for e in wide])
-    ax.set_ylim(0, 110)
-    ax.set_ylabel("Accuracy on fake images (%)" if only_fakes else "Accuracy on attacked images (%)")
-    ax.set_title(title or "Adversarial attack results (clean vs perturbed)", fontsize=9)
-    ax.legend(fontsize=7, ncol=min(3, n_series), loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
-    fig.tight_layout()
+        ax.set_xticks(range(n_series), [series_label(c) for c in columns], rotation=35, ha="right", fontsize=7)
+        ax.set_ylim(0, 112)
+        ax.set_title(entry["model"], fontsize=9)
+        ax.tick_params(axis="y", labelsize=7)
+    axes[0].set_ylabel("Accuracy on fake images (%)" if only_fakes else "Accuracy on attacked images (%)", fontsize=8)
+    fig.suptitle(title or "Adversarial attack results (clean vs perturbed)", fontsize=10)
+    if paper and any(paper.values()):
+        from matplotlib.patches import Patch
+
+        handles = [
+            Patch(facecolor="0.7", edgecolor="black", label="this run"),
+            Patch(facecolor="white", edgecolor="0.3", hatch="///", label="the paper's value"),
+        ]
+        fig.tight_layout(rect=(0, 0.3 / fig.get_figheight(), 1, 1))  # room for the legend below the panels
+        fig.legend(handles=handles, fontsize=7, ncol=2, loc="lower center", frameon=False)
+    else:
+        fig.tight_layout()
     return save_figure(fig, path, dpi=100)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dfrobust.report.plotting import plt, save_figure
+from dfrobust.report.plotting import panel_grid, plt, save_figure
 
 
 def _hwc(image: torch.Tensor) -> np.ndarray:
@@ -42,8 +42,8 @@ def plot_fig5(
         panels.append((f"iteration {it:,}{score}", snapshots[it]))
     if clean_image is not None:
         panels.append(("clean", clean_image))
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.0 * len(panels), 2.5), squeeze=False)
-    for ax, (label, img) in zip(axes[0], panels):
+    fig, axes = panel_grid(len(panels), 1.9, 2.3)  # wraps onto rows at page width: no long strip
+    for ax, (label, img) in zip(axes, panels):
         ax.imshow(_hwc(img), interpolation="nearest")
         ax.set_title(label, fontsize=8)
         ax.axis("off")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from dfrobust.report.plotting import plt, save_figure
+from dfrobust.report.plotting import panel_grid, plt, save_figure
 
 
 def plot_fig2(rows: Sequence[tuple[str, Sequence[tuple[torch.Tensor, str]]]], path: str | Path) -> Path:
@@ -49,32 +49,36 @@ def plot_fig4(
     """
     series = list(bars)
     columns = list(dict.fromkeys(c for s in series for c in bars[s]))
+    # small multiples: one panel per column (attack and setting), the series side by side in each
     per = 2 if paper else 1
-    width = 0.8 / max(len(series) * per, 1)
-    fig, ax = plt.subplots(figsize=(max(9.0, 1.8 * len(columns) + 1), 3.6))
+    width = 0.8 / per
+    fig, axes = panel_grid(len(columns), 2.1, 1.9)
     cmap = plt.get_cmap("tab10")
-    for j, s in enumerate(series):
+    colors = [cmap(j) for j in range(len(series))]
+    for ax, c in zip(axes, columns):
         for k in range(per):
-            xs = [i + (j * per + k - (len(series) * per - 1) / 2) * width for i in range(len(columns))]
+            xs = [j + (k - (per - 1) / 2) * width for j in range(len(series))]
             if k == 0:
-                hs = [100 * v if (v := bars[s].get(c)) is not None else math.nan for c in columns]
-                style = {"label": s, "color": cmap(j), "edgecolor": "black", "linewidth": 0.6}
+                hs = [100 * v if (v := bars[s].get(c)) is not None else math.nan for s in series]
+                style: dict = {"color": colors, "edgecolor": "black", "linewidth": 0.6}
             else:
-                hs = [v if (v := (paper or {}).get(s, {}).get(c)) is not None else math.nan for c in columns]
-                style = {
-                    "label": "the paper's value (hatched)" if j == 0 else None,
-                    "color": "white",
-                    "edgecolor": cmap(j),
-                    "hatch": "///",
-                    "linewidth": 0.8,
-                }
+                hs = [v if (v := (paper or {}).get(s, {}).get(c)) is not None else math.nan for s in series]
+                style = {"color": "white", "edgecolor": colors, "hatch": "///", "linewidth": 0.8}
             # a 0% bar is drawn as its outline on the axis, and every bar carries its value
             b = ax.bar(xs, [max(h, 0.4) if not math.isnan(h) else h for h in hs], width=width * 0.95, **style)
             ax.bar_label(b, labels=["" if math.isnan(h) else f"{h:.0f}" for h in hs], fontsize=6, padding=1)
-    ax.set_xticks(range(len(columns)), columns, fontsize=8)
-    ax.set_ylim(0, 110)
-    ax.set_ylabel("Accuracy on fake images (%)")
-    ax.set_title("Regularisation results (ResNet-18, Lipschitz lambda)", fontsize=9)
-    ax.legend(fontsize=7, ncol=len(series) + 1, loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
-    fig.tight_layout()
+        ax.set_xticks([])
+        ax.set_xlim(-0.6, len(series) - 0.4)  # every series keeps its place, drawn or not
+        ax.set_ylim(0, 112)
+        ax.set_title(c, fontsize=8)
+        ax.tick_params(axis="y", labelsize=7)
+    axes[0].set_ylabel("Accuracy on fake images (%)", fontsize=8)
+    from matplotlib.patches import Patch
+
+    handles = [Patch(facecolor=colors[j], edgecolor="black", label=s) for j, s in enumerate(series)]
+    if paper and any(paper.values()):
+        handles.append(Patch(facecolor="white", edgecolor="0.3", hatch="///", label="the paper's value"))
+    fig.suptitle("Regularisation results (ResNet-18, Lipschitz lambda)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.35 / fig.get_figheight(), 1, 1))  # room for the legend below the panels
+    fig.legend(handles=handles, fontsize=7, ncol=len(handles), loc="lower center", frameon=False)
     return save_figure(fig, path)

@@ -182,6 +182,12 @@ def leaderboard_table(rows: list[dict[str, Any]]) -> Table:
         f"then clean accuracy; a collapsed detector (clean AUROC below {NEAR_CHANCE_AUROC:g}, or one class almost never "
         "predicted) ranks last: its accuracy on attacked fakes is no robustness.",
     )
+    # too wide for a page (17 columns): robustness first, then each attack, then certificates and cost
+    t.groups = [
+        ("robustness", t.columns[1:4] + [t.columns[4 + len(attacks)]]),
+        ("accuracy under each attack on the detector itself", t.columns[4 : 4 + len(attacks)]),
+        ("transfer, certificates and cost", t.columns[5 + len(attacks) :]),
+    ]
     for r in rows:
         n = r.get("n_attacked")
         cert = r.get("certified") or {}
@@ -218,22 +224,27 @@ def plot_tradeoff(rows: list[dict[str, Any]], path: str | Path) -> Path | None:
     pts = [r for r in rows if r["robust_accuracy"] is not None and r["clean_accuracy"] is not None]
     if not pts:
         return None
-    fig, ax = plt.subplots(figsize=(7.5, 5.0))
-    for r in pts:
+    fig, ax = plt.subplots(figsize=(9.5, 5.0))
+    from matplotlib.lines import Line2D
+
+    # each point carries its number, the names go in a legend beside the axes: names never overprint, and points that
+    # (nearly) coincide share one label "1, 3"
+    clusters: list[tuple[float, float, list[int]]] = []
+    handles = []
+    for i, r in enumerate(pts, start=1):
+        x, y = 100 * r["clean_accuracy"], 100 * r["robust_accuracy"]
         size = 40 * (r.get("cost_multiplier") or 1.0)
-        ax.scatter(
-            100 * r["clean_accuracy"],
-            100 * r["robust_accuracy"],
-            s=size,
-            alpha=0.7,
-            marker="o" if r["kind"] == "trained" else "s",
-            edgecolor="black",
-            linewidth=0.6,
-            color="tab:blue" if r["paper"] else "tab:orange",
-        )
-        ax.annotate(
-            r["defense"], (100 * r["clean_accuracy"], 100 * r["robust_accuracy"]), fontsize=7, xytext=(4, 3), textcoords="offset points"
-        )
+        marker, color = ("o" if r["kind"] == "trained" else "s"), ("tab:blue" if r["paper"] else "tab:orange")
+        ax.scatter(x, y, s=size, alpha=0.7, marker=marker, edgecolor="black", linewidth=0.6, color=color)
+        handles.append(Line2D([], [], marker=marker, linestyle="", color=color, markeredgecolor="black", label=f"{i}  {r['defense']}"))
+        near = next((c for c in clusters if abs(c[0] - x) < 4 and abs(c[1] - y) < 4), None)
+        if near:
+            near[2].append(i)
+        else:
+            clusters.append((x, y, [i]))
+    for x, y, ids in clusters:
+        ax.annotate(", ".join(map(str, ids)), (x, y), fontsize=7, xytext=(5, 4), textcoords="offset points")
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title="defense", title_fontsize=8)
     ax.set_xlabel("clean accuracy, whole test split (%)")
     ax.set_ylabel("robust accuracy on attacked fakes (%)")
     ax.set_xlim(-3, 103)

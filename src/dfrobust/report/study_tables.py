@@ -170,6 +170,13 @@ def table2(ctx: dict[str, Any]) -> tuple[Table, list[dict[str, Any]], dict[str, 
             else ""
         ),
     )
+    # too wide for a page: the paper's columns in one part, the attacks beyond the paper in the next
+    ours = {"unperturbed", *(c.replace("-", "_") for c in paper.TABLE2_COLUMNS)}
+    t.keys = 2
+    t.groups = [
+        ("the paper's attacks", [column_label(c) for c in columns if c in ours]),
+        ("beyond the paper", [column_label(c) for c in columns if c not in ours]),
+    ]
     for name in names:
         theirs = paper_table2(_paper_row(ctx, name), columns)
         n = counts.get(name, {})

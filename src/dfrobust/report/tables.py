@@ -44,6 +44,11 @@ def md_escape(text: str) -> str:
 _MD_ENTITIES = {"<": "&lt;", ">": "&gt;", "&": "&amp;"}
 
 
+#: The most columns one rendered HTML table shows: a wider table renders as parts that each repeat its key columns,
+#: so that no column hides in a scroll box at a 1,200 px page.
+MAX_COLUMNS = 10
+
+
 def paper_pct(value: float | None) -> str:
     """Format one of the paper's numbers (already in percent)."""
     return "–" if value is None else f"{value:.1f}%"
@@ -58,12 +63,56 @@ class Table:
         columns: column headers.
         rows: rows of cells (strings).
         note: a line shown under the table (sources, caveats).
+        keys: how many leading columns identify a row (repeated in every part of a split table).
+        groups: how the other columns split when the table is too wide for a page: ``(part name, column names)``
+            in order; columns named in no group form a last part. Empty: split in order, as few parts as fit.
     """
 
     title: str
     columns: list[str]
     rows: list[list[str]] = field(default_factory=list)
     note: str = ""
+    keys: int = 1
+    groups: list[tuple[str, list[str]]] = field(default_factory=list)
+
+    def parts(self, max_columns: int = MAX_COLUMNS) -> list[Table]:
+        """The table as one or more tables of at most ``max_columns`` columns each (its key columns in every one).
+
+        A table that fits, and has no ``groups``, is returned whole. The note goes under the last part.
+        """
+        keys = max(0, min(self.keys, len(self.columns) - 1))
+        if len(self.columns) <= max_columns and not self.groups:
+            return [self]
+        index = {c: i for i, c in enumerate(self.columns)}
+        named = [(name, [index[c] for c in cols if c in index and index[c] >= keys]) for name, cols in self.groups]
+        seen = {i for _, cols in named for i in cols}
+        rest = [i for i in range(keys, len(self.columns)) if i not in seen]
+        if rest:
+            named.append(("more columns" if named else "", rest))
+        width = max(1, max_columns - keys)
+        chunks: list[tuple[str, list[int]]] = []
+        for name, cols in named:
+            if not cols:
+                continue
+            pieces = [cols[i : i + width] for i in range(0, len(cols), width)]
+            for j, piece in enumerate(pieces):
+                label = name if len(pieces) == 1 else f"{name}, {j + 1} of {len(pieces)}" if name else f"{j + 1} of {len(pieces)}"
+                chunks.append((label, piece))
+        if len(chunks) <= 1 and len(self.columns) <= max_columns:
+            return [self]
+        out = []
+        for k, (label, cols) in enumerate(chunks):
+            pick = list(range(keys)) + cols
+            out.append(
+                Table(
+                    f"{self.title.rstrip('.')}: {label}" if label else self.title,
+                    [self.columns[i] for i in pick],
+                    [[row[i] if i < len(row) else "" for i in pick] for row in self.rows],
+                    note=self.note if k == len(chunks) - 1 else "",
+                    keys=keys,
+                )
+            )
+        return out
 
     def to_markdown(self) -> str:
         """GitHub-flavoured Markdown."""
@@ -74,7 +123,10 @@ class Table:
         return "\n".join(lines) + "\n"
 
     def to_html(self) -> str:
-        """An HTML ``<table>`` with a caption."""
+        """HTML ``<table>``s with captions: one, or the :meth:`parts` of a table too wide for a page."""
+        parts = self.parts()
+        if len(parts) > 1:
+            return "".join(p.to_html() for p in parts)
         head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in self.rows)
         note = f'<p class="note">{html.escape(self.note)}</p>' if self.note else ""

@@ -58,7 +58,7 @@ from dfrobust.utils.io import (
     write_csv,
     write_json,
 )
-from dfrobust.utils.runtime import progress, resolve_device, seed_everything, versions
+from dfrobust.utils.runtime import progress, progress_note, resolve_device, seed_everything, versions
 
 #: The first columns of an adaptive ``results.csv``, in this order.
 ADAPTIVE_COLUMNS = (
@@ -232,11 +232,26 @@ def run_adaptive(
     # batch k is unit k of the one sharded part store (its CSV, then its mark)
     store = PartStore(out_dir / "parts", fingerprint, len(image_set), batch_size, seed=seed, payloads=(".csv",))
     mine, todo = store.mine(rank, world_size), store.todo(rank, world_size)
+    if todo:  # the cost said up front: every gradient step runs a random purifier eot times
+        left = sum(unit.stop - unit.start for unit in todo)
+        budget = make_attack(attack_name, **params).budget()
+        draws = eot if at_attack.random else 1  # a deterministic purifier is purified once per gradient
+        purifications = f"; x {draws} purifier draws (EOT) = {budget.per_image * draws * left:,} purifications" if draws > 1 else ""
+        progress_note(
+            f"{attack_name} through {purifier_name}: budget {budget.describe(left)}{purifications} (at most; {len(todo)} batches)"
+        )
+    started = time.monotonic()
     bar = progress(total=len(mine), initial=len(mine) - len(todo), desc=f"{attack_name} through {purifier_name}", unit="batch")
     for unit in todo:
         write_csv(store.path(unit, ".csv"), run.batch(unit.index), ADAPTIVE_COLUMNS)
         store.finish(unit, rank, world_size)  # the mark, last
         bar.update()
+        if unit is todo[0] and len(todo) > 1:  # an ETA from the first batch, whatever the progress interval
+            first = time.monotonic() - started
+            rest = first * (len(todo) - 1)
+            progress_note(
+                f"{attack_name} through {purifier_name}: first batch in {first:.1f} s; ETA about {rest:.0f} s for the other {len(todo) - 1}"
+            )
     bar.close()
     if not store.complete():
         return {"complete": False, "batches_done": len(store.done()), "batches_total": len(store.units), "out_dir": str(out_dir)}

@@ -37,6 +37,7 @@ The settings live in :mod:`~dfrobust.studies.attack_config`, the loading of sour
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -62,7 +63,7 @@ from dfrobust.utils.io import (
     write_json,
 )
 from dfrobust.utils.parts import PartStore
-from dfrobust.utils.runtime import progress, seed_everything, versions
+from dfrobust.utils.runtime import progress, progress_note, seed_everything, versions
 
 
 def _craft_key(cfg: AttackConfig, data_hash: str, src: RunModel, images: ImageSet) -> str:
@@ -172,6 +173,10 @@ def run_attack(
     store = part_store(out_dir, fingerprint, len(images), cfg)
     mine, todo = store.mine(ctx.rank, ctx.world_size), store.todo(ctx.rank, ctx.world_size)
     done_ok = done_n = 0
+    if todo:  # the cost said up front: a long attack (the paper's CW, Square) is no surprise
+        left = sum(unit.stop - unit.start for unit in todo)
+        progress_note(f"{cfg.attack} on {src.name}: budget {cfg.make().budget().describe(left)} (at most; {len(todo)} batches)")
+    started = time.monotonic()
     bar = progress(total=len(mine), initial=len(mine) - len(todo), desc=f"{cfg.attack} on {src.name}", unit="batch")
     for unit in todo:
         part, mark = store.path(unit, ".csv"), store.read_mark(unit)
@@ -186,6 +191,10 @@ def run_attack(
         done_n += len(whitebox)
         bar.set_postfix(success=f"{done_ok / max(done_n, 1):.0%}")
         bar.update()
+        if unit is todo[0] and len(todo) > 1:  # an ETA from the first batch, whatever the progress interval
+            first = time.monotonic() - started
+            rest = first * (len(todo) - 1)
+            progress_note(f"{cfg.attack} on {src.name}: first batch in {first:.1f} s; ETA about {rest:.0f} s for the other {len(todo) - 1}")
     bar.close()
 
     summary = distributed.merge_once(

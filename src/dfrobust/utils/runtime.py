@@ -93,6 +93,7 @@ class PlainProgress:
         self.postfix = ""
         self._start = self._last = time.monotonic()
         self._reported = False
+        self._shown: tuple[float, str] | None = None  # (count, postfix) of the last line
         self._closed = False
 
     def __iter__(self) -> Iterator[Any]:
@@ -125,6 +126,7 @@ class PlainProgress:
         if force or now - self._last >= self.every:
             self._last = now
             self._reported = True
+            self._shown = (self.n, self.postfix)
             PROGRESS_LOG.info(self._line())
 
     def update(self, n: float = 1) -> None:
@@ -144,8 +146,8 @@ class PlainProgress:
         """Nothing to redraw (lines are reported on the interval)."""
 
     def close(self) -> None:
-        """A last line when this bar reported before (so a log shows that it finished)."""
-        if not self._closed and self._reported:
+        """A last line when this bar reported before (so a log shows that it finished), unless its last line said it all."""
+        if not self._closed and self._reported and self._shown != (self.n, self.postfix):
             self._report(force=True)
         self._closed = True
 
@@ -161,6 +163,12 @@ def _in_notebook() -> bool:
     ipython = sys.modules.get("IPython")
     shell = getattr(ipython, "get_ipython", lambda: None)() if ipython else None
     return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def progress_note(text: str) -> None:
+    """One line beside the progress bars (a budget, an ETA), silenced as they are (``--quiet``, ``DFROBUST_QUIET=1``)."""
+    if os.environ.get("DFROBUST_QUIET") != "1" and PROGRESS_LOG.isEnabledFor(logging.INFO):
+        PROGRESS_LOG.info(text)
 
 
 def progress(iterable: Iterable[T] | None = None, **kwargs: Any) -> tqdm | PlainProgress:
