@@ -9,78 +9,38 @@ module); those still check what only they can (an unknown training field, an att
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from typing import Any
 
 from dfrobust.constants import MAX_IMAGE_SIDE
 from dfrobust.errors import DfrobustError
 from dfrobust.utils.names import name_problem
 
-Check = Callable[[Any], str | None]  # the problem with a value, or None
+from dfrobust.utils.params import Boolean, Budget, Check, Interval, Pair, StrOptions, is_int, is_num
 
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+_is_int, _is_num = is_int, is_num
 
 
 def integer(lo: int, hi: int | None = None) -> Check:
     """A whole number in ``[lo, hi]``."""
-
-    def check(v: Any) -> str | None:
-        if not _is_int(v) or v < lo or (hi is not None and v > hi):
-            return f"needs a whole number >= {lo}" + (f" and <= {hi}" if hi is not None else "")
-        return None
-
-    return check
+    return Interval(lo, hi, integer=True)
 
 
 def number(lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False) -> Check:
     """A finite number in the interval given (``lo_open``/``hi_open`` exclude the ends)."""
-
-    def check(v: Any) -> str | None:
-        bad = not _is_num(v)
-        bad = bad or (lo is not None and (v <= lo if lo_open else v < lo))
-        bad = bad or (hi is not None and (v >= hi if hi_open else v > hi))
-        if bad:
-            left = "-inf" if lo is None else f"{'(' if lo_open else '['}{lo:g}"
-            right = "inf)" if hi is None else f"{hi:g}{')' if hi_open else ']'}"
-            return f"needs a finite number in {left}, {right}" if lo is not None or hi is not None else "needs a finite number"
-        return None
-
-    return check
+    return Interval(lo, hi, lo_open=lo_open, hi_open=hi_open)
 
 
 def budget(norm: str = "linf") -> Check:
-    """An attack's budget (``eps``): a finite number >= 0, and for ``linf`` at most 1.
-
-    The one rule behind every budget dfrobust takes (the attacks' constructors, the threat model,
-    the config): images are in ``[0, 1]``, so an Linf budget above 1 is one in 0-255 units by
-    mistake (8 for 8/255). An L2 budget is a distance over all pixels and may exceed 1.
-    """
-
-    def check(v: Any) -> str | None:
-        if not _is_num(v) or v < 0:
-            return "needs a finite number >= 0"
-        if norm == "linf" and v > 1:
-            return f"is more than 1, the whole [0, 1] pixel range: give it as a fraction of that range (eps={v:g}/255 = {v / 255:.4g})"
-        return None
-
-    return check
+    """An attack's budget (``eps``): see :class:`~dfrobust.utils.params.Budget`, the one rule behind every budget."""
+    return Budget(norm)
 
 
 def choice(*values: Any) -> Check:
     """One of the strings ``values``."""
-    return lambda v: None if isinstance(v, str) and v in values else f"must be one of {', '.join(map(repr, values))}"
+    return StrOptions(*values)
 
 
-def boolean(v: Any) -> str | None:
-    """``true`` or ``false``."""
-    return None if isinstance(v, bool) else "must be true or false"
+boolean: Check = Boolean()
 
 
 def text(v: Any) -> str | None:
@@ -90,13 +50,7 @@ def text(v: Any) -> str | None:
 
 def pair(lo_min: float, lo_open: bool = False) -> Check:
     """Two numbers ``[LO, HI]`` with ``lo_min <= LO <= HI`` (``lo_min < LO`` when ``lo_open``)."""
-
-    def check(v: Any) -> str | None:
-        ok = isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_num(x) for x in v)
-        ok = ok and (v[0] > lo_min if lo_open else v[0] >= lo_min) and v[0] <= v[1]
-        return None if ok else f"needs two numbers [LO, HI] with {lo_min:g} {'<' if lo_open else '<='} LO <= HI"
-
-    return check
+    return Pair(lo_min, lo_open)
 
 
 def number_list(lo: float = 0.0) -> Check:

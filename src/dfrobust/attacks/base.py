@@ -31,7 +31,7 @@ from torch import nn
 from dfrobust.config_checks import budget
 from dfrobust.errors import DfrobustError
 from dfrobust.utils.labels import DFROBUST_LABELS, label_convention_flips, to_dfrobust_labels
-from dfrobust.utils.plugins import Registry, constructor_settings
+from dfrobust.utils.plugins import Plugin, Registry, constructor_settings
 
 log = logging.getLogger(__name__)
 #: Linf budgets above this (in [0, 1] pixel units) no longer give small perturbations: a warning says so.
@@ -45,6 +45,14 @@ def warn_large_linf(eps: float, flag: str = "--eps") -> None:
         _warned.add(eps)
         log.warning(f"{flag} {eps:g} is more than {LINF_WARN:g} of the [0, 1] pixel range: a plainly visible "
                     "perturbation, not a small one (the paper uses 0.02)")  # fmt: skip
+
+
+def budget_value(eps: Any, norm: str = "linf", flag: str = "--eps") -> float:
+    """An already checked budget as a float (a NumPy or 0-d tensor number too); warns above :data:`LINF_WARN` for ``linf``."""
+    value = float(eps)
+    if norm == "linf":
+        warn_large_linf(value, flag)
+    return value
 
 
 def check_eps(eps: float, norm: str = "linf", flag: str = "--eps") -> float:
@@ -152,7 +160,7 @@ def model_device(model: nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
-class Attack(ABC):
+class Attack(Plugin, ABC):
     """Base class: subclasses set ``name``, implement :meth:`perturb` and register with :func:`register_attack`.
 
     The constructor arguments of a subclass are its parameters; :attr:`settings` reports them
