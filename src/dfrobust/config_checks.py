@@ -9,13 +9,14 @@ module); those still check what only they can (an unknown training field, an att
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from dfrobust.constants import MAX_IMAGE_SIDE
 from dfrobust.errors import DfrobustError
 from dfrobust.utils.names import name_problem
 
-from dfrobust.utils.params import Boolean, Budget, Check, Interval, Pair, StrOptions, is_int, is_num
+from dfrobust.utils.params import Boolean, Budget, Check, Interval, Pair, StrOptions, is_int, is_num, param_problem
 
 _is_int, _is_num = is_int, is_num
 
@@ -122,7 +123,15 @@ ADAPTIVE_KEYS: dict[str, Check] = {
     "batch_size": integer(1),
 }
 
-#: Every checked key; ``True`` = the study cannot run without it.
+#: Keys an ``[attack.NAME]`` section may hold beside its attack's parameters (the attack stage reads them).
+ATTACK_STAGE_KEYS: dict[str, Check] = {"max_images": integer(0)}
+
+#: A plug-in's config section: ``{section: (parameter -> constraint, parameter -> default)}``, from the plug-in
+#: classes (``attacks.base.attack_param_checks``); the caller passes it, as this module knows no plug-in.
+PluginSections = Mapping[str, tuple[Mapping[str, Check], Mapping[str, Any]]]
+
+#: Every checked key; ``True`` = the study cannot run without it. An attack's parameters are not
+#: listed: each attack declares their constraints (``params``) and the caller passes them in.
 SCHEMA: dict[str, tuple[Check, bool]] = {
     "run.seed": (integer(0), True),
     "data.n": (integer(4), True),
@@ -139,16 +148,6 @@ SCHEMA: dict[str, tuple[Check, bool]] = {
     "attack.transfer_only": (optional_name_list, False),
     "attack.batch_size": (integer(1), True),
     "attack.ensemble": (optional_name_list, False),
-    "attack.fgsm.eps": (budget("linf"), False),
-    "attack.square.max_images": (integer(0), False),
-    "attack.apgd.max_images": (integer(0), False),
-    "attack.pgd.eps": (number(0), False),
-    "attack.cw.kappa": (number(0), False),
-    "attack.cw.c_range": (pair(0.0, lo_open=True), False),
-    "attack.cw.search_steps": (integer(1), False),
-    "attack.cw.max_steps": (integer(1), False),
-    "attack.cw.lr": (number(0, lo_open=True), False),
-    "attack.cw.unreached": (choice("min-l2", "max-margin"), False),
     "dip.per_category": (integer(1), True),
     "dip.iterations": (integer(1), True),
     "dip.classify_at": (integer(1), True),
@@ -208,13 +207,16 @@ def _fail(key: str, value: Any, problem: str) -> DfrobustError:
     return DfrobustError(f"config {key} = {value!r} {problem}; change it with --set {key}=...")
 
 
-def validate_study_config(cfg: dict[str, Any]) -> None:
+def validate_study_config(cfg: dict[str, Any], plugins: PluginSections | None = None) -> None:
     """Raise a one-line :class:`DfrobustError` for the first key of ``cfg`` whose value cannot work.
 
     Checks every key of :data:`SCHEMA` (required ones must be present), the per-role training
     sections (``train.vgg16``, ``train.resnet18``) with the ``[train]`` rules, the numeric
     knobs of ``data.swap``, and the DIP iterations against each other (``classify_at`` and
-    ``record_every`` within the iterations run, ``stop_at`` not before ``classify_at``).
+    ``record_every`` within the iterations run, ``stop_at`` not before ``classify_at``). ``plugins``
+    holds the plug-ins' declared constraints by config section (``attack.cw`` -> CW's ``params`` and defaults):
+    each value a section sets is checked by its parameter's constraint, the rest of the section (or the
+    default) standing for the other parameters a constraint reads (PGD's eps by its norm).
     """
     if not isinstance(cfg, dict):
         raise DfrobustError("a study config is a table of sections (run, data, train, attack, dip)")
@@ -227,6 +229,13 @@ def validate_study_config(cfg: dict[str, Any]) -> None:
         problem = check(value)
         if problem:
             raise _fail(key, value, problem)
+    for prefix, (checks, defaults) in (plugins or {}).items():
+        present, section = _get(cfg, prefix)
+        if present and isinstance(section, dict):
+            merged = {**defaults, **section}
+            for k, check in {**ATTACK_STAGE_KEYS, **checks}.items():
+                if k in section and (problem := param_problem(check, section[k], merged)):
+                    raise _fail(f"{prefix}.{k}", section[k], problem)
     train = cfg.get("train", {})
     sections = {"train": train} | {
         f"train.{role}": v for role, v in train.items() if isinstance(v, dict) and role not in ("lipschitz", "blur")

@@ -31,7 +31,7 @@ from torch import nn
 from dfrobust.config_checks import budget
 from dfrobust.errors import DfrobustError
 from dfrobust.utils.labels import DFROBUST_LABELS, label_convention_flips, to_dfrobust_labels
-from dfrobust.utils.plugins import Plugin, Registry, constructor_settings
+from dfrobust.utils.plugins import Plugin, Registry, constructor_defaults, constructor_settings, declared_params
 
 log = logging.getLogger(__name__)
 #: Linf budgets above this (in [0, 1] pixel units) no longer give small perturbations: a warning says so.
@@ -341,6 +341,13 @@ def attack_section_defaults(path: list[str]) -> dict[str, Any] | None:
     if len(path) != 2 or path[0] != "attack" or path[1] not in attack_classes():
         return None
     return {**attack_defaults(path[1]), "max_images": 0}
+
+
+def attack_param_checks() -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """``{"attack.NAME": (constraints, defaults)}`` of every registered attack, for
+    :func:`dfrobust.config_checks.validate_study_config`: the config checks an attack's section by the
+    constraints its class declares (``params``), the same ones its constructor checks."""
+    return {f"attack.{n}": (declared_params(c), constructor_defaults(c)) for n, c in attack_classes().items()}
 
 
 def attack_class(name: str) -> type[Attack]:

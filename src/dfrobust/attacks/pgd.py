@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from dfrobust.attacks.base import Attack, budget_value, input_gradient, per_image, project_ball, register_attack
-from dfrobust.utils.params import Budget, Interval, StrOptions
+from dfrobust.utils.params import Boolean, Budget, Interval, StrOptions
 
 Norm = Literal["linf", "l2"]
 NORMS: tuple[str, ...] = get_args(Norm)
@@ -36,6 +36,7 @@ class PGD(Attack):
         "norm": StrOptions(*NORMS),
         "steps": Interval(1, integer=True),
         "step_size": Interval(0, lo_open=True, optional=True),
+        "random_start": Boolean(),
     }
 
     def __init__(
