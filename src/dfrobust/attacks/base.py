@@ -31,6 +31,7 @@ from torch import nn
 from dfrobust.config_checks import budget
 from dfrobust.errors import DfrobustError
 from dfrobust.utils.labels import DFROBUST_LABELS, label_convention_flips, to_dfrobust_labels
+from dfrobust.utils.params import check_params
 from dfrobust.utils.plugins import Plugin, Registry, constructor_defaults, constructor_settings, declared_params
 
 log = logging.getLogger(__name__)
@@ -341,6 +342,15 @@ def attack_section_defaults(path: list[str]) -> dict[str, Any] | None:
     if len(path) != 2 or path[0] != "attack" or path[1] not in attack_classes():
         return None
     return {**attack_defaults(path[1]), "max_images": 0}
+
+
+def check_attack_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` of attack ``name``, checked by the constraints it declares (the constructor's own check, run early:
+    ``dfrobust attack``'s flags before any data is read); a one-line :class:`DfrobustError` for the first bad one."""
+    cls = attack_class(name)
+    merged = {**constructor_defaults(cls), **params}
+    check_params(cls.name, {k: c for k, c in declared_params(cls).items() if k in params}, merged)
+    return params
 
 
 def attack_param_checks() -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
