@@ -358,3 +358,22 @@ def test_every_attack_declares_a_constraint_for_each_parameter_but_its_seed() ->
         cls = attack_classes()[name]
         missing = set(constructor_parameters(cls)) - set(declared_params(cls)) - {"seed"}
         assert not missing, (name, missing)
+
+
+def test_a_shipped_preset_does_not_repeat_an_attack_s_default() -> None:
+    """Defaults live in the signatures: a preset's ``[attack.NAME]`` states only what differs, except the paper's own
+    attacks in ``paper.toml``, whose values are the paper's numbers (the report's differences compare against them)."""
+    import tomllib
+    from importlib.resources import files
+
+    from dfrobust.attacks.base import ATTACKS, make_attack, paper_attacks
+
+    for preset in SHIPPED_PRESETS:
+        raw = tomllib.loads(files("dfrobust.presets").joinpath(f"{preset}.toml").read_text())
+        for name, section in (raw.get("attack") or {}).items():
+            if not isinstance(section, dict) or (preset == "paper" and ATTACKS.canonical(name) in paper_attacks()):
+                continue
+            default = make_attack(name).settings
+            for key, value in section.items():
+                if key != "max_images":
+                    assert make_attack(name, **{key: value}).settings != default, f"{preset}.toml repeats {name}'s default {key}"

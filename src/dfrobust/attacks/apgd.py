@@ -36,13 +36,14 @@ from torch import nn
 
 from dfrobust.attacks.base import Attack, budget_value, logit_margin, per_image, project_ball, register_attack
 from dfrobust.errors import DfrobustError
+from dfrobust.constants import PAPER_EPS
 from dfrobust.utils.params import Budget, Interval, StrOptions
 from dfrobust.utils.runtime import progress
 
 NORMS = ("linf", "l2")
 LOSSES = ("ce", "margin", "dlr")
 #: Radius used when ``eps`` is not given: the paper's FGSM budget for Linf, AutoAttack's usual L2 budget.
-DEFAULT_EPS = {"linf": 0.02, "l2": 0.5}
+DEFAULT_EPS = {"linf": PAPER_EPS, "l2": 0.5}
 
 
 def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from dfrobust.config_checks import budget
+from dfrobust.constants import PAPER_EPS
 from dfrobust.errors import DfrobustError
 from dfrobust.utils.labels import DFROBUST_LABELS, label_convention_flips, to_dfrobust_labels
 from dfrobust.utils.params import check_params
@@ -45,7 +46,7 @@ def warn_large_linf(eps: float, flag: str = "--eps") -> None:
     if eps > LINF_WARN and eps not in _warned:
         _warned.add(eps)
         log.warning(f"{flag} {eps:g} is more than {LINF_WARN:g} of the [0, 1] pixel range: a plainly visible "
-                    "perturbation, not a small one (the paper uses 0.02)")  # fmt: skip
+                    f"perturbation, not a small one (the paper uses {PAPER_EPS:g})")  # fmt: skip
 
 
 def budget_value(eps: Any, norm: str = "linf", flag: str = "--eps") -> float:

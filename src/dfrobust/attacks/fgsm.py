@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from dfrobust.attacks.base import Attack, budget_value, input_gradient, register_attack
+from dfrobust.constants import PAPER_EPS
 from dfrobust.utils.params import Budget
 
 
@@ -20,7 +21,7 @@ class FGSM(Attack):
     name = "fgsm"
     params = {"eps": Budget()}
 
-    def __init__(self, eps: float = 0.02) -> None:
+    def __init__(self, eps: float = PAPER_EPS) -> None:
         self.eps = budget_value(eps)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

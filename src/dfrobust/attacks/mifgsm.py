@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from dfrobust.attacks.base import Attack, budget_value, register_attack
+from dfrobust.constants import PAPER_EPS
 from dfrobust.utils.params import Budget, Interval
 
 #: DI shrinks an image to a random size in ``[DI_RESIZE * size, size)`` before padding it back.
@@ -76,7 +77,7 @@ class MIFGSM(Attack):
     name = "mifgsm"
     params = {"eps": Budget(), "steps": Interval(1, integer=True), "decay": Interval(0), "di_prob": Interval(0, 1)}
 
-    def __init__(self, eps: float = 0.02, steps: int = 10, decay: float = 1.0, di_prob: float = 0.0, seed: int = 0) -> None:
+    def __init__(self, eps: float = PAPER_EPS, steps: int = 10, decay: float = 1.0, di_prob: float = 0.0, seed: int = 0) -> None:
         self.eps = budget_value(eps)
         self.steps = int(steps)
         self.decay = float(decay)
@@ -122,5 +123,5 @@ class DIMIFGSM(MIFGSM):
     name = "dimifgsm"
     aliases = ("di-mifgsm",)  # a config may name it as the report used to print it
 
-    def __init__(self, eps: float = 0.02, steps: int = 10, decay: float = 1.0, di_prob: float = 0.5, seed: int = 0) -> None:
+    def __init__(self, eps: float = PAPER_EPS, steps: int = 10, decay: float = 1.0, di_prob: float = 0.5, seed: int = 0) -> None:
         super().__init__(eps=eps, steps=steps, decay=decay, di_prob=di_prob, seed=seed)

@@ -8,12 +8,13 @@ import torch
 from torch import nn
 
 from dfrobust.attacks.base import Attack, budget_value, input_gradient, per_image, project_ball, register_attack
+from dfrobust.constants import PAPER_EPS
 from dfrobust.utils.params import Boolean, Budget, Interval, StrOptions
 
 Norm = Literal["linf", "l2"]
 NORMS: tuple[str, ...] = get_args(Norm)
 #: Radius used when ``eps`` is not given.
-DEFAULT_EPS = {"linf": 0.02, "l2": 1.0}
+DEFAULT_EPS = {"linf": PAPER_EPS, "l2": 1.0}
 
 
 @register_attack(labels={"pgd-linf": "PGD-Linf", "pgd-l2": "PGD-L2"}, order={"pgd-linf": 2, "pgd-l2": 3})

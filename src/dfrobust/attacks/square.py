@@ -34,12 +34,13 @@ import torch
 from torch import nn
 
 from dfrobust.attacks.base import Attack, budget_value, register_attack
+from dfrobust.constants import PAPER_EPS
 from dfrobust.utils.params import Budget, Interval, StrOptions
 from dfrobust.utils.runtime import progress
 
 NORMS = ("linf", "l2")
 #: Radius used when ``eps`` is not given (as :mod:`dfrobust.attacks.apgd`).
-DEFAULT_EPS = {"linf": 0.02, "l2": 0.5}
+DEFAULT_EPS = {"linf": PAPER_EPS, "l2": 0.5}
 #: Iterations (of a 10,000-query budget) after which ``p`` halves; AutoAttack's schedule.
 P_HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 #: Redraws of a Linf window's signs that would leave the image unchanged.
