@@ -36,7 +36,7 @@ class PGD(Attack):
         "eps": Budget(norm_param="norm", optional=True),
         "norm": StrOptions(*NORMS),
         "steps": Interval(1, integer=True),
-        "step_size": Interval(0, lo_open=True, optional=True),
+        "step_size": Interval(0, optional=True),  # 0 at the start of an adversarial-training ramp
         "random_start": Boolean(),
     }
 
