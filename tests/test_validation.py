@@ -81,13 +81,14 @@ def test_every_shipped_preset_passes_the_checks() -> None:
     """Each preset shipped in src/dfrobust/presets validates (returns None) and resolves its own name;
     the list is stated here, so a preset that disappears or fails to load fails the test instead of
     leaving a loop over nothing."""
+    from dfrobust.attacks.base import attack_param_checks
     from dfrobust.config import available_presets, study_config
     from dfrobust.config_checks import validate_study_config
 
     assert set(SHIPPED_PRESETS) <= set(available_presets())
     for preset in SHIPPED_PRESETS:
         cfg = study_config(preset)
-        assert validate_study_config(cfg) is None
+        assert validate_study_config(cfg, attack_param_checks()) is None
         assert cfg["run"]["preset"] == preset and cfg["attack"]["attacks"], preset
 
 
@@ -287,3 +288,92 @@ def test_an_attack_has_one_name_and_a_config_may_use_its_alias(tmp_path: Path) -
         ["reproduce", "--preset", "tiny", "--run", str(tmp_path / "run"), "--set", 'attack.attacks=["di-mifgsm"]']
     )
     assert resolve_run(args)[1]["attack"]["attacks"] == ["dimifgsm"]  # what `dfrobust reproduce` plans
+
+
+@pytest.mark.parametrize(
+    ("attack", "key", "bad", "says"),
+    [
+        ("cw", "kappa", -1.0, "needs a finite number in [0, inf)"),
+        ("cw", "c_range", [5.0, 1.0], "needs two numbers [LO, HI] with 0 < LO <= HI"),
+        ("cw", "unreached", "never", "must be one of 'min-l2', 'max-margin'"),
+        ("pgd", "steps", 0, "needs a whole number >= 1"),
+        ("pgd", "norm", "l1", "must be one of 'linf', 'l2'"),
+        ("fgsm", "eps", 8.0, "is more than 1"),
+        ("apgd", "rho", 0.0, "needs a finite number in (0, 1]"),
+        ("square", "p_init", 2.0, "needs a finite number in (0, 1]"),
+        ("mifgsm", "di_prob", 1.5, "needs a finite number in [0, 1]"),
+        ("dimifgsm", "decay", -0.5, "needs a finite number in [0, inf)"),
+        ("fmn", "gamma_init", 1.0, "needs a finite number in (0, 1)"),
+    ],
+)
+def test_one_declared_constraint_rejects_a_bad_value_everywhere(attack: str, key: str, bad: object, says: str) -> None:
+    """The constraint an attack declares in ``params`` is the one check of its constructor, of ``--set`` (through the
+    config's validation) and of the config: the same problem text, on one line naming the key."""
+    import json
+    import re
+
+    from dfrobust.attacks import make_attack
+    from dfrobust.attacks.base import attack_param_checks, attack_section_defaults
+    from dfrobust.config import study_config
+    from dfrobust.config_checks import validate_study_config
+
+    with pytest.raises(DfrobustError, match=re.escape(f"{attack}: {key} (--{key.replace('_', '-')}) = {bad!r} {says}")) as err:
+        make_attack(attack, **{key: bad})
+    assert "\n" not in str(err.value)
+    cfg = study_config("tiny", [f"attack.{attack}.{key}={json.dumps(bad)}"], attack_section_defaults)
+    validate_study_config(cfg)  # without the plug-ins' constraints the attack's section is not checked here
+    with pytest.raises(
+        DfrobustError, match=re.escape(f"config attack.{attack}.{key} = {bad!r} {says}") + ".*; change it with --set"
+    ) as err:
+        validate_study_config(cfg, attack_param_checks())
+    assert "\n" not in str(err.value)
+
+
+def test_a_constraint_may_read_another_parameter_and_the_config_reads_the_default() -> None:
+    """PGD's budget is checked by its norm: 2.0 is too big for Linf (the default norm) but a fine L2 radius."""
+    from dfrobust.attacks import make_attack
+    from dfrobust.attacks.base import attack_param_checks, attack_section_defaults
+    from dfrobust.config import study_config
+    from dfrobust.config_checks import validate_study_config
+
+    assert make_attack("pgd", eps=2.0, norm="l2").eps == 2.0
+    with pytest.raises(DfrobustError, match="more than 1"):
+        make_attack("pgd", eps=2.0)
+    ok = study_config("tiny", ["attack.pgd.eps=2.0", 'attack.pgd.norm="l2"'], attack_section_defaults)
+    assert validate_study_config(ok, attack_param_checks()) is None
+    bad = study_config("tiny", ["attack.pgd.eps=2.0"], attack_section_defaults)
+    with pytest.raises(DfrobustError, match="config attack.pgd.eps = 2.0 is more than 1"):
+        validate_study_config(bad, attack_param_checks())
+    bad = study_config("tiny", ["attack.cw.max_images=-1"], attack_section_defaults)
+    with pytest.raises(DfrobustError, match="config attack.cw.max_images = -1 needs a whole number >= 0"):
+        validate_study_config(bad, attack_param_checks())
+
+
+def test_every_attack_declares_a_constraint_for_each_parameter_but_its_seed() -> None:
+    """The config's per-attack keys come from the classes: every parameter of every built-in attack is covered."""
+    from dfrobust.attacks.base import attack_classes
+    from dfrobust.utils.plugins import constructor_parameters, declared_params
+
+    for name in ("fgsm", "pgd", "apgd", "cw", "square", "mifgsm", "dimifgsm", "fmn"):
+        cls = attack_classes()[name]
+        missing = set(constructor_parameters(cls)) - set(declared_params(cls)) - {"seed"}
+        assert not missing, (name, missing)
+
+
+def test_a_shipped_preset_does_not_repeat_an_attack_s_default() -> None:
+    """Defaults live in the signatures: a preset's ``[attack.NAME]`` states only what differs, except the paper's own
+    attacks in ``paper.toml``, whose values are the paper's numbers (the report's differences compare against them)."""
+    import tomllib
+    from importlib.resources import files
+
+    from dfrobust.attacks.base import ATTACKS, make_attack, paper_attacks
+
+    for preset in SHIPPED_PRESETS:
+        raw = tomllib.loads(files("dfrobust.presets").joinpath(f"{preset}.toml").read_text())
+        for name, section in (raw.get("attack") or {}).items():
+            if not isinstance(section, dict) or (preset == "paper" and ATTACKS.canonical(name) in paper_attacks()):
+                continue
+            default = make_attack(name).settings
+            for key, value in section.items():
+                if key != "max_images":
+                    assert make_attack(name, **{key: value}).settings != default, f"{preset}.toml repeats {name}'s default {key}"

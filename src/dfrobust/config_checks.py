@@ -9,78 +9,39 @@ module); those still check what only they can (an unknown training field, an att
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
 
 from dfrobust.constants import MAX_IMAGE_SIDE
 from dfrobust.errors import DfrobustError
 from dfrobust.utils.names import name_problem
 
-Check = Callable[[Any], str | None]  # the problem with a value, or None
+from dfrobust.utils.params import Boolean, Budget, Check, Interval, Pair, StrOptions, is_int, is_num, param_problem
 
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+_is_int, _is_num = is_int, is_num
 
 
 def integer(lo: int, hi: int | None = None) -> Check:
     """A whole number in ``[lo, hi]``."""
-
-    def check(v: Any) -> str | None:
-        if not _is_int(v) or v < lo or (hi is not None and v > hi):
-            return f"needs a whole number >= {lo}" + (f" and <= {hi}" if hi is not None else "")
-        return None
-
-    return check
+    return Interval(lo, hi, integer=True)
 
 
 def number(lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False) -> Check:
     """A finite number in the interval given (``lo_open``/``hi_open`` exclude the ends)."""
-
-    def check(v: Any) -> str | None:
-        bad = not _is_num(v)
-        bad = bad or (lo is not None and (v <= lo if lo_open else v < lo))
-        bad = bad or (hi is not None and (v >= hi if hi_open else v > hi))
-        if bad:
-            left = "-inf" if lo is None else f"{'(' if lo_open else '['}{lo:g}"
-            right = "inf)" if hi is None else f"{hi:g}{')' if hi_open else ']'}"
-            return f"needs a finite number in {left}, {right}" if lo is not None or hi is not None else "needs a finite number"
-        return None
-
-    return check
+    return Interval(lo, hi, lo_open=lo_open, hi_open=hi_open)
 
 
 def budget(norm: str = "linf") -> Check:
-    """An attack's budget (``eps``): a finite number >= 0, and for ``linf`` at most 1.
-
-    The one rule behind every budget dfrobust takes (the attacks' constructors, the threat model,
-    the config): images are in ``[0, 1]``, so an Linf budget above 1 is one in 0-255 units by
-    mistake (8 for 8/255). An L2 budget is a distance over all pixels and may exceed 1.
-    """
-
-    def check(v: Any) -> str | None:
-        if not _is_num(v) or v < 0:
-            return "needs a finite number >= 0"
-        if norm == "linf" and v > 1:
-            return f"is more than 1, the whole [0, 1] pixel range: give it as a fraction of that range (eps={v:g}/255 = {v / 255:.4g})"
-        return None
-
-    return check
+    """An attack's budget (``eps``): see :class:`~dfrobust.utils.params.Budget`, the one rule behind every budget."""
+    return Budget(norm)
 
 
 def choice(*values: Any) -> Check:
     """One of the strings ``values``."""
-    return lambda v: None if isinstance(v, str) and v in values else f"must be one of {', '.join(map(repr, values))}"
+    return StrOptions(*values)
 
 
-def boolean(v: Any) -> str | None:
-    """``true`` or ``false``."""
-    return None if isinstance(v, bool) else "must be true or false"
+boolean: Check = Boolean()
 
 
 def text(v: Any) -> str | None:
@@ -90,13 +51,7 @@ def text(v: Any) -> str | None:
 
 def pair(lo_min: float, lo_open: bool = False) -> Check:
     """Two numbers ``[LO, HI]`` with ``lo_min <= LO <= HI`` (``lo_min < LO`` when ``lo_open``)."""
-
-    def check(v: Any) -> str | None:
-        ok = isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_num(x) for x in v)
-        ok = ok and (v[0] > lo_min if lo_open else v[0] >= lo_min) and v[0] <= v[1]
-        return None if ok else f"needs two numbers [LO, HI] with {lo_min:g} {'<' if lo_open else '<='} LO <= HI"
-
-    return check
+    return Pair(lo_min, lo_open)
 
 
 def number_list(lo: float = 0.0) -> Check:
@@ -168,7 +123,15 @@ ADAPTIVE_KEYS: dict[str, Check] = {
     "batch_size": integer(1),
 }
 
-#: Every checked key; ``True`` = the study cannot run without it.
+#: Keys an ``[attack.NAME]`` section may hold beside its attack's parameters (the attack stage reads them).
+ATTACK_STAGE_KEYS: dict[str, Check] = {"max_images": integer(0)}
+
+#: A plug-in's config section: ``{section: (parameter -> constraint, parameter -> default)}``, from the plug-in
+#: classes (``attacks.base.attack_param_checks``); the caller passes it, as this module knows no plug-in.
+PluginSections = Mapping[str, tuple[Mapping[str, Check], Mapping[str, Any]]]
+
+#: Every checked key; ``True`` = the study cannot run without it. An attack's parameters are not
+#: listed: each attack declares their constraints (``params``) and the caller passes them in.
 SCHEMA: dict[str, tuple[Check, bool]] = {
     "run.seed": (integer(0), True),
     "data.n": (integer(4), True),
@@ -185,16 +148,6 @@ SCHEMA: dict[str, tuple[Check, bool]] = {
     "attack.transfer_only": (optional_name_list, False),
     "attack.batch_size": (integer(1), True),
     "attack.ensemble": (optional_name_list, False),
-    "attack.fgsm.eps": (budget("linf"), False),
-    "attack.square.max_images": (integer(0), False),
-    "attack.apgd.max_images": (integer(0), False),
-    "attack.pgd.eps": (number(0), False),
-    "attack.cw.kappa": (number(0), False),
-    "attack.cw.c_range": (pair(0.0, lo_open=True), False),
-    "attack.cw.search_steps": (integer(1), False),
-    "attack.cw.max_steps": (integer(1), False),
-    "attack.cw.lr": (number(0, lo_open=True), False),
-    "attack.cw.unreached": (choice("min-l2", "max-margin"), False),
     "dip.per_category": (integer(1), True),
     "dip.iterations": (integer(1), True),
     "dip.classify_at": (integer(1), True),
@@ -254,13 +207,16 @@ def _fail(key: str, value: Any, problem: str) -> DfrobustError:
     return DfrobustError(f"config {key} = {value!r} {problem}; change it with --set {key}=...")
 
 
-def validate_study_config(cfg: dict[str, Any]) -> None:
+def validate_study_config(cfg: dict[str, Any], plugins: PluginSections | None = None) -> None:
     """Raise a one-line :class:`DfrobustError` for the first key of ``cfg`` whose value cannot work.
 
     Checks every key of :data:`SCHEMA` (required ones must be present), the per-role training
     sections (``train.vgg16``, ``train.resnet18``) with the ``[train]`` rules, the numeric
     knobs of ``data.swap``, and the DIP iterations against each other (``classify_at`` and
-    ``record_every`` within the iterations run, ``stop_at`` not before ``classify_at``).
+    ``record_every`` within the iterations run, ``stop_at`` not before ``classify_at``). ``plugins``
+    holds the plug-ins' declared constraints by config section (``attack.cw`` -> CW's ``params`` and defaults):
+    each value a section sets is checked by its parameter's constraint, the rest of the section (or the
+    default) standing for the other parameters a constraint reads (PGD's eps by its norm).
     """
     if not isinstance(cfg, dict):
         raise DfrobustError("a study config is a table of sections (run, data, train, attack, dip)")
@@ -273,6 +229,13 @@ def validate_study_config(cfg: dict[str, Any]) -> None:
         problem = check(value)
         if problem:
             raise _fail(key, value, problem)
+    for prefix, (checks, defaults) in (plugins or {}).items():
+        present, section = _get(cfg, prefix)
+        if present and isinstance(section, dict):
+            merged = {**defaults, **section}
+            for k, check in {**ATTACK_STAGE_KEYS, **checks}.items():
+                if k in section and (problem := param_problem(check, section[k], merged)):
+                    raise _fail(f"{prefix}.{k}", section[k], problem)
     train = cfg.get("train", {})
     sections = {"train": train} | {
         f"train.{role}": v for role, v in train.items() if isinstance(v, dict) and role not in ("lipschitz", "blur")

@@ -6,6 +6,9 @@ REAL: int = 1
 CLASS_NAMES: tuple[str, str] = ("fake", "real")
 #: A detector says real when P(real) is at or above this (the paper's operating point).
 DECISION_THRESHOLD: float = 0.5
+#: The paper's FGSM budget (Linf, in [0, 1] pixel units: about 5/255): the default Linf radius of every attack
+#: and of the threat model, written here once.
+PAPER_EPS: float = 0.02
 
 # Video and platform defaults (here, torch-free, so that building the CLI's parser stays light)
 #: Frames per second of video time sampled from a clip, and at most this many per clip.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -201,3 +202,26 @@ def test_cw_binary_search_follows_carlini_rule() -> None:
     # the kept image is (close to) the smallest success: every pixel up by 0.3, L2 = 0.3 * sqrt(192)
     assert (result.l2 <= 0.3 * 192**0.5 * 1.01).all(), result.l2
     assert set(result.extras["c"].tolist()) <= {300.0, 165.0}
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--attack", "pgd", "--steps", "0"], "pgd: steps (--steps) = 0 needs a whole number >= 1"),
+        (["--attack", "cw", "--kappa", "-1"], "cw: kappa (--kappa) = -1.0 needs a finite number in [0, inf)"),
+        (["--attack", "fgsm", "--eps", "8"], "fgsm: eps (--eps) = 8.0 is more than 1"),
+    ],
+)
+def test_a_bad_parameter_flag_is_the_constructor_s_one_line_error_before_any_data_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], says: str
+) -> None:
+    """``dfrobust attack``'s parameter flags are checked by the attack's declared constraints, first."""
+    from dfrobust.cli import main
+
+    out = tmp_path / "out"
+    argv = ["attack", "--data", str(tmp_path / "no-data"), "--source", str(tmp_path / "none.safetensors"), "--out", str(out)]
+    assert main(argv + flags) == 2
+    err = capsys.readouterr().err
+    assert says in err and "no-data" not in err and not out.exists()
+    with pytest.raises(DfrobustError, match=re.escape(says)):
+        make_attack(flags[1], **{flags[2][2:]: {"0": 0, "-1": -1.0, "8": 8.0}[flags[3]]})

@@ -108,3 +108,23 @@ def test_transform_purifiers_keep_shape_and_do_what_they_say() -> None:
     assert blurred.shape == checker.shape and blurred.std() < 0.2 * checker.std()
     with pytest.raises(DfrobustError):
         blur_purify(checker, sigma=0)
+
+
+def test_purifier_parameters_are_checked_by_their_declared_constraints() -> None:
+    """Jpeg, Blur and Dip declare their constraints once (``params``); the constructor and DipConfig check by them."""
+    from dfrobust.defenses.base import make_purifier
+
+    for name, kw, says in (
+        ("jpeg", {"quality": 0}, "jpeg: quality (--quality) = 0 needs a whole number >= 1 and <= 100"),
+        ("blur", {"sigma": 0}, "blur: sigma (--sigma) = 0 needs a finite number in (0, inf)"),
+        ("dip", {"lr": -1.0}, "dip: lr (--lr) = -1.0 needs a finite number in (0, inf)"),
+        ("dip", {"classify_at": 0}, "dip: classify_at (--classify-at) = 0 needs a whole number >= 1"),
+        ("dip", {"input_noise": "pink"}, "dip: input_noise (--input-noise) = 'pink' must be one of 'uniform', 'normal'"),
+    ):
+        with pytest.raises(DfrobustError) as err:
+            make_purifier(name, **kw)
+        assert str(err.value) == says
+    with pytest.raises(DfrobustError, match=r"^dip: record_every \(--record-every\) = 0 needs a whole number >= 1$"):
+        DipConfig(record_every=0)
+    with pytest.raises(DfrobustError, match="classify_at must lie in 1..10"):  # a relation between two parameters
+        make_purifier("dip", iterations=10, classify_at=11)

@@ -311,3 +311,22 @@ def test_the_study_scores_early_stopping_beside_the_fixed_t(
     plain = run_dip_study(toy_dataset, toy_model, attack_dirs[:1], tmp_path / "off", off)
     assert plain["early_stop"] is None and "dip-es" not in {r["method"] for r in plain["table3"]}
     assert "es_iteration" not in read_csv(tmp_path / "off" / "predictions.csv")[0]
+
+
+def test_purify_flags_take_their_defaults_from_the_dataclasses(capsys: pytest.CaptureFixture[str]) -> None:
+    """``dfrobust purify`` repeats no DIP default: its help reads DipConfig/DipStudyConfig, and an absent flag leaves
+    the dataclass's default in place."""
+    import argparse
+
+    from dfrobust.cli import main
+    from dfrobust.commands.purify import _given
+    from dfrobust.defenses.dip import DipConfig
+    from dfrobust.studies.dip_study import DipStudyConfig
+
+    with pytest.raises(SystemExit):
+        main(["purify", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for flag, value in (("--batch-size", DipStudyConfig().batch_size), ("--iterations", DipConfig().iterations)):
+        assert f"{flag} {flag[2:].upper().replace('-', '_')}" in text and f"(default: {value})" in text
+    args = argparse.Namespace(iterations=None, batch_size=4, early_stop=None)
+    assert _given(args, "iterations", "batch_size", "early_stop") == {"batch_size": 4}

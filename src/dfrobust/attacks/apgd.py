@@ -34,14 +34,16 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from dfrobust.attacks.base import Attack, check_eps, logit_margin, per_image, project_ball, register_attack
+from dfrobust.attacks.base import Attack, budget_value, logit_margin, per_image, project_ball, register_attack
 from dfrobust.errors import DfrobustError
+from dfrobust.constants import PAPER_EPS
+from dfrobust.utils.params import Budget, Interval, StrOptions
 from dfrobust.utils.runtime import progress
 
 NORMS = ("linf", "l2")
 LOSSES = ("ce", "margin", "dlr")
 #: Radius used when ``eps`` is not given: the paper's FGSM budget for Linf, AutoAttack's usual L2 budget.
-DEFAULT_EPS = {"linf": 0.02, "l2": 0.5}
+DEFAULT_EPS = {"linf": PAPER_EPS, "l2": 0.5}
 
 
 def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -79,6 +81,15 @@ class APGD(Attack):
     """
 
     name = "apgd"
+    params = {
+        "eps": Budget(norm_param="norm", optional=True),
+        "norm": StrOptions(*NORMS),
+        "steps": Interval(1, integer=True),
+        "restarts": Interval(1, integer=True),
+        "loss": StrOptions(*LOSSES),
+        "rho": Interval(0, 1, lo_open=True),
+        "alpha": Interval(0, 1, lo_open=True),
+    }
 
     def __init__(
         self,
@@ -91,15 +102,7 @@ class APGD(Attack):
         alpha: float = 0.75,
         seed: int = 0,
     ) -> None:
-        if norm not in NORMS:
-            raise DfrobustError(f"--norm must be one of {NORMS}, got {norm!r}")
-        if loss not in LOSSES:
-            raise DfrobustError(f"--loss must be one of {LOSSES}, got {loss!r}")
-        if steps < 1 or restarts < 1:
-            raise DfrobustError(f"APGD needs --steps >= 1 and --restarts >= 1, got {steps} and {restarts}")
-        if not 0 < rho <= 1 or not 0 < alpha <= 1:
-            raise DfrobustError(f"APGD needs 0 < --rho <= 1 and 0 < --alpha <= 1, got {rho} and {alpha}")
-        self.eps = check_eps(DEFAULT_EPS[norm] if eps is None else eps, norm)
+        self.eps = budget_value(DEFAULT_EPS[norm] if eps is None else eps, norm)
         self.norm = norm
         self.steps = int(steps)
         self.restarts = int(restarts)

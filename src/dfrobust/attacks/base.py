@@ -29,9 +29,11 @@ import torch
 from torch import nn
 
 from dfrobust.config_checks import budget
+from dfrobust.constants import PAPER_EPS
 from dfrobust.errors import DfrobustError
 from dfrobust.utils.labels import DFROBUST_LABELS, label_convention_flips, to_dfrobust_labels
-from dfrobust.utils.plugins import Registry, constructor_settings
+from dfrobust.utils.params import check_params
+from dfrobust.utils.plugins import Plugin, Registry, constructor_defaults, constructor_settings, declared_params
 
 log = logging.getLogger(__name__)
 #: Linf budgets above this (in [0, 1] pixel units) no longer give small perturbations: a warning says so.
@@ -44,7 +46,15 @@ def warn_large_linf(eps: float, flag: str = "--eps") -> None:
     if eps > LINF_WARN and eps not in _warned:
         _warned.add(eps)
         log.warning(f"{flag} {eps:g} is more than {LINF_WARN:g} of the [0, 1] pixel range: a plainly visible "
-                    "perturbation, not a small one (the paper uses 0.02)")  # fmt: skip
+                    f"perturbation, not a small one (the paper uses {PAPER_EPS:g})")  # fmt: skip
+
+
+def budget_value(eps: Any, norm: str = "linf", flag: str = "--eps") -> float:
+    """An already checked budget as a float (a NumPy or 0-d tensor number too); warns above :data:`LINF_WARN` for ``linf``."""
+    value = float(eps)
+    if norm == "linf":
+        warn_large_linf(value, flag)
+    return value
 
 
 def check_eps(eps: float, norm: str = "linf", flag: str = "--eps") -> float:
@@ -173,7 +183,7 @@ def model_device(model: nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
-class Attack(ABC):
+class Attack(Plugin, ABC):
     """Base class: subclasses set ``name``, implement :meth:`perturb` and register with :func:`register_attack`.
 
     The constructor arguments of a subclass are its parameters; :attr:`settings` reports them
@@ -377,6 +387,22 @@ def attack_section_defaults(path: list[str]) -> dict[str, Any] | None:
     if len(path) != 2 or path[0] != "attack" or path[1] not in attack_classes():
         return None
     return {**attack_defaults(path[1]), "max_images": 0}
+
+
+def check_attack_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` of attack ``name``, checked by the constraints it declares (the constructor's own check, run early:
+    ``dfrobust attack``'s flags before any data is read); a one-line :class:`DfrobustError` for the first bad one."""
+    cls = attack_class(name)
+    merged = {**constructor_defaults(cls), **params}
+    check_params(cls.name, {k: c for k, c in declared_params(cls).items() if k in params}, merged)
+    return params
+
+
+def attack_param_checks() -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """``{"attack.NAME": (constraints, defaults)}`` of every registered attack, for
+    :func:`dfrobust.config_checks.validate_study_config`: the config checks an attack's section by the
+    constraints its class declares (``params``), the same ones its constructor checks."""
+    return {f"attack.{n}": (declared_params(c), constructor_defaults(c)) for n, c in attack_classes().items()}
 
 
 def attack_class(name: str) -> type[Attack]:

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from dfrobust.attacks.base import Attack, logit_margin, register_attack
-from dfrobust.errors import DfrobustError
+from dfrobust.utils.params import Boolean, Interval, Pair, StrOptions
 from dfrobust.utils.runtime import progress
 
 #: Relative loss improvement an image must make between two abort checks to keep going.
@@ -95,6 +95,15 @@ class CarliniWagnerL2(Attack):
     """
 
     name = "cw"
+    params = {
+        "kappa": Interval(0),
+        "c_range": Pair(0.0, lo_open=True),
+        "search_steps": Interval(1, integer=True),
+        "max_steps": Interval(1, integer=True),
+        "lr": Interval(0, lo_open=True),
+        "abort_early": Boolean(),
+        "unreached": StrOptions(*UNREACHED),
+    }
 
     def __init__(
         self,
@@ -107,18 +116,12 @@ class CarliniWagnerL2(Attack):
         unreached: Unreached = "min-l2",
     ) -> None:
         lo, hi = (float(v) for v in c_range)
-        if not 0 < lo <= hi:
-            raise DfrobustError(f"--c-range needs 0 < LO <= HI, got {lo} {hi}")
-        if search_steps < 1 or max_steps < 1 or lr <= 0 or kappa < 0:
-            raise DfrobustError("CW needs --search-steps >= 1, --max-steps >= 1, --lr > 0 and --kappa >= 0")
         self.kappa = float(kappa)
         self.c_range = (lo, hi)
         self.search_steps = int(search_steps)
         self.max_steps = int(max_steps)
         self.lr = float(lr)
         self.abort_early = bool(abort_early)
-        if unreached not in UNREACHED:
-            raise DfrobustError(f"--unreached must be one of {', '.join(UNREACHED)}, got {unreached!r}")
         self.unreached = unreached
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dfrobust.attacks.base import Attack, check_eps, input_gradient, register_attack
+from dfrobust.attacks.base import Attack, budget_value, input_gradient, register_attack
+from dfrobust.constants import PAPER_EPS
+from dfrobust.utils.params import Budget
 
 
 @register_attack(labels={"fgsm": "FGSM"}, order=0, paper=True, norm="linf")
@@ -17,9 +19,10 @@ class FGSM(Attack):
     """
 
     name = "fgsm"
+    params = {"eps": Budget()}
 
-    def __init__(self, eps: float = 0.02) -> None:
-        self.eps = check_eps(eps)
+    def __init__(self, eps: float = PAPER_EPS) -> None:
+        self.eps = budget_value(eps)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One step up the cross-entropy loss."""

@@ -31,6 +31,7 @@ from torch import nn
 
 from dfrobust.attacks.base import Attack, logit_margin, per_image, register_attack
 from dfrobust.errors import DfrobustError
+from dfrobust.utils.params import Interval, StrOptions
 
 Norm = Literal["l2", "linf"]
 NORMS: tuple[str, ...] = get_args(Norm)
@@ -69,6 +70,15 @@ class FMN(Attack):
     """
 
     name = "fmn"
+    params = {
+        "norm": StrOptions(*NORMS),
+        "steps": Interval(1, integer=True),
+        "alpha_init": Interval(0, lo_open=True),
+        "alpha_final": Interval(0, lo_open=True, optional=True),
+        "gamma_init": Interval(0, 1, lo_open=True, hi_open=True),
+        "gamma_final": Interval(0, 1, lo_open=True, hi_open=True),
+        "kappa": Interval(0),
+    }
 
     def __init__(
         self,
@@ -80,16 +90,8 @@ class FMN(Attack):
         gamma_final: float = 0.001,
         kappa: float = 0.1,
     ) -> None:
-        if norm not in NORMS:
-            raise DfrobustError(f"--norm must be one of {NORMS}, got {norm!r}")
-        if steps < 1:
-            raise DfrobustError(f"--steps must be >= 1, got {steps}")
-        if not alpha_init > 0 or (alpha_final is not None and not alpha_final > 0):
-            raise DfrobustError("--alpha-init and --alpha-final must be > 0")
-        if not 0 < gamma_final <= gamma_init < 1:
-            raise DfrobustError(f"FMN needs 0 < --gamma-final <= --gamma-init < 1, got {gamma_final} {gamma_init}")
-        if not kappa >= 0:
-            raise DfrobustError(f"--kappa must be >= 0, got {kappa}")
+        if not gamma_final <= gamma_init:  # each is checked on its own by ``params``; this is their relation
+            raise DfrobustError(f"fmn: --gamma-final must be <= --gamma-init, got {gamma_final} and {gamma_init}")
         self.norm = norm
         self.steps = int(steps)
         self.alpha_init = float(alpha_init)

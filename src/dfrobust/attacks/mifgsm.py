@@ -19,8 +19,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dfrobust.attacks.base import Attack, check_eps, register_attack
-from dfrobust.errors import DfrobustError
+from dfrobust.attacks.base import Attack, budget_value, register_attack
+from dfrobust.constants import PAPER_EPS
+from dfrobust.utils.params import Budget, Interval
 
 #: DI shrinks an image to a random size in ``[DI_RESIZE * size, size)`` before padding it back.
 DI_RESIZE = 0.9
@@ -74,15 +75,10 @@ class MIFGSM(Attack):
     """
 
     name = "mifgsm"
+    params = {"eps": Budget(), "steps": Interval(1, integer=True), "decay": Interval(0), "di_prob": Interval(0, 1)}
 
-    def __init__(self, eps: float = 0.02, steps: int = 10, decay: float = 1.0, di_prob: float = 0.0, seed: int = 0) -> None:
-        if steps < 1:
-            raise DfrobustError(f"--steps must be >= 1, got {steps}")
-        if decay < 0:
-            raise DfrobustError(f"--decay must be >= 0, got {decay}")
-        if not 0 <= di_prob <= 1:
-            raise DfrobustError(f"--di-prob must lie in [0, 1], got {di_prob}")
-        self.eps = check_eps(eps)
+    def __init__(self, eps: float = PAPER_EPS, steps: int = 10, decay: float = 1.0, di_prob: float = 0.0, seed: int = 0) -> None:
+        self.eps = budget_value(eps)
         self.steps = int(steps)
         self.decay = float(decay)
         self.di_prob = float(di_prob)
@@ -127,5 +123,5 @@ class DIMIFGSM(MIFGSM):
     name = "dimifgsm"
     aliases = ("di-mifgsm",)  # a config may name it as the report used to print it
 
-    def __init__(self, eps: float = 0.02, steps: int = 10, decay: float = 1.0, di_prob: float = 0.5, seed: int = 0) -> None:
+    def __init__(self, eps: float = PAPER_EPS, steps: int = 10, decay: float = 1.0, di_prob: float = 0.5, seed: int = 0) -> None:
         super().__init__(eps=eps, steps=steps, decay=decay, di_prob=di_prob, seed=seed)

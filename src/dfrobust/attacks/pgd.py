@@ -7,13 +7,14 @@ from typing import Literal, get_args
 import torch
 from torch import nn
 
-from dfrobust.attacks.base import Attack, check_eps, input_gradient, per_image, project_ball, register_attack
-from dfrobust.errors import DfrobustError
+from dfrobust.attacks.base import Attack, budget_value, input_gradient, per_image, project_ball, register_attack
+from dfrobust.constants import PAPER_EPS
+from dfrobust.utils.params import Boolean, Budget, Interval, StrOptions
 
 Norm = Literal["linf", "l2"]
 NORMS: tuple[str, ...] = get_args(Norm)
 #: Radius used when ``eps`` is not given.
-DEFAULT_EPS = {"linf": 0.02, "l2": 1.0}
+DEFAULT_EPS = {"linf": PAPER_EPS, "l2": 1.0}
 
 
 @register_attack(labels={"pgd-linf": "PGD-Linf", "pgd-l2": "PGD-L2"}, order={"pgd-linf": 2, "pgd-l2": 3})
@@ -31,6 +32,13 @@ class PGD(Attack):
     """
 
     name = "pgd"
+    params = {
+        "eps": Budget(norm_param="norm", optional=True),
+        "norm": StrOptions(*NORMS),
+        "steps": Interval(1, integer=True),
+        "step_size": Interval(0, optional=True),  # 0 at the start of an adversarial-training ramp
+        "random_start": Boolean(),
+    }
 
     def __init__(
         self,
@@ -41,12 +49,8 @@ class PGD(Attack):
         random_start: bool = True,
         seed: int = 0,
     ) -> None:
-        if norm not in NORMS:
-            raise DfrobustError(f"--norm must be one of {NORMS}, got {norm!r}")
-        if steps < 1:
-            raise DfrobustError(f"--steps must be >= 1, got {steps}")
         self.norm = norm
-        self.eps = check_eps(DEFAULT_EPS[norm] if eps is None else eps, norm)
+        self.eps = budget_value(DEFAULT_EPS[norm] if eps is None else eps, norm)
         self.steps = int(steps)
         self.step_size = float(2.5 * self.eps / self.steps if step_size is None else step_size)
         self.random_start = bool(random_start)

@@ -33,13 +33,14 @@ from typing import Literal
 import torch
 from torch import nn
 
-from dfrobust.attacks.base import Attack, check_eps, register_attack
-from dfrobust.errors import DfrobustError
+from dfrobust.attacks.base import Attack, budget_value, register_attack
+from dfrobust.constants import PAPER_EPS
+from dfrobust.utils.params import Budget, Interval, StrOptions
 from dfrobust.utils.runtime import progress
 
 NORMS = ("linf", "l2")
 #: Radius used when ``eps`` is not given (as :mod:`dfrobust.attacks.apgd`).
-DEFAULT_EPS = {"linf": 0.02, "l2": 0.5}
+DEFAULT_EPS = {"linf": PAPER_EPS, "l2": 0.5}
 #: Iterations (of a 10,000-query budget) after which ``p`` halves; AutoAttack's schedule.
 P_HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 #: Redraws of a Linf window's signs that would leave the image unchanged.
@@ -125,6 +126,12 @@ class Square(Attack):
     """
 
     name = "square"
+    params = {
+        "eps": Budget(norm_param="norm", optional=True),
+        "norm": StrOptions(*NORMS),
+        "queries": Interval(1, integer=True),
+        "p_init": Interval(0, 1, lo_open=True),
+    }
     on_step: StepCallback | None = None
 
     def __init__(
@@ -135,13 +142,7 @@ class Square(Attack):
         p_init: float = 0.8,
         seed: int = 0,
     ) -> None:
-        if norm not in NORMS:
-            raise DfrobustError(f"--norm must be one of {NORMS}, got {norm!r}")
-        if queries < 1:
-            raise DfrobustError(f"--queries must be >= 1, got {queries}")
-        if not 0 < p_init <= 1:
-            raise DfrobustError(f"--p-init must lie in (0, 1], got {p_init}")
-        self.eps = check_eps(DEFAULT_EPS[norm] if eps is None else eps, norm)
+        self.eps = budget_value(DEFAULT_EPS[norm] if eps is None else eps, norm)
         self.norm = norm
         self.queries = int(queries)
         self.p_init = float(p_init)

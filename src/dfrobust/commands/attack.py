@@ -251,9 +251,12 @@ def run_adaptive_command(args: argparse.Namespace) -> int:
 
 
 def attack_params(args: argparse.Namespace) -> dict[str, Any]:
-    """The attack parameters given on the command line (a one-line error for a flag of another attack)."""
+    """The attack parameters given on the command line (a one-line error for a flag of another attack), checked by
+    the constraints the attack declares before any data or model is read."""
+    from dfrobust.attacks.base import check_attack_params
+
     flags: dict[str, ParamFlag] = args._param_flags
-    return chosen_params(args, flags, args.attack)
+    return check_attack_params(args.attack, chosen_params(args, flags, args.attack))
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from dfrobust.commands.common import add_command, add_device_arg, add_seed_arg, add_shard_args, is_main_process
+from dfrobust.commands.params import defer_arguments
 
 
 #: Position of this command in ``dfrobust --help``.
@@ -42,32 +43,60 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--adv", required=True, nargs="+", metavar="DIR", help="attack output folders (dfrobust attack --out)")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--per-category", type=int, default=10, help="images per category (default: 10)")
-    parser.add_argument("--iterations", type=int, default=10_000, help="DIP iterations (default: 10000)")
-    parser.add_argument("--classify-at", type=int, default=None, help="classification iteration T (default: 60%% of --iterations, 6000)")
-    parser.add_argument(
-        "--stop-at", type=int, default=None, help="stop the optimisation at this iteration (>= T) when nothing later is wanted"
-    )
-    parser.add_argument("--record-every", type=int, default=10, help="record P(real), MSE, PSNR every k iterations (default: 10)")
-    parser.add_argument("--batch-size", type=int, default=8, help="images purified at once, one network each (default: 8)")
-    parser.add_argument("--amp", choices=["none", "bf16"], default="none", help="bfloat16 autocast for the generator (CUDA; default: none)")
-    parser.add_argument(
-        "--early-stop",
-        action="store_true",
-        help="also score each image at its ES-WMV stopping point (Wang et al.; method dip-es); the run still goes to the end",
-    )
-    parser.add_argument("--es-window", type=int, default=None, help="ES-WMV: outputs in the variance window (default: 100)")
-    parser.add_argument(
-        "--es-patience",
-        type=int,
-        default=None,
-        help="ES-WMV: iterations without a new variance minimum before an image stops (default: 1000)",
-    )
+    defer_arguments(parser, _add_dip_arguments)
     parser.add_argument("--no-transforms", action="store_true", help="skip the JPEG and blur baselines")
     add_shard_args(parser)
     add_device_arg(parser)
     add_seed_arg(parser)
     parser.set_defaults(func=run)
+
+
+def _add_dip_arguments(parser: argparse.ArgumentParser) -> None:
+    """The DIP options, their defaults read from :class:`DipConfig` and :class:`DipStudyConfig` (their one home).
+
+    Every flag defaults to ``None``: :func:`run` passes only what was given, so the dataclasses' defaults apply.
+    """
+    from dfrobust.defenses.dip import CLASSIFY_FRACTION, DipConfig, default_classify_at
+    from dfrobust.studies.dip_study import DipStudyConfig
+
+    study, dip = DipStudyConfig(), DipConfig()
+    parser.add_argument("--per-category", type=int, default=None, help=f"images per category (default: {study.per_category})")
+    parser.add_argument("--iterations", type=int, default=None, help=f"DIP iterations (default: {dip.iterations})")
+    parser.add_argument(
+        "--classify-at",
+        type=int,
+        default=None,
+        help=f"classification iteration T (default: {CLASSIFY_FRACTION * 100:g}%% of --iterations, {default_classify_at(dip.iterations)})",
+    )
+    parser.add_argument(
+        "--stop-at", type=int, default=None, help="stop the optimisation at this iteration (>= T) when nothing later is wanted"
+    )
+    parser.add_argument(
+        "--record-every", type=int, default=None, help=f"record P(real), MSE, PSNR every k iterations (default: {dip.record_every})"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help=f"images purified at once, one network each (default: {study.batch_size})"
+    )
+    parser.add_argument(
+        "--amp", choices=["none", "bf16"], default=None, help=f"bfloat16 autocast for the generator (CUDA; default: {dip.amp})"
+    )
+    parser.add_argument(
+        "--early-stop",
+        action="store_true",
+        default=None,
+        help="also score each image at its ES-WMV stopping point (Wang et al.; method dip-es); the run still goes to the end",
+    )
+    parser.add_argument("--es-window", type=int, default=None, help=f"ES-WMV: outputs in the variance window (default: {dip.es_window})")
+    parser.add_argument(
+        "--es-patience",
+        type=int,
+        default=None,
+        help=f"ES-WMV: iterations without a new variance minimum before an image stops (default: {dip.es_patience})",
+    )
+
+
+def _given(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in names if getattr(args, k) is not None}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,18 +105,8 @@ def run(args: argparse.Namespace) -> int:
     from dfrobust.studies.dip_study import DipStudyConfig, run_dip_study
 
     cfg = DipStudyConfig(
-        dip=DipConfig(
-            iterations=args.iterations,
-            record_every=args.record_every,
-            amp=args.amp,
-            early_stop=args.early_stop,
-            es_window=DipConfig.es_window if args.es_window is None else args.es_window,
-            es_patience=DipConfig.es_patience if args.es_patience is None else args.es_patience,
-        ),
-        per_category=args.per_category,
-        classify_at=args.classify_at,
-        stop_at=args.stop_at,
-        batch_size=args.batch_size,
+        dip=DipConfig(**_given(args, "iterations", "record_every", "amp", "early_stop", "es_window", "es_patience")),
+        **_given(args, "per_category", "classify_at", "stop_at", "batch_size"),
         seed=args.seed,
         device=args.device,
         transforms=not args.no_transforms,

@@ -240,6 +240,7 @@ def resolve_seeds(args: argparse.Namespace) -> list[int] | None:
 
 def run_seeds(args: argparse.Namespace, seeds: list[int]) -> int:
     """``reproduce --seeds``: resolve and check every seed's config, then run them one after another (RUN and each seed locked)."""
+    from dfrobust.attacks.base import attack_param_checks
     from dfrobust.config_checks import validate_study_config
     from dfrobust.pipeline import CONFIG_FILE, reproduce_seeds, seed_folder
     from dfrobust.report.seeds_report import SEEDS_FILE
@@ -257,7 +258,7 @@ def run_seeds(args: argparse.Namespace, seeds: list[int]) -> int:
         template = folder if folder in existing or args.preset is not None or not existing else existing[0]
         _, cfg, data = resolve_run(argparse.Namespace(**{**vars(args), "run": str(template)}))
         add_detectors(cfg, args.detector)
-        validate_study_config(cfg)
+        validate_study_config(cfg, attack_param_checks())
         configs[seed] = cfg
         datas.add(data)
     if len(datas - {None}) > 1:
@@ -283,6 +284,7 @@ def run_seeds(args: argparse.Namespace, seeds: list[int]) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Plan and run the study (the run folder locked, the log also in RUN/run.log)."""
+    from dfrobust.attacks.base import attack_param_checks
     from dfrobust.config_checks import validate_study_config
     from dfrobust.pipeline import reproduce
     from dfrobust.utils.runlock import run_lock
@@ -299,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
         return run_seeds(args, seeds)
     run_dir, cfg, data = resolve_run(args)
     add_detectors(cfg, args.detector)
-    validate_study_config(cfg)
+    validate_study_config(cfg, attack_param_checks())
     from dfrobust.utils.distributed import env_context
 
     # under torchrun rank 0 holds the lock and writes run.log; the other ranks join its stages

@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
-from dfrobust.utils.plugins import Registry, constructor_settings
+from dfrobust.utils.plugins import Plugin, Registry, constructor_settings
 
 
-class Purifier(ABC):
+class Purifier(Plugin, ABC):
     """Maps images to images: N x 3 x H x W in [0,1] -> same shape, batched. Constructor args are its parameters.
 
     Subclasses set ``name`` (and ``random`` when the output depends on a random draw),

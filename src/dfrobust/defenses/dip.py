@@ -33,6 +33,7 @@ from dfrobust.defenses.dip_net import DipNet, crop_back, padded_size, reflect_pa
 from dfrobust.errors import DfrobustError
 from dfrobust.evaluate.image_metrics import mse, psnr_from_mse
 from dfrobust.models.inference import p_real
+from dfrobust.utils.params import Boolean, Interval, StrOptions, check_params
 from dfrobust.utils.runtime import progress
 
 #: Derived-seed offset of the per-iteration noise stream (kept apart from the init stream).
@@ -41,6 +42,20 @@ _NOISE_STREAM = 0x5EED_0D1B
 CLASSIFY_FRACTION = 0.6
 #: DipConfig fields of ES-WMV early stopping: left out of config keys while ``early_stop`` is off (:func:`config_key`).
 EARLY_STOP_FIELDS = ("early_stop", "es_window", "es_patience")
+#: The constraints of DIP's options, declared once: :class:`DipConfig` checks its fields by them and
+#: :class:`Dip` (the purifier) declares them as its ``params`` (plus ``classify_at``).
+DIP_PARAMS = {
+    "iterations": Interval(1, integer=True),
+    "lr": Interval(0, lo_open=True),
+    "input_noise": StrOptions("uniform", "normal"),
+    "ema_weight": Interval(0, 1, hi_open=True),
+    "record_every": Interval(1, integer=True),
+    "dtype": StrOptions("float32", "float64"),
+    "amp": StrOptions("none", "bf16"),
+    "early_stop": Boolean(),
+    "es_window": Interval(2, integer=True),  # outputs in the variance window
+    "es_patience": Interval(1, integer=True),  # iterations
+}
 
 
 def default_classify_at(iterations: int) -> int:
@@ -83,22 +98,7 @@ class DipConfig:
     def __post_init__(self) -> None:
         for name in ("channels_down", "channels_up", "channels_skip"):
             setattr(self, name, tuple(int(c) for c in getattr(self, name)))
-        if self.iterations < 1 or self.record_every < 1:
-            raise DfrobustError("DIP needs --iterations >= 1 and --record-every >= 1")
-        if self.input_noise not in ("uniform", "normal"):
-            raise DfrobustError(f"input_noise must be uniform or normal, got {self.input_noise!r}")
-        if self.dtype not in ("float32", "float64"):
-            raise DfrobustError(f"dtype must be float32 or float64, got {self.dtype!r}")
-        if self.amp not in ("none", "bf16"):
-            raise DfrobustError(f"amp must be none or bf16, got {self.amp!r}")
-        if not 0.0 <= self.ema_weight < 1.0:
-            raise DfrobustError(f"ema_weight must lie in [0, 1), got {self.ema_weight}")
-        if not isinstance(self.early_stop, bool):
-            raise DfrobustError(f"early_stop must be true or false, got {self.early_stop!r}")
-        if isinstance(self.es_window, bool) or not isinstance(self.es_window, int) or self.es_window < 2:
-            raise DfrobustError(f"es_window must be an integer >= 2 (outputs in the variance window), got {self.es_window!r}")
-        if isinstance(self.es_patience, bool) or not isinstance(self.es_patience, int) or self.es_patience < 1:
-            raise DfrobustError(f"es_patience must be an integer >= 1 (iterations), got {self.es_patience!r}")
+        check_params("dip", DIP_PARAMS, asdict(self))
 
 
 def config_key(cfg: DipConfig) -> dict[str, Any]:
@@ -518,6 +518,7 @@ class Dip(Purifier):
 
     name = "dip"
     random = True
+    params = {"classify_at": Interval(1, integer=True, optional=True), **DIP_PARAMS}
 
     def __init__(
         self,

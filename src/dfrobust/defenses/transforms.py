@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from dfrobust.defenses.base import Purifier, register_purifier
-from dfrobust.errors import DfrobustError
+from dfrobust.utils.params import Interval
 from dfrobust.utils.imageops import gaussian_blur, jpeg_round_trip
 
 
@@ -40,10 +40,9 @@ class Jpeg(Purifier):
     """
 
     name = "jpeg"
+    params = {"quality": Interval(1, 100, integer=True)}
 
     def __init__(self, quality: int = 75) -> None:
-        if not 1 <= quality <= 100:
-            raise DfrobustError(f"JPEG quality must lie in 1..100, got {quality}")
         self.quality = int(quality)
 
     def purify(self, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
@@ -60,10 +59,9 @@ class Blur(Purifier):
     """
 
     name = "blur"
+    params = {"sigma": Interval(0, lo_open=True)}
 
     def __init__(self, sigma: float = 1.0) -> None:
-        if sigma <= 0:
-            raise DfrobustError(f"blur sigma must be positive, got {sigma}")
         self.sigma = float(sigma)
 
     def purify(self, x: torch.Tensor, seed: int = 0) -> torch.Tensor:

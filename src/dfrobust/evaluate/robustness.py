@@ -29,6 +29,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from dfrobust.config_checks import budget
+from dfrobust.constants import PAPER_EPS
 from dfrobust.errors import DfrobustError
 from dfrobust.evaluate.intervals import wilson_interval
 
@@ -50,7 +51,7 @@ class ThreatModel:
     """
 
     norm: Norm = "linf"
-    eps: float = 0.02
+    eps: float = PAPER_EPS
     l2_radii: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
 
     def __post_init__(self) -> None:

@@ -15,15 +15,17 @@ This module is a leaf (standard library and :mod:`dfrobust.errors` only), so eve
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import logging
 import pkgutil
 import re
 from types import ModuleType
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from dfrobust.errors import DfrobustError
+from dfrobust.utils.params import Check, check_params
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +111,47 @@ def constructor_settings(obj: Any, kind: str) -> dict[str, Any]:
     """``{kind: obj.name, <parameter>: value, ...}``: each parameter read from the attribute of the same name."""
     params = {k: json_value(getattr(obj, k)) for k in constructor_parameters(type(obj))}
     return {kind: obj.name, **params}
+
+
+class Plugin:
+    """Base of plug-ins whose constructor arguments are their parameters, each checked against its declared constraint.
+
+    A subclass declares ``params = {"steps": Interval(1, integer=True), ...}`` (see :mod:`dfrobust.utils.params`)
+    and its constructor no longer checks them: every ``__init__`` a subclass defines is wrapped so that
+    the arguments (defaults filled in) are checked first, with a one-line :class:`DfrobustError` naming
+    the parameter. The same constraints check ``--set`` and the study config (:func:`declared_params`).
+    """
+
+    name: str = "plugin"
+    #: parameter -> constraint (a subclass's own table; it inherits its parent's unless it sets one).
+    params: ClassVar[dict[str, Check]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None or getattr(init, "__checks_params__", False):
+            return
+        signature = inspect.signature(init)
+
+        @functools.wraps(init)
+        def checked(self: Any, *args: Any, **kw: Any) -> None:
+            try:
+                bound = signature.bind(self, *args, **kw)
+            except TypeError:
+                return init(self, *args, **kw)  # Python's own message for a wrong call
+            bound.apply_defaults()
+            values = {k: v for k, v in list(bound.arguments.items())[1:]}
+            check_params(type(self).name, type(self).params, values)
+            init(self, *args, **kw)
+
+        checked.__checks_params__ = True  # type: ignore[attr-defined]
+        cls.__init__ = checked  # type: ignore[method-assign]
+
+
+def declared_params(cls: type) -> dict[str, Check]:
+    """The constraints ``cls`` declares for its constructor's parameters (those it names and takes)."""
+    names = constructor_parameters(cls)
+    return {k: c for k, c in getattr(cls, "params", {}).items() if k in names}
 
 
 _SECTION = re.compile(r"^\s*(Args|Arguments|Parameters|Returns?|Yields?|Raises|Attributes|Examples?|Notes?|See Also|Extras?)\s*:", re.M)
