@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from dfrobust.defenses.dip_early_stop import ES_CHECK_EVERY, WindowedVarianceStop
+from dfrobust.defenses.dip_record import DipTrajectory, record_sample, recorded_iterations
 from dfrobust.defenses.base import Purifier, register_purifier
 from dfrobust.defenses.dip_net import DipNet, crop_back, padded_size, reflect_pad_to
 from dfrobust.errors import DfrobustError
@@ -129,141 +131,6 @@ def build_dip_net(cfg: DipConfig, groups: int) -> DipNet:
         act_slope=cfg.act_slope,
         need1x1_up=cfg.need1x1_up,
     )
-
-
-@dataclass
-class DipTrajectory:
-    """What one batch's optimisation recorded.
-
-    Attributes:
-        iterations: the recorded iterations (1-based: iteration ``t`` is the ``t``-th forward
-            pass, made with the parameters after ``t - 1`` Adam steps).
-        p_real_raw, p_real_avg: ``B x R`` classifier P(real) of the output and of the exponential
-            average of outputs (empty ``B x 0`` when no classifier was given).
-        mse_input, psnr_input: ``B x R`` MSE and PSNR (dB, peak 1) of the output to the input.
-        psnr_clean: ``B x R`` PSNR of the output to the clean image, or ``None``.
-        snapshots: iteration -> ``B x 3 x H x W`` outputs kept at the requested iterations.
-        final, final_avg: output and exponential average at the last iteration run.
-        seconds: wall time of the optimisation loop.
-        steps: iterations run (fewer than asked when early stopping stopped every image: the
-            batch ends at the first multiple of ``ES_CHECK_EVERY`` after its last stop).
-        es_iteration: with ``cfg.early_stop``, ``B`` (long) iterations whose outputs are kept
-            in ``es_output``: each image's minimum of the windowed variance (its detected
-            stopping point), or the last iteration run when the window never filled.
-        es_stopped_at: with ``cfg.early_stop``, ``B`` (long) iterations where each image's
-            patience ran out (0: it did not, within the iterations run).
-        es_output: with ``cfg.early_stop``, ``B x 3 x H x W`` outputs at ``es_iteration``.
-        es_p_real, es_psnr_clean: with ``cfg.early_stop``, ``B`` P(real) of ``es_output`` (when a
-            classifier was given) and its PSNR to the clean image (when known).
-    """
-
-    iterations: list[int]
-    p_real_raw: torch.Tensor
-    p_real_avg: torch.Tensor
-    mse_input: torch.Tensor
-    psnr_input: torch.Tensor
-    psnr_clean: torch.Tensor | None
-    snapshots: dict[int, torch.Tensor] = field(default_factory=dict)
-    final: torch.Tensor | None = None
-    final_avg: torch.Tensor | None = None
-    seconds: float = 0.0
-    steps: int = 0
-    es_iteration: torch.Tensor | None = None
-    es_stopped_at: torch.Tensor | None = None
-    es_output: torch.Tensor | None = None
-    es_p_real: torch.Tensor | None = None
-    es_psnr_clean: torch.Tensor | None = None
-
-    def index(self, iteration: int) -> int:
-        """Position of ``iteration`` among the recorded iterations (KeyError if not recorded)."""
-        try:
-            return self.iterations.index(iteration)
-        except ValueError:
-            raise KeyError(f"iteration {iteration} was not recorded") from None
-
-
-class WindowedVarianceStop:
-    """ES-WMV (Wang et al., "Early stopping for deep image prior"), for ``B`` images at once.
-
-    Each image keeps its last ``window`` outputs; once the window is full, every
-    :meth:`update` computes the windowed moving variance
-    ``VAR_t = 1/W sum_w mean_pixels((x_{t-w} - mean_window)^2)``. The output at the iteration
-    of the smallest variance so far is kept; an image stops when its variance has not reached
-    a new minimum for ``patience`` consecutive iterations, and its kept output, minimum and
-    counters freeze from then on. Images are independent: an image's stop does not depend on
-    its batch. The state lives on the outputs' device and an update never waits for it (no
-    host synchronisation); reading :attr:`stopped` does.
-
-    Memory: a ring buffer of ``B x window`` outputs (window 100 at 256 px: 79 MB per image in float32).
-
-    >>> es = WindowedVarianceStop(1, window=2, patience=1)
-    >>> for t, v in enumerate([0.0, 1.0, 1.0, 5.0], 1):
-    ...     es.update(torch.full((1, 1, 1, 1), v), t)
-    >>> es.best_t.tolist(), es.stopped_at.tolist()
-    ([3], [4])
-    """
-
-    def __init__(self, batch: int, window: int, patience: int) -> None:
-        if window < 2 or patience < 1:
-            raise DfrobustError(f"ES-WMV needs a window >= 2 and a patience >= 1, got {window} and {patience}")
-        self.batch, self.window, self.patience = int(batch), int(window), int(patience)
-        self.count = 0  #: outputs seen
-        self.buffer: torch.Tensor | None = None  #: B x window x ... ring buffer of the last outputs
-        self.output: torch.Tensor | None = None  #: B x ... outputs at ``best_t``
-        self.best = torch.full((batch,), float("inf"), dtype=torch.float64)  #: smallest variance so far
-        self.best_t = torch.zeros(batch, dtype=torch.long)  #: its iteration (0: none yet)
-        self.wait = torch.zeros(batch, dtype=torch.long)  #: iterations since the last new minimum
-        self.stopped_at = torch.zeros(batch, dtype=torch.long)  #: iteration the patience ran out (0: running)
-
-    @property
-    def stopped(self) -> torch.Tensor:
-        """``B`` bools: which images have stopped."""
-        return self.stopped_at > 0
-
-    @torch.no_grad()
-    def update(self, out: torch.Tensor, t: int) -> None:
-        """Add the outputs ``out`` (``B x ...``) of iteration ``t``."""
-        out = out.detach()
-        if self.buffer is None:
-            self.buffer = out.new_zeros((len(out), self.window, *out.shape[1:]))
-            self.output = out.clone()
-            dev = out.device
-            self.best, self.best_t, self.wait, self.stopped_at = (v.to(dev) for v in (self.best, self.best_t, self.wait, self.stopped_at))
-        self.buffer[:, self.count % self.window] = out
-        self.count += 1
-        if self.count < self.window:
-            return
-        buf = self.buffer.flatten(2)
-        var = (buf - buf.mean(1, keepdim=True)).pow(2).mean((1, 2)).double()
-        running = self.stopped_at == 0
-        better = running & (var < self.best)
-        self.best = torch.where(better, var, self.best)
-        self.best_t = torch.where(better, t, self.best_t)
-        self.wait = torch.where(better, 0, self.wait + running.long())
-        self.output = torch.where(better.view(-1, *([1] * (out.ndim - 1))), out, self.output)
-        self.stopped_at = torch.where(running & (self.wait >= self.patience), t, self.stopped_at)
-
-    def result(self, last: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(iterations, outputs)`` kept per image (on the CPU, iterations as long).
-
-        An image whose window never filled keeps ``last`` (the outputs of iteration ``t``).
-        """
-        if self.output is None:  # nothing was run
-            return torch.full((len(last),), t, dtype=torch.long), last.cpu()
-        none = self.best_t == 0
-        its = torch.where(none, t, self.best_t)
-        outs = torch.where(none.view(-1, *([1] * (last.ndim - 1))), last, self.output)
-        return its.cpu(), outs.cpu()
-
-
-#: With early stopping, iterations between checks whether every image of a batch has stopped
-#: (a check waits for the device); a batch runs at most this many iterations past its last stop.
-ES_CHECK_EVERY = 10
-
-
-def recorded_iterations(end: int, every: int, extra: Sequence[int] = ()) -> list[int]:
-    """Iterations to record: multiples of ``every`` up to ``end``, plus ``extra`` (those <= ``end``)."""
-    return sorted(set(range(every, end + 1, every)) | {int(t) for t in extra if 1 <= t <= end})
 
 
 def _generators(seeds: Sequence[int], offset: int, device: torch.device) -> list[torch.Generator]:
@@ -433,29 +300,6 @@ def purify_batch(
         steps=steps,
         **es_fields,
     )
-
-
-@torch.no_grad()
-def record_sample(
-    rows: dict[str, list[torch.Tensor]],
-    out: torch.Tensor,
-    avg: torch.Tensor,
-    x: torch.Tensor,
-    clean: torch.Tensor | None,
-    classifier: nn.Module | None,
-) -> None:
-    """Append one recorded sample to ``rows`` (lists under ``raw``, ``avg``, ``mse``, ``psnr_clean``).
-
-    ``raw``/``avg``: the classifier's P(real) of the output and of the running average (when a
-    classifier is given); ``mse``: MSE to the input ``x``; ``psnr_clean``: PSNR to ``clean``.
-    """
-    if classifier is not None:
-        scores = p_real(classifier, torch.cat([out, avg]), batch_size=2 * len(out))
-        rows["raw"].append(scores[: len(out)])
-        rows["avg"].append(scores[len(out) :])
-    rows["mse"].append(mse(out, x).cpu())
-    if clean is not None:
-        rows["psnr_clean"].append(psnr_from_mse(mse(out, clean)).cpu())
 
 
 def dip_purify(
