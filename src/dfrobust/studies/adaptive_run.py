@@ -42,8 +42,8 @@ from dfrobust.defenses.adaptive import PurifiedModel, check_bpda, evaluate_throu
 from dfrobust.defenses.base import Purifier, make_purifier
 from dfrobust.errors import DfrobustError
 from dfrobust.evaluate.image_metrics import psnr
-from dfrobust.evaluate.intervals import wilson_interval
 from dfrobust.models.inference import p_real
+from dfrobust.studies.adaptive_rows import ADAPTIVE_COLUMNS, adaptive_summary
 from dfrobust.models.loading import load_model_arg
 from dfrobust.utils.parts import PartStore
 from dfrobust.utils.io import (
@@ -60,27 +60,6 @@ from dfrobust.utils.io import (
 )
 from dfrobust.utils.runtime import progress, progress_note, resolve_device, seed_everything, versions
 
-#: The first columns of an adaptive ``results.csv``, in this order.
-ADAPTIVE_COLUMNS = (
-    "image", "label", "defense", "attack", "bpda", "eot", "eval_draws",
-    "clean_p_real", "clean_pred", "clean_purified_pred",
-    "nonadaptive_pred", "nonadaptive_fooled_any",
-    "adv_p_real", "adv_pred", "adaptive_p_real", "adaptive_pred", "adaptive_correct_draws", "adaptive_fooled_any",
-    "l2", "linf", "psnr", "seconds", "fitted_sigma",
-)  # fmt: skip
-#: The accuracies of summary.json and their results.csv column (a prediction, or ``*_fooled_any``: correct when 0).
-ACCURACIES = {
-    "accuracy_clean": "clean_pred",
-    "accuracy_clean_purified": "clean_purified_pred",
-    "accuracy_nonadaptive": "nonadaptive_pred",
-    "accuracy_nonadaptive_worst": "nonadaptive_fooled_any",
-    "accuracy_adaptive_unpurified": "adv_pred",
-    "accuracy_adaptive": "adaptive_pred",
-    "accuracy_adaptive_worst": "adaptive_fooled_any",
-    "accuracy_adaptive_vote": "adaptive_vote_pred",
-    "accuracy_adaptive_any_iterate": "adaptive_iterates_fooled_any",
-    "accuracy_defended": "defended_fooled_any",
-}
 #: Offset between an attack's seed and the seed of its stream of purifier draws.
 _DRAW_STREAM = 0x5EED_ADA
 #: The same for the unbounded sanity attack.
@@ -274,35 +253,6 @@ def run_adaptive(
     }  # fmt: skip
     write_json(summary_file, summary)
     return summary
-
-
-def adaptive_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """``defense``, ``attack``, ``n`` and every accuracy of :data:`ACCURACIES` with ``<key>_ci`` (Wilson 95%) from result rows."""
-    n = len(rows)
-    out: dict[str, Any] = {
-        "defense": rows[0]["defense"] if rows else None,
-        "attack": rows[0]["attack"] if rows else None,
-        "bpda": rows[0]["bpda"] if rows else None,
-        "eot": int(rows[0]["eot"]) if rows else None,
-        "eval_draws": int(rows[0]["eval_draws"]) if rows else None,
-        "n": n,
-    }
-    for key, column in ACCURACIES.items():
-        known = [r for r in rows if r.get(column) not in ("", None)]
-        if not known:
-            out[key], out[f"{key}_ci"] = None, None
-            continue
-        if column.endswith("fooled_any"):
-            k = sum(not int(float(r[column])) for r in known)
-        else:
-            k = sum(int(float(r[column])) == int(float(r["label"])) for r in known)
-        out[key] = k / len(known)
-        out[f"{key}_ci"] = list(wilson_interval(k, len(known)))
-    sigmas = [float(r["fitted_sigma"]) for r in rows if r.get("fitted_sigma") not in ("", None)]
-    out["fitted_sigma_mean"] = sum(sigmas) / len(sigmas) if sigmas else None
-    secs = [float(r["seconds"]) for r in rows]
-    out["attack_seconds_per_image"] = sum(secs) / n if n else None
-    return out
 
 
 def _claim(out_dir: Path, fingerprint: str, config: dict[str, Any], replace: bool) -> None:
