@@ -281,14 +281,14 @@ def adaptive_section(ctx: dict[str, Any], results: dict[str, Any], figs: Path) -
 def defense_section(ctx: dict[str, Any], results: dict[str, Any], figs: Path) -> Section | None:
     """Beyond the paper: the defense leaderboard, the trade-off figure and the certificates."""
     from dfrobust.report.leaderboard import leaderboard_rows, leaderboard_table, plot_tradeoff
-    from dfrobust.report.verdicts import minimal_rows, minimal_table, robust_by_target, threat_model_of
+    from dfrobust.report.verdicts import masking_by_target, minimal_rows, minimal_table, robust_by_target, threat_model_of
 
     if not ctx["models"]:
         return None
     s = Section("Beyond the paper: defense leaderboard")
     tm = threat_model_of(ctx["cfg"])
     robust = robust_by_target(ctx)
-    rows = leaderboard_rows(ctx, ctx.get("table2_wide") or {}, robust, tm.record())
+    rows = leaderboard_rows(ctx, ctx.get("table2_wide") or {}, robust, tm.record(), masking_by_target(ctx))
     results["threat_model"] = tm.record()
     results["robust_accuracy"] = {name: ra.record() for name, ra in robust.items()}
     results["leaderboard"] = rows
