@@ -16,6 +16,7 @@ from typing import Any
 from dfrobust.constants import MAX_IMAGE_SIDE
 from dfrobust.errors import DfrobustError
 from dfrobust.utils.names import name_problem
+from dfrobust.utils.numerics import ISA_LEVELS
 
 Check = Callable[[Any], str | None]  # the problem with a value, or None
 
@@ -171,6 +172,7 @@ ADAPTIVE_KEYS: dict[str, Check] = {
 #: Every checked key; ``True`` = the study cannot run without it.
 SCHEMA: dict[str, tuple[Check, bool]] = {
     "run.seed": (integer(0), True),
+    "run.pin_isa": (choice("none", *ISA_LEVELS), False),  # utils/numerics.py: pinned before any torch work
     "data.n": (integer(4), True),
     "data.size": (integer(8, MAX_IMAGE_SIDE), True),  # larger would only exhaust memory once the data stage starts
     "data.test_fraction": (number(0, 1, lo_open=True, hi_open=True), True),

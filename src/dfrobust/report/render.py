@@ -219,6 +219,8 @@ def build_sections(ctx: dict[str, Any], figs: Path) -> tuple[list[Section], dict
         "device": ctx["stored"].get("device"),
         "devices_resolved": ran_on(ctx["stages"]),  # what "auto" turned out to be, from the stage records
         "versions": ctx["stored"].get("versions"),
+        # the CPU instruction set the numbers were computed at ([run] pin_isa or DFROBUST_PIN_ISA; utils/numerics.py)
+        "pinned_isa": ctx["cfg"]["run"].get("pin_isa") or (ctx["stored"].get("versions") or {}).get("pinned_isa") or "none",
     }
     results["stages"] = [{k: r.get(k) for k in ("name", "state", "seconds")} for r in ctx["stages"]]
     return sections, results
