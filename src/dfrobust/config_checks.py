@@ -15,6 +15,7 @@ from typing import Any
 from dfrobust.constants import MAX_IMAGE_SIDE
 from dfrobust.errors import DfrobustError
 from dfrobust.utils.names import name_problem
+from dfrobust.utils.numerics import ISA_LEVELS
 
 from dfrobust.utils.params import Boolean, Budget, Check, Interval, Pair, StrOptions, is_int, is_num, param_problem
 
@@ -134,6 +135,7 @@ PluginSections = Mapping[str, tuple[Mapping[str, Check], Mapping[str, Any]]]
 #: listed: each attack declares their constraints (``params``) and the caller passes them in.
 SCHEMA: dict[str, tuple[Check, bool]] = {
     "run.seed": (integer(0), True),
+    "run.pin_isa": (choice("none", *ISA_LEVELS), False),  # utils/numerics.py: pinned before any torch work
     "data.n": (integer(4), True),
     "data.size": (integer(8, MAX_IMAGE_SIDE), True),  # larger would only exhaust memory once the data stage starts
     "data.test_fraction": (number(0, 1, lo_open=True, hi_open=True), True),

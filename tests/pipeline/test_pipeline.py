@@ -174,6 +174,8 @@ def test_report_is_self_contained_and_from_the_run(built_run: Path) -> None:
     board = {r["defense"]: r for r in results["leaderboard"]}
     assert {"resnet18", "resnet18-at", "resnet18-smooth", "resnet18-blur", "dip + resnet18-blur"} <= set(board)
     assert "vgg16" not in board  # the other architecture is not a defense of the ResNet
+    assert all(isinstance(r["masking_warnings"], list) for r in results["leaderboard"] if r["kind"] == "trained")
+    assert results["settings"]["pinned_isa"] in ("none", "avx2", "avx512")  # the preset's run.pin_isa, else what the stages ran at
     ranked = [r for r in results["leaderboard"] if r["robust_accuracy"] is not None]
     chance = [bool(r.get("near_chance") or r.get("collapsed")) for r in ranked]
     assert chance == sorted(chance)  # a detector near chance or collapsed ranks after every other

@@ -44,3 +44,31 @@ def test_ties_in_robust_accuracy_rank_by_clean_accuracy() -> None:
     rows = leaderboard_rows(ctx, {}, {"a": _robust("a", 5, 20), "b": _robust("b", 5, 20)}, {"norm": "linf", "eps": 0.02})
     assert [r["defense"] for r in rows] == ["b", "a"]
     assert all(r["threat_model"] == {"norm": "linf", "eps": 0.02} and r["n_robust"] == 20 for r in rows)
+
+
+def test_a_masking_warning_is_flagged_beside_robust_accuracy_with_a_note() -> None:
+    from dfrobust.report.leaderboard import MASKING_FLAG
+    from dfrobust.report.verdicts import masking_by_target
+
+    def model(acc: float) -> dict:
+        return {"metrics": {"test": {"n": 100, "accuracy": acc, "auroc": 0.95, "real_recall": 0.9, "fake_recall": 0.9}}}
+
+    warning = "gradients: 40% of input gradients are zero (shattered gradients?)"
+    ctx = {
+        "roles": [{"name": "a", "group": "x", "label": "A"}, {"name": "b", "group": "x", "label": "B"}],
+        "models": {"a": model(0.80), "b": model(0.90)},
+        "table2_rows": [],
+        "curve_warnings": {"a": [warning]},
+        "cfg": {},
+    }
+    robust = {"a": _robust("a", 15, 20), "b": _robust("b", 5, 20)}
+    rows = leaderboard_rows(ctx, {}, robust, {"norm": "linf", "eps": 0.02})  # default: the curves' warnings
+    assert [(r["defense"], r["masking_warnings"]) for r in rows] == [("a", [warning]), ("b", [])]
+    assert masking_by_target(ctx) == {"a": [warning]}  # no attack rows: the curves' warnings only
+    table = leaderboard_table(rows)
+    robust_col = next(i for i, c in enumerate(table.columns) if c.startswith("robust accuracy"))
+    assert table.rows[0][robust_col].startswith("75.0%") and table.rows[0][robust_col].endswith(MASKING_FLAG)
+    assert MASKING_FLAG not in table.rows[1][robust_col]
+    assert f"{MASKING_FLAG}: a gradient-masking check failed" in table.note and f"A: {warning}" in table.note
+    clean = leaderboard_table(leaderboard_rows(ctx, {}, robust, {"norm": "linf", "eps": 0.02}, masking={}))
+    assert MASKING_FLAG not in clean.note and not any(MASKING_FLAG in c for row in clean.rows for c in row)

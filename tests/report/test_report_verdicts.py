@@ -29,3 +29,16 @@ def test_another_radius_is_not_the_threat_model() -> None:
     ctx = {"cfg": {"threat_model": {"norm": "linf", "eps": 0.03}}, "attack_rows": rows, "attack_budgets": {"fgsm": ("linf", 0.02)}}
     assert robust_by_target(ctx)["m"].accuracy is None  # no attack at Linf 0.03 ran: no verdict, not 100%
     assert threat_model_of({}).record() == {"norm": "linf", "eps": 0.02, "l2_radii": [0.25, 0.5, 1.0, 2.0]}
+
+
+def test_masking_checks_over_attack_rows_join_the_curves_warnings() -> None:
+    from dfrobust.report.verdicts import masking_by_target
+
+    # CW (unbounded) leaves d unflipped: a sign of masked gradients; the curves warned too
+    rows = [_row(i, "fgsm", int(i == "a")) for i in "abcd"] + [_row(i, "cw", int(i != "d")) for i in "abcd"]
+    budgets = {"fgsm": ("linf", 0.02), "cw": None}
+    ctx = {"cfg": {}, "attack_rows": rows, "attack_budgets": budgets, "curve_warnings": {"m": ["curves: accuracy rises with eps"]}}
+    (first, second) = masking_by_target(ctx)["m"]
+    assert first == "curves: accuracy rises with eps" and second.startswith("unbounded reaches 100%: ") and "cw flipped 3/4" in second
+    honest = [_row(i, "fgsm", int(i == "a")) for i in "abcd"] + [_row(i, "cw", 1) for i in "abcd"]
+    assert masking_by_target({"cfg": {}, "attack_rows": honest, "attack_budgets": budgets}) == {}

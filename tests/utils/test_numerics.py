@@ -72,3 +72,45 @@ def test_cli_reports_a_bad_level_as_a_one_line_error() -> None:
         [sys.executable, "-m", "dfrobust", "status", "--run", "nonexistent-run"], env=env, capture_output=True, text=True, check=False
     )
     assert proc.returncode == 2 and "error: DFROBUST_PIN_ISA must be one of" in proc.stderr
+
+
+def test_preset_key_pin_isa_is_checked_and_reaches_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dfrobust.config_checks import validate_study_config
+    from dfrobust.config import load_preset
+
+    cfg = load_preset("tiny")
+    cfg["run"]["pin_isa"] = "avx3"
+    with pytest.raises(DfrobustError, match="run.pin_isa") as info:
+        validate_study_config(cfg)
+    assert "\n" not in str(info.value)
+    cfg["run"]["pin_isa"] = "avx2"
+    validate_study_config(cfg)
+    # the key reaches DFROBUST_PIN_ISA and the libraries' settings (no ISA effect is relied on: the CPU check is faked)
+    monkeypatch.setattr(numerics, "cpu_flags", lambda: {"avx2", "avx512f"})
+    monkeypatch.setattr("torch.set_num_threads", lambda n: None)
+    env: dict[str, str] = {}
+    pinned = numerics.pin_from_config(cfg["run"], environ=env)
+    assert pinned and pinned["isa"] == "avx2" and env[PIN_ENV] == "avx2" and env["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+    assert numerics.numerics_record()["pinned_isa"] == "avx2"  # what the stages' versions record
+    assert numerics.pin_from_config({"pin_isa": "none"}, environ={}) is None and numerics.pin_from_config({}, environ={}) is None
+    with pytest.raises(DfrobustError, match="contradicts the preset's run.pin_isa"):
+        numerics.pin_from_config({"pin_isa": "avx512"}, environ={PIN_ENV: "avx2"})
+
+
+def test_reproduce_pins_the_preset_level_before_any_stage(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from dfrobust.cli import main
+    from dfrobust.commands import reproduce
+
+    seen: list[object] = []
+
+    def fake_pin(run: dict) -> None:
+        seen.append(run.get("pin_isa"))
+        raise DfrobustError("stopped after the pin")
+
+    monkeypatch.setattr(reproduce, "pin_from_config", fake_pin)
+    monkeypatch.setattr("dfrobust.pipeline.reproduce", lambda *a, **k: pytest.fail("a stage ran before the pin"))
+    code = main(["reproduce", "--preset", "tiny", "--set", "run.pin_isa=avx2", "--run", str(tmp_path / "run")])
+    assert code == 2 and seen == ["avx2"]
+    assert not (tmp_path / "run" / "plan.json").exists()
+    code = main(["reproduce", "--preset", "tiny", "--set", "run.pin_isa=sse4", "--run", str(tmp_path / "run2")])
+    assert code == 2 and seen == ["avx2"]  # refused by the config check, before the pin

@@ -11,6 +11,7 @@ from typing import Any
 
 from dfrobust.commands.common import add_command, add_device_arg
 from dfrobust.errors import DfrobustError
+from dfrobust.utils.numerics import pin_from_config
 
 log = logging.getLogger(__name__)
 #: ``--force preset``: confirms switching an existing run to another preset.
@@ -263,6 +264,10 @@ def run_seeds(args: argparse.Namespace, seeds: list[int]) -> int:
         datas.add(data)
     if len(datas - {None}) > 1:
         raise DfrobustError(f"the seeds of {run_dir} record different --data ({sorted(map(str, datas - {None}))}); give --data")
+    levels = {str(c["run"].get("pin_isa") or "none") for c in configs.values()}
+    if len(levels) > 1:
+        raise DfrobustError(f"the seeds of {run_dir} record different run.pin_isa ({sorted(levels)}); one process pins one level")
+    pin_from_config(next(iter(configs.values()))["run"])  # before any torch work
     data = next(iter(datas - {None}), None)
     main_rank = env_context().rank == 0
 
@@ -302,6 +307,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir, cfg, data = resolve_run(args)
     add_detectors(cfg, args.detector)
     validate_study_config(cfg, attack_param_checks())
+    pin_from_config(cfg["run"])  # [run] pin_isa: before any torch work (oneDNN, MKL and ATen read it once)
     from dfrobust.utils.distributed import env_context
 
     # under torchrun rank 0 holds the lock and writes run.log; the other ranks join its stages

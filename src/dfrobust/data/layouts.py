@@ -34,11 +34,13 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from dfrobust.constants import CLASS_NAMES, FAKE, REAL
-from dfrobust.data.dataset import ImageSet, load_split
+from dfrobust.data.dataset import ImageSet
+from dfrobust.data.dataset import load_split as load_dataset_split
 from dfrobust.data.images import IMAGE_EXTENSIONS, list_images, read_error, read_rgb
 from dfrobust.data.manifest import MANIFEST, manifest_hash, read_manifest
 from dfrobust.errors import DfrobustError
 from dfrobust.utils.io import sha256_bytes, to_json
+from dfrobust.utils.labels import DFROBUST_LABELS, to_dfrobust_labels
 
 #: Class-folder names (lower case) and their labels.
 CLASS_FOLDERS = {"fake": FAKE, "real": REAL, "1_fake": FAKE, "0_real": REAL}
@@ -373,26 +375,102 @@ def load_items(items: Sequence[Item], root: Path, size: tuple[int, int] | None =
     return ImageSet(x, y, [i.rel for i, _ in kept], root, [i.record() for i, _ in kept]), skipped
 
 
+def image_tensors(x: Any, y: Any = None, labels: str = DFROBUST_LABELS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check images held in memory and their labels: float ``N x 3 x H x W`` in ``[0, 1]`` and ``N``
+    labels in convention ``labels`` (``"fake=0"``, dfrobust's, or ``"fake=1"``, DeepfakeBench's).
+
+    Returns the images (as given, float) and the labels in dfrobust's convention. Anything else is
+    a one-line :class:`DfrobustError` saying what to pass, raised before any image is scored.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise DfrobustError(f"images must be a float tensor N x 3 x H x W in [0, 1], got a {type(x).__name__}")
+    if x.ndim != 4 or x.shape[1] != 3 or not len(x):
+        raise DfrobustError(f"images must be a tensor N x 3 x H x W (RGB, N >= 1), got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise DfrobustError(f"images must be a float tensor in [0, 1], got {x.dtype} (8-bit pixels? pass x.float() / 255)")
+    if not bool(torch.isfinite(x).all()):
+        raise DfrobustError("images hold NaN or infinite values; pass pixels in [0, 1]")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0.0 or hi > 1.0:
+        hint = " (0-255 pixels? divide by 255)" if hi > 1.0 else " (normalised? pass pixels before mean/std; the detector normalises)"
+        raise DfrobustError(f"images must be in [0, 1], got values in [{lo:.3g}, {hi:.3g}]{hint}")
+    if y is None:
+        raise DfrobustError('images given without labels; pass (x, y) with labels="fake=0" (dfrobust\'s) or labels="fake=1"')
+    return x, to_dfrobust_labels(y, labels, n=len(x))
+
+
+def tensor_image_set(x: Any, y: Any = None, labels: str = DFROBUST_LABELS) -> ImageSet:
+    """An :class:`ImageSet` of images held in memory (checked by :func:`image_tensors`), stored as 8-bit
+    pixels as every :class:`ImageSet` is (rounded to the nearest of 256 levels); ids ``tensor/00000``, ..."""
+    x, y = image_tensors(x, y, labels)
+    pixels = (x.detach().cpu() * 255.0).round().to(torch.uint8).contiguous()
+    return ImageSet(pixels, y.cpu(), [f"tensor/{i:05d}" for i in range(len(x))])
+
+
 def load_images(
-    data: str | Path,
+    data: str | Path | torch.Tensor | tuple,
     split: str | None = "test",
     classes: Sequence[str] | None = None,
     limit: int | None = None,
     seed: int = 0,
+    *,
+    y: Any = None,
+    labels: str = DFROBUST_LABELS,
 ) -> tuple[ImageSet, str]:
     """Images of one split of any data argument, in memory, and the data's fingerprint.
 
     A dfrobust dataset folder is read as :func:`~dfrobust.data.dataset.load_split` reads it
     (fingerprint: its manifest hash); any other layout of :func:`scan_layout` in place (a
     layout without splits gives every image for any split). Unreadable files are skipped and
-    logged.
+    logged. Images already in memory are taken too: a float tensor ``N x 3 x H x W`` in ``[0, 1]``
+    with ``y=`` its labels, or a pair ``(x, y)``, labels in convention ``labels`` (``"fake=1"`` for
+    DeepfakeBench's); they are stored as 8-bit pixels (fingerprint: their sha256; ``split``,
+    ``classes``, ``limit`` and ``seed`` select as for a folder).
+
+    >>> images, fingerprint = load_images("CNNDetection/test")            # doctest: +SKIP
+    >>> images, _ = load_images((x, y), labels="fake=1")                   # doctest: +SKIP
     """
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+        data, y = data
+    if isinstance(data, torch.Tensor):
+        images = tensor_image_set(data, y, labels)
+        keep = list(range(len(images)))
+        if classes is not None:
+            unknown = set(classes) - set(CLASS_NAMES)
+            if unknown:
+                raise DfrobustError(f"unknown class name(s) {sorted(unknown)}; use fake and/or real")
+            wanted = {CLASS_NAMES.index(c) for c in classes}
+            keep = [i for i in keep if int(images.y[i]) in wanted]
+            if not keep:
+                raise DfrobustError(f"the images hold no {'/'.join(classes)} images")
+        if limit is not None and limit < len(keep):
+            chosen = np.sort(np.random.default_rng(seed).choice(len(keep), size=limit, replace=False))
+            keep = [keep[i] for i in chosen]
+        images = images.subset(keep) if len(keep) < len(images) else images
+        return images, sha256_bytes(images.x.numpy().tobytes() + images.y.numpy().tobytes())
+    if not isinstance(data, (str, Path)):
+        raise DfrobustError(
+            f"data must be a folder, an image list (.csv/.json), a float tensor N x 3 x H x W with y=, or (x, y); "
+            f"got a {type(data).__name__}"
+        )
     path = Path(data)
     if path.is_dir() and (path / MANIFEST).is_file():
-        return load_split(path, split, classes, limit, seed), manifest_hash(path)
+        return load_dataset_split(path, split, classes, limit, seed), manifest_hash(path)
     layout = scan_layout(path)
     images, skipped = load_items(layout.select(split, classes, limit, seed), layout.root)
     if skipped:
         shown = "; ".join(f"{s['path']} ({s['reason']})" for s in skipped[:5])
         logging.getLogger(__name__).warning("skipped %d unreadable image(s) in %s: %s", len(skipped), layout.root, shown)
     return images, layout.fingerprint()
+
+
+def load_split(
+    data_dir: str | Path,
+    split: str | None = "test",
+    classes: Sequence[str] | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+) -> ImageSet:
+    """One split of a dfrobust dataset folder (as :func:`dfrobust.data.dataset.load_split`) or of any
+    folder or image list read in place (:func:`load_images`): ``dfrobust.load_split``."""
+    return load_images(data_dir, split, classes, limit, seed)[0]

@@ -10,6 +10,7 @@ the global order, so every rank gets the metrics of a one-process run.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,12 +20,13 @@ from torch.utils.data import DataLoader
 
 from dfrobust.constants import DECISION_THRESHOLD, REAL
 from dfrobust.data.dataset import ImageSet
-from dfrobust.data.layouts import Item, LazyImageDataset, collate_skipping, make_loader
+from dfrobust.data.layouts import Item, LazyImageDataset, collate_skipping, image_tensors, load_images, make_loader
 from dfrobust.errors import DfrobustError
 from dfrobust.evaluate.metrics import detection_metrics
 from dfrobust.models.gradients import input_gradient_norms
 from dfrobust.models.inference import predict_logits
 from dfrobust.utils import distributed
+from dfrobust.utils.labels import DFROBUST_LABELS, label_convention_flips
 from dfrobust.utils.parts import assign, plan_units
 
 #: Rows of :func:`format_metrics_table`, in order, with their labels.
@@ -45,19 +47,34 @@ TABLE_ROWS = (
 
 def evaluate_detector(
     model: nn.Module,
-    imageset: ImageSet,
+    imageset: ImageSet | torch.Tensor | tuple | str | Path,
     batch_size: int = 64,
     device: str | torch.device | None = None,
     threshold: float = DECISION_THRESHOLD,
     gradients: bool = True,
+    *,
+    y: Any = None,
+    labels: str = DFROBUST_LABELS,
+    split: str | None = "test",
 ) -> dict[str, Any]:
     """Table I metrics of ``model`` on ``imageset``, the confusion matrix and gradient size.
 
-    The model is evaluated in eval mode (its mode is restored afterwards).
+    The model is evaluated in eval mode (its mode is restored afterwards). The images and labels
+    are checked before any is scored; a wrong input is a one-line :class:`DfrobustError`.
+
+    >>> evaluate_detector(model, (x, y), labels="fake=1")        # doctest: +SKIP
+    >>> evaluate_detector(model, "CNNDetection", split="test")    # doctest: +SKIP
 
     Args:
         model: a detector (pixels in ``[0, 1]`` -> 2 logits).
-        imageset: the images and labels (e.g. ``load_split(dir, "test")``).
+        imageset: the images and labels: an :class:`ImageSet` (e.g. ``load_split(dir, "test")``),
+            a pair ``(x, y)`` or a float tensor ``x`` ``N x 3 x H x W`` in ``[0, 1]`` with ``y=``
+            (scored as given, not rounded to 8 bits), or a folder / image list of any layout that
+            :func:`dfrobust.load_images` reads (its ``split``).
+        y: the labels when ``imageset`` is a tensor.
+        labels: the convention of tensor labels: ``"fake=0"`` (dfrobust's, the default) or
+            ``"fake=1"`` (DeepfakeBench's, CNNDetection's). Folders carry their own classes.
+        split: the split of a folder (``None``: every image).
         batch_size: images per forward pass.
         device: where to compute (default: the model's device).
         threshold: decision threshold on ``P(real)``.
@@ -70,15 +87,45 @@ def evaluate_detector(
         ``confusion``, ``n``, ``threshold``) plus ``loss`` (mean cross-entropy) and
         ``input_grad_norm``.
     """
+    x, y = _images_and_labels(imageset, y, labels, split)
+    if not isinstance(model, nn.Module):
+        raise DfrobustError(f"model must be a torch nn.Module (pixels in [0, 1] -> 2 logits), got a {type(model).__name__}")
     was_training = model.training
     model.eval()
     try:
-        x = imageset.images()
         logits = predict_logits(model, x, batch_size, device)
+        if logits.ndim != 2 or logits.shape[1] != 2:
+            raise DfrobustError(
+                f"the model returns shape {tuple(logits.shape)}, not N x 2 logits (fake, real); "
+                "wrap it with dfrobust.wrap_detector (output kind, fake index)"
+            )
         norms = input_gradient_norms(model, x, batch_size, device) if gradients else None
     finally:
         model.train(was_training)
-    return metrics_from_logits(logits, imageset.y, threshold, norms)
+    return metrics_from_logits(logits, y.to(logits.device), threshold, norms)
+
+
+def _images_and_labels(data: Any, y: Any, labels: str, split: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float images and dfrobust labels of any input :func:`evaluate_detector` takes (checked, one-line errors)."""
+    flips = label_convention_flips(labels)  # an unknown convention is an error whatever the input
+    if isinstance(data, ImageSet):
+        if y is not None or flips:
+            raise DfrobustError("an ImageSet carries its own labels (dfrobust's, fake = 0); pass y= and labels= with tensors only")
+        return data.images(), data.y
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+        if y is not None:
+            raise DfrobustError("labels given twice: pass (x, y) or x with y=, not both")
+        data, y = data
+    if isinstance(data, torch.Tensor):
+        return image_tensors(data, y, labels)
+    if isinstance(data, (str, Path)):
+        if y is not None or flips:
+            raise DfrobustError("a folder carries its own classes (real/, fake/ or a list's labels); y= and labels= are for tensors")
+        images = load_images(data, split)[0]
+        return images.images(), images.y
+    raise DfrobustError(
+        f"evaluate_detector takes an ImageSet, (x, y) tensors, a tensor x with y=, or a folder / image list; got a {type(data).__name__}"
+    )
 
 
 def metrics_from_logits(

@@ -31,6 +31,8 @@ RADII = (0.25, 0.5)
 #: Below this clean AUROC a detector barely tells real from fake: a detector that calls every image fake
 #: keeps every attacked fake "detected", so its robust accuracy says nothing and it ranks last.
 NEAR_CHANCE_AUROC = 0.6
+#: The mark beside a robust accuracy whose detector failed a gradient-masking check (explained in the table's note).
+MASKING_FLAG = "[masking?]"
 
 
 def _epoch_seconds(meta: Mapping[str, Any]) -> float | None:
@@ -54,12 +56,16 @@ def leaderboard_rows(
     wide: Mapping[str, Mapping[str, float | None]],
     robust: Mapping[str, RobustAccuracy] | None = None,
     threat_model: Mapping[str, Any] | None = None,
+    masking: Mapping[str, list[str]] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per defended detector (and the DIP purifier in front of its classifier), sorted by robust accuracy.
 
     ``robust``: per detector, robust accuracy at ``threat_model`` (:func:`dfrobust.report.verdicts.robust_by_target`).
+    ``masking``: per detector, its gradient-masking warnings (:func:`dfrobust.report.verdicts.masking_by_target`;
+    default: the robustness curves' ``warnings`` in ``ctx["curve_warnings"]``); a row with any is flagged.
     """
     robust = robust or {}
+    masking = (ctx.get("curve_warnings") or {}) if masking is None else masking
     roles = {r["name"]: r for r in ctx["roles"]}
     models = ctx["models"]
     counts = table2_counts(ctx.get("table2_rows", []))  # an attack may run on fewer images than the others
@@ -98,6 +104,7 @@ def leaderboard_rows(
             "cost_source": "not trained (a detector card)" if role.get("card") else "the baseline" if name == base_name else cost_source,
             "near_chance": test.get("auroc") is not None and float(test["auroc"]) < NEAR_CHANCE_AUROC,
             "collapsed": collapsed(test).reason or None,
+            "masking_warnings": list(masking.get(name) or []),
         }
         cert = (ctx.get("certify") or {}).get(name)
         if cert:
@@ -205,7 +212,8 @@ def leaderboard_table(rows: list[dict[str, Any]]) -> Table:
             rate(r["robust_accuracy"], r.get("n_robust") or n)
             + (" (non-adaptive)" if r.get("nonadaptive_only") else "")
             + (f" (adaptive, BPDA {r['adaptive_bpda']}; non-adaptive {pct(r['nonadaptive_accuracy'])})" if r.get("adaptive_bpda") else "")
-            + (f" (collapsed: {r['collapsed']})" if r.get("collapsed") else " (near chance)" if r.get("near_chance") else ""),
+            + (f" (collapsed: {r['collapsed']})" if r.get("collapsed") else " (near chance)" if r.get("near_chance") else "")
+            + (f" {MASKING_FLAG}" if r.get("masking_warnings") else ""),
             rate(r["blackbox"], n) if r["blackbox"] is not None else "–",
             pct(r["adaptive"]) if r["adaptive"] is not None else ("not run" if r["kind"] == "purifier" else "n/a"),
             *(rate(cert[rad]["accuracy"], cert[rad]["n"]) if cert.get(rad) else "–" for rad in RADII),
@@ -216,6 +224,14 @@ def leaderboard_table(rows: list[dict[str, Any]]) -> Table:
             else "–",
         ]
         t.rows.append(cells)
+    flagged = [r for r in rows if r.get("masking_warnings")]
+    if flagged:
+        t.note += (
+            f" {MASKING_FLAG}: a gradient-masking check failed for this detector (Carlini et al. 2019), so its robust "
+            "accuracy may overstate its robustness: "
+            + "; ".join(f"{r['label']}: {' / '.join(r['masking_warnings'])}" for r in flagged)
+            + "."
+        )
     return t
 
 

@@ -219,6 +219,8 @@ def build_sections(ctx: dict[str, Any], figs: Path) -> tuple[list[Section], dict
         "device": ctx["stored"].get("device"),
         "devices_resolved": ran_on(ctx["stages"]),  # what "auto" turned out to be, from the stage records
         "versions": ctx["stored"].get("versions"),
+        # the CPU instruction set the numbers were computed at ([run] pin_isa or DFROBUST_PIN_ISA; utils/numerics.py)
+        "pinned_isa": ctx["cfg"]["run"].get("pin_isa") or (ctx["stored"].get("versions") or {}).get("pinned_isa") or "none",
     }
     results["stages"] = [{k: r.get(k) for k in ("name", "state", "seconds")} for r in ctx["stages"]]
     return sections, results
@@ -281,14 +283,14 @@ def adaptive_section(ctx: dict[str, Any], results: dict[str, Any], figs: Path) -
 def defense_section(ctx: dict[str, Any], results: dict[str, Any], figs: Path) -> Section | None:
     """Beyond the paper: the defense leaderboard, the trade-off figure and the certificates."""
     from dfrobust.report.leaderboard import leaderboard_rows, leaderboard_table, plot_tradeoff
-    from dfrobust.report.verdicts import minimal_rows, minimal_table, robust_by_target, threat_model_of
+    from dfrobust.report.verdicts import masking_by_target, minimal_rows, minimal_table, robust_by_target, threat_model_of
 
     if not ctx["models"]:
         return None
     s = Section("Beyond the paper: defense leaderboard")
     tm = threat_model_of(ctx["cfg"])
     robust = robust_by_target(ctx)
-    rows = leaderboard_rows(ctx, ctx.get("table2_wide") or {}, robust, tm.record())
+    rows = leaderboard_rows(ctx, ctx.get("table2_wide") or {}, robust, tm.record(), masking_by_target(ctx))
     results["threat_model"] = tm.record()
     results["robust_accuracy"] = {name: ra.record() for name, ra in robust.items()}
     results["leaderboard"] = rows

@@ -13,6 +13,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from dfrobust.evaluate.masking import masking_checks
 from dfrobust.evaluate.robustness import Budget, RobustAccuracy, ThreatModel, minimal_perturbation, robust_accuracy_by_target
 from dfrobust.report.tables import Table, rate
 
@@ -31,6 +32,23 @@ def robust_by_target(ctx: Mapping[str, Any]) -> dict[str, RobustAccuracy]:
     # the attacks on the detector itself (gradient and score-based), as AutoAttack's suite; transfers are reported apart
     rows = [r for r in ctx.get("attack_rows", []) if r["attack"] in budgets and r.get("setting") == "whitebox"]
     return robust_accuracy_by_target(rows, threat_model_of(ctx["cfg"]), budgets) if rows else {}
+
+
+def masking_by_target(ctx: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Per detector, the gradient-masking warnings: its robustness curves' (``summary.json`` ``warnings``)
+    and the failed checks of :mod:`dfrobust.evaluate.masking` over its attack rows (Carlini et al. 2019)."""
+    out: dict[str, list[str]] = {name: list(ws) for name, ws in (ctx.get("curve_warnings") or {}).items() if ws}
+    budgets: Mapping[str, Budget] = ctx.get("attack_budgets") or {}
+    rows = [r for r in ctx.get("attack_rows", []) if r["attack"] in budgets]
+    by_target: dict[str, list[Any]] = {}
+    for r in rows:
+        by_target.setdefault(str(r["target"]), []).append(r)
+    tm = threat_model_of(ctx["cfg"]) if by_target else None
+    for target, rs in sorted(by_target.items()):
+        failed = [f"{c.name}: {c.message}" for c in masking_checks(rs, tm, budgets) if c.flagged]
+        if failed:
+            out.setdefault(target, []).extend(failed)
+    return out
 
 
 def minimal_rows(ctx: Mapping[str, Any]) -> list[dict[str, Any]]:

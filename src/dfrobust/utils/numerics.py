@@ -10,7 +10,8 @@ give the same numbers on every host that has that level.
 
 All three are read once, lazily, when the first kernel runs, so :func:`pin_numerics` works
 after ``import torch`` but must run before any tensor computation; the CLI calls
-:func:`pin_from_env` first thing (``DFROBUST_PIN_ISA=avx2 dfrobust reproduce ...``).
+:func:`pin_from_env` first thing (``DFROBUST_PIN_ISA=avx2 dfrobust reproduce ...``), and ``reproduce``
+calls :func:`pin_from_config` for a preset's ``[run] pin_isa = "avx2"``.
 :func:`numerics_record` says what a run computed with, for its config and versions.
 """
 
@@ -18,8 +19,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
+from typing import Any
 
 from dfrobust.errors import DfrobustError
 
@@ -100,6 +102,27 @@ def pin_from_env(environ: MutableMapping[str, str] | None = None) -> dict[str, o
     env = os.environ if environ is None else environ
     level = env.get(PIN_ENV, "").strip()
     return pin_numerics(level, environ=env) if level else None
+
+
+def pin_from_config(run: Mapping[str, Any], environ: MutableMapping[str, str] | None = None) -> dict[str, object] | None:
+    """:func:`pin_numerics` at a preset's ``[run] pin_isa`` level (``"avx2"``, ``"avx512"``; ``"none"`` or absent: no pin).
+
+    The level is also put in ``DFROBUST_PIN_ISA``, so the processes a run starts (``--devices``
+    workers, torchrun ranks) pin the same. A ``DFROBUST_PIN_ISA`` exported with another level is
+    a one-line error. Call it before any tensor computation (``reproduce`` does, after checking
+    the config).
+    """
+    env = os.environ if environ is None else environ
+    level = str(run.get("pin_isa") or "none").strip().lower()
+    if level == "none":
+        return None
+    exported = env.get(PIN_ENV, "").strip().lower()
+    if exported and exported != level:
+        raise DfrobustError(f"{PIN_ENV}={exported} contradicts the preset's run.pin_isa = {level!r}; unset one")
+    env[PIN_ENV] = level
+    if _PINNED is not None and _PINNED.get("isa") == level:
+        return dict(_PINNED)
+    return pin_numerics(level, environ=env)
 
 
 def numerics_record() -> dict[str, str]:
