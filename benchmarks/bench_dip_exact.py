@@ -9,6 +9,11 @@ gradient through Adam's normalised steps is.
 
     .venv/bin/python benchmarks/bench_dip_exact.py                           # 32 and 64 px, T = 100, 4 images
     .venv/bin/python benchmarks/bench_dip_exact.py --sizes 32 --at 600 --segments 10 25 50 --images 2
+    .venv/bin/python benchmarks/bench_dip_exact.py --chaos 5 20 50 --data runs/quick/data   # is the gradient informative?
+
+``--chaos T ...`` instead prints, for two test fakes of ``--data`` and each T, the exact gradient's
+norm, the cosine and sign agreement between the gradients of two DIP draws of the same image, and
+the cosine with the last-4-steps unrolled gradient (of a fixed random projection of the output).
 """
 
 from __future__ import annotations
@@ -49,6 +54,34 @@ def one(kind: str, size: int, at: int, images: int, segment: int, threads: int) 
     return row
 
 
+def chaos(data: str, ats: list[int]) -> None:
+    """How the exact gradient depends on the DIP draw: one JSON line per T."""
+    import torch
+    import torch.nn.functional as F
+
+    from dfrobust.data.layouts import load_images
+    from dfrobust.defenses.dip import DipConfig
+    from dfrobust.defenses.dip_exact import dip_exact
+    from dfrobust.defenses.dip_unroll import dip_unrolled
+
+    images, _ = load_images(data, "test", ["fake"], limit=2, seed=0)
+    x = images.images(slice(0, 2))
+    w = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+
+    def grad(fn) -> torch.Tensor:
+        xr = x.clone().requires_grad_()
+        (g,) = torch.autograd.grad((fn(xr) * w).sum(), xr)
+        return g.flatten(1)
+
+    for at in ats:
+        cfg = DipConfig(iterations=at)
+        a, b = grad(lambda z: dip_exact(z, [1, 2], cfg, at)), grad(lambda z: dip_exact(z, [11, 12], cfg, at))
+        u = grad(lambda z: dip_unrolled(z, [1, 2], cfg, at, 4))
+        row = {"at": at, "norm": a.norm(dim=1).tolist(), "cos_draws": F.cosine_similarity(a, b).tolist(),
+               "sign_agreement_draws": (a.sign() == b.sign()).float().mean(1).tolist(), "cos_unroll4": F.cosine_similarity(a, u).tolist()}  # fmt: skip
+        print(json.dumps(row), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
@@ -57,8 +90,15 @@ def main() -> None:
     parser.add_argument("--segments", type=int, nargs="+", default=[1, 5, 10, 20, 50], help="steps per recomputed segment")
     parser.add_argument("--mem-cap-gb", type=float, default=8.0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--chaos", type=int, nargs="+", metavar="T", help="the draw-dependence check at these T (needs --data)")
+    parser.add_argument("--data", help="a dataset folder (its test fakes) for --chaos")
     parser.add_argument("--one", nargs=5, metavar=("KIND", "SIZE", "AT", "IMAGES", "SEGMENT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.chaos:
+        if not args.data:
+            raise SystemExit("--chaos needs --data DIR")
+        chaos(args.data, args.chaos)
+        return
     if args.one:
         kind, *nums = args.one
         print(json.dumps(one(kind, *(int(v) for v in nums), args.threads)))

@@ -175,6 +175,7 @@ def test_run_adaptive_through_dip_writes_rows_and_resumes(toy_dataset: Path, toy
         assert lo <= summary[key] <= hi
     assert summary["accuracy_adaptive_worst"] <= summary["accuracy_adaptive"]
     assert summary["fitted_sigma_mean"] is not None
+    assert summary["attack_purifier_cheaper"] and summary["accuracy_adaptive_any_iterate"] is None  # not the defense's purifications
     rows = read_csv(out / "results.csv")
     assert len(rows) == 4 and all((out / "images" / Path(r["image"]).with_suffix(".png")).is_file() for r in rows)
     assert all(int(r["eval_draws"]) == 2 for r in rows)

@@ -334,10 +334,9 @@ class _Run:
         x, y, paths = self.images.images(sl), self.images.y[sl], self.images.paths[sl]
         offset = k * bs
         attack = self._attack(k)
-        # a DIP forward takes seconds to minutes: a line per forward (silent for a cheap purifier)
-        steps = int(self.params.get("steps", 0)) * int(self.params.get("restarts", 1))
+        # a DIP forward takes seconds to minutes: a line per forward (silent for a cheap purifier); the
+        # count of forwards depends on the attack (probes, restarts, success checks), so no total
         bar = progress(
-            total=steps + 3 if steps else None,  # + the attack's shape probe, final margin and success check
             desc=f"batch {k}: {attack.label} forwards through {self.at_attack.name} (BPDA {cfg['bpda']}, EOT {cfg['eot']}, {len(x)} images)",
             unit="forward",
             disable=not self.at_attack.random or None,
@@ -350,7 +349,8 @@ class _Run:
         start = time.perf_counter()
         with bar:
             result = attack(through, x.to(self.device), y.to(self.device)).to("cpu")
-        iterates_fooled = through.fooled_iterates.cpu()
+        # DiffPure's rule counts an iterate fooling the defense's own purification: not measured when the attack saw a cheaper one
+        iterates_fooled = through.fooled_iterates.cpu() if self.at_attack.settings == self.defense.settings else None
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = (time.perf_counter() - start) / len(x)
@@ -397,7 +397,9 @@ class _Run:
                 "adaptive_fooled_any": int(adaptive["fooled_any"][i]),
                 # majority of the evaluation draws; a tie counts as fooled
                 "adaptive_vote_pred": int(y[i]) if 2 * int(adaptive["correct_draws"][i]) > adaptive["draws"] else 1 - int(y[i]),
-                "adaptive_iterates_fooled_any": int(bool(iterates_fooled[i]) or bool(adaptive["fooled_any"][i])),
+                "adaptive_iterates_fooled_any": int(bool(iterates_fooled[i]) or bool(adaptive["fooled_any"][i]))
+                if iterates_fooled is not None
+                else "",
                 # robust accuracy of the defended detector: right on the purified clean image and on every draw of the attacked one
                 "defended_fooled_any": int(int(clean_pure["pred"][i]) != int(y[i]) or bool(adaptive["fooled_any"][i])),
                 "study_fooled": int(rel in self.study_fooled),
