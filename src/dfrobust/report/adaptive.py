@@ -94,7 +94,8 @@ def table5(
         "true one; averaged over EOT draws of its randomness), then evaluated on N fresh purifications the attack never "
         "saw. Worst of N: fooled if any draw is (an attacker who may resubmit). Majority of N: fooled unless most draws "
         "are right. Any iterate: fooled if any attack iterate fooled its purification, or any draw is (DiffPure's "
-        "BPDA+EOT rule; not measured, '–', when the attack saw a cheaper purifier than the defense). Defended: right on the purified clean image and on every draw of the attacked one. "
+        "BPDA+EOT rule; not measured, '–', when the attack saw a cheaper purifier than the defense). Defended: right "
+        "on the purified clean image and on every draw of the attacked one. "
         "[low–high]: Wilson 95% interval."
         + (
             f" For reference, the DIP study's own non-adaptive accuracy on its fooled fakes: {pct(dip_nonadaptive)} (n = {dip_n})."

@@ -43,7 +43,7 @@ def summary_markdown(ctx: dict[str, Any], results: dict[str, Any]) -> str:
             )
         lines += [
             "",
-            "Accuracy on the attacked fake test images (n of them; Square on fewer: its interval uses its own n), clean "
+            "Accuracy on the attacked fake test images (n of them; every cell's interval uses its own n), clean "
             "and perturbed, with a Wilson 95% interval; in parentheses the paper's numbers.",
         ]
     rank = {name: i for i, name in enumerate(wide)}  # Table II's order
@@ -92,12 +92,18 @@ def summary_markdown(ctx: dict[str, Any], results: dict[str, Any]) -> str:
                 else ""
             )
             cheaper = ", through a cheaper attack-time DIP" if r.get("attack_purifier_cheaper") else ""
+            draws = int(r.get("eval_draws") or 1)
+            rules = (
+                f"{pct(r['accuracy_adaptive'])} against it on one purification, {pct(r['accuracy_adaptive_worst'])} on the worst of "
+                f"{draws} draws, {pct(r.get('accuracy_adaptive_vote'))} by their majority"
+                if draws > 1  # a deterministic purifier has one draw: one number
+                else f"{pct(r['accuracy_adaptive'])} against it"
+            )
+            iterates = r.get("accuracy_adaptive_any_iterate")
             lines += [
                 "",
                 f"Adaptive attack on {r['defense']} ({r['attack']}, BPDA {r['bpda']}{cheaper}, EOT {r['eot']}; n = {r['n']} attacked fakes): "
-                f"{non}{pct(r['accuracy_adaptive'])} against it on one purification, {pct(r['accuracy_adaptive_worst'])} on the "
-                f"worst of {r.get('eval_draws')} draws, {pct(r.get('accuracy_adaptive_vote'))} by their majority, "
-                f"{pct(r.get('accuracy_adaptive_any_iterate'))} counting every attack iterate.",
+                f"{non}{rules}" + (f", {pct(iterates)} counting every attack iterate." if iterates is not None else "."),
             ]
     board = [r for r in results.get("leaderboard", []) if r.get("robust_accuracy") is not None]
     if board:
