@@ -139,9 +139,9 @@ def leaderboard_rows(
                 "n_attacked": n_p,
                 "whitebox": {},
                 "threat_model": dict(threat_model or {}),
-                # a defense is as strong as the strongest attack that knows it: the adaptive number ranks it when it ran
-                "robust_accuracy": adaptive if adaptive is not None else acc_p,
-                "n_robust": int(ada["n"]) if adaptive is not None else None,
+                # the worst of the attacks that ran: the adaptive one (it knows the purifier) and the study's (it does not)
+                "robust_accuracy": adaptive if adaptive is not None and (acc_p is None or adaptive <= acc_p) else acc_p,
+                "n_robust": int(ada["n"]) if adaptive is not None and (acc_p is None or adaptive <= acc_p) else None,
                 "nonadaptive_accuracy": acc_p,
                 "blackbox": None,
                 "adaptive": adaptive,
@@ -182,9 +182,10 @@ def leaderboard_table(rows: list[dict[str, Any]]) -> Table:
         note="Accuracy on attacked fake test images unless stated (the DIP row's clean accuracy is on its study's clean images); "
         f"robust accuracy = AutoAttack's definition at {radius}: an attacked fake counts only if it is detected clean and after "
         "every bounded attack on the detector itself at that radius (gradient and score-based; n = the fakes every such attack saw); "
-        "CW-L2's unbounded search never enters it (see the minimal-perturbation table). For the DIP purifier: its accuracy "
-        "under the adaptive attack through it (Table V, worst of its evaluation draws) when that ran, with the DIP study's "
-        "non-adaptive accuracy on its perturbed fakes beside it; else the non-adaptive one, labelled. "
+        "CW-L2's unbounded search never enters it (see the minimal-perturbation table). For the DIP purifier: the lower of "
+        "its accuracy under the adaptive attack through it (Table V, worst of its evaluation draws) and the DIP study's "
+        "non-adaptive accuracy on its perturbed fakes (two different sets of fakes: the rates, not the images, are compared); "
+        "without an adaptive attack, the non-adaptive one, labelled. "
         "[low–high]: Wilson 95% interval. Training cost: per epoch relative to plain training. Sorted by robust accuracy, "
         f"then clean accuracy; a collapsed detector (clean AUROC below {NEAR_CHANCE_AUROC:g}, or one class almost never "
         "predicted) ranks last: its accuracy on attacked fakes is no robustness.",
@@ -211,7 +212,11 @@ def leaderboard_table(rows: list[dict[str, Any]]) -> Table:
             ),
             rate(r["robust_accuracy"], r.get("n_robust") or n)
             + (" (non-adaptive)" if r.get("nonadaptive_only") else "")
-            + (f" (adaptive, BPDA {r['adaptive_bpda']}; non-adaptive {pct(r['nonadaptive_accuracy'])})" if r.get("adaptive_bpda") else "")
+            + (
+                f" (lower of adaptive {pct(r['adaptive'])}, BPDA {r['adaptive_bpda']}, and non-adaptive {pct(r['nonadaptive_accuracy'])})"
+                if r.get("adaptive_bpda")
+                else ""
+            )
             + (f" (collapsed: {r['collapsed']})" if r.get("collapsed") else " (near chance)" if r.get("near_chance") else "")
             + (f" {MASKING_FLAG}" if r.get("masking_warnings") else ""),
             rate(r["blackbox"], n) if r["blackbox"] is not None else "–",
