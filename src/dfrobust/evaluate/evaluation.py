@@ -20,7 +20,8 @@ from torch.utils.data import DataLoader
 
 from dfrobust.constants import DECISION_THRESHOLD, REAL
 from dfrobust.data.dataset import ImageSet
-from dfrobust.data.layouts import Item, LazyImageDataset, collate_skipping, image_tensors, load_images, make_loader
+from dfrobust.data.layouts import Item, LazyImageDataset, collate_skipping, load_images, make_loader
+from dfrobust.data.tensors import image_tensors
 from dfrobust.errors import DfrobustError
 from dfrobust.evaluate.metrics import detection_metrics
 from dfrobust.models.gradients import input_gradient_norms
