@@ -46,8 +46,8 @@ except ModuleNotFoundError:  # Python 3.10
 from dfrobust.constants import FAKE
 from dfrobust.errors import DfrobustError
 from dfrobust.models import deployed
+from dfrobust.models.card_weights import _fail, load_card_weights
 from dfrobust.models.checkpoint import load_detector, read_sidecar
-from dfrobust.models.weights import load_state_dict_file
 from dfrobust.models.wrap import OUTPUTS as OUTPUTS  # re-exported: the wrapper and its checks live in models/wrap.py
 from dfrobust.models.wrap import PROB_FLOOR as PROB_FLOOR
 from dfrobust.models.wrap import PROBE_SIZE, check_options, probe, probe_warnings
@@ -101,18 +101,14 @@ class DetectorCard:
         return f"{self.kind}:{self.spec}"
 
     @property
+    def checkpoint(self) -> Path:
+        """A ``dfrobust:`` source's checkpoint: relative to the card's folder, as its weights are (read, never written)."""
+        return self.path.parent / self.spec
+
+    @property
     def num_outputs(self) -> int:
         """Outputs a library architecture (``torchvision:``, ``timm:``) is built with: 1 for ``logit``, else 2."""
         return 1 if self.output == "logit" else 2
-
-
-def _fail(card: Path, message: str) -> DfrobustError:
-    return DfrobustError(f"detector card {card}: {message}")
-
-
-def _names(keys: list[str], limit: int = 5) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
 def read_card(path: str | Path) -> DetectorCard:
@@ -322,58 +318,11 @@ def _deployed_source(spec: str, card: DetectorCard) -> nn.Module:
 @register_source("dfrobust")
 def _dfrobust_source(spec: str, card: DetectorCard) -> nn.Module:
     """``dfrobust:FILE.safetensors``: a dfrobust checkpoint (path relative to the card)."""
-    path = card.path.parent / spec
+    path = card.checkpoint
     if path.suffix != ".safetensors":
         raise _fail(card.path, f"a dfrobust: source is a .safetensors checkpoint, got {spec!r}")
     model, _ = load_detector(path)
     return model
-
-
-def _unwrap_state(state: dict[str, Any]) -> dict[str, Any]:
-    """The tensors of a state dict, unwrapped from a training checkpoint (``{"state_dict": ...}``) and
-    from DataParallel's ``module.`` prefix."""
-    if not any(isinstance(v, torch.Tensor) for v in state.values()):
-        for key in ("state_dict", "model", "model_state_dict", "net"):
-            if isinstance(state.get(key), dict):
-                state = state[key]
-                break
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module.") :]: v for k, v in state.items()}
-    return state
-
-
-def load_card_weights(model: nn.Module, card: DetectorCard) -> dict[str, list[str]]:
-    """Load ``card.weights`` into ``model``; returns the ``missing`` and ``unexpected`` keys (non-strict cards).
-
-    Shapes must always match; with ``strict`` every key must too. Mismatches are one-line errors
-    that list the keys and name the shapes. Nothing is unpickled.
-    """
-    assert card.weights is not None
-    if not card.weights.is_file():
-        raise _fail(card.path, f"weights file {card.weights} does not exist (paths are relative to the card's folder)")
-    state = _unwrap_state(load_state_dict_file(card.weights))
-    if card.kind == "deployed":
-        state = deployed.adapt_state(state, model)  # DeepfakeBench's key names
-    own = model.state_dict()
-    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    missing = [k for k in own if k not in tensors and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in own]
-    shapes = [
-        f"{k} (file {list(tensors[k].shape)}, model {list(own[k].shape)})" for k in own if k in tensors and tensors[k].shape != own[k].shape
-    ]
-    where = f"weights {card.weights.name} do not fit {card.source}"
-    if shapes:
-        raise _fail(card.path, f"{where}: shapes differ for {_names(shapes, 3)}")
-    if card.strict and (missing or unexpected):
-        parts = [f"{len(missing)} missing key(s) ({_names(missing)})"] if missing else []
-        parts += [f"{len(unexpected)} unexpected key(s) ({_names(unexpected)})"] if unexpected else []
-        raise _fail(card.path, f"{where}: {', '.join(parts)}; fix the source or set strict = false")
-    if not any(k in tensors for k in own):
-        raise _fail(
-            card.path, f"{where}: no key of the file matches the model (e.g. file {_names(list(state), 2)}, model {_names(list(own), 2)})"
-        )
-    model.load_state_dict({k: v for k, v in tensors.items() if k in own}, strict=False)
-    return {"missing": missing, "unexpected": unexpected}
 
 
 def card_identity(path: str | Path) -> str:
@@ -385,8 +334,8 @@ def card_identity(path: str | Path) -> str:
     parts: dict[str, Any] = {"card": sha256_file(card.path)}
     if card.weights is not None and card.weights.is_file():
         parts["weights"] = sha256_file(card.weights)
-    if card.kind == "dfrobust" and (card.path.parent / card.spec).is_file():
-        parts["checkpoint"] = sha256_file(card.path.parent / card.spec)
+    if card.kind == "dfrobust" and card.checkpoint.is_file():
+        parts["checkpoint"] = sha256_file(card.checkpoint)
     if card.kind == "python":
         try:
             with card_import_path(card):
@@ -404,7 +353,7 @@ def _identity(card: DetectorCard, model: nn.Module) -> str:
     if card.weights is not None:
         parts["weights"] = sha256_file(card.weights)
     if card.kind == "dfrobust":
-        parts["checkpoint"] = sha256_file(card.path.parent / card.spec)
+        parts["checkpoint"] = sha256_file(card.checkpoint)
     code = getattr(sys.modules.get(type(model).__module__), "__file__", None) if card.kind == "python" else None
     if code and Path(code).is_file():
         parts["code"] = sha256_file(code)
@@ -437,7 +386,7 @@ def load_card(
     keys = load_card_weights(net, card) if card.weights is not None else {"missing": [], "unexpected": []}
     input_size = card.input_size
     if card.kind == "dfrobust" and input_size is None:
-        input_size = tuple(read_sidecar(card.path.parent / card.spec)["input_size"])  # type: ignore[assignment]
+        input_size = tuple(read_sidecar(card.checkpoint)["input_size"])  # type: ignore[assignment]
     crop = None
     if card.face_crop:
         from dfrobust.models.face_crop import FaceCrop
