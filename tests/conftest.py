@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from dfrobust.constants import FAKE, REAL
 from dfrobust.data.manifest import DatasetWriter
@@ -27,6 +28,20 @@ torch.set_num_threads(1)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 FFHQ_DIR = SHARED / "data" / "ffhq-real-200"
+
+
+class Linear(nn.Module):
+    """A linear 2-class model on flattened images: logits = W x + b (attacks have closed forms on it)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        super().__init__()
+        self.lin = nn.Linear(weight.shape[1], 2)
+        with torch.no_grad():
+            self.lin.weight.copy_(weight)
+            self.lin.bias.copy_(bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x.flatten(1))
 
 
 def toy_image(rng: np.random.Generator, size: int, fake: bool) -> np.ndarray:

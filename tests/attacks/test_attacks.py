@@ -14,20 +14,7 @@ from dfrobust.attacks.base import AttackResult, available_attacks, logit_margin,
 from dfrobust.data.dataset import load_split
 from dfrobust.errors import DfrobustError
 from dfrobust.models.checkpoint import load_detector
-
-
-class Linear(nn.Module):
-    """A linear 2-class model on flattened images: logits = W x + b."""
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
-        super().__init__()
-        self.lin = nn.Linear(weight.shape[1], 2)
-        with torch.no_grad():
-            self.lin.weight.copy_(weight)
-            self.lin.bias.copy_(bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lin(x.flatten(1))
+from conftest import Linear
 
 
 def _linear_model(size: int = 8, seed: int = 0) -> Linear:

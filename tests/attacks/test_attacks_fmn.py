@@ -6,27 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 from dfrobust.attacks.base import logit_margin, make_attack
 from dfrobust.data.dataset import load_split
 from dfrobust.errors import DfrobustError
 from dfrobust.models.checkpoint import load_detector
 from dfrobust.utils.io import quantize
-
-
-class Linear(nn.Module):
-    """Two logits from one linear map of the flattened image."""
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
-        super().__init__()
-        self.lin = nn.Linear(weight.shape[1], 2)
-        with torch.no_grad():
-            self.lin.weight.copy_(weight)
-            self.lin.bias.copy_(bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lin(x.flatten(1))
+from conftest import Linear
 
 
 def _linear_case(n: int = 6, size: int = 8) -> tuple[Linear, torch.Tensor, torch.Tensor]:
