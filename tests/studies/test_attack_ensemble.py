@@ -18,6 +18,7 @@ from dfrobust.errors import DfrobustError
 from dfrobust.models.checkpoint import load_detector, save_detector
 from dfrobust.models.ensemble import LogitEnsemble, check_input_sizes, check_output_shapes
 from dfrobust.pipeline import attack_plan, plan_study
+from dfrobust.report.collected import CollectedRun
 from dfrobust.report.render import column_label, table2
 from dfrobust.roles import study_roles
 from dfrobust.utils.io import load_image, read_csv, read_json
@@ -193,6 +194,6 @@ def test_table2_shows_one_ensemble_column_beside_the_plain_transfer() -> None:
     roles = [{"name": n, "group": "yours", "label": n} for n in ("x", "y")]
     plan = {"attacks": [{"attack": "dimifgsm", "source": "ensemble(y+z)", "members": ["y", "z"]},
                         {"attack": "dimifgsm", "source": "ensemble(x+z)", "members": ["x", "z"]}]}  # fmt: skip
-    t, _, shown = table2({"attack_rows": rows, "plan": plan, "roles": roles})
-    assert list(shown) == ["x", "y"]  # the surrogate has no row of its own
-    assert "DI-MI-FGSM blackbox from ensemble" in t.columns and "From ensemble" in t.note
+    t2 = table2(CollectedRun(attack_rows=rows, plan=plan, roles=roles))
+    assert list(t2.wide) == ["x", "y"]  # the surrogate has no row of its own
+    assert "DI-MI-FGSM blackbox from ensemble" in t2.table.columns and "From ensemble" in t2.table.note

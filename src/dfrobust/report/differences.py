@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from dfrobust.report.collected import CollectedRun
+
 
 def _flatten(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
@@ -75,18 +77,21 @@ def config_differences(cfg: dict[str, Any], reference: dict[str, Any]) -> list[t
     return out
 
 
-def differences(ctx: dict[str, Any]) -> list[str]:
-    """Where this run differs from the paper: its config against the ``paper`` preset key by key, and the fixed method changes."""
+def differences(run: CollectedRun) -> list[str]:
+    """Where this run differs from the paper: its config against the ``paper`` preset key by key, and the fixed method changes.
+
+    A ``run`` without a plan (a test's config alone) gets every fixed line, the DIP one included.
+    """
     from dfrobust.config import load_preset
 
-    cfg, man = ctx["cfg"], ctx["manifest"] or {}
-    user_data = bool(ctx["stored"].get("data_arg"))
-    roles = ctx.get("roles")
+    cfg, man = run.cfg, run.manifest or {}
+    user_data = bool(run.stored.get("data_arg"))
+    roles = run.roles
     trained = not roles or any(not r.get("card") for r in roles)  # a --detector run trains nothing: no training keys
-    plan = ctx.get("plan")
+    plan = run.plan or None
     out = []
     if user_data:
-        out.append(f"Data: the user's folder {ctx['stored']['data_arg']} instead of CelebA reals and few-shot face-translation GAN fakes.")
+        out.append(f"Data: the user's folder {run.stored['data_arg']} instead of CelebA reals and few-shot face-translation GAN fakes.")
     else:
         out.append(
             f"Data: {cfg['data']['n']} built-in synthetic faces (procedural renderer, face-swap fakes) instead of 5,000 CelebA reals and 5,000 GAN fakes."

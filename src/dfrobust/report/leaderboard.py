@@ -20,7 +20,9 @@ from dfrobust.attacks.base import attack_display
 from dfrobust.evaluate.collapse import collapsed
 from dfrobust.evaluate.robustness import RobustAccuracy
 from dfrobust.report.attack_figures import setting_label
+from dfrobust.report.collected import CollectedRun
 from dfrobust.report.plotting import plt, save_figure
+from dfrobust.report.study_tables import Table2
 from dfrobust.report.tables import Table, pct, rate
 from dfrobust.studies.attack_tables import table2_counts
 
@@ -52,24 +54,27 @@ def _cost(meta: Mapping[str, Any], base: Mapping[str, Any] | None) -> tuple[floa
 
 
 def leaderboard_rows(
-    ctx: dict[str, Any],
-    wide: Mapping[str, Mapping[str, float | None]],
+    run: CollectedRun,
+    table2: Table2 | None,
     robust: Mapping[str, RobustAccuracy] | None = None,
     threat_model: Mapping[str, Any] | None = None,
     masking: Mapping[str, list[str]] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per defended detector (and the DIP purifier in front of its classifier), sorted by robust accuracy.
 
+    ``table2``: Table II as the report computed it (``None`` before any attack ran): each detector's accuracy
+    per attack and the n of each cell.
     ``robust``: per detector, robust accuracy at ``threat_model`` (:func:`dfrobust.report.verdicts.robust_by_target`).
     ``masking``: per detector, its gradient-masking warnings (:func:`dfrobust.report.verdicts.masking_by_target`;
-    default: the robustness curves' ``warnings`` in ``ctx["curve_warnings"]``); a row with any is flagged.
+    default: the robustness curves' warnings, ``run.curve_warnings``); a row with any is flagged.
     """
     robust = robust or {}
-    masking = (ctx.get("curve_warnings") or {}) if masking is None else masking
-    roles = {r["name"]: r for r in ctx["roles"]}
-    models = ctx["models"]
-    counts = table2_counts(ctx.get("table2_rows", []))  # an attack may run on fewer images than the others
-    base_name = next((r["name"] for r in ctx["roles"] if r.get("sample_source")), None)
+    masking = run.curve_warnings if masking is None else masking
+    roles = {r["name"]: r for r in run.roles}
+    models = run.models
+    wide = table2.wide if table2 is not None else {}
+    counts = table2_counts(table2.rows if table2 is not None else [])  # an attack may run on fewer images than the others
+    base_name = next((r["name"] for r in run.roles if r.get("sample_source")), None)
     rows = []
     for name, meta in models.items():
         role = roles.get(name, {})
@@ -106,24 +111,24 @@ def leaderboard_rows(
             "collapsed": collapsed(test).reason or None,
             "masking_warnings": list(masking.get(name) or []),
         }
-        cert = (ctx.get("certify") or {}).get(name)
+        cert = run.certify.get(name)
         if cert:
             by_radius = {round(float(c["radius"]), 4): c for c in cert["certified_accuracy"]}
             row["certified"] = {r: by_radius.get(r) for r in RADII}
             row["certified_n"] = cert.get("n_images")
         rows.append(row)
-    dip = ctx.get("dip")
-    if dip:
-        t3 = {(r["method"], float(r["threshold"])): r for r in dip["table3"]}
-        t4 = {r["category"]: r for r in dip["table4"]}
+    dip = run.dip
+    if dip is not None:
+        t3 = {(r["method"], float(r["threshold"])): r for r in dip.table3}
+        t4 = {r["category"]: r for r in dip.table4}
         thr = 0.25 if ("dip", 0.25) in t3 else 0.5
         perturbed = [t4.get(c) for c in ("perturbed/fake-wrong", "perturbed/fake-correct") if t4.get(c)]
         n_p = sum(int(r["n"]) for r in perturbed)
         acc_p = sum(float(r[f"dip@{thr:g}"]) * int(r["n"]) for r in perturbed if int(r["n"])) / n_p if n_p else None
         clean = [t4.get(c) for c in ("clean/fake-correct", "clean/real-correct") if t4.get(c) and int(t4[c]["n"])]
         n_c = sum(int(r["n"]) for r in clean)
-        role = dip["role"]
-        ada = (ctx.get("adaptive") or {}).get("dip") or {}
+        role = dip.role
+        ada = run.adaptive.get("dip") or {}
         adaptive = ada.get("accuracy_adaptive_worst")
         rows.append(
             {

@@ -19,6 +19,7 @@ from typing import Any
 
 from dfrobust.report import paper
 from dfrobust.report.by_group import group_rows, group_table
+from dfrobust.report.collected import CollectedRun
 from dfrobust.report.document import RESULTS_SCHEMA_VERSION, Figure, Section, _html, _markdown
 from dfrobust.report.run_folder import collect
 from dfrobust.report.sections import RunResults, extra_sections
@@ -35,6 +36,7 @@ from dfrobust.report.study_tables import (
     stage_table,
     sweep_table,
     table1,
+    Table2,
     table2,
     table2_columns,
     table3,
@@ -54,61 +56,56 @@ from dfrobust.utils.io import write_json
 # ---------------------------------------------------------------- figures
 
 
-def user_run(ctx: dict[str, Any]) -> bool:
-    """A run of the user's own detectors (``reproduce --detector``): every role is a card, nothing is trained."""
-    return bool(ctx["roles"]) and all(r.get("card") for r in ctx["roles"])
-
-
 #: The heading of the paper comparison; plug-in sections go right before it.
 DIFFERENCES_TITLE = "Where this run differs from the paper"
 
 
-def _fig2(ctx: dict[str, Any], figs: Path) -> Figure | None:
+def _fig2(run: CollectedRun, figs: Path) -> Figure | None:
     """Real, fake and perturbed samples, each with the detectors' P(real), from the samples stage."""
     from dfrobust.attacks.base import attack_display
     from dfrobust.report.figures import plot_fig2
     from dfrobust.utils.io import load_image
 
-    samples = ctx["samples"]
-    if not samples or not samples["rows"]:
+    samples = run.samples
+    if samples is None or not samples.rows:
         return None
-    models = samples["models"]
-    labels = {r["name"]: r["label"] for r in ctx["roles"]}
+    models = samples.models
+    labels = {r["name"]: r["label"] for r in run.roles}
     rows = []
-    for row in samples["rows"]:
+    for row in samples.rows:
         label = (
             row["kind"]
             if row["kind"] != "perturbed"
             else f"{attack_display(row['attack'])} (from {labels.get(row['source'], row['source'])})"
         )
-        cells = [(load_image(samples["dir"] / c["image"]), " / ".join(f"{c['p_real'][m]:.2f}" for m in models)) for c in row["cells"]]
+        cells = [(load_image(samples.dir / c["image"]), " / ".join(f"{c['p_real'][m]:.2f}" for m in models)) for c in row["cells"]]
         rows.append((label, cells))
     path = plot_fig2(rows, figs / "fig2.png")
     who = " / ".join(labels.get(m, m) for m in models)
     return Figure(path, f"Fig 2. Real, fake and perturbed test images; captions: P(real) by {who}.")
 
 
-def _fig3(ctx: dict[str, Any], long_rows: list[dict[str, Any]], figs: Path) -> Figure | None:
+def _fig3(run: CollectedRun, long_rows: list[dict[str, Any]], figs: Path) -> Figure | None:
     from dfrobust.report.attack_figures import plot_fig3
 
-    group = next((r["group"] for r in ctx["roles"] if r.get("sample_source")), "paper")
-    paper_models = [r["name"] for r in ctx["roles"] if r["group"] == group]
+    group = next((r["group"] for r in run.roles if r.get("sample_source")), "paper")
+    paper_models = [r["name"] for r in run.roles if r["group"] == group]
     rows = [r for r in long_rows if r["model"] in paper_models]
     if not rows:
         return None
-    who = " and ".join(r["label"] for r in ctx["roles"] if r["group"] == group)
+    who = " and ".join(r["label"] for r in run.roles if r["group"] == group)
     columns = [k for k in table2_columns({r["model"]: {f"{r['attack']}_{r['setting']}": 0} for r in rows})]
-    theirs = {m: dict(zip(columns, paper_table2(_paper_row(ctx, m), columns))) for m in paper_models}
+    theirs = {m: dict(zip(columns, paper_table2(_paper_row(run, m), columns))) for m in paper_models}
     return Figure(
         plot_fig3(rows, figs / "fig3.png", paper=theirs), f"Fig 3. Accuracy of the {who} on unperturbed and perturbed fake test images."
     )
 
 
-def _fig4(ctx: dict[str, Any], wide: dict[str, dict[str, float]], figs: Path) -> Figure | None:
+def _fig4(run: CollectedRun, wide: dict[str, dict[str, float | None]], figs: Path) -> Figure | None:
     """Each average group (the paper: the Lipschitz ResNets) against the role its members start from."""
     from dfrobust.report.figures import plot_fig4
 
-    for role in ctx["roles"]:
+    for role in run.roles:
         group = role.get("average_group")
         if not group or f"{group} (average)" not in wide or role.get("start_from") not in wide:
             continue
@@ -116,7 +113,7 @@ def _fig4(ctx: dict[str, Any], wide: dict[str, dict[str, float]], figs: Path) ->
         columns = [c for c in next(iter(wide.values())) if c in wide[base]]
         series = (("unregularised", base), ("regularised (average)", f"{group} (average)"), ("regularised (best)", f"{group} (best)"))
         bars = {label: {column_label(c): wide[name].get(c) for c in columns} for label, name in series}
-        theirs = {label: dict(zip(map(column_label, columns), paper_table2(_paper_row(ctx, name), columns))) for label, name in series}
+        theirs = {label: dict(zip(map(column_label, columns), paper_table2(_paper_row(run, name), columns))) for label, name in series}
         return Figure(
             plot_fig4(bars, figs / "fig4.png", paper=theirs),
             "Fig 4. Regularisation: the unregularised ResNet-18 vs the average and the best of the Lipschitz-regularised ones.",
@@ -127,13 +124,13 @@ def _fig4(ctx: dict[str, Any], wide: dict[str, dict[str, float]], figs: Path) ->
 # ---------------------------------------------------------------- rendering
 
 
-def build_sections(ctx: dict[str, Any], figs: Path) -> tuple[list[Section], dict[str, Any]]:
+def build_sections(run: CollectedRun, figs: Path) -> tuple[list[Section], dict[str, Any]]:
     """The report's sections and the numbers behind them (for ``results.json``)."""
     results: dict[str, Any] = {"schema_version": RESULTS_SCHEMA_VERSION, "paper": paper.as_fractions()}
     sections = []
     s = Section("Detectors on unperturbed data")
-    if ctx["models"]:
-        t, rows = table1(ctx)
+    if run.models:
+        t, rows = table1(run)
         s.items.append(t)
         results["table1"] = rows
     else:
@@ -141,29 +138,30 @@ def build_sections(ctx: dict[str, Any], figs: Path) -> tuple[list[Section], dict
     sections.append(s)
 
     s = Section("Adversarial attacks")
-    if ctx["attack_rows"]:
-        t, long_rows, wide = table2(ctx)
-        ctx["table2_rows"], ctx["table2_wide"] = long_rows, wide
-        s.items.append(t)
+    # Table II once; the figures and the leaderboard below read it (None: no attack has finished)
+    t2 = table2(run) if run.attack_rows else None
+    if t2 is not None:
+        long_rows, wide = t2.rows, t2.wide
+        s.items.append(t2.table)
         results["table2"] = long_rows
         results["table2_wide"] = wide
         results["transfer"] = transfer_rows(long_rows)
         if any(len({e["attack"] for e in r["transfers"]}) > 1 for r in results["transfer"]):
-            s.items.append(transfer_table(results["transfer"], ordered_models(ctx, [r["model"] for r in results["transfer"]])))
-        results["table2_groups"] = group_rows(ctx["attack_rows"])
+            s.items.append(transfer_table(results["transfer"], ordered_models(run, [r["model"] for r in results["transfer"]])))
+        results["table2_groups"] = group_rows(run.attack_rows)
         if results["table2_groups"]:
             s.items.append(
-                group_table(results["table2_groups"], ordered_models(ctx, sorted({r["model"] for r in results["table2_groups"]})))
+                group_table(results["table2_groups"], ordered_models(run, sorted({r["model"] for r in results["table2_groups"]})))
             )
-        results["perturbations"] = perturbation_rows(ctx["attack_rows"])
+        results["perturbations"] = perturbation_rows(run.attack_rows)
         s.items.append(perturbation_table(results["perturbations"]))
-        for fig in (_fig2(ctx, figs), _fig3(ctx, long_rows, figs)):
+        for fig in (_fig2(run, figs), _fig3(run, long_rows, figs)):
             if fig:
                 s.items.append(fig)
         sections.append(s)
         s = Section("Lipschitz regularisation")
-        if any(r.get("average_group") for r in ctx["roles"]):  # the paper's Fig 4, only where the run trains such a group
-            fig = _fig4(ctx, wide, figs)
+        if any(r.get("average_group") for r in run.roles):  # the paper's Fig 4, only where the run trains such a group
+            fig = _fig4(run, wide, figs)
             s.items.append(fig if fig else "Regularised models not attacked yet.")
     else:
         s.items.append("No attack results yet.")
@@ -171,84 +169,84 @@ def build_sections(ctx: dict[str, Any], figs: Path) -> tuple[list[Section], dict
         sections.append(s)
 
     s = Section("Deep Image Prior defense")
-    if ctx["dip"]:
-        summ = ctx["dip"]["summary"]
+    dip = run.dip
+    if dip is not None:
+        summ = dip.summary
         timing = summ.get("timing", {})
         s.items.append(
-            f"Classifier: {ctx['dip']['role'].get('label', ctx['dip']['role'].get('model'))}. {summ.get('n_images', '?')} images; classification at iteration "
+            f"Classifier: {dip.role.get('label', dip.role.get('model'))}. {summ.get('n_images', '?')} images; classification at iteration "
             f"{summ.get('classify_at', '?')} of {summ.get('iterations_run', '?')} run; "
             f"{timing.get('seconds_per_image', float('nan')):.1f} s per image amortised on {', '.join(timing.get('device', ['?']))} "
             f"(batches of {timing.get('batch_size', '?')}; the paper: ~30 min per image on a K80)."
         )
         if summ.get("notes"):
             s.items.append("Categories with fewer candidates than requested: " + "; ".join(summ["notes"]) + ".")
-        s.items += [table3(ctx), *table4(ctx)]
-        sw = sweep_table(ctx)
+        s.items += [table3(dip), *table4(dip)]
+        sw = sweep_table(dip)
         if sw:
             s.items.append(sw)
         from dfrobust.report.dip_figures import draw_dip_figures
 
-        drawn = draw_dip_figures(ctx["dip"]["dir"], figs)
+        drawn = draw_dip_figures(dip.dir, figs)
         for name, caption in (
             ("fig5", "Fig 5. Images generated along the DIP optimisation for a perturbed (FGSM) fake."),
             ("fig6", "Fig 6. Classifier P(real) along the DIP optimisation: raw and window-averaged."),
         ):
             if name in drawn:
                 s.items.append(Figure(drawn[name], caption))
-        results["table3"] = ctx["dip"]["table3"]
-        results["table4"] = ctx["dip"]["table4"]
-        results["sweep"] = ctx["dip"]["sweep"]
+        results["table3"] = dip.table3
+        results["table4"] = dip.table4
+        results["sweep"] = dip.sweep
         results["dip_summary"] = summ
     else:
         s.items.append("The DIP study has not run yet.")
     sections.append(s)
 
-    for make in (adaptive_section, defense_section):
-        s = make(ctx, results, figs)
+    for s in (adaptive_section(run, results, figs), defense_section(run, t2, results, figs)):
         if s is not None:
             sections.append(s)
 
-    diffs = differences(ctx)
+    diffs = differences(run)
     sections.append(Section(DIFFERENCES_TITLE, ["\n".join(f"- {d}" for d in diffs)]))
-    sections.append(Section("How these numbers were made", [settings_table(ctx), stage_table(ctx)]))
+    sections.append(Section("How these numbers were made", [settings_table(run), stage_table(run.stages)]))
     results["differences"] = diffs
-    results["data"] = ctx["manifest"]
+    results["data"] = run.manifest
     results["settings"] = {
-        "config": ctx["cfg"],
-        "data_arg": ctx["stored"].get("data_arg"),
-        "device": ctx["stored"].get("device"),
-        "devices_resolved": ran_on(ctx["stages"]),  # what "auto" turned out to be, from the stage records
-        "versions": ctx["stored"].get("versions"),
+        "config": run.cfg,
+        "data_arg": run.stored.get("data_arg"),
+        "device": run.stored.get("device"),
+        "devices_resolved": ran_on(run.stages),  # what "auto" turned out to be, from the stage records
+        "versions": run.stored.get("versions"),
         # the CPU instruction set the numbers were computed at ([run] pin_isa or DFROBUST_PIN_ISA; utils/numerics.py)
-        "pinned_isa": ctx["cfg"]["run"].get("pin_isa") or (ctx["stored"].get("versions") or {}).get("pinned_isa") or "none",
+        "pinned_isa": run.cfg["run"].get("pin_isa") or (run.stored.get("versions") or {}).get("pinned_isa") or "none",
     }
-    results["stages"] = [{k: r.get(k) for k in ("name", "state", "seconds")} for r in ctx["stages"]]
+    results["stages"] = [{k: r.get(k) for k in ("name", "state", "seconds")} for r in run.stages]
     return sections, results
 
 
-def adaptive_section(ctx: dict[str, Any], results: dict[str, Any], figs: Path) -> Section | None:
+def adaptive_section(run: CollectedRun, results: dict[str, Any], figs: Path) -> Section | None:
     """Beyond the paper: Table V (adaptive attacks on the purifiers), robustness curves, Square's queries, masking checks."""
     from dfrobust.report.adaptive import adaptive_reading, curves_table, plot_curves, plot_square, square_rows, table5, warnings_lines
 
-    if not (ctx["adaptive"] or ctx["curves"] or ctx["attack_rows"]):
+    if not (run.adaptive or run.curves or run.attack_rows):
         return None
     s = Section("Beyond the paper: adaptive evaluation")
-    if ctx["adaptive"]:
+    if run.adaptive:
         dip_non, dip_n = None, None
-        if ctx["dip"]:
-            wrong = next((r for r in ctx["dip"]["table4"] if r["category"] == "perturbed/fake-wrong"), None)
+        if run.dip is not None:
+            wrong = next((r for r in run.dip.table4 if r["category"] == "perturbed/fake-wrong"), None)
             if wrong and int(wrong["n"]):
                 thr = "0.25" if "dip@0.25" in wrong else "0.5"
                 dip_non, dip_n = float(wrong[f"dip@{thr}"]), int(wrong["n"])
-        t, rows = table5(ctx["adaptive"], dip_non, dip_n)
+        t, rows = table5(run.adaptive, dip_non, dip_n)
         s.items += [adaptive_reading(rows), t]
         results["adaptive"] = rows
-    if ctx["curves"]:
+    if run.curves:
         results["robustness_curves"] = [
-            {k: r[k] for k in ("model", "norm", "eps", "subset", "n", "accuracy", "ci_low", "ci_high")} for r in ctx["curves"]
+            {k: r[k] for k in ("model", "norm", "eps", "subset", "n", "accuracy", "ci_low", "ci_high")} for r in run.curves
         ]
         for norm in ("linf", "l2"):
-            path = plot_curves(ctx["curves"], norm, figs / f"curves-{norm}.png")
+            path = plot_curves(run.curves, norm, figs / f"curves-{norm}.png")
             if path:
                 s.items.append(
                     Figure(
@@ -256,16 +254,16 @@ def adaptive_section(ctx: dict[str, Any], results: dict[str, Any], figs: Path) -
                         f"Robustness curve ({norm}): accuracy on fake test images under APGD at each radius, with Wilson 95% intervals.",
                     )
                 )
-        s.items.append(curves_table(ctx["curves"]))
-    warn = warnings_lines(ctx["curve_warnings"])
+        s.items.append(curves_table(run.curves))
+    warn = warnings_lines(run.curve_warnings)
     if warn:
         s.items += [
             "Signs of gradient masking (checks in the spirit of AutoAttack's; each is a reason to distrust a gradient "
             "attack's number for that model):",
             warn,
         ]
-        results["masking_warnings"] = ctx["curve_warnings"]
-    sq = square_rows(ctx["attack_rows"])
+        results["masking_warnings"] = run.curve_warnings
+    sq = square_rows(run.attack_rows)
     if sq:
         path = plot_square(sq, figs / "square.png")
         if path:
@@ -280,27 +278,30 @@ def adaptive_section(ctx: dict[str, Any], results: dict[str, Any], figs: Path) -
     return s if len(s.items) else None
 
 
-def defense_section(ctx: dict[str, Any], results: dict[str, Any], figs: Path) -> Section | None:
-    """Beyond the paper: the defense leaderboard, the trade-off figure and the certificates."""
+def defense_section(run: CollectedRun, t2: Table2 | None, results: dict[str, Any], figs: Path) -> Section | None:
+    """Beyond the paper: the defense leaderboard, the trade-off figure and the certificates.
+
+    ``t2``: Table II as :func:`build_sections` computed it (``None`` before any attack finished).
+    """
     from dfrobust.report.leaderboard import leaderboard_rows, leaderboard_table, plot_tradeoff
     from dfrobust.report.verdicts import masking_by_target, minimal_rows, minimal_table, robust_by_target, threat_model_of
 
-    if not ctx["models"]:
+    if not run.models:
         return None
     s = Section("Beyond the paper: defense leaderboard")
-    tm = threat_model_of(ctx["cfg"])
-    robust = robust_by_target(ctx)
-    rows = leaderboard_rows(ctx, ctx.get("table2_wide") or {}, robust, tm.record(), masking_by_target(ctx))
+    tm = threat_model_of(run.cfg)
+    robust = robust_by_target(run)
+    rows = leaderboard_rows(run, t2, robust, tm.record(), masking_by_target(run))
     results["threat_model"] = tm.record()
     results["robust_accuracy"] = {name: ra.record() for name, ra in robust.items()}
     results["leaderboard"] = rows
-    minimal = minimal_rows(ctx)
+    minimal = minimal_rows(run)
     results["minimal_perturbation"] = minimal
     caveat = (
         "A defense is only as good as the strongest attack run against it; the DIP row is measured "
         "against attacks that did not know the purifier unless its adaptive column is filled."
     )
-    if user_run(ctx):
+    if run.user_run:
         s.items.append(f"Your detectors, and the defenses this run put in front of them, on equal terms. {caveat}")
     else:
         s.items.append(
@@ -310,20 +311,20 @@ def defense_section(ctx: dict[str, Any], results: dict[str, Any], figs: Path) ->
         )
     s.items.append(leaderboard_table(rows))
     if minimal:
-        s.items.append(minimal_table(minimal, {r["name"]: r.get("label", r["name"]) for r in ctx["roles"]}))
+        s.items.append(minimal_table(minimal, {r["name"]: r.get("label", r["name"]) for r in run.roles}))
     path = plot_tradeoff(rows, figs / "tradeoff.png")
     if path:
         s.items.append(
             Figure(path, "Trade-off: robust accuracy at the threat model vs clean accuracy per defense; marker area: training cost.")
         )
-    if ctx["certify"]:
+    if run.certify:
         t = Table(
             "Randomized-smoothing certificates (Cohen et al. 2019)",
             ["model", "sigma", "n", "n0 / n samples", "abstained", *(f"certified @ L2 {r:g}" for r in (0.0, 0.25, 0.5, 1.0))],
             note="Certified accuracy: the smoothed classifier is correct and certified at this L2 radius (pixels in [0, 1]); "
             "Clopper-Pearson bounds at the given alpha; [low–high]: Wilson 95% interval over images.",
         )
-        for name, c in ctx["certify"].items():
+        for name, c in run.certify.items():
             by = {round(float(a["radius"]), 4): a for a in c["certified_accuracy"]}
             st = c["settings"]
             t.rows.append(
@@ -337,7 +338,7 @@ def defense_section(ctx: dict[str, Any], results: dict[str, Any], figs: Path) ->
                 ]
             )
         s.items.append(t)
-        results["certify"] = ctx["certify"]
+        results["certify"] = run.certify
     return s
 
 
@@ -346,20 +347,20 @@ def write_report(run_dir: str | Path) -> Path:
     from dfrobust.utils.io import atomic_path
 
     run_dir = Path(run_dir)
-    ctx = collect(run_dir)
+    run = collect(run_dir)
     report_dir = run_dir / "report"
     figs = report_dir / "figs"
     figs.mkdir(parents=True, exist_ok=True)
-    sections, results = build_sections(ctx, figs)
-    run = RunResults(run_dir, report_dir, figs, ctx["cfg"], ctx["plan"], results)
-    lead, lead_results = extra_sections(run, first=True)  # the verdict: it opens the report
-    extra, extra_results = extra_sections(run, first=False)  # plug-in sections (a stage kind's), before the paper comparison
+    sections, results = build_sections(run, figs)
+    for_sections = RunResults(run_dir, report_dir, figs, run.cfg, run.plan, results, collected=run)
+    lead, lead_results = extra_sections(for_sections, first=True)  # the verdict: it opens the report
+    extra, extra_results = extra_sections(for_sections, first=False)  # plug-in sections (a stage kind's), before the paper comparison
     at = next((i for i, s in enumerate(sections) if s.title == DIFFERENCES_TITLE), len(sections))
     sections[at:at] = extra
     if lead_results or extra_results:
         results["sections"] = {**lead_results, **extra_results}
-    title = f"dfrobust report: {run_dir.name} (preset {ctx['cfg']['run'].get('preset')})"
-    if user_run(ctx):
+    title = f"dfrobust report: {run_dir.name} (preset {run.cfg['run'].get('preset')})"
+    if run.user_run:
         about = (
             'Your detectors red-teamed with the attacks and defenses of "Adversarial Perturbations Fool Deepfake Detectors" '
             "(Gandhi & Jain, IJCNN 2020) and those the field added since. Every number below comes from this run's files; "
@@ -379,5 +380,5 @@ def write_report(run_dir: str | Path) -> Path:
         tmp.write_text(_html(title, sections), encoding="utf-8")
     write_json(report_dir / "results.json", results)
     with atomic_path(report_dir / "summary.md") as tmp:
-        tmp.write_text(summary_markdown(ctx, results), encoding="utf-8")
+        tmp.write_text(summary_markdown(run, results), encoding="utf-8")
     return report_dir

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from statistics import mean
 from typing import Any
 
 from dfrobust.report import paper
+from dfrobust.report.collected import CollectedRun, DipStudy
 from dfrobust.report.tables import Table, paper_pct, pct, rate
 
 #: Attacks of the paper (Table II's columns), and the momentum transfer attacks the summary shows as one line.
@@ -21,13 +23,13 @@ def _both(ours: Any, theirs: float | None, n: Any = None) -> str:
     return f"{mine} ({paper_pct(theirs)})" if theirs is not None else mine
 
 
-def ordered_models(ctx: dict[str, Any], present: list[str]) -> list[str]:
+def ordered_models(run: CollectedRun, present: list[str]) -> list[str]:
     """``present`` model names in the roles' order, with each average group's average and best rows after its members.
 
     Names without a role (a model the plan does not know) come last.
     """
     out: list[str] = []
-    roles = [r for r in ctx["roles"] if r["name"] in present]
+    roles = [r for r in run.roles if r["name"] in present]
     for i, role in enumerate(roles):
         out.append(role["name"])
         group = role.get("average_group")
@@ -37,26 +39,26 @@ def ordered_models(ctx: dict[str, Any], present: list[str]) -> list[str]:
     return out + [n for n in present if n not in out]
 
 
-def _average_members(ctx: dict[str, Any], name: str) -> list[str]:
+def _average_members(run: CollectedRun, name: str) -> list[str]:
     group = name.rsplit(" (", 1)[0]
-    return [r["name"] for r in ctx["roles"] if r.get("average_group") == group]
+    return [r["name"] for r in run.roles if r.get("average_group") == group]
 
 
-def _paper_row(ctx: dict[str, Any], name: str) -> str | None:
+def _paper_row(run: CollectedRun, name: str) -> str | None:
     """The key of ``name``'s row in the paper's tables (its role's ``paper_row``; average rows by group)."""
-    role = next((r for r in ctx["roles"] if r["name"] == name), None)
+    role = run.role(name)
     if role is not None:
         return role.get("paper_row")
     return name if name.endswith((" (average)", " (best)")) else None
 
 
-def table1(ctx: dict[str, Any]) -> tuple[Table, list[dict[str, Any]]]:
+def table1(run: CollectedRun) -> tuple[Table, list[dict[str, Any]]]:
     """Table I: clean test metrics per model (ours, the paper's in parentheses)."""
     avg = paper.TABLE1.get("resnet18-lip (average)")
     lam = [paper.TABLE1[k] for k in paper.TABLE1 if k.startswith("resnet18-lip") and k != "resnet18-lip (average)"]
     footnote = ""
-    shown = ordered_models(ctx, list(ctx["models"]))
-    if avg and lam and any(_paper_row(ctx, n) == "resnet18-lip (average)" for n in shown):  # only beside the paper's average row
+    shown = ordered_models(run, list(run.models))
+    if avg and lam and any(_paper_row(run, n) == "resnet18-lip (average)" for n in shown):  # only beside the paper's average row
         means = [mean(r[i] for r in lam) for i in range(2)]
         footnote = (
             f" The paper's own average row ({avg[0]:.1f}% accuracy, {avg[1]:.1f}% AUROC) is not the mean of its four "
@@ -65,21 +67,21 @@ def table1(ctx: dict[str, Any]) -> tuple[Table, list[dict[str, Any]]]:
     t = Table(
         "Table I. Unperturbed test data",
         ["model", "n", *METRIC_LABELS, "mean input-gradient norm"],
-        note=("In parentheses: the paper's numbers (1,250 test images per class). " if any(_paper_row(ctx, n) for n in shown) else "")
+        note=("In parentheses: the paper's numbers (1,250 test images per class). " if any(_paper_row(run, n) for n in shown) else "")
         + "Metrics on the whole test split (both classes); [low–high]: Wilson 95% interval on each rate's own denominator."
         + footnote,
     )
     out = []
-    models = ctx["models"]
-    for name in ordered_models(ctx, list(models)):
+    models = run.models
+    for name in ordered_models(run, list(models)):
         if name.endswith(" (best)"):
             continue  # the paper's Table I has an average row only
         if name.endswith(" (average)"):
-            tests = [models[n]["metrics"]["test"] for n in _average_members(ctx, name) if n in models]
+            tests = [models[n]["metrics"]["test"] for n in _average_members(run, name) if n in models]
             m = {k: _mean_of(tests, k) for k in (*METRIC_KEYS, "input_grad_norm")}
         else:
             m = models[name]["metrics"]["test"]
-        key = _paper_row(ctx, name)
+        key = _paper_row(run, name)
         theirs = paper.TABLE1.get(key) if key else None
         rows = [(name, m, theirs, {})]
         # one row per generator when the user's data has one folder per generator (no paper numbers for those)
@@ -131,28 +133,43 @@ def paper_table2(name: str | None, columns: list[str]) -> list[float | None]:
     return [theirs.get("clean" if c == "unperturbed" else c.replace("_", "-")) for c in columns]
 
 
-def table2(ctx: dict[str, Any]) -> tuple[Table, list[dict[str, Any]], dict[str, dict[str, float]]]:
+@dataclass(frozen=True)
+class Table2:
+    """Table II, computed once from the attack rows; Fig 3, Fig 4, the transfer table and the leaderboard read it.
+
+    Attributes:
+        table: the report's table.
+        rows: one row per model, attack and setting (``results.json``'s ``table2``; its n per cell).
+        wide: per model shown, in the table's order, each column's accuracy (``results.json``'s ``table2_wide``).
+    """
+
+    table: Table
+    rows: list[dict[str, Any]]
+    wide: dict[str, dict[str, float | None]]
+
+
+def table2(run: CollectedRun) -> Table2:
     """Table II: accuracy on fake test images, clean and perturbed, per model, attack and setting."""
     from dfrobust.studies.attack_tables import table2_counts, table2_rows, table2_wide
 
-    long_rows = table2_rows(ctx["attack_rows"]) if ctx["attack_rows"] else []
-    ensembles = {a["source"] for a in ctx["plan"]["attacks"] if a.get("members")}
+    long_rows = table2_rows(run.attack_rows) if run.attack_rows else []
+    ensembles = {a["source"] for a in run.plan["attacks"] if a.get("members")}
     # transfers a role adds beyond the paper's (its transfer_to) go to the transfer table, not to Table II's paper columns
-    extra = {(r["name"], t) for r in ctx["roles"] for t in r.get("transfer_to") or ()}
+    extra = {(r["name"], t) for r in run.roles for t in r.get("transfer_to") or ()}
     paper_rows = [r for r in long_rows if not (r["setting"] == "blackbox" and (r["source"], r["model"]) in extra)]
     # an ensemble's whitebox row describes the surrogate, not a detector of the study: no row of its own
     wide = {r["model"]: r for r in table2_wide(paper_rows) if r["model"] not in ensembles}
     columns = table2_columns(wide)
-    names = ordered_models(ctx, list(wide))
+    names = ordered_models(run, list(wide))
     counts = table2_counts(paper_rows)  # attacked fakes per model and column (an attack may run on fewer)
     for name in names:
         if name.endswith((" (average)", " (best)")):
-            members = [wide[n] for n in _average_members(ctx, name) if n in wide]
+            members = [wide[n] for n in _average_members(run, name) if n in wide]
             if name.endswith(" (average)"):
                 wide[name] = {k: _mean_of(members, k) for k in columns}
             else:
                 wide[name] = {k: max((float(m[k]) for m in members if k in m), default=None) for k in columns}
-    theirs_shown = any(_paper_row(ctx, n) for n in names)  # the paper's rows (and its captions) only where the run has them
+    theirs_shown = any(_paper_row(run, n) for n in names)  # the paper's rows (and its captions) only where the run has them
     averages = any(n.endswith(" (average)") for n in names)
     t = Table(
         "Table II. Accuracy on fake test images, unperturbed and perturbed",
@@ -178,7 +195,7 @@ def table2(ctx: dict[str, Any]) -> tuple[Table, list[dict[str, Any]], dict[str, 
         ("beyond the paper", [column_label(c) for c in columns if c not in ours]),
     ]
     for name in names:
-        theirs = paper_table2(_paper_row(ctx, name), columns)
+        theirs = paper_table2(_paper_row(run, name), columns)
         n = counts.get(name, {})
         t.rows.append(
             [
@@ -187,7 +204,7 @@ def table2(ctx: dict[str, Any]) -> tuple[Table, list[dict[str, Any]], dict[str, 
                 *(_both(wide[name].get(k), theirs[i], n.get(k, n.get("unperturbed"))) for i, k in enumerate(columns)),
             ]
         )
-    return t, long_rows, {n: {k: wide[n].get(k) for k in columns} for n in names}
+    return Table2(t, long_rows, {n: {k: wide[n].get(k) for k in columns} for n in names})
 
 
 PERTURBATION_KEYS = ("l2", "linf", "psnr", "ssim")
@@ -231,7 +248,7 @@ def perturbation_table(rows: list[dict[str, Any]]) -> Table:
     return t
 
 
-def table3(ctx: dict[str, Any]) -> Table:
+def table3(dip: DipStudy) -> Table:
     """Table III: the DIP defense overall, per method and threshold, beside the paper's."""
     t = Table(
         "Table III. DIP defense results overall",
@@ -241,7 +258,7 @@ def table3(ctx: dict[str, Any]) -> Table:
         "dip-es = output at each image's ES-WMV stopping point (dip.early_stop); jpeg/blur = cheap transforms. "
         "[low–high]: Wilson 95% interval on accuracy (per-class counts are in Table IV).",
     )
-    for r in ctx["dip"]["table3"]:
+    for r in dip.table3:
         thr = float(r["threshold"])
         key = "baseline" if r["method"] == "baseline" and thr == 0.5 else f"dip@{thr:.2f}" if r["method"] == "dip" else None
         theirs = paper.TABLE3.get(key) if key else None
@@ -256,9 +273,9 @@ def table3(ctx: dict[str, Any]) -> Table:
     return t
 
 
-def table4(ctx: dict[str, Any]) -> list[Table]:
+def table4(dip: DipStudy) -> list[Table]:
     """Table IV: accuracy per category of the DIP study, one table per threshold (methods as columns)."""
-    rows = ctx["dip"]["table4"]
+    rows = dip.table4
     cols = [c for c in rows[0] if "@" in c] if rows else []
     thresholds = list(dict.fromkeys(c.split("@")[1] for c in cols))
     requested = rows[0].get("requested", "") if rows else ""
@@ -277,13 +294,13 @@ def table4(ctx: dict[str, Any]) -> list[Table]:
     return tables
 
 
-def sweep_table(ctx: dict[str, Any]) -> Table | None:
+def sweep_table(dip: DipStudy) -> Table | None:
     """Accuracy per classification iteration T (the paper chose 6,000 from 2,500..7,500)."""
-    rows = ctx["dip"]["sweep"]
+    rows = dip.sweep
     if not rows:
         return None
     cols = [c for c in rows[0] if "@" in c]
-    n = ctx["dip"]["summary"].get("n_images")
+    n = dip.summary.get("n_images")
     t = Table(
         "Choice of T: accuracy per classification iteration",
         ["iteration", *cols],
@@ -294,10 +311,10 @@ def sweep_table(ctx: dict[str, Any]) -> Table | None:
     return t
 
 
-def settings_table(ctx: dict[str, Any]) -> Table:
+def settings_table(run: CollectedRun) -> Table:
     """What made these numbers: preset, overrides, seed, data, device, versions."""
-    cfg, stored = ctx["cfg"], ctx["stored"]
-    man = ctx["manifest"] or {}
+    cfg, stored = run.cfg, run.stored
+    man = run.manifest or {}
     data_hash = man.get("manifest_hash") or "–"
     made = man.get("created_by", {})
     counts = man.get("counts", {})
@@ -323,7 +340,7 @@ def settings_table(ctx: dict[str, Any]) -> Table:
         ["data", str(stored.get("data_arg") or "built-in synthetic faces") + where],
         ["data size", size],
         ["data fingerprint" if man.get("in_place") else "data manifest hash", data_hash],
-        ["device", device_text(stored.get("device"), ctx["stages"])],
+        ["device", device_text(stored.get("device"), run.stages)],
     ]
     rows += [[f"version: {k}", str(v)] for k, v in sorted(stored.get("versions", {}).items())]
     return Table("Settings of this run", ["setting", "value"], rows)
@@ -354,11 +371,11 @@ def device_text(asked: Any, stages: list[dict[str, Any]]) -> str:
     return str(asked) if not devices or devices == [str(asked)] else f"{asked} (ran on: {', '.join(devices)})"
 
 
-def stage_table(ctx: dict[str, Any]) -> Table:
+def stage_table(stages: list[dict[str, Any]]) -> Table:
     """Wall time per planned stage and where it ran, from the stage records."""
     t = Table("Wall time per stage", ["stage", "state", "seconds", "ran on"])
     total = 0.0
-    for rec in ctx["stages"]:
+    for rec in stages:
         secs = float(rec.get("seconds") or 0.0)
         total += secs
         host = rec.get("host") or {}

@@ -6,13 +6,18 @@ from typing import Any
 
 from dfrobust.attacks.base import attack_info
 from dfrobust.report import paper
+from dfrobust.report.collected import CollectedRun
 from dfrobust.report.study_tables import _both, _paper_row, column_label, paper_table2, table2_columns
 from dfrobust.report.tables import md_escape, pct
 from dfrobust.report.transfer import attack_label
 
 
-def summary_markdown(ctx: dict[str, Any], results: dict[str, Any]) -> str:
-    """A short Markdown summary (the verdict, Table II and the DIP headline) for a README or a chat message."""
+def summary_markdown(run: CollectedRun, results: dict[str, Any]) -> str:
+    """A short Markdown summary (the verdict, Table II and the DIP headline) for a README or a chat message.
+
+    ``results``: the numbers the report computed (``results.json``); ``run``: the run they came from (its
+    roles, models, certificates, stage records and settings).
+    """
     from dfrobust.report.sections.verdict import verdict_lines
 
     lines = []
@@ -34,7 +39,7 @@ def summary_markdown(ctx: dict[str, Any], results: dict[str, Any]) -> str:
         counts = table2_counts(results.get("table2", []))
         lines += ["| model | n | " + " | ".join(map(column_label, columns)) + " |", "|---" * (len(columns) + 2) + "|"]
         for name, row in wide.items():
-            vals = paper_table2(_paper_row(ctx, name), columns)
+            vals = paper_table2(_paper_row(run, name), columns)
             n = counts.get(name, {})
             lines.append(
                 f"| {md_escape(name)} | {n.get('unperturbed') or '–'} | "
@@ -62,7 +67,7 @@ def summary_markdown(ctx: dict[str, Any], results: dict[str, Any]) -> str:
             )
             + ".",
         ]
-    models = ctx.get("models") or {}
+    models = run.models
     if models:
         parts = []
         for name, meta in models.items():
@@ -119,7 +124,7 @@ def summary_markdown(ctx: dict[str, Any], results: dict[str, Any]) -> str:
             )
             + ".",
         ]
-    for name, c in (ctx.get("certify") or {}).items():
+    for name, c in run.certify.items():
         by = {round(float(a["radius"]), 4): a for a in c["certified_accuracy"]}
         if 0.25 in by:
             lines += [
@@ -128,13 +133,13 @@ def summary_markdown(ctx: dict[str, Any], results: dict[str, Any]) -> str:
                 f"{c['settings']['n']} samples): certified accuracy {pct(by[0.25]['accuracy'])} at L2 radius 0.25"
                 + (f", {pct(by[0.5]['accuracy'])} at 0.5." if 0.5 in by else "."),
             ]
-    total = sum(float(r.get("seconds") or 0) for r in ctx["stages"])
-    vers = ctx["stored"].get("versions", {})
-    cpus = sorted({r["host"]["cpus"] for r in ctx["stages"] if r.get("host")})  # the machine that ran the stages, not this one
+    total = sum(float(r.get("seconds") or 0) for r in run.stages)
+    vers = run.stored.get("versions", {})
+    cpus = sorted({r["host"]["cpus"] for r in run.stages if r.get("host")})  # the machine that ran the stages, not this one
     where = vers.get("gpu") or (f"{'/'.join(map(str, cpus))} CPU cores" if cpus else "CPU")
     lines += [
         "",
-        f"Preset `{ctx['cfg']['run'].get('preset')}`, seed {ctx['cfg']['run']['seed']}, {total / 60:.1f} min of stage time on "
+        f"Preset `{run.cfg['run'].get('preset')}`, seed {run.cfg['run']['seed']}, {total / 60:.1f} min of stage time on "
         f"{where} ({vers.get('platform', '?')}), torch {vers.get('torch', '?')}.",
     ]
     # names in these lines are the user's (cards, purifiers): no raw HTML reaches a README that copies this file

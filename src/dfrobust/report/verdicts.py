@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from dfrobust.evaluate.masking import masking_checks
-from dfrobust.evaluate.robustness import Budget, RobustAccuracy, ThreatModel, minimal_perturbation, robust_accuracy_by_target
+from dfrobust.evaluate.robustness import RobustAccuracy, ThreatModel, minimal_perturbation, robust_accuracy_by_target
+from dfrobust.report.collected import CollectedRun
 from dfrobust.report.tables import Table, rate
 
 
@@ -26,24 +27,24 @@ def threat_model_of(cfg: Mapping[str, Any]) -> ThreatModel:
     return ThreatModel(**t)
 
 
-def robust_by_target(ctx: Mapping[str, Any]) -> dict[str, RobustAccuracy]:
+def robust_by_target(run: CollectedRun) -> dict[str, RobustAccuracy]:
     """Robust accuracy of every attacked detector at the study's threat model."""
-    budgets: Mapping[str, Budget] = ctx.get("attack_budgets") or {}
+    budgets = run.attack_budgets
     # the attacks on the detector itself (gradient and score-based), as AutoAttack's suite; transfers are reported apart
-    rows = [r for r in ctx.get("attack_rows", []) if r["attack"] in budgets and r.get("setting") == "whitebox"]
-    return robust_accuracy_by_target(rows, threat_model_of(ctx["cfg"]), budgets) if rows else {}
+    rows = [r for r in run.attack_rows if r["attack"] in budgets and r.get("setting") == "whitebox"]
+    return robust_accuracy_by_target(rows, threat_model_of(run.cfg), budgets) if rows else {}
 
 
-def masking_by_target(ctx: Mapping[str, Any]) -> dict[str, list[str]]:
+def masking_by_target(run: CollectedRun) -> dict[str, list[str]]:
     """Per detector, the gradient-masking warnings: its robustness curves' (``summary.json`` ``warnings``)
     and the failed checks of :mod:`dfrobust.evaluate.masking` over its attack rows (Carlini et al. 2019)."""
-    out: dict[str, list[str]] = {name: list(ws) for name, ws in (ctx.get("curve_warnings") or {}).items() if ws}
-    budgets: Mapping[str, Budget] = ctx.get("attack_budgets") or {}
-    rows = [r for r in ctx.get("attack_rows", []) if r["attack"] in budgets]
+    out: dict[str, list[str]] = {name: list(ws) for name, ws in run.curve_warnings.items() if ws}
+    budgets = run.attack_budgets
+    rows = [r for r in run.attack_rows if r["attack"] in budgets]
     by_target: dict[str, list[Any]] = {}
     for r in rows:
         by_target.setdefault(str(r["target"]), []).append(r)
-    tm = threat_model_of(ctx["cfg"]) if by_target else None
+    tm = threat_model_of(run.cfg) if by_target else None
     for target, rs in sorted(by_target.items()):
         failed = [f"{c.name}: {c.message}" for c in masking_checks(rs, tm, budgets) if c.flagged]
         if failed:
@@ -51,10 +52,10 @@ def masking_by_target(ctx: Mapping[str, Any]) -> dict[str, list[str]]:
     return out
 
 
-def minimal_rows(ctx: Mapping[str, Any]) -> list[dict[str, Any]]:
+def minimal_rows(run: CollectedRun) -> list[dict[str, Any]]:
     """Per detector and unbounded whitebox attack: median and quartiles of the smallest L2 that flipped each image."""
-    budgets: Mapping[str, Budget] = ctx.get("attack_budgets") or {}
-    rows = [r for r in ctx.get("attack_rows", []) if r.get("setting") == "whitebox" and r["attack"] in budgets]
+    budgets = run.attack_budgets
+    rows = [r for r in run.attack_rows if r.get("setting") == "whitebox" and r["attack"] in budgets]
     out = []
     for e in minimal_perturbation(rows, budgets):
         out.append({"detector": e["target"], "attack": e["attack"], "n": e["n"], "n_success": e["n_success"],

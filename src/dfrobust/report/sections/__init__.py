@@ -20,7 +20,8 @@ them after its own result sections, before "Where this run differs from the pape
 with ``first = True`` (the verdict), which opens the report. A section's :meth:`ReportSection.results`
 (if not ``None``) lands in ``results.json`` under ``sections``. A section reads the numbers the
 report's own sections computed (``RunResults.results``: the leaderboard, Table I, Table V ...) rather
-than computing them again.
+than computing them again, and the run's stage outputs as typed objects (``RunResults.collected``,
+a :class:`dfrobust.report.collected.CollectedRun`) rather than reading the files again.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from dfrobust.report.collected import CollectedRun
 from dfrobust.report.document import Section
 from dfrobust.utils.plugins import Registry
 from dfrobust.utils.runfolder import resolve
@@ -47,6 +49,8 @@ class RunResults:
         plan: ``plan.json`` (each stage kind's record under its key).
         results: the numbers the report's own sections computed (``results.json`` so far: ``leaderboard``,
             ``table1``, ``robust_accuracy``, ``minimal_perturbation``, ``adaptive`` ...); empty outside a run's report.
+        collected: what the report read from the run folder (models, attack rows, the DIP study, curves,
+            certificates ...); ``None`` outside a run's report (the seeds report).
     """
 
     run_dir: Path
@@ -55,6 +59,7 @@ class RunResults:
     config: dict[str, Any]
     plan: dict[str, Any]
     results: Mapping[str, Any] = field(default_factory=dict)
+    collected: CollectedRun | None = None
 
     def record(self, key: str) -> Any:
         """A stage kind's entry in ``plan.json`` (``None`` when absent)."""
