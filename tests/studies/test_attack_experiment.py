@@ -79,6 +79,8 @@ def test_run_writes_transfer_row_for_two_targets(reference_run: Path, models: tu
     assert {r["label"] for r in rows} == {"0"} and {r["source"] for r in rows} == {"tiny-a"}
     assert all(r["success"] == str(int(r["adv_pred"] != r["label"])) for r in rows)
     assert {"jpeg_p_real", "jpeg_pred"} <= set(rows[0])  # beside, not instead of, the PNG evaluation
+    # one success definition: ``success`` on the stored PNGs; the float verdict only under a name that says so
+    assert "attack_success" not in rows[0] and all(r["success_float"] in ("0", "1") for r in rows)
 
     summary = read_json(reference_run / "summary.json")
     assert summary["complete"] and summary["config"]["attack"] == "pgd"
@@ -89,6 +91,9 @@ def test_run_writes_transfer_row_for_two_targets(reference_run: Path, models: tu
         assert res["perturbed_accuracy"] == sum(r["adv_pred"] == r["label"] for r in mine) / len(mine)
         assert res["clean_accuracy"] == sum(r["clean_pred"] == r["label"] for r in mine) / len(mine)
     assert summary["results"]["tiny-a"]["perturbed_accuracy"] < summary["results"]["tiny-a"]["clean_accuracy"]
+    white = [r for r in rows if r["setting"] == "whitebox"]
+    assert summary["crafting"]["success_rate"] == sum(r["success"] == "1" for r in white) / len(white)
+    assert summary["crafting"]["success_float_rate"] == sum(r["success_float"] == "1" for r in white) / len(white)
 
     table = read_csv(reference_run / "table2.csv")
     assert [(r["model"], r["setting"]) for r in table] == [("tiny-a", "whitebox"), ("tiny-b", "blackbox")]
@@ -167,6 +172,8 @@ def test_new_targets_rescore_the_stored_images_without_crafting(
     out = tmp_path / "run"
     run_attack(toy_dataset, models[0], [models[0]], cfg, out)  # whitebox only
     assert {r["target"] for r in read_csv(out / "results.csv")} == {"tiny-a"}
+    for part in (out / "parts").glob("part-*.csv"):  # parts written before the float success was renamed
+        part.write_text(part.read_text().replace("success_float", "attack_success"))
     crafted: list[int] = []
     real_batch = experiment.attack_batch
     monkeypatch.setattr(experiment, "attack_batch", lambda *a: crafted.append(a[1]) or real_batch(*a))

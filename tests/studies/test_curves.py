@@ -94,3 +94,34 @@ def test_run_curves_writes_rows_checks_and_resumes(toy_dataset: Path, toy_model:
     (out / "summary.json").unlink()
     again = run_curves(toy_dataset, toy_model, out, norms=norms, max_images=8, steps=3, batch_size=4, device="cpu")
     assert again["rows"] == summary["rows"]
+
+
+class Threshold(nn.Module):
+    """Calls an image fake unless its mean pixel passes 128.3/255: a float nudge of 128/255 fools it, 8 bits undo that."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        real = (x.flatten(1).mean(1) > 128.3 / 255).float()
+        return torch.stack([1 - real, real], dim=1)
+
+
+def test_a_flip_that_8_bit_rounding_undoes_is_no_success(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dfrobust.attacks.base import AttackResult
+    from dfrobust.studies import curves
+
+    x = torch.full((3, 3, 4, 4), 128 / 255)  # 8-bit images, as loaded from PNG
+    x[2] = 200 / 255  # called real even clean: wrong whatever the rounding
+    y = torch.zeros(3, dtype=torch.long)
+
+    def nudging(*args: object, **kwargs: object):  # noqa: ANN202 - stands in for make_attack: floats that fool
+        def attack(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> AttackResult:
+            adv = xb + 0.4 / 255  # less than half a level: rounds back
+            zeros = torch.zeros(len(xb))
+            return AttackResult(adv, model(adv).argmax(1) != yb, zeros, zeros, {})
+
+        return attack
+
+    monkeypatch.setattr(curves, "make_attack", nudging)
+    model = Threshold()
+    assert (model(x + 0.4 / 255).argmax(1) != y).all()  # the attack's own (float) verdict: every image fooled
+    fooled = curves.attack_success(model, x, y, "fgsm", {"eps": 1 / 255})
+    assert fooled.tolist() == [False, False, True]  # on the 8-bit images only the one far from the threshold

@@ -177,7 +177,7 @@ class APGD(Attack):
             x_out[rows[take]] = x_r[take]
             out_loss[rows[take]] = loss_r[take]
             fooled[rows] |= fooled_r
-            bar.set_postfix(fooled=f"{int(fooled.sum())}/{n}")
+            bar.set_postfix({"fooled (float images)": f"{int(fooled.sum())}/{n}"})  # before 8-bit rounding; runs count PNGs
         bar.close()
         with torch.no_grad():
             margin = logit_margin(model(x_out), y)

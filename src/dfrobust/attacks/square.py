@@ -198,7 +198,7 @@ class Square(Attack):
                     self.on_step(it, rows, margin[rows], accept)
                 bar.update()
                 if it % 50 == 0:
-                    bar.set_postfix(fooled=f"{int(fooled.sum())}/{n}")
+                    bar.set_postfix({"fooled (float images)": f"{int(fooled.sum())}/{n}"})  # before 8-bit rounding; runs count PNGs
             bar.close()
         return x_best, {"queries": used, "margin": -margin}
 

@@ -43,7 +43,7 @@ from dfrobust.report.study_tables import (
     table4,
 )
 from dfrobust.report.summary import summary_markdown
-from dfrobust.report.tables import Table, rate
+from dfrobust.report.tables import SUCCESS_DEFINITION, Table, rate
 from dfrobust.report.transfer import transfer_rows, transfer_table
 from dfrobust.utils.io import write_json
 
@@ -208,7 +208,7 @@ def build_sections(run: CollectedRun, figs: Path) -> tuple[list[Section], dict[s
 
     diffs = differences(run)
     sections.append(Section(DIFFERENCES_TITLE, ["\n".join(f"- {d}" for d in diffs)]))
-    sections.append(Section("How these numbers were made", [settings_table(run), stage_table(run.stages)]))
+    sections.append(Section("How these numbers were made", [SUCCESS_DEFINITION, settings_table(run), stage_table(run.stages)]))
     results["differences"] = diffs
     results["data"] = run.manifest
     results["settings"] = {

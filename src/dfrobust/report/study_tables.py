@@ -175,7 +175,8 @@ def table2(run: CollectedRun) -> Table2:
         "Table II. Accuracy on fake test images, unperturbed and perturbed",
         ["model", "n", *map(column_label, columns)],
         note=("In parentheses: the paper's numbers. " if theirs_shown else "")
-        + "n: attacked fake images; [low–high]: Wilson 95% interval"
+        + "Perturbed: the detector re-evaluated on the stored 8-bit PNGs (the one success definition, see 'How these numbers "
+        + "were made'). n: attacked fake images; [low–high]: Wilson 95% interval"
         + (" (the average and best rows summarise their members and carry none)" if averages else "")
         + ". Blackbox: evaluated on images crafted on the role each model transfers from"
         + (" (the paper: the VGG-16 for every ResNet, the ResNet-18 for the VGG-16)" if theirs_shown else "")

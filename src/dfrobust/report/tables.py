@@ -35,6 +35,16 @@ def rate(value: Any, n: Any, digits: int = 1) -> str:
     return f"{text} [{100 * lo:.{digits}f}–{100 * hi:.{digits}f}]"
 
 
+#: The one definition of an attack's success that every table and rate of the report counts (docs/architecture.md).
+SUCCESS_DEFINITION = (
+    "An attack succeeds on an image when the detector, re-evaluated on the stored 8-bit PNG of the attacked image, "
+    "gets it wrong (a fake passed as real); every accuracy under attack, success rate and interval in this report "
+    "counts that, the robustness curves included (Table V's 'any iterate' rule alone looks at the attack's float "
+    "iterates, as DiffPure's rule does). The attack's own verdict on its float image before rounding (results.csv's success_float) can count "
+    "more, since rounding to 8 bits can undo a flip; it is kept for diagnostics and enters no table."
+)
+
+
 def md_escape(text: str) -> str:
     """``text`` safe inside Markdown (a table cell or a paragraph): the characters Markdown would act on are escaped."""
     return "".join(_MD_ENTITIES.get(c) or ("\\" + c if c in "\\`*_[]|#" else c) for c in str(text))

@@ -36,6 +36,12 @@ def _scores(
     return {m.name: {k: p_real(m.model, v, batch_size, device) for k, v in images.items()} for m in models}
 
 
+#: The column of the attack's own success on its float image (before the 8-bit PNG); ``success`` is the one counted.
+SUCCESS_FLOAT = "success_float"
+#: Its name in result files written before it was renamed (read back by :func:`rescore_part`).
+LEGACY_SUCCESS_FLOAT = "attack_success"
+
+
 #: Columns of a result row that depend on the target model; every other column describes the crafted image.
 TARGET_COLUMNS = ("target", "setting", "clean_p_real", "adv_p_real", "clean_pred", "adv_pred", "success",
                   "jpeg_quality", "jpeg_p_real", "jpeg_pred", "jpeg_clean_pred", *platform.PLATFORM_COLUMNS)  # fmt: skip
@@ -82,7 +88,9 @@ def attack_batch(
             **{k: v[i] for k, v in per_image.items()},
             **({"source_members": "+".join(m.name for m in src.members)} if src.members else {}),
             "seconds": seconds,
-            "attack_success": int(result.success[i]),  # on the float image, before quantisation
+            # the attack's own verdict on its float image, before quantisation: diagnostics only; every table and
+            # rate counts ``success``, the target's verdict on the stored 8-bit PNG (docs/architecture.md)
+            SUCCESS_FLOAT: int(result.success[i]),
             **{k: int(v[i]) if isinstance(v[i], bool) else v[i] for k, v in extras.items()},
         })  # fmt: skip
     return _target_rows(cfg, crafted, x, x_adv, src, models, device)
@@ -144,6 +152,9 @@ def rescore_part(
     """Re-evaluate a finished batch on a new set of targets from its stored PNGs (no crafting); its new rows."""
     rows = read_csv(part)
     crafted = [{k: v for k, v in r.items() if k not in TARGET_COLUMNS} for r in rows if r["setting"] == "whitebox"]
+    for c in crafted:  # a part written before the rename carries the float success under its old name
+        if LEGACY_SUCCESS_FLOAT in c:
+            c[SUCCESS_FLOAT] = c.pop(LEGACY_SUCCESS_FLOAT)
     if [c["image"] for c in crafted] != images.paths[unit.slice]:
         raise DfrobustError(f"{part} does not hold this run's images; delete {out_dir} and rerun")
     x_adv = torch.stack([load_image(out_dir / "images" / png_name(c["image"])) for c in crafted])

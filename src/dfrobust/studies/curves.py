@@ -9,9 +9,9 @@ the gradient-masking checks of :mod:`dfrobust.studies.masking_checks` and writes
     OUT/curves.csv         model, norm, eps, subset, n, accuracy, ci_low, ci_high
     OUT/summary.json       the rows, the checks' numbers, and ``warnings`` (strings)
 
-Accuracy is measured on the attack's float images (the continuous threat model of
-RobustBench, not the 8-bit stored images of the attack stage); eps 0 is clean accuracy and
-starts every curve.
+Accuracy is measured as everywhere in dfrobust (one success definition, docs/architecture.md):
+on the attacked images rounded to 8 bits, what storing them as PNG gives, not on the attack's
+float images; eps 0 is clean accuracy and starts every curve.
 
 >>> rows = robustness_curve(model, x, y, "linf", [0, 2 / 255, 8 / 255], steps=20)  # doctest: +SKIP
 """
@@ -33,7 +33,17 @@ from dfrobust.data.layouts import CLASS_CHOICES, load_images
 from dfrobust.errors import DfrobustError
 from dfrobust.evaluate.intervals import wilson_interval
 from dfrobust.models.loading import load_model_arg
-from dfrobust.utils.io import claim_own_folder, read_csv, read_record, require_own_folder, sha256_bytes, to_json, write_csv, write_json
+from dfrobust.utils.io import (
+    claim_own_folder,
+    quantize,
+    read_csv,
+    read_record,
+    require_own_folder,
+    sha256_bytes,
+    to_json,
+    write_csv,
+    write_json,
+)
 from dfrobust.utils.parts import PartStore
 from dfrobust.utils.runtime import progress, resolve_device, seed_everything, versions
 
@@ -50,7 +60,9 @@ def attack_success(
 ) -> torch.Tensor:
     """Per image (CPU bool): whether ``attack`` with ``params`` fooled ``model``; batch ``k`` is attacked with seed ``seed + k``.
 
-    Parameters the attack does not take (``norm`` for FGSM) are dropped, so one call shape fits every attack.
+    Judged as the attack stage judges: ``model`` re-evaluated on the attacked image rounded to 8 bits (a stored PNG),
+    not the attack's own verdict on its float image. Parameters the attack does not take (``norm`` for FGSM) are
+    dropped, so one call shape fits every attack.
     """
     known = attack_defaults(attack)
     kept = {k: v for k, v in params.items() if k in known}
@@ -58,7 +70,8 @@ def attack_success(
     for k, start in enumerate(range(0, len(x), batch_size)):
         extra = {"seed": seed + k} if "seed" in known else {}
         result = make_attack(attack, **kept, **extra)(model, x[start : start + batch_size], y[start : start + batch_size])
-        out.append(result.success.cpu())
+        rounded = quantize(result.x_adv)  # rounding can undo a flip: the stored image is what counts
+        out.append(~clean_correct(model, rounded, y[start : start + batch_size], batch_size))
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
 
 
