@@ -31,7 +31,7 @@ def _results() -> dict:
                 "clean_accuracy": 0.8,
                 "n_test": 10,
                 "robust_accuracy": 0.5,
-                "n_robust": None,
+                "n_robust": 8,
                 "n_attacked": 8,
                 "nonadaptive_accuracy": 0.5,
                 "nonadaptive_only": True,

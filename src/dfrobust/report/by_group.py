@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dfrobust.report.attack_figures import column_order, series_label
+from dfrobust.report.study_tables import own_n
 from dfrobust.report.tables import Table, rate
 from dfrobust.studies.attack_tables import table2_counts, table2_rows, table2_wide
 
@@ -52,7 +53,7 @@ def group_table(rows: Sequence[Mapping[str, Any]], order: Sequence[str]) -> Tabl
                     [
                         f"{m} / {g}",
                         str(n["unperturbed"]),
-                        *(rate(entry[c], n.get(c, n["unperturbed"])) if c in entry else "–" for c in columns),
+                        *(rate(entry[c], n.get(c)) + own_n(n.get(c), n["unperturbed"]) if c in entry else "–" for c in columns),
                     ]
                 )
     return t

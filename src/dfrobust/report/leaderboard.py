@@ -22,7 +22,7 @@ from dfrobust.evaluate.robustness import RobustAccuracy
 from dfrobust.report.attack_figures import setting_label
 from dfrobust.report.collected import CollectedRun
 from dfrobust.report.plotting import plt, save_figure
-from dfrobust.report.study_tables import Table2
+from dfrobust.report.study_tables import Table2, own_n
 from dfrobust.report.tables import Table, pct, rate
 from dfrobust.studies.attack_tables import table2_counts
 
@@ -82,7 +82,8 @@ def leaderboard_rows(
             continue  # the other architecture is not a defense of the ResNet
         cols = wide.get(name, {})
         white = {k: v for k, v in cols.items() if k.endswith("_whitebox") and v is not None}
-        black = [v for k, v in cols.items() if "_blackbox" in k and v is not None]
+        black = {k: v for k, v in cols.items() if "_blackbox" in k and v is not None}
+        worst_black = min(black, key=lambda k: black[k]) if black else None  # its n is that column's, not the model's
         test = meta.get("metrics", {}).get("test", {})
         cost, cost_source = _cost(meta, models.get(role.get("start_from") or "") if role.get("start_from") else None)
         row: dict[str, Any] = {
@@ -102,7 +103,8 @@ def leaderboard_rows(
             "robust_interval": list(robust[name].interval) if name in robust else None,
             "robust_attacks": robust[name].attacks if name in robust else [],
             "worst_whitebox": min(white.values()) if white else None,
-            "blackbox": min(black) if black else None,
+            "blackbox": black[worst_black] if worst_black else None,
+            "n_blackbox": counts.get(name, {}).get(worst_black) if worst_black else None,
             "adaptive": None,
             # a user's card was not trained here: it has no training cost to compare
             "cost_multiplier": None if role.get("card") else 1.0 if name == base_name else cost,
@@ -130,6 +132,7 @@ def leaderboard_rows(
         role = dip.role
         ada = run.adaptive.get("dip") or {}
         adaptive = ada.get("accuracy_adaptive_worst")
+        adaptive_wins = adaptive is not None and (acc_p is None or adaptive <= acc_p)
         rows.append(
             {
                 "defense": f"dip + {role.get('model')}",
@@ -145,11 +148,14 @@ def leaderboard_rows(
                 "whitebox": {},
                 "threat_model": dict(threat_model or {}),
                 # the worst of the attacks that ran: the adaptive one (it knows the purifier) and the study's (it does not)
-                "robust_accuracy": adaptive if adaptive is not None and (acc_p is None or adaptive <= acc_p) else acc_p,
-                "n_robust": int(ada["n"]) if adaptive is not None and (acc_p is None or adaptive <= acc_p) else None,
+                "robust_accuracy": adaptive if adaptive_wins else acc_p,
+                # the n of whichever number is shown: the adaptive attack's fakes or the study's perturbed ones
+                "n_robust": int(ada["n"]) if adaptive_wins else (n_p if acc_p is not None else None),
                 "nonadaptive_accuracy": acc_p,
+                "n_nonadaptive": n_p,
                 "blackbox": None,
                 "adaptive": adaptive,
+                "n_adaptive": int(ada["n"]) if adaptive is not None else None,
                 "adaptive_bpda": ada.get("bpda"),
                 "cost_multiplier": None,
                 "cost_source": "",
@@ -191,7 +197,9 @@ def leaderboard_table(rows: list[dict[str, Any]]) -> Table:
         "its accuracy under the adaptive attack through it (Table V, worst of its evaluation draws) and the DIP study's "
         "non-adaptive accuracy on its perturbed fakes (two different sets of fakes: the rates, not the images, are compared); "
         "without an adaptive attack, the non-adaptive one, labelled. "
-        "[low–high]: Wilson 95% interval. Training cost: per epoch relative to plain training. Sorted by robust accuracy, "
+        "[low–high]: Wilson 95% interval on the cell's own n; (n=...) after a robust or adaptive accuracy, and after an "
+        "attack's cell whose attacked fakes number other than the detector's most-attacked column. "
+        "Training cost: per epoch relative to plain training. Sorted by robust accuracy, "
         f"then clean accuracy; a collapsed detector (clean AUROC below {NEAR_CHANCE_AUROC:g}, or one class almost never "
         "predicted) ranks last: its accuracy on attacked fakes is no robustness.",
     )
@@ -207,15 +215,17 @@ def leaderboard_table(rows: list[dict[str, Any]]) -> Table:
         cells = [
             r["label"],
             "yes" if r["paper"] else "",
-            f"{pct(r['clean_accuracy'])} ({r['n_test'] or '–'})",
+            f"{rate(r['clean_accuracy'], r['n_test'])} ({r['n_test'] or '–'})",
             f"{r['auroc']:.3f}" if r.get("auroc") is not None else "–",
             *(
-                rate(r["whitebox"].get(f"{a}_whitebox"), (r.get("n_whitebox") or {}).get(f"{a}_whitebox") or n)
+                rate(r["whitebox"].get(f"{a}_whitebox"), (r.get("n_whitebox") or {}).get(f"{a}_whitebox"))
+                + own_n((r.get("n_whitebox") or {}).get(f"{a}_whitebox"), n)
                 if f"{a}_whitebox" in r["whitebox"]
                 else "–"
                 for a in attacks
             ),
-            rate(r["robust_accuracy"], r.get("n_robust") or n)
+            rate(r["robust_accuracy"], r.get("n_robust"))
+            + (f" (n={r['n_robust']})" if r.get("n_robust") is not None else "")
             + (" (non-adaptive)" if r.get("nonadaptive_only") else "")
             + (
                 f" (lower of adaptive {pct(r['adaptive'])}, BPDA {r['adaptive_bpda']}, and non-adaptive {pct(r['nonadaptive_accuracy'])})"
@@ -224,8 +234,10 @@ def leaderboard_table(rows: list[dict[str, Any]]) -> Table:
             )
             + (f" (collapsed: {r['collapsed']})" if r.get("collapsed") else " (near chance)" if r.get("near_chance") else "")
             + (f" {MASKING_FLAG}" if r.get("masking_warnings") else ""),
-            rate(r["blackbox"], n) if r["blackbox"] is not None else "–",
-            pct(r["adaptive"]) if r["adaptive"] is not None else ("not run" if r["kind"] == "purifier" else "n/a"),
+            rate(r["blackbox"], r.get("n_blackbox")) + own_n(r.get("n_blackbox"), n) if r["blackbox"] is not None else "–",
+            rate(r["adaptive"], r.get("n_adaptive")) + (f" (n={r['n_adaptive']})" if r.get("n_adaptive") is not None else "")
+            if r["adaptive"] is not None
+            else ("not run" if r["kind"] == "purifier" else "n/a"),
             *(rate(cert[rad]["accuracy"], cert[rad]["n"]) if cert.get(rad) else "–" for rad in RADII),
             f"{r['cost_multiplier']:.1f}x"
             if r.get("cost_multiplier")

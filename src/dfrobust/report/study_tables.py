@@ -23,6 +23,11 @@ def _both(ours: Any, theirs: float | None, n: Any = None) -> str:
     return f"{mine} ({paper_pct(theirs)})" if theirs is not None else mine
 
 
+def own_n(n: int | None, row_n: int | None) -> str:
+    """`` (n=10)`` after a cell whose interval is on another number of images than its row's n column; else nothing."""
+    return f" (n={n})" if n is not None and row_n is not None and n != row_n else ""
+
+
 def ordered_models(run: CollectedRun, present: list[str]) -> list[str]:
     """``present`` model names in the roles' order, with each average group's average and best rows after its members.
 
@@ -175,6 +180,7 @@ def table2(run: CollectedRun) -> Table2:
         "Table II. Accuracy on fake test images, unperturbed and perturbed",
         ["model", "n", *map(column_label, columns)],
         note=("In parentheses: the paper's numbers. " if theirs_shown else "")
+        + "A cell attacked on another number of images than its row's n says so (n=...); its interval is on its own n. "
         + "Perturbed: the detector re-evaluated on the stored 8-bit PNGs (the one success definition, see 'How these numbers "
         + "were made'). n: attacked fake images; [low–high]: Wilson 95% interval"
         + (" (the average and best rows summarise their members and carry none)" if averages else "")
@@ -197,12 +203,12 @@ def table2(run: CollectedRun) -> Table2:
     ]
     for name in names:
         theirs = paper_table2(_paper_row(run, name), columns)
-        n = counts.get(name, {})
+        n = counts.get(name, {})  # the average and best rows have none: no interval rather than a borrowed n
         t.rows.append(
             [
                 name,
                 str(n["unperturbed"]) if n else "–",
-                *(_both(wide[name].get(k), theirs[i], n.get(k, n.get("unperturbed"))) for i, k in enumerate(columns)),
+                *(_both(wide[name].get(k), theirs[i], n.get(k)) + own_n(n.get(k), n.get("unperturbed")) for i, k in enumerate(columns)),
             ]
         )
     return Table2(t, long_rows, {n: {k: wide[n].get(k) for k in columns} for n in names})

@@ -7,7 +7,7 @@ from typing import Any
 from dfrobust.attacks.base import attack_info
 from dfrobust.report import paper
 from dfrobust.report.collected import CollectedRun
-from dfrobust.report.study_tables import _both, _paper_row, column_label, paper_table2, table2_columns
+from dfrobust.report.study_tables import _both, _paper_row, column_label, own_n, paper_table2, table2_columns
 from dfrobust.report.tables import md_escape, pct
 from dfrobust.report.transfer import attack_label
 
@@ -43,12 +43,13 @@ def summary_markdown(run: CollectedRun, results: dict[str, Any]) -> str:
             n = counts.get(name, {})
             lines.append(
                 f"| {md_escape(name)} | {n.get('unperturbed') or '–'} | "
-                + " | ".join(_both(row.get(k), vals[i], n.get(k, n.get("unperturbed"))) for i, k in enumerate(columns))
+                + " | ".join(_both(row.get(k), vals[i], n.get(k)) + own_n(n.get(k), n.get("unperturbed")) for i, k in enumerate(columns))
                 + " |"
             )
         lines += [
             "",
-            "Accuracy on the attacked fake test images (n of them; every cell's interval uses its own n), clean "
+            "Accuracy on the attacked fake test images (n of them; every cell's interval uses its own n, written (n=...) "
+            "where it differs), clean "
             "and perturbed, with a Wilson 95% interval; in parentheses the paper's numbers.",
         ]
     rank = {name: i for i, name in enumerate(wide)}  # Table II's order

@@ -157,26 +157,33 @@ def column_key(attack: str, setting: str, source: str, ambiguous: bool, ensemble
     return f"{key}_from_{source}" if ambiguous else key
 
 
+def _cell_keys(table2: Sequence[Row]) -> list[tuple[str, str]]:
+    """``(model, column key)`` of each :func:`table2_rows` row, in order: one rule for a cell's values and its n."""
+    sources: dict[tuple, set] = {}
+    for r in table2:
+        sources.setdefault((r["model"], r["attack"], r["setting"], _has(r, "source_members")), set()).add(r["source"])
+    keys = []
+    for r in table2:
+        ensemble = _has(r, "source_members")
+        ambiguous = len(sources[(r["model"], r["attack"], r["setting"], ensemble)]) > 1
+        keys.append((r["model"], column_key(r["attack"], r["setting"], r["source"], ambiguous, ensemble)))
+    return keys
+
+
 def table2_wide(table2: Sequence[Row]) -> list[dict[str, Any]]:
     """The paper's layout: one row per model, ``unperturbed`` then one column per attack and setting.
 
     Takes :func:`table2_rows` output. ``unperturbed`` is the clean accuracy measured on the
     largest group of images among the model's rows. Missing cells are absent from the dict.
     """
-    sources: dict[tuple, set] = {}
-    for r in table2:
-        sources.setdefault((r["model"], r["attack"], r["setting"], _has(r, "source_members")), set()).add(r["source"])
     wide: dict[str, dict[str, Any]] = {}
     best_n: dict[str, int] = {}
-    for r in table2:
-        model = r["model"]
+    for r, (model, key) in zip(table2, _cell_keys(table2)):
         entry = wide.setdefault(model, {"model": model})
         if _i(r["n"]) > best_n.get(model, -1):
             best_n[model] = _i(r["n"])
             entry["unperturbed"] = _f(r["clean_accuracy"])
-        ensemble = _has(r, "source_members")
-        ambiguous = len(sources[(model, r["attack"], r["setting"], ensemble)]) > 1
-        entry[column_key(r["attack"], r["setting"], r["source"], ambiguous, ensemble)] = _f(r["perturbed_accuracy"])
+        entry[key] = _f(r["perturbed_accuracy"])
     return list(wide.values())
 
 
@@ -184,15 +191,12 @@ def table2_counts(table2: Sequence[Row]) -> dict[str, dict[str, int]]:
     """The ``n`` behind each cell of :func:`table2_wide` (same keys; ``unperturbed``: the model's largest n).
 
     An attack may run on fewer images than the others (a preset's per-attack ``max_images``), so
-    a cell's interval needs its own n.
+    a cell's interval needs its own n; the keys come from the same rule as :func:`table2_wide`'s,
+    so every cell there, an ensemble's included, has its count here.
     """
-    sources: dict[tuple, set] = {}
-    for r in table2:
-        sources.setdefault((r["model"], r["attack"], r["setting"]), set()).add(r["source"])
     counts: dict[str, dict[str, int]] = {}
-    for r in table2:
-        entry = counts.setdefault(r["model"], {})
+    for r, (model, key) in zip(table2, _cell_keys(table2)):
+        entry = counts.setdefault(model, {})
         entry["unperturbed"] = max(entry.get("unperturbed", 0), _i(r["n"]))
-        ambiguous = len(sources[(r["model"], r["attack"], r["setting"])]) > 1
-        entry[column_key(r["attack"], r["setting"], r["source"], ambiguous)] = _i(r["n"])
+        entry[key] = _i(r["n"])
     return counts

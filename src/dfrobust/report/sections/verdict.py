@@ -137,7 +137,7 @@ def verdict_rows(results: Mapping[str, Any], roles: Sequence[Mapping[str, Any]])
                 "label": best.get("label", best["defense"]),
                 "kind": best.get("kind"),
                 "robust_accuracy": best["robust_accuracy"],
-                "n_robust": best.get("n_robust") or best.get("n_attacked"),
+                "n_robust": best.get("n_robust"),  # the n of its robust accuracy (a purifier's adaptive or study fakes)
                 "robust_interval": best.get("robust_interval"),
                 "nonadaptive_only": bool(best.get("nonadaptive_only")),
                 "clean_accuracy": best.get("clean_accuracy"),

@@ -1,0 +1,85 @@
+"""Every rate's interval and n are its own cell's: two attacks on one model on different numbers of fakes, and an
+ensemble's transfer on a third number, keep their own n in Table II, the leaderboard, summary.md and the
+by-generator table (a cell that borrowed its model's or another cell's n would show another interval)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dfrobust.evaluate.intervals import wilson_interval
+from dfrobust.report.by_group import group_rows, group_table
+from dfrobust.report.leaderboard import leaderboard_rows, leaderboard_table
+from dfrobust.report.study_tables import table2
+from dfrobust.report.summary import summary_markdown
+
+#: (attack, setting, source, fakes attacked, of them still detected after the attack); every fake is detected clean
+CELLS = (("fgsm", "whitebox", "a", 20, 5), ("square-linf", "whitebox", "a", 10, 5), ("fgsm", "blackbox", "b", 12, 9))
+ENSEMBLE = ("dimifgsm", "blackbox", "ensemble(b+c)", 6, 3)
+
+
+def _rows(attack: str, setting: str, source: str, n: int, kept: int, **extra: Any) -> list[dict[str, Any]]:
+    return [
+        {"image": f"fake/{i:03d}.png", "label": "0", "attack": attack, "source": source, "target": "a", "setting": setting,
+         "clean_pred": "0", "adv_pred": "0" if i < kept else "1", "success": "0" if i < kept else "1", "l2": "1.0",
+         "linf": "0.02", "psnr": "40", "ssim": "0.99", "seconds": "0.1", "group": "progan" if i % 2 else "stylegan", **extra}
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def _ctx() -> dict[str, Any]:
+    rows = [r for c in CELLS for r in _rows(*c)] + _rows(*ENSEMBLE, source_members="b+c")
+    return {
+        "attack_rows": rows,
+        "roles": [{"name": "a", "group": "mine", "label": "A", "sample_source": True}],
+        "plan": {"attacks": [{"source": "ensemble(b+c)", "members": ["b", "c"]}]},
+        "models": {"a": {"metrics": {"test": {"n": 100, "accuracy": 0.9, "auroc": 0.95}}}},
+        "cfg": {"run": {"preset": "test", "seed": 0}},
+        "stages": [],
+        "stored": {},
+    }
+
+
+def _interval(kept: int, n: int) -> str:
+    lo, hi = wilson_interval(kept, n)
+    return f"{100 * kept / n:.1f}% [{100 * lo:.1f}–{100 * hi:.1f}]"
+
+
+def test_table2_cells_carry_their_own_n_and_interval() -> None:
+    t, long_rows, wide = table2(_ctx())
+    row = dict(zip(t.columns, t.rows[0]))
+    assert row["n"] == "20"  # the model's most-attacked column
+    assert row["FGSM whitebox"] == _interval(5, 20)
+    assert row["SQUARE-LINF score-based black-box"] == _interval(5, 10) + " (n=10)"  # not 20's interval
+    assert row["FGSM blackbox"] == _interval(9, 12) + " (n=12)"
+    ensemble = next(v for k, v in row.items() if "ensemble" in k)
+    assert ensemble == _interval(3, 6) + " (n=6)"  # an ensemble's column has its own count too
+
+
+def test_leaderboard_cells_carry_their_own_n() -> None:
+    ctx = _ctx()
+    _, long_rows, wide = table2(ctx)
+    ctx["table2_rows"] = long_rows
+    rows = leaderboard_rows(ctx, wide, None, {"norm": "linf", "eps": 0.02})
+    assert rows[0]["n_whitebox"] == {"fgsm_whitebox": 20, "square-linf_whitebox": 10}
+    assert rows[0]["blackbox"] == 0.5 and rows[0]["n_blackbox"] == 6  # the worst transfer: the ensemble's, on 6 fakes
+    cells = dict(zip(leaderboard_table(rows).columns, leaderboard_table(rows).rows[0]))
+    assert cells["SQUARE-LINF score-based black-box"] == _interval(5, 10) + " (n=10)"
+    assert cells["best blackbox transfer"] == _interval(3, 6) + " (n=6)"
+    assert cells["clean accuracy (n)"] == _interval(90, 100) + " (100)"
+
+
+def test_summary_cells_carry_their_own_n() -> None:
+    ctx = _ctx()
+    _, long_rows, wide = table2(ctx)
+    md = summary_markdown(ctx, {"table2": long_rows, "table2_wide": wide})
+    line = next(x for x in md.splitlines() if x.startswith("| a |"))
+    assert _interval(5, 20) in line and _interval(5, 10) + " (n=10)" in line
+    assert _interval(5, 10).split(" ")[1] != _interval(10, 20).split(" ")[1]  # the two ns give different intervals
+
+
+def test_by_generator_cells_carry_their_own_n() -> None:
+    groups = group_rows(_ctx()["attack_rows"])
+    t = group_table(groups, ["a"])
+    row = dict(zip(t.columns, next(r for r in t.rows if r[0] == "a / progan")))
+    assert row["n"] == "10"  # fgsm whitebox: 10 of its 20 fakes are progan's
+    assert row["SQUARE-LINF score-based black-box"] == _interval(2, 5) + " (n=5)"  # progan: odd i; kept: i < 5, so 1 and 3
