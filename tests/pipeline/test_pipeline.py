@@ -15,6 +15,7 @@ import dfrobust.studies.dip_study as study
 from dfrobust.cli import main
 from dfrobust.config import load_preset, study_config
 from dfrobust.errors import DfrobustError
+from dfrobust.evaluate.intervals import wilson_interval
 from dfrobust.pipeline import attack_plan, plan_study, reproduce
 from dfrobust.roles import study_roles
 from dfrobust.stages import StageRunner
@@ -251,7 +252,17 @@ def test_the_report_labels_attacks_by_their_access_and_results_json_is_versioned
     assert "SQUARE-LINF score-based black-box" in page and "SQUARE-LINF whitebox" not in page + summary
     assert "FGSM whitebox" in page  # a gradient attack on the detector itself stays whitebox
     results = read_json(report / "results.json")
-    assert results["schema_version"] == 2
+    assert results["schema_version"] == 3
+    # schema 3: every rate of a table with its own n and Wilson interval beside it
+    for row in results["table2"]:
+        k = round(row["perturbed_accuracy"] * row["n"])
+        assert row["perturbed_accuracy_n"] == row["n"] and row["perturbed_accuracy_ci"] == list(wilson_interval(k, row["n"]))
+    for model, cells in results["table2_wide_n"].items():
+        for key, n in cells.items():
+            value, ci = results["table2_wide"][model][key], results["table2_wide_ci"][model][key]
+            assert ci == (None if value is None or n is None else list(wilson_interval(round(value * n), n)))
+    assert all(r["accuracy_n"] == r["n"] and r["accuracy_ci"] for r in results["table1"] if not r["model"].endswith("(average)"))
+    assert all(r["clean_accuracy_ci"] and r["robust_accuracy_ci"] for r in results["leaderboard"] if r["robust_accuracy"] is not None)
     assert results["paper"]["table1"]["vgg16"][0] == 0.997 and "fractions" in results["paper"]["units"]
     assert all(0 <= v <= 1 for row in results["paper"]["table2"].values() for v in row)
     size = next(r for r in re.findall(r"<tr><td>data size</td><td>([^<]*)</td>", page))

@@ -83,3 +83,17 @@ def test_by_generator_cells_carry_their_own_n() -> None:
     row = dict(zip(t.columns, next(r for r in t.rows if r[0] == "a / progan")))
     assert row["n"] == "10"  # fgsm whitebox: 10 of its 20 fakes are progan's
     assert row["SQUARE-LINF score-based black-box"] == _interval(2, 5) + " (n=5)"  # progan: odd i; kept: i < 5, so 1 and 3
+
+
+def test_results_json_rows_carry_each_rate_s_n_and_interval() -> None:
+    from dfrobust.report.study_tables import long_row_intervals
+
+    _, long_rows, _ = table2(_ctx())
+    square = long_row_intervals(next(r for r in long_rows if r["attack"] == "square-linf"))
+    assert square["perturbed_accuracy_n"] == 10 and square["perturbed_accuracy_ci"] == list(wilson_interval(5, 10))
+    assert square["success_rate_on_correct_n"] == 10 and square["success_rate_on_correct_ci"] == list(wilson_interval(5, 10))
+    ctx = _ctx()
+    ctx["table2_rows"] = long_rows
+    row = leaderboard_rows(ctx, table2(ctx)[2], None, {"norm": "linf", "eps": 0.02})[0]
+    assert row["whitebox_ci"]["square-linf_whitebox"] == list(wilson_interval(5, 10))
+    assert row["blackbox_ci"] == list(wilson_interval(3, 6)) and row["clean_accuracy_ci"] == list(wilson_interval(90, 100))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dfrobust.evaluate.intervals import wilson_interval
 from dfrobust.report.transfer import transfer_rows, transfer_table
 
 
@@ -27,7 +28,7 @@ def test_strongest_transfer_per_model_with_ties_to_the_paper() -> None:
 
 def test_several_sources_show_the_strongest_per_attack() -> None:
     rows = transfer_rows([_row("a", "fgsm", "b", 0.9), _row("a", "fgsm", "c", 0.4, n=10), _row("a", "square-linf", "b", 0.5, n=4)])
-    assert rows[0]["plain"] == {"attack": "fgsm", "source": "c", "n": 10, "accuracy": 0.4}
+    assert rows[0]["plain"] == {"attack": "fgsm", "source": "c", "n": 10, "accuracy": 0.4, "accuracy_ci": list(wilson_interval(4, 10))}
     row = transfer_table(rows, ["a"]).rows[0]
     assert row[1] == "10" and row[2].startswith("40.0%") and "(n=" not in row[2]
     assert row[3].startswith("50.0%") and row[3].endswith("(n=4)")  # another number of images is said in the cell

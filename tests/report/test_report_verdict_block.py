@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dfrobust.evaluate.intervals import wilson_interval
 from dfrobust.report.sections.verdict import detector_families, verdict_lines, verdict_rows, verdict_table
 
 ROLES = [
@@ -59,7 +60,15 @@ def test_the_verdict_quotes_the_leaderboard_and_says_non_adaptive_only() -> None
     best = res["best_defense"]  # the leaderboard's order; a detector near chance never counts as the best defense
     assert best["defense"] == "resnet18-at" and round(best["clean_cost"], 6) == 0.08 and round(best["robust_gain"], 6) == 0.5
     assert res["purifiers"] == [
-        {"purifier": "dip", "classifier": "resnet18", "adaptive_worst": None, "n": 8, "nonadaptive": 0.5, "nonadaptive_only": True}
+        {
+            "purifier": "dip",
+            "classifier": "resnet18",
+            "adaptive_worst": None,
+            "n": 8,
+            "nonadaptive": 0.5,
+            "nonadaptive_ci": list(wilson_interval(4, 8)),
+            "nonadaptive_only": True,
+        }
     ]
     assert res["minimal"]["median_l2"] == 0.21
     assert rows["vgg16"]["robust"] == {"accuracy": 0.05, "n": 20, "interval": [0.01, 0.24], "attacks": ["fgsm"]}

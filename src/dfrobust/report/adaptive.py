@@ -124,10 +124,22 @@ def table5(
             **{k: s.get(k) for k in ROW_KEYS},
             **{key: s.get(key) for _, key in TABLE5_RATES},
             "accuracy_nonadaptive": s.get("accuracy_nonadaptive"),
+            **_intervals(s),
             "attack_purifier": (s.get("config") or {}).get("attack_purifier"),
             "on_study_fooled": {k: v for k, v in fooled.items() if k.startswith("accuracy") or k == "n"} if fooled else None,
         })  # fmt: skip
     return t, rows
+
+
+def _intervals(s: Mapping[str, Any]) -> dict[str, Any]:
+    """``<key>_n`` and ``<key>_ci`` of each rate of an adaptive summary (its stored Wilson interval, on its own n)."""
+    out: dict[str, Any] = {}
+    for key in (*(k for _, k in TABLE5_RATES), "accuracy_nonadaptive"):
+        known = s.get(key) is not None
+        # the stage's own count where it records one (a rule measured on fewer images), else the row's n
+        out[f"{key}_n"] = s.get(f"{key}_n", s.get("n")) if known else None
+        out[f"{key}_ci"] = s.get(f"{key}_ci") if known else None
+    return out
 
 
 def adaptive_reading(rows: Sequence[Mapping[str, Any]]) -> str:

@@ -11,9 +11,12 @@ from typing import Any
 from dfrobust.report.tables import Table, md_escape
 
 
-#: The layout of ``report/results.json`` (``schema_version``): 2 holds every rate as a fraction in [0, 1], the
+#: The layout of ``report/results.json`` (``schema_version``): 3 puts beside every rate of its tables that rate's own
+#: n and Wilson 95% interval (``<rate>_n``, ``<rate>_ci: [low, high]``, null where there is no count; the leaderboard's
+#: n keep their names ``n_test``, ``n_robust``, ``n_whitebox``, ``n_blackbox``, ``n_adaptive``; Table II's wide table
+#: has them in ``table2_wide_n`` and ``table2_wide_ci``, same keys); 2 holds every rate as a fraction in [0, 1], the
 #: paper's published percentages converted (under ``paper``, labelled as the paper's); 1 (unversioned) mixed them.
-RESULTS_SCHEMA_VERSION = 2
+RESULTS_SCHEMA_VERSION = 3
 
 
 @dataclass

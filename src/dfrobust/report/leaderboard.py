@@ -23,7 +23,7 @@ from dfrobust.report.attack_figures import setting_label
 from dfrobust.report.collected import CollectedRun
 from dfrobust.report.plotting import plt, save_figure
 from dfrobust.report.study_tables import Table2, own_n
-from dfrobust.report.tables import Table, pct, rate
+from dfrobust.report.tables import Table, interval, pct, rate
 from dfrobust.studies.attack_tables import table2_counts
 
 #: Groups of roles the paper itself tried (marked in the table).
@@ -162,6 +162,15 @@ def leaderboard_rows(
                 "nonadaptive_only": adaptive is None,
             }
         )
+
+    for r in rows:  # results.json: a Wilson 95% interval beside every rate, on the rate's own n (n_test, n_robust, ...)
+        r["clean_accuracy_ci"] = interval(r["clean_accuracy"], r.get("n_test"))
+        r["robust_accuracy_ci"] = r.get("robust_interval") or interval(r["robust_accuracy"], r.get("n_robust"))
+        r["whitebox_ci"] = {k: interval(v, (r.get("n_whitebox") or {}).get(k)) for k, v in r["whitebox"].items()}
+        r["blackbox_ci"] = interval(r["blackbox"], r.get("n_blackbox"))
+        r["adaptive_ci"] = interval(r["adaptive"], r.get("n_adaptive"))
+        if r["kind"] == "purifier":
+            r["nonadaptive_accuracy_ci"] = interval(r["nonadaptive_accuracy"], r.get("n_nonadaptive"))
 
     def rank(r: dict[str, Any]) -> tuple[bool, float, float]:
         robust, clean = r["robust_accuracy"], r.get("clean_accuracy")

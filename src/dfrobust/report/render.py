@@ -27,6 +27,7 @@ from dfrobust.report.differences import differences
 from dfrobust.report.study_tables import (
     _paper_row,
     column_label,
+    long_row_intervals,
     ordered_models,
     paper_table2,
     perturbation_rows,
@@ -39,12 +40,14 @@ from dfrobust.report.study_tables import (
     Table2,
     table2,
     table2_columns,
+    table2_paper_rows,
     table3,
     table4,
 )
 from dfrobust.report.summary import summary_markdown
-from dfrobust.report.tables import SUCCESS_DEFINITION, Table, rate
+from dfrobust.report.tables import SUCCESS_DEFINITION, Table, interval, rate, with_intervals
 from dfrobust.report.transfer import transfer_rows, transfer_table
+from dfrobust.studies.attack_tables import table2_counts
 from dfrobust.utils.io import write_json
 
 # ---------------------------------------------------------------- collecting the run's files
@@ -143,12 +146,18 @@ def build_sections(run: CollectedRun, figs: Path) -> tuple[list[Section], dict[s
     if t2 is not None:
         long_rows, wide = t2.rows, t2.wide
         s.items.append(t2.table)
-        results["table2"] = long_rows
+        results["table2"] = [long_row_intervals(r) for r in long_rows]
         results["table2_wide"] = wide
+        # each cell's own n and Wilson interval, beside the wide table (same keys; the average and best rows have none)
+        counts = table2_counts(table2_paper_rows(run, long_rows))
+        results["table2_wide_n"] = {m: {k: counts[m].get(k) for k in row} for m, row in wide.items() if m in counts}
+        results["table2_wide_ci"] = {
+            m: {k: interval(v, n[k]) for k, v in row.items()} for m, row in wide.items() if (n := results["table2_wide_n"].get(m))
+        }
         results["transfer"] = transfer_rows(long_rows)
         if any(len({e["attack"] for e in r["transfers"]}) > 1 for r in results["transfer"]):
             s.items.append(transfer_table(results["transfer"], ordered_models(run, [r["model"] for r in results["transfer"]])))
-        results["table2_groups"] = group_rows(run.attack_rows)
+        results["table2_groups"] = [long_row_intervals(r) for r in group_rows(run.attack_rows)]
         if results["table2_groups"]:
             s.items.append(
                 group_table(results["table2_groups"], ordered_models(run, sorted({r["model"] for r in results["table2_groups"]})))
@@ -194,9 +203,11 @@ def build_sections(run: CollectedRun, figs: Path) -> tuple[list[Section], dict[s
         ):
             if name in drawn:
                 s.items.append(Figure(drawn[name], caption))
-        results["table3"] = dip.table3
-        results["table4"] = dip.table4
-        results["sweep"] = dip.sweep
+        # accuracy on its n (the per-class rates' denominators are in Table IV); each category's and iteration's own n
+        results["table3"] = [with_intervals(r, {"accuracy": r["n"]}) for r in dip.table3]
+        results["table4"] = [with_intervals(r, {k: r["n"] for k in r if "@" in k}) for r in dip.table4]
+        n_sweep = dip.summary.get("n_images")
+        results["sweep"] = [with_intervals(r, {k: n_sweep for k in r if "@" in k}) for r in dip.sweep]
         results["dip_summary"] = summ
     else:
         s.items.append("The DIP study has not run yet.")
@@ -243,7 +254,11 @@ def adaptive_section(run: CollectedRun, results: dict[str, Any], figs: Path) -> 
         results["adaptive"] = rows
     if run.curves:
         results["robustness_curves"] = [
-            {k: r[k] for k in ("model", "norm", "eps", "subset", "n", "accuracy", "ci_low", "ci_high")} for r in run.curves
+            {
+                **{k: r[k] for k in ("model", "norm", "eps", "subset", "n", "accuracy", "ci_low", "ci_high")},
+                "accuracy_ci": [r["ci_low"], r["ci_high"]],
+            }
+            for r in run.curves
         ]
         for norm in ("linf", "l2"):
             path = plot_curves(run.curves, norm, figs / f"curves-{norm}.png")
@@ -274,7 +289,9 @@ def adaptive_section(run: CollectedRun, results: dict[str, Any], figs: Path) -> 
                     "share of fakes passed as real within a query budget.",
                 )
             )
-        results["square"] = {m: [{"queries": q, "success_rate": r, "n": n} for q, r, n in pts] for m, pts in sq.items()}
+        results["square"] = {
+            m: [{"queries": q, "success_rate": r, "n": n, "success_rate_ci": interval(r, n)} for q, r, n in pts] for m, pts in sq.items()
+        }
     return s if len(s.items) else None
 
 

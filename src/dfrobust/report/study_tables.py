@@ -8,7 +8,7 @@ from typing import Any
 
 from dfrobust.report import paper
 from dfrobust.report.collected import CollectedRun, DipStudy
-from dfrobust.report.tables import Table, paper_pct, pct, rate
+from dfrobust.report.tables import Table, paper_pct, pct, rate, with_intervals
 
 #: Attacks of the paper (Table II's columns), and the momentum transfer attacks the summary shows as one line.
 METRIC_KEYS = ("accuracy", "auroc", "fake_precision", "fake_recall", "real_precision", "real_recall")
@@ -97,16 +97,16 @@ def table1(run: CollectedRun) -> tuple[Table, list[dict[str, Any]]]:
             cells = [_both(metrics.get(k), paper_row[i] if paper_row else None, counts.get(k)) for i, k in enumerate(METRIC_KEYS)]
             g = metrics.get("input_grad_norm")
             t.rows.append([label, str(metrics.get("n", "–")), *cells, f"{g:.3g}" if g is not None else "–"])
-            out.append(
-                {
-                    "model": label,
-                    **extra,
-                    "n": metrics.get("n"),
-                    **{k: metrics.get(k) for k in (*METRIC_KEYS, "input_grad_norm")},
-                    # the paper's numbers as fractions, as every rate of results.json
-                    "paper": {k: paper.fraction(v) for k, v in zip(paper.TABLE1_COLUMNS, paper_row)} if paper_row else None,
-                }
-            )
+            row = {
+                "model": label,
+                **extra,
+                "n": metrics.get("n"),
+                **{k: metrics.get(k) for k in (*METRIC_KEYS, "input_grad_norm")},
+                # the paper's numbers as fractions, as every rate of results.json
+                "paper": {k: paper.fraction(v) for k, v in zip(paper.TABLE1_COLUMNS, paper_row)} if paper_row else None,
+            }
+            # each rate's own denominator (AUROC is no proportion; an average row has no counts: null)
+            out.append(with_intervals(row, {k: counts.get(k) for k in METRIC_KEYS if k != "auroc"}))
     if any(r.get("group") for r in out):
         t.note += " Rows NAME / GROUP: the same detector on the test images of one generator folder."
     return t, out
@@ -138,6 +138,20 @@ def paper_table2(name: str | None, columns: list[str]) -> list[float | None]:
     return [theirs.get("clean" if c == "unperturbed" else c.replace("_", "-")) for c in columns]
 
 
+def long_row_intervals(row: dict[str, Any]) -> dict[str, Any]:
+    """A Table II long row (``table2_rows``) with each rate's n and Wilson interval (results.json)."""
+    n = row.get("n")
+    return with_intervals(
+        row, {"clean_accuracy": n, "perturbed_accuracy": n, "success_rate_on_correct": row.get("n_correct"), "jpeg_accuracy": n}
+    )
+
+
+def table2_paper_rows(run: CollectedRun, long_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The long rows Table II shows: transfers a role adds beyond the paper's (its ``transfer_to``) go to the transfer table."""
+    extra = {(r["name"], t) for r in run.roles for t in r.get("transfer_to") or ()}
+    return [r for r in long_rows if not (r["setting"] == "blackbox" and (r["source"], r["model"]) in extra)]
+
+
 @dataclass(frozen=True)
 class Table2:
     """Table II, computed once from the attack rows; Fig 3, Fig 4, the transfer table and the leaderboard read it.
@@ -159,9 +173,7 @@ def table2(run: CollectedRun) -> Table2:
 
     long_rows = table2_rows(run.attack_rows) if run.attack_rows else []
     ensembles = {a["source"] for a in run.plan["attacks"] if a.get("members")}
-    # transfers a role adds beyond the paper's (its transfer_to) go to the transfer table, not to Table II's paper columns
-    extra = {(r["name"], t) for r in run.roles for t in r.get("transfer_to") or ()}
-    paper_rows = [r for r in long_rows if not (r["setting"] == "blackbox" and (r["source"], r["model"]) in extra)]
+    paper_rows = table2_paper_rows(run, long_rows)
     # an ensemble's whitebox row describes the surrogate, not a detector of the study: no row of its own
     wide = {r["model"]: r for r in table2_wide(paper_rows) if r["model"] not in ensembles}
     columns = table2_columns(wide)

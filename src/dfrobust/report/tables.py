@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -43,6 +44,35 @@ SUCCESS_DEFINITION = (
     "iterates, as DiffPure's rule does). The attack's own verdict on its float image before rounding (results.csv's success_float) can count "
     "more, since rounding to 8 bits can undo a flip; it is kept for diagnostics and enters no table."
 )
+
+
+def interval(value: Any, n: Any) -> list[float] | None:
+    """The Wilson 95% interval ``[low, high]`` of a rate ``value`` over ``n`` items (``None`` when either is missing).
+
+    The count behind the rate is ``round(value * n)``, as :func:`rate` prints it, so results.json and the tables agree.
+    """
+    from dfrobust.evaluate.intervals import wilson_interval
+
+    try:
+        v, count = float(value), int(float(n))
+    except (TypeError, ValueError):
+        return None
+    if v != v or count <= 0:
+        return None
+    return list(wilson_interval(round(v * count), count))
+
+
+def with_intervals(row: Mapping[str, Any], rates: Mapping[str, Any]) -> dict[str, Any]:
+    """``row`` with ``<key>_n`` and ``<key>_ci`` (:func:`interval`) beside each rate ``key`` of ``rates`` (``key -> n``).
+
+    results.json's convention (schema_version 3): every rate of a table carries its own n and Wilson 95% interval.
+    """
+    out = dict(row)
+    for key, n in rates.items():
+        if key in row:
+            count = None if n in (None, "") or row[key] in (None, "") else int(float(n))
+            out[f"{key}_n"], out[f"{key}_ci"] = count, interval(row[key], count)
+    return out
 
 
 def md_escape(text: str) -> str:

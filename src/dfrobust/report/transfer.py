@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dfrobust.attacks.base import attack_display
-from dfrobust.report.tables import Table, rate
+from dfrobust.report.tables import Table, interval, rate
 
 #: The paper's blackbox attack.
 PLAIN = "fgsm"
@@ -33,7 +33,13 @@ def transfer_rows(long_rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]
     for r in long_rows:
         if r["setting"] == "blackbox" and r["perturbed_accuracy"] not in ("", None):
             by_model.setdefault(str(r["model"]), []).append(
-                {"attack": str(r["attack"]), "source": str(r["source"]), "n": int(r["n"]), "accuracy": float(r["perturbed_accuracy"])}
+                {
+                    "attack": str(r["attack"]),
+                    "source": str(r["source"]),
+                    "n": int(r["n"]),
+                    "accuracy": float(r["perturbed_accuracy"]),
+                    "accuracy_ci": interval(r["perturbed_accuracy"], r["n"]),  # Wilson 95% on this transfer's own n
+                }
             )
     rows = []
     for model, entries in by_model.items():

@@ -44,7 +44,7 @@ def adaptive_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     for key, column in ACCURACIES.items():
         known = [r for r in rows if r.get(column) not in ("", None)]
         if not known:
-            out[key], out[f"{key}_ci"] = None, None
+            out[key], out[f"{key}_ci"], out[f"{key}_n"] = None, None, 0
             continue
         if column.endswith("fooled_any"):
             k = sum(not int(float(r[column])) for r in known)
@@ -52,6 +52,7 @@ def adaptive_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             k = sum(int(float(r[column])) == int(float(r["label"])) for r in known)
         out[key] = k / len(known)
         out[f"{key}_ci"] = list(wilson_interval(k, len(known)))
+        out[f"{key}_n"] = len(known)  # a rule may be measured on fewer images than n: its interval is on these
     sigmas = [float(r["fitted_sigma"]) for r in rows if r.get("fitted_sigma") not in ("", None)]
     out["fitted_sigma_mean"] = sum(sigmas) / len(sigmas) if sigmas else None
     secs = [float(r["seconds"]) for r in rows]

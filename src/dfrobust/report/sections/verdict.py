@@ -17,7 +17,7 @@ from typing import Any
 
 from dfrobust.report.document import Section
 from dfrobust.report.sections import ReportSection, RunResults, register_section
-from dfrobust.report.tables import Table, pct, rate
+from dfrobust.report.tables import Table, interval, pct, rate
 
 
 def threat_label(tm: Mapping[str, Any] | None) -> str:
@@ -72,6 +72,7 @@ def _purifiers(classifiers: set[str], board: Sequence[Mapping[str, Any]], table5
                 "purifier": r["defense"],
                 "classifier": r["classifier"],
                 "adaptive_worst": r.get("accuracy_adaptive_worst"),
+                "adaptive_worst_ci": r.get("accuracy_adaptive_worst_ci"),
                 "n": r["n"],
                 "eval_draws": r.get("eval_draws"),
                 "bpda": r.get("bpda"),
@@ -90,6 +91,7 @@ def _purifiers(classifiers: set[str], board: Sequence[Mapping[str, Any]], table5
                 "adaptive_worst": None,
                 "n": r.get("n_attacked"),
                 "nonadaptive": r.get("nonadaptive_accuracy"),
+                "nonadaptive_ci": interval(r.get("nonadaptive_accuracy"), r.get("n_attacked")),
                 "nonadaptive_only": True,
             }
     return list(out.values())
@@ -125,6 +127,7 @@ def verdict_rows(results: Mapping[str, Any], roles: Sequence[Mapping[str, Any]])
             "label": labels.get(name, name),
             "clean_accuracy": clean,
             "n_clean": n_clean,
+            "clean_accuracy_ci": interval(clean, n_clean),
             "robust": _robust(name, board, robust),
             "collapsed": own.get("collapsed") or ("near chance" if own.get("near_chance") else None),
             "minimal": {k: shown.get(k) for k in ("attack", "median_l2", "median_linf", "n", "n_success")} if shown else None,
@@ -141,6 +144,7 @@ def verdict_rows(results: Mapping[str, Any], roles: Sequence[Mapping[str, Any]])
                 "robust_interval": best.get("robust_interval"),
                 "nonadaptive_only": bool(best.get("nonadaptive_only")),
                 "clean_accuracy": best.get("clean_accuracy"),
+                "clean_accuracy_ci": best.get("clean_accuracy_ci"),
                 "clean_cost": None if best.get("clean_accuracy") is None or clean is None else clean - best["clean_accuracy"],
                 # a purifier's number is on its study's images (fakes that fooled the classifier): no like-for-like gain
                 "robust_gain": None
