@@ -2,6 +2,14 @@
 
 The browser test renders the tiny run's report.html in a headless Chromium (Playwright, the ``browser`` extra) at
 1,200 px and measures it; it skips when Playwright or a Chromium is absent. The column test needs no browser.
+
+To check a real report instead of the tiny one (a quick or paper run's), point ``DFROBUST_BROWSER_REPORT`` at its
+report.html; the tiny run is then not built::
+
+    DFROBUST_BROWSER_REPORT=runs/quick/report/report.html pytest tests/pipeline/test_report_layout.py -k browser
+
+A system Chromium is used when Playwright has none of its own (``DFROBUST_CHROMIUM`` names one, else ``chromium``
+on the PATH), so ``pip install dfrobust[browser]`` is enough where a Chromium is installed.
 """
 
 from __future__ import annotations
@@ -39,11 +47,18 @@ def test_wide_tables_render_as_parts_that_repeat_their_key_columns() -> None:
     assert parts[1].rows[1] == ["r1", "5", "1.2", "1.3", "1.4", "1.5", "1.6", "1.7"]
     assert [p.note for p in parts] == ["", "", "", "the note"]
     assert t.to_html().count("<table>") == 4
+    md = t.to_markdown()  # report.md splits the same way
+    assert [line for line in md.splitlines() if line.startswith("**")] == [f"**{p.title}**" for p in t.parts()]
+    assert len(t.parts()) > 1 and all(line.count("|") - 1 <= MAX_COLUMNS for line in md.splitlines() if line.startswith("|"))
+    assert md.count("_the note_") == 1
     small = Table("S", ["a", "b"], [["1", "2"]])
     assert small.parts() == [small] and small.to_html().count("<table>") == 1
 
 
 def test_the_reports_tables_fit_a_page(built_run: Path) -> None:
+    md = (built_run / "report" / "report.md").read_text()
+    widest = max(line.count("|") - 1 for line in md.splitlines() if line.startswith("|"))
+    assert widest <= MAX_COLUMNS, widest  # report.md's wide tables split as the HTML ones do
     page = (built_run / "report" / "report.html").read_text()
     counts = _header_counts(page)
     assert counts and all(n <= MAX_COLUMNS for _, n in counts), [c for c in counts if c[1] > MAX_COLUMNS]
@@ -68,15 +83,31 @@ def _chromium(playwright):  # noqa: ANN001, ANN202
     return None
 
 
-def test_the_report_fits_1200_px_in_a_browser(built_run: Path) -> None:
+#: The report the browser test renders instead of the tiny run's (a path to a report.html).
+REPORT_ENV = "DFROBUST_BROWSER_REPORT"
+
+
+def _report_page(request: pytest.FixtureRequest) -> Path:
+    """``$DFROBUST_BROWSER_REPORT`` when set (an error when it is no file), else the tiny run's report.html (built once)."""
+    given = os.environ.get(REPORT_ENV)
+    if given:
+        path = Path(given).expanduser()
+        if not path.is_file():
+            pytest.fail(f"{REPORT_ENV}={given}: no such report file")
+        return path
+    return request.getfixturevalue("built_run") / "report" / "report.html"
+
+
+def test_the_report_fits_1200_px_in_a_browser(request: pytest.FixtureRequest) -> None:
     sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install dfrobust[browser])")
+    report = _report_page(request)
     with sync_api.sync_playwright() as p:
         browser = _chromium(p)
         if browser is None:
             pytest.skip("no Chromium for Playwright (run `playwright install chromium`, or set DFROBUST_CHROMIUM)")
         try:
             page = browser.new_page(viewport={"width": PAGE_WIDTH, "height": 900})
-            page.goto((built_run / "report" / "report.html").resolve().as_uri())
+            page.goto(report.resolve().as_uri())
             m = page.evaluate(
                 """() => ({
                   doc: document.documentElement.scrollWidth, view: window.innerWidth,

@@ -155,7 +155,10 @@ class Table:
         return out
 
     def to_markdown(self) -> str:
-        """GitHub-flavoured Markdown."""
+        """GitHub-flavoured Markdown: one table, or the :meth:`parts` of a table too wide for a page (as in HTML)."""
+        parts = self.parts()
+        if len(parts) > 1:
+            return "\n".join(p.to_markdown() for p in parts)
         lines = [f"**{self.title}**", "", "| " + " | ".join(self.columns) + " |", "|" + "---|" * len(self.columns)]
         lines += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in self.rows]
         if self.note:
