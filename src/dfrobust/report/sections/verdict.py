@@ -200,7 +200,7 @@ def _purifier_text(p: Mapping[str, Any]) -> str:
     if p["nonadaptive_only"]:
         return f"{p['purifier']}: {rate(p['nonadaptive'], p['n'])} (n = {p['n']}), non-adaptive only"
     return (
-        f"{p['purifier']}: {rate(p['adaptive_worst'], p['n'])} adaptive, worst of {p.get('eval_draws')} "
+        f"{p['purifier']}: {_interval(p['adaptive_worst'], p['n'], p.get('adaptive_worst_ci'))} adaptive, worst of {p.get('eval_draws')} "
         f"(n = {p['n']}; BPDA {p.get('bpda')})"
     )
 
