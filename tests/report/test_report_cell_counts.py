@@ -8,6 +8,7 @@ from typing import Any
 
 from dfrobust.evaluate.intervals import wilson_interval
 from dfrobust.report.by_group import group_rows, group_table
+from dfrobust.report.collected import CollectedRun
 from dfrobust.report.leaderboard import leaderboard_rows, leaderboard_table
 from dfrobust.report.study_tables import table2
 from dfrobust.report.summary import summary_markdown
@@ -26,17 +27,15 @@ def _rows(attack: str, setting: str, source: str, n: int, kept: int, **extra: An
     ]  # fmt: skip
 
 
-def _ctx() -> dict[str, Any]:
+def _run() -> CollectedRun:
     rows = [r for c in CELLS for r in _rows(*c)] + _rows(*ENSEMBLE, source_members="b+c")
-    return {
-        "attack_rows": rows,
-        "roles": [{"name": "a", "group": "mine", "label": "A", "sample_source": True}],
-        "plan": {"attacks": [{"source": "ensemble(b+c)", "members": ["b", "c"]}]},
-        "models": {"a": {"metrics": {"test": {"n": 100, "accuracy": 0.9, "auroc": 0.95}}}},
-        "cfg": {"run": {"preset": "test", "seed": 0}},
-        "stages": [],
-        "stored": {},
-    }
+    return CollectedRun(
+        attack_rows=rows,
+        roles=[{"name": "a", "group": "mine", "label": "A", "sample_source": True}],
+        plan={"attacks": [{"source": "ensemble(b+c)", "members": ["b", "c"]}]},
+        models={"a": {"metrics": {"test": {"n": 100, "accuracy": 0.9, "auroc": 0.95}}}},
+        cfg={"run": {"preset": "test", "seed": 0}},
+    )
 
 
 def _interval(kept: int, n: int) -> str:
@@ -45,7 +44,7 @@ def _interval(kept: int, n: int) -> str:
 
 
 def test_table2_cells_carry_their_own_n_and_interval() -> None:
-    t, long_rows, wide = table2(_ctx())
+    t = table2(_run()).table
     row = dict(zip(t.columns, t.rows[0]))
     assert row["n"] == "20"  # the model's most-attacked column
     assert row["FGSM whitebox"] == _interval(5, 20)
@@ -56,10 +55,8 @@ def test_table2_cells_carry_their_own_n_and_interval() -> None:
 
 
 def test_leaderboard_cells_carry_their_own_n() -> None:
-    ctx = _ctx()
-    _, long_rows, wide = table2(ctx)
-    ctx["table2_rows"] = long_rows
-    rows = leaderboard_rows(ctx, wide, None, {"norm": "linf", "eps": 0.02})
+    run = _run()
+    rows = leaderboard_rows(run, table2(run), None, {"norm": "linf", "eps": 0.02})
     assert rows[0]["n_whitebox"] == {"fgsm_whitebox": 20, "square-linf_whitebox": 10}
     assert rows[0]["blackbox"] == 0.5 and rows[0]["n_blackbox"] == 6  # the worst transfer: the ensemble's, on 6 fakes
     cells = dict(zip(leaderboard_table(rows).columns, leaderboard_table(rows).rows[0]))
@@ -69,16 +66,16 @@ def test_leaderboard_cells_carry_their_own_n() -> None:
 
 
 def test_summary_cells_carry_their_own_n() -> None:
-    ctx = _ctx()
-    _, long_rows, wide = table2(ctx)
-    md = summary_markdown(ctx, {"table2": long_rows, "table2_wide": wide})
+    run = _run()
+    t2 = table2(run)
+    md = summary_markdown(run, {"table2": t2.rows, "table2_wide": t2.wide})
     line = next(x for x in md.splitlines() if x.startswith("| a |"))
     assert _interval(5, 20) in line and _interval(5, 10) + " (n=10)" in line
     assert _interval(5, 10).split(" ")[1] != _interval(10, 20).split(" ")[1]  # the two ns give different intervals
 
 
 def test_by_generator_cells_carry_their_own_n() -> None:
-    groups = group_rows(_ctx()["attack_rows"])
+    groups = group_rows(_run().attack_rows)
     t = group_table(groups, ["a"])
     row = dict(zip(t.columns, next(r for r in t.rows if r[0] == "a / progan")))
     assert row["n"] == "10"  # fgsm whitebox: 10 of its 20 fakes are progan's
@@ -88,12 +85,10 @@ def test_by_generator_cells_carry_their_own_n() -> None:
 def test_results_json_rows_carry_each_rate_s_n_and_interval() -> None:
     from dfrobust.report.study_tables import long_row_intervals
 
-    _, long_rows, _ = table2(_ctx())
-    square = long_row_intervals(next(r for r in long_rows if r["attack"] == "square-linf"))
+    run = _run()
+    square = long_row_intervals(next(r for r in table2(run).rows if r["attack"] == "square-linf"))
     assert square["perturbed_accuracy_n"] == 10 and square["perturbed_accuracy_ci"] == list(wilson_interval(5, 10))
     assert square["success_rate_on_correct_n"] == 10 and square["success_rate_on_correct_ci"] == list(wilson_interval(5, 10))
-    ctx = _ctx()
-    ctx["table2_rows"] = long_rows
-    row = leaderboard_rows(ctx, table2(ctx)[2], None, {"norm": "linf", "eps": 0.02})[0]
+    row = leaderboard_rows(run, table2(run), None, {"norm": "linf", "eps": 0.02})[0]
     assert row["whitebox_ci"]["square-linf_whitebox"] == list(wilson_interval(5, 10))
     assert row["blackbox_ci"] == list(wilson_interval(3, 6)) and row["clean_accuracy_ci"] == list(wilson_interval(90, 100))
