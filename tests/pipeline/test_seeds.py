@@ -98,7 +98,9 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
     def fake(cfg: dict, run_dir: Path, data_arg: Any = None, device: str = "auto", force: Any = None, devices: Any = None) -> Path:
         logging.getLogger("dfrobust.pipeline").info("[run]  data")
-        seen.append({"seed": cfg["run"]["seed"], "run_dir": Path(run_dir), "overrides": cfg["run"]["overrides"]})
+        seen.append(
+            {"seed": cfg["run"]["seed"], "seeds": cfg["run"].get("seeds"), "run_dir": Path(run_dir), "overrides": cfg["run"]["overrides"]}
+        )
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         write_json(Path(run_dir) / "config.json", {"config": cfg, "data_arg": data_arg, "device": device})
         return Path(run_dir) / "report"
@@ -171,3 +173,69 @@ def test_a_seeds_run_stopped_before_its_first_seed_needs_its_preset_again(
     assert "--preset" in capsys.readouterr().err and not calls
     assert main(["reproduce", "--run", str(run), "--preset", "tiny"]) == 0
     assert [c["seed"] for c in calls] == [0, 1]
+
+
+def test_the_presets_seeds_lists() -> None:
+    # the cpu preset runs three seeds; the others one (run.seeds = [] from the paper preset)
+    assert {p: study_config(p)["run"]["seeds"] for p in ("paper", "quick", "tiny", "cpu")} == {
+        "paper": [], "quick": [], "tiny": [], "cpu": [0, 1, 2]
+    }  # fmt: skip
+
+
+def test_a_preset_with_seeds_runs_one_run_per_seed_in_the_seeds_layout(
+    tmp_path: Path, calls: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["reproduce", "--preset", "cpu"]) == 0  # no --run: the preset's own folder, runs/cpu
+    run = tmp_path / "runs" / "cpu"
+    assert [(c["seed"], c["run_dir"].resolve()) for c in calls] == [(s, run / f"seed-{s}") for s in (0, 1, 2)]
+    assert read_json(run / "seeds.json")["seeds"] == [0, 1, 2] and all(c["seeds"] == [0, 1, 2] for c in calls)
+    assert [e["seed"] for e in read_json(run / "report" / "results.json")["per_seed"]] == [0, 1, 2]
+
+
+def test_seeds_on_the_command_line_override_the_presets(tmp_path: Path, calls: list[dict[str, Any]]) -> None:
+    assert main(["reproduce", "--preset", "cpu", "--seeds", "5", "--run", str(tmp_path / "a")]) == 0
+    assert [(c["seed"], c["seeds"], c["run_dir"].name) for c in calls] == [(5, [5], "seed-5")]
+    calls.clear()
+    assert main(["reproduce", "--preset", "tiny", "--set", "run.seeds=[3, 1]", "--run", str(tmp_path / "b")]) == 0
+    assert [(c["seed"], c["run_dir"].name) for c in calls] == [(3, "seed-3"), (1, "seed-1")]
+    calls.clear()
+    # an empty list: one ordinary run in the folder itself, at run.seed
+    assert main(["reproduce", "--preset", "cpu", "--set", "run.seeds=[]", "--set", "run.seed=4", "--run", str(tmp_path / "c")]) == 0
+    assert [(c["seed"], c["run_dir"]) for c in calls] == [(4, tmp_path / "c")] and not (tmp_path / "c" / "seeds.json").exists()
+
+
+@pytest.mark.parametrize(
+    "sets, message",
+    [
+        (["run.seed=3"], "drop --set run.seed"),
+        (["run.seeds=[0, 0]"], "config run.seeds = [0, 0] needs a list of distinct non-negative integers"),
+        (["run.seeds=[-1, 2]"], "config run.seeds = [-1, 2]"),
+        (["run.seeds=[1.5, 2]"], "config run.seeds = [1.5, 2]"),
+        (["run.seeds=[7]"], "names one seed other than run.seed = 0"),
+    ],
+)
+def test_a_presets_seeds_are_checked_before_any_work(
+    tmp_path: Path, calls: list[dict[str, Any]], capsys: pytest.CaptureFixture[str], sets: list[str], message: str
+) -> None:
+    args = [a for s in sets for a in ("--set", s)]
+    assert main(["reproduce", "--preset", "cpu", "--run", str(tmp_path / "r"), *args]) == 2
+    assert message in capsys.readouterr().err and not calls and not (tmp_path / "r").exists()
+
+
+def test_a_run_of_one_seed_stays_one(tmp_path: Path, calls: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "one"
+    run.mkdir()
+    write_json(run / "config.json", {"config": study_config("cpu", ["run.seeds=[]"]), "data_arg": None, "device": "cpu"})
+    assert main(["reproduce", "--run", str(run), "--preset", "cpu"]) == 2  # the preset's three seeds: not in this folder
+    assert "run of one seed" in capsys.readouterr().err and not calls
+    assert main(["reproduce", "--run", str(run)]) == 0  # continued as the one run it is
+    assert [(c["seed"], c["run_dir"]) for c in calls] == [(0, run)]
+    # a seed of a --seeds run records its run's seeds and still continues as one run
+    seed_run = tmp_path / "s" / "seed-1"
+    seed_run.mkdir(parents=True)
+    cfg = study_config("cpu")
+    cfg["run"]["seed"] = 1
+    write_json(seed_run / "config.json", {"config": cfg, "data_arg": None, "device": "cpu"})
+    assert main(["reproduce", "--run", str(seed_run)]) == 0
+    assert [(c["seed"], c["run_dir"]) for c in calls[1:]] == [(1, seed_run)]
