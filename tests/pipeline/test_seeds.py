@@ -260,7 +260,7 @@ def _seed_results(acc: float, robust: float | None, extra_row: bool) -> dict[str
     if extra_row:
         table2.append({**table2[0], "attack": "cw", "perturbed_accuracy": 0.0})
     return {
-        "table1": [{"model": "m", "n": 20, "accuracy": acc, "auroc": 0.9, "real_recall": 1.0, "input_grad_norm": 0.3}],
+        "table1": [{"model": "m", "n": 20, "accuracy": acc, "auroc": 0.9, "real_recall": 1.0, "real_recall_n": 10, "input_grad_norm": 0.3}],
         "table2": table2,
         "leaderboard": [
             {
@@ -292,6 +292,7 @@ def test_every_table_row_carries_its_rates_per_seed_their_spread_and_the_pooled_
     assert (acc["pooled"]["k"], acc["pooled"]["n"]) == (25, 40) and acc["pooled"]["rate"] == 0.625  # 10 of 20 and 15 of 20
     lo, hi = acc["pooled"]["interval"]
     assert 0.46 < lo < 0.5 < 0.75 < hi < 0.78 and t1["spread"]["auroc"]["pooled"] is None  # AUROC has no count
+    assert t1["spread"]["real_recall"]["pooled"]["n"] == 20  # its own count where results.json records one (real_recall_n)
     fgsm, cw = results["table2"]
     assert fgsm["attack"] == "fgsm" and fgsm["per_seed"]["perturbed_accuracy"] == {"3": 0.25, "7": 0.375}
     assert fgsm["spread"]["success_rate_on_correct"]["pooled"]["n"] == 16  # its own count: n_correct

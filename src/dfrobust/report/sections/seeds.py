@@ -46,7 +46,8 @@ class RowTable:
     Attributes:
         title: the table's name in the report.
         keys: the fields that name a row (the same row in every seed's run).
-        rates: each numeric rate of a row -> the field holding its count (``None``: no count, so no pooled rate).
+        rates: each numeric rate of a row -> the field holding its count (``None``: none; a ``<rate>_n`` field of
+            the row, where results.json has one, is the rate's own count and comes first).
         shown: the rates the report's table shows (results.json has them all).
     """
 
@@ -177,8 +178,11 @@ def rows_over_seeds(table: str, results: Mapping[int, Mapping[str, Any] | None])
         for rate, count in spec.rates.items():
             values = [_number((by_seed.get(s) or {}).get(rate)) for s in results]
             entry["per_seed"][rate] = {str(s): v for s, v in zip(results, values)}
-            counts = [(by_seed.get(s) or {}).get(count) if count else None for s in results]
-            entry["spread"][rate] = {**spread(values), "pooled": pooled(values, counts) if count else None}
+            # a rate's own count: `<rate>_n` where results.json records it (schema 3), else the row's count field
+            rows = [by_seed.get(s) or {} for s in results]
+            counts = [r.get(f"{rate}_n", r.get(count) if count else None) for r in rows]
+            has_count = count is not None or any(f"{rate}_n" in r for r in rows)
+            entry["spread"][rate] = {**spread(values), "pooled": pooled(values, counts) if has_count else None}
         out.append(entry)
     return out
 
