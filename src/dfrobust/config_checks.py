@@ -65,6 +65,12 @@ def number_list(lo: float = 0.0) -> Check:
     return check
 
 
+def seed_list(v: Any) -> str | None:
+    """A list of distinct non-negative whole numbers, possibly empty (``run.seeds``)."""
+    ok = isinstance(v, list) and all(_is_int(x) and x >= 0 for x in v) and len(set(v)) == len(v)
+    return None if ok else "needs a list of distinct non-negative integers ([] for one run at run.seed)"
+
+
 def name(v: Any) -> str | None:
     """One name that may become a folder (no separators, no ``..``: see :mod:`dfrobust.utils.names`)."""
     problem = name_problem(v)
@@ -135,6 +141,7 @@ PluginSections = Mapping[str, tuple[Mapping[str, Check], Mapping[str, Any]]]
 #: listed: each attack declares their constraints (``params``) and the caller passes them in.
 SCHEMA: dict[str, tuple[Check, bool]] = {
     "run.seed": (integer(0), True),
+    "run.seeds": (seed_list, False),  # two or more: `reproduce` runs the study once per seed, as --seeds does
     "run.pin_isa": (choice("none", *ISA_LEVELS), False),  # utils/numerics.py: pinned before any torch work
     "data.n": (integer(4), True),
     "data.size": (integer(8, MAX_IMAGE_SIDE), True),  # larger would only exhaust memory once the data stage starts
@@ -231,6 +238,9 @@ def validate_study_config(cfg: dict[str, Any], plugins: PluginSections | None = 
         problem = check(value)
         if problem:
             raise _fail(key, value, problem)
+    seeds = cfg["run"].get("seeds") or []
+    if len(seeds) == 1 and seeds[0] != cfg["run"]["seed"]:  # one seed is one ordinary run, and that run's seed is run.seed
+        raise _fail("run.seeds", seeds, f"names one seed other than run.seed = {cfg['run']['seed']}; for one run set run.seed")
     for prefix, (checks, defaults) in (plugins or {}).items():
         present, section = _get(cfg, prefix)
         if present and isinstance(section, dict):

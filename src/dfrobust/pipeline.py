@@ -159,7 +159,7 @@ def reproduce_seeds(
 ) -> Path:
     """The whole study once per seed, each in its own run folder ``RUN/seed-N``, then the combined report; returns its folder.
 
-    ``configs`` maps each seed to its study config (whose ``run.seed`` it sets here). ``RUN/seeds.json``
+    ``configs`` maps each seed to its study config (whose ``run.seed`` and ``run.seeds`` it sets here). ``RUN/seeds.json``
     records the seeds before the first one runs, so an interrupted call resumes (``reproduce --run RUN``:
     finished stages of every seed are skipped). ``each(seed_folder)``, if given, wraps each seed's run
     (the command's lock and run.log). ``RUN/report/`` gets ``results.json`` with ``seeds``, ``per_seed``
@@ -177,6 +177,7 @@ def reproduce_seeds(
     for seed in seeds:
         cfg = copy.deepcopy(configs[seed])
         cfg["run"]["seed"] = seed
+        cfg["run"]["seeds"] = list(seeds)  # the seeds of the --seeds run it belongs to (--seeds overrides the preset's)
         kept = [o for o in cfg["run"].get("overrides", []) if o.partition("=")[0].strip() != "run.seed"]
         cfg["run"]["overrides"] = [*kept, f"run.seed={seed}"]  # the seed's own record says which seed it is
         folder = seed_folder(run_dir, seed)

@@ -102,7 +102,8 @@ def register(subparsers: Any) -> None:
         metavar="SEED",
         help="run the whole study once per seed (distinct non-negative integers), each in RUN/seed-N, then write "
         "RUN/report/ with each seed's headline numbers and their spread (mean, sd, min-max); not with --set run.seed "
-        "(default: the preset's run.seed, one run; an existing --seeds run keeps its recorded seeds)",
+        "(default: the preset's run.seeds when it names two or more, else its run.seed, one run; an existing --seeds run "
+        "keeps its recorded seeds)",
     )
     add_device_arg(p)
     p.add_argument(
@@ -208,24 +209,66 @@ def add_detectors(cfg: dict[str, Any], detector: list[str]) -> None:
 
 
 def seeds_run_dir(args: argparse.Namespace) -> Path:
-    """``--run``, else ``runs/<preset>-seeds`` with ``--seeds`` (a single run's default folder stays one run's)."""
+    """``--run``, else ``runs/<preset>-seeds`` with ``--seeds`` (a single run's default folder stays one run's), else
+    ``runs/<preset>`` (a preset whose ``run.seeds`` names several seeds runs them there)."""
     return Path(args.run or f"runs/{Path(args.preset or 'quick').stem}" + ("-seeds" if args.seeds else ""))
 
 
+def _sets(overrides: list[str], key: str) -> bool:
+    """Whether a ``--set`` sets the dotted ``key``."""
+    from dfrobust.config import parse_override
+
+    return any(parse_override(o)[0] == key.split(".") for o in overrides)
+
+
+def config_seeds(args: argparse.Namespace) -> list[int] | None:
+    """The config's ``run.seeds`` (``--preset``, else the default preset, with ``--set``) when it names two or more seeds.
+
+    ``None``: one run. A folder that is already a run of one seed stays one (a seed of a ``--seeds`` run
+    records that run's seeds in its own config) unless ``--preset`` or ``--set run.seeds`` asks for
+    several seeds, which is refused there. The config is checked whole here, so a bad list is a one-line error.
+    """
+    from dfrobust.attacks.base import attack_param_checks
+    from dfrobust.config_checks import validate_study_config
+    from dfrobust.pipeline import CONFIG_FILE
+
+    run_dir = seeds_run_dir(args)
+    one_run = (run_dir / CONFIG_FILE).is_file()
+    if one_run and args.preset is None and not _sets(args.overrides, "run.seeds"):
+        return None
+    _, cfg, _ = resolve_run(args)
+    validate_study_config(cfg, attack_param_checks())
+    seeds = list(cfg["run"].get("seeds") or [])
+    if len(seeds) < 2:
+        return None
+    source = f"preset {cfg['run']['preset']} runs seeds {seeds} (run.seeds)"
+    if one_run:
+        raise DfrobustError(f"{run_dir} is a run of one seed and {source}; continue it with --set 'run.seeds=[]', or give a new --run")
+    if _sets(args.overrides, "run.seed"):
+        raise DfrobustError(
+            f"{source}, each its own run.seed; drop --set run.seed=..., or give --seeds (or --set 'run.seeds=[]' for one run)"
+        )
+    log.info(f"{source}: one run per seed in {run_dir}/seed-N (--seeds overrides the list)")
+    return seeds
+
+
 def resolve_seeds(args: argparse.Namespace) -> list[int] | None:
-    """The seeds of this call: ``--seeds``, else those an existing ``--seeds`` run folder records; ``None``: one run.
+    """The seeds of this call: ``--seeds``, else those an existing ``--seeds`` run folder records, else the config's
+    ``run.seeds`` when it names two or more (:func:`config_seeds`); ``None``: one run.
 
     ``--seeds`` must be distinct, never with ``--set run.seed=...``, and its folder new, empty or a ``--seeds`` run.
     """
-    from dfrobust.config import parse_override
     from dfrobust.pipeline import CONFIG_FILE, check_seeds
     from dfrobust.report.seeds_report import SEEDS_FILE, read_seeds
 
     run_dir = seeds_run_dir(args)
     recorded = read_seeds(run_dir) if run_dir.is_dir() else None
     if args.seeds is None and recorded is None:
-        return None
-    if any(parse_override(o)[0] == ["run", "seed"] for o in args.overrides):
+        seeds = config_seeds(args)
+        if seeds is not None and run_dir.is_dir() and any(p.name not in OWN_FILES for p in run_dir.iterdir()):
+            raise DfrobustError(f"{run_dir} is not empty and is not a dfrobust run folder; give --run a new or empty folder")
+        return seeds
+    if _sets(args.overrides, "run.seed"):
         raise DfrobustError("--seeds sets run.seed of each seed's run; drop --set run.seed=..." if args.seeds else
                             f"{run_dir} is a --seeds run (its {SEEDS_FILE}); give --seeds instead of --set run.seed=...")  # fmt: skip
     if args.seeds is None:

@@ -46,10 +46,14 @@ NOT_SCIENCE = (
     "attack.transfer_only",
     "attack.mifgsm.",
     "attack.dimifgsm.",
+    "attack.fmn.",
     "train.pretrained.",
     "train.efficientnet-lite",
 )  # the last ones go beyond the paper: nothing to differ from
 
+
+#: Keys that list attacks to run: compared on the paper's own attacks only (those beyond it have nothing to differ from).
+ATTACK_LISTS = ("attack.attacks",)
 
 #: Keys the fixed lines of :func:`differences` already state (the data source and the input size).
 STATED = ("data.n", "data.size")
@@ -59,8 +63,11 @@ def config_differences(cfg: dict[str, Any], reference: dict[str, Any]) -> list[t
     """``(dotted key, ours, the reference's)`` for every key whose value differs (``None`` where one side lacks it).
 
     A per-architecture key (``train.vgg16.lr``) that the reference does not set is compared with
-    the reference's common value (``train.lr``), which is what the reference trains with.
+    the reference's common value (``train.lr``), which is what the reference trains with. Attack lists
+    that both hold the paper's own attacks differ only beyond the paper: no difference.
     """
+    from dfrobust.attacks.base import paper_attacks
+
     ours, theirs = _flatten(cfg), _flatten(reference)
     keys = list(theirs) + [k for k in ours if k not in theirs]
     out = []
@@ -72,6 +79,8 @@ def config_differences(cfg: dict[str, Any], reference: dict[str, Any]) -> list[t
         a, b = ours.get(key), theirs.get(key, theirs.get(common) if common else None)
         if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and float(a) == float(b):
             continue
+        if key in ATTACK_LISTS and all(set(paper_attacks()) <= set(v or []) for v in (a, b)):
+            continue  # e.g. the quick preset leaves out FMN, which the paper never ran either
         if a != b:
             out.append((key, a, b))
     return out

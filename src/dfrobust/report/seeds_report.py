@@ -3,8 +3,9 @@
 ``RUN/seeds.json`` lists the seeds and their run folders (``RUN/seed-N``, each a whole run with its
 own report). :func:`write_seeds_report` builds every registered report section on that record
 (the seeds section shows the spread; sections of single runs have nothing to show) and writes
-``report.html``, ``report.md``, ``summary.md`` and ``results.json``, whose ``seeds``, ``per_seed``
-and ``spread`` are the seeds section's numbers.
+``report.html``, ``report.md``, ``summary.md`` and ``results.json``, whose ``seeds``, ``per_seed``,
+``spread`` and the ``table1``, ``table2`` and ``leaderboard`` rows over the seeds (each rate's ``per_seed``
+values, their ``spread`` and pooled rate) are the seeds section's numbers.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from dfrobust.errors import DfrobustError
 from dfrobust.report.document import RESULTS_SCHEMA_VERSION, Section, _html, _markdown
 from dfrobust.report.sections import RunResults, extra_sections
-from dfrobust.report.sections.seeds import seed_numbers, spread_table
+from dfrobust.report.sections.seeds import ROW_TABLES, seed_numbers, spread_table
 from dfrobust.utils.io import atomic_path, read_record, write_json
 from dfrobust.utils.runfolder import CONFIG_FILE
 
@@ -68,6 +69,8 @@ def write_seeds_report(run_dir: str | Path) -> Path:
         "runs": record.get("runs", {}),
         "per_seed": numbers.get("per_seed", []),
         "spread": numbers.get("spread", []),
+        # every Table I, Table II and leaderboard row with its rates per seed (`per_seed`), their spread and pooled rate
+        **{table: numbers.get(table, []) for table in ROW_TABLES},
         "settings": {"config": config, "preset": preset},
         "sections": {k: v for k, v in section_results.items() if k != "seeds"},  # the seeds section's numbers are above
     }

@@ -5,7 +5,9 @@ combined report (:mod:`dfrobust.report.seeds_report`) passes that record as the 
 entry. This section reads each seed's own ``report/results.json`` (never recomputes it) and takes
 its headline numbers: per leaderboard row (detector or defense) and per Table I detector the
 clean accuracy and the robust accuracy at the study's threat model, and the DIP study's accuracy at threshold 0.25 beside the
-undefended detector at 0.5, its real recall and the share of fooled fakes it catches.
+undefended detector at 0.5, its real recall and the share of fooled fakes it catches. Beside them, every
+Table I, Table II and leaderboard row over the seeds (:func:`rows_over_seeds`): each rate per seed, its
+mean, sd and min-max, and where the rate has a count, the pooled rate with its Wilson 95% interval.
 """
 
 from __future__ import annotations
@@ -14,6 +16,12 @@ import math
 import statistics
 from typing import Any
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from dfrobust.attacks.base import attack_display
+from dfrobust.evaluate.intervals import wilson_interval
+from dfrobust.report.attack_figures import setting_label
 from dfrobust.report.document import Section
 from dfrobust.report.sections import ReportSection, RunResults, register_section
 from dfrobust.report.tables import Table, pct
@@ -29,6 +37,49 @@ DIP_NUMBERS = (
 )
 #: Table IV's row and column for "fooled fakes the DIP defense catches".
 CAUGHT = ("fooled_fakes_caught", "perturbed/fake-wrong", "dip@0.25", "DIP: perturbed fakes that fooled the detector, caught (0.25)")
+
+
+@dataclass(frozen=True)
+class RowTable:
+    """A table of a seed's ``results.json`` whose rows are followed over the seeds.
+
+    Attributes:
+        title: the table's name in the report.
+        keys: the fields that name a row (the same row in every seed's run).
+        rates: each numeric rate of a row -> the field holding its count (``None``: none; a ``<rate>_n`` field of
+            the row, where results.json has one, is the rate's own count and comes first).
+        shown: the rates the report's table shows (results.json has them all).
+    """
+
+    title: str
+    keys: tuple[str, ...]
+    rates: Mapping[str, str | None]
+    shown: tuple[str, ...]
+
+
+#: The rows followed over seeds, by their key in results.json. The leaderboard's per-attack whitebox columns are
+#: Table II's whitebox rows; its training cost and input-gradient norm are no rates.
+ROW_TABLES = {
+    "table1": RowTable(
+        "Table I over seeds",
+        ("model", "group"),
+        {"accuracy": "n", "auroc": None, "fake_precision": None, "fake_recall": None, "real_precision": None, "real_recall": None},
+        ("accuracy", "auroc"),
+    ),
+    "table2": RowTable(
+        "Table II over seeds (accuracy on attacked fakes)",
+        ("model", "attack", "setting", "source", "images"),
+        {"clean_accuracy": "n", "perturbed_accuracy": "n", "success_rate_on_correct": "n_correct"},
+        ("perturbed_accuracy",),
+    ),
+    "leaderboard": RowTable(
+        "Defense leaderboard over seeds",
+        ("defense",),
+        {"robust_accuracy": "n_robust", "clean_accuracy": "n_test", "auroc": None, "worst_whitebox": None, "blackbox": None,
+         "adaptive": None, "nonadaptive_accuracy": None},
+        ("robust_accuracy", "clean_accuracy"),
+    ),
+}  # fmt: skip
 
 
 def _number(value: Any) -> float | None:
@@ -89,6 +140,53 @@ def spread(values: list[float | None]) -> dict[str, Any]:
     }
 
 
+def pooled(values: list[float | None], counts: list[Any]) -> dict[str, Any] | None:
+    """The rate of all seeds' images together: ``k`` (each seed's rate times its count, rounded) over ``n``, with
+    its Wilson 95% interval; ``None`` when no seed has the rate or one that has it lacks its count."""
+    k = n = 0
+    for value, count in zip(values, counts):
+        if value is None:
+            continue
+        c = _number(count)
+        if c is None or c <= 0:
+            return None
+        k, n = k + round(value * c), n + int(c)
+    if not n:
+        return None
+    lo, hi = wilson_interval(k, n)
+    return {"k": k, "n": n, "rate": k / n, "interval": [lo, hi]}
+
+
+def rows_over_seeds(table: str, results: Mapping[int, Mapping[str, Any] | None]) -> list[dict[str, Any]]:
+    """Every row of ``table`` (a key of :data:`ROW_TABLES`) over the seeds' ``results.json`` (``None``: not finished).
+
+    Per row: its key fields, ``label``, ``per_seed`` (rate -> {seed: value}, ``None`` where a seed lacks the row or
+    the rate) and ``spread`` (rate -> :func:`spread` of the values, plus ``pooled``: :func:`pooled`). Rows are in the
+    order the seeds first show them.
+    """
+    spec = ROW_TABLES[table]
+    found: dict[tuple[Any, ...], dict[int, Mapping[str, Any]]] = {}
+    for seed, res in results.items():
+        for row in (res or {}).get(table) or []:
+            found.setdefault(tuple(row.get(k) for k in spec.keys), {})[seed] = row
+    out = []
+    for key, by_seed in found.items():
+        first = next(iter(by_seed.values()))
+        entry: dict[str, Any] = {k: v for k, v in zip(spec.keys, key) if v is not None}
+        entry["label"] = first.get("label") or first.get("model") or first.get("defense")
+        entry["per_seed"], entry["spread"] = {}, {}
+        for rate, count in spec.rates.items():
+            values = [_number((by_seed.get(s) or {}).get(rate)) for s in results]
+            entry["per_seed"][rate] = {str(s): v for s, v in zip(results, values)}
+            # a rate's own count: `<rate>_n` where results.json records it (schema 3), else the row's count field
+            rows = [by_seed.get(s) or {} for s in results]
+            counts = [r.get(f"{rate}_n", r.get(count) if count else None) for r in rows]
+            has_count = count is not None or any(f"{rate}_n" in r for r in rows)
+            entry["spread"][rate] = {**spread(values), "pooled": pooled(values, counts) if has_count else None}
+        out.append(entry)
+    return out
+
+
 def spread_rows(per_seed: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per headline number: its value for each seed (in order) and its :func:`spread` over them."""
     names: list[str] = []
@@ -110,17 +208,19 @@ def seed_numbers(run: RunResults) -> dict[str, Any] | None:
     record = run.record("seeds")
     if not record:
         return None
-    per_seed = []
+    per_seed, results = [], {}
     for seed in record["seeds"]:
         rel = record.get("runs", {}).get(str(seed), f"seed-{seed}")
         path = run.path(rel) / "report" / "results.json"
         entry: dict[str, Any] = {"seed": seed, "run": rel}
-        if path.is_file():
-            entry.update(headline(read_record(path)))
+        results[seed] = read_record(path) if path.is_file() else None
+        if results[seed] is not None:
+            entry.update(headline(results[seed]))
         else:
             entry["missing"] = f"{rel}/report/results.json (the seed's run has not finished)"
         per_seed.append(entry)
-    return {"seeds": list(record["seeds"]), "per_seed": per_seed, "spread": spread_rows(per_seed)}
+    rows = {table: rows_over_seeds(table, results) for table in ROW_TABLES}
+    return {"seeds": list(record["seeds"]), "per_seed": per_seed, "spread": spread_rows(per_seed), **rows}
 
 
 def _label(row: dict[str, Any], threat: str) -> str:
@@ -153,6 +253,45 @@ def spread_table(numbers: dict[str, Any]) -> Table:
     return t
 
 
+#: How a rate is named in the tables over seeds (others: the key with spaces).
+RATE_LABELS = {"auroc": "AUROC", "perturbed_accuracy": "accuracy", "robust_accuracy": "robust accuracy"}
+
+
+def _row_label(table: str, row: Mapping[str, Any]) -> str:
+    if table != "table2":
+        return str(row["label"])
+    attack, setting = str(row.get("attack")), str(row.get("setting"))
+    where = f" from {row.get('source')}" if setting == "blackbox" else ""
+    return f"{row.get('model')}: {attack_display(attack)} {setting_label(attack, setting)}{where}"
+
+
+def _pooled(value: Mapping[str, Any] | None) -> str:
+    if not value:
+        return "–"
+    lo, hi = value["interval"]
+    return f"{pct(value['rate'])} [{100 * lo:.1f}–{100 * hi:.1f}] (n = {value['n']})"
+
+
+def rows_table(table: str, rows: list[dict[str, Any]], seeds: list[int]) -> Table:
+    """The shown rates of ``rows`` (:func:`rows_over_seeds`): per seed, mean, min-max and the pooled rate beside them."""
+    spec = ROW_TABLES[table]
+    t = Table(
+        spec.title,
+        ["row", "number", *(f"seed {s}" for s in seeds), "mean", "min–max", "pooled [95% CI]"],
+        note="Mean and min–max: over the seeds' own values (the spread of whole runs: data, training, attacks). Pooled: "
+        "every seed's images together, with its Wilson 95% interval, which covers the sampling of images only; "
+        "– where a rate has no count (AUROC) or a seed lacks it.",
+        keys=2,
+    )
+    for row in rows:
+        for rate in spec.shown:
+            sp = row["spread"][rate]
+            cells = [pct(row["per_seed"][rate].get(str(s))) for s in seeds]
+            t.rows.append([_row_label(table, row), RATE_LABELS.get(rate, rate.replace("_", " ")), *cells,
+                           pct(sp["mean"]), _range(sp), _pooled(sp["pooled"])])  # fmt: skip
+    return t
+
+
 @register_section
 class SeedsSection(ReportSection):
     """The spread over seeds (only in the combined report of a ``reproduce --seeds`` run)."""
@@ -171,6 +310,7 @@ class SeedsSection(ReportSection):
         ]
         items += [f"Not in the table yet: {e['missing']}." for e in numbers["per_seed"] if e.get("missing")]
         items.append(spread_table(numbers))
+        items += [rows_table(table, numbers[table], numbers["seeds"]) for table in ROW_TABLES if numbers.get(table)]
         return Section(self.title, items)
 
     def results(self, run: RunResults) -> Any:
