@@ -16,7 +16,8 @@ starts every curve.
 Within one norm the radii are visited in increasing order and only the images still correct are
 attacked at the next radius: an image fooled at radius r (or misclassified clean) is fooled at
 every larger radius, since the same perturbation lies inside the larger ball, so it is counted as
-fooled without attacking it again. A curve is therefore monotone by construction, and each
+fooled without attacking it again. Within one radius APGD stops on an image once it is fooled
+(:data:`STOP_MARGIN`), the others following the same trajectory as without stopping. A curve is therefore monotone by construction, and each
 point's per-image ``attacked`` flag (and ``summary.json``'s ``work``) says what was attacked.
 The unit of work (and of resume and sharding) is one norm over one batch of ``batch_size``
 images, attacked with seed ``seed + batch index`` at every radius, so rows do not depend on the
@@ -46,6 +47,9 @@ from dfrobust.utils.io import claim_own_folder, read_csv, read_record, require_o
 from dfrobust.utils.parts import PartStore
 from dfrobust.utils.runtime import progress, resolve_device, seed_everything, versions
 
+#: The curves' APGD stops on an image once it is misclassified (also as stored in 8 bits): a curve counts
+#: fooled images, so further steps on one change nothing (the others follow the same trajectory).
+STOP_MARGIN = 0.0
 #: Budgets of the curves (the issue's: Linf {0, 1, 2, 4, 8, 16}/255, L2 {0.25, 0.5, 1, 2}); eps 0 is added to each.
 DEFAULT_NORMS: dict[str, tuple[float, ...]] = {
     "linf": (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255),
@@ -99,13 +103,14 @@ def rate_row(correct: torch.Tensor, **head: Any) -> dict[str, Any]:
 
 def chain_correct(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps_list: Sequence[float], attack: str = "apgd",
-    steps: int = 100, seed: int = 0,
+    steps: int = 100, seed: int = 0, stop_margin: float | None = STOP_MARGIN,
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Per radius and image (CPU bool ``len(eps_list) x N``): still correct, and attacked at that radius.
 
     ``eps_list`` must increase. Radius 0 is clean accuracy (every image evaluated, none attacked);
     at each larger radius only the images still correct are attacked (one batch, ``seed``), and the
     others stay fooled: a perturbation that fooled an image lies inside every larger ball.
+    ``stop_margin`` goes to attacks that take it (:mod:`dfrobust.attacks.early_stop`).
     """
     eps_values = [float(e) for e in eps_list]
     if eps_values != sorted(eps_values):
@@ -120,7 +125,8 @@ def chain_correct(
         elif still.any():
             rows = still.nonzero().squeeze(1)
             attacked[i, rows] = True
-            fooled = attack_success(model, x[rows], y[rows], attack, {"eps": eps, "norm": norm, "steps": steps}, seed, len(rows))
+            params = {"eps": eps, "norm": norm, "steps": steps, "stop_margin": stop_margin}
+            fooled = attack_success(model, x[rows], y[rows], attack, params, seed, len(rows))
             still[rows[fooled]] = False
         correct[i] = still
     return correct, attacked
@@ -142,7 +148,8 @@ def robustness_curve(
 
     With ``reuse`` (the default) the budgets are visited in increasing order and batch ``k`` of
     ``batch_size`` images (seed ``seed + k``) is attacked at a budget only where it survived the
-    smaller ones (:func:`chain_correct`); without it, every budget attacks every image afresh.
+    smaller ones, and the attack stops on an image once it is fooled (:func:`chain_correct`); without
+    it, every budget attacks every image afresh for every step.
     ``attacked`` counts the images attacked at the budget. Rows come in the order of ``eps_list``.
     """
     if norm not in ("linf", "l2"):
@@ -235,7 +242,7 @@ def run_curves(
     model, meta = load_model_arg(model_path, device=dev, expect_input_size=images.image_size)
     name = meta["name"]
     config = {"points": points, "classes": classes, "max_images": max_images, "seed": seed, "steps": steps,
-              "batch_size": batch_size, "fgsm_check": fgsm_check, "attack": "apgd", "reuse": "smallest fooling radius"}  # fmt: skip
+              "batch_size": batch_size, "fgsm_check": fgsm_check, "attack": "apgd", "reuse": "smallest fooling radius", "stop_margin": STOP_MARGIN}  # fmt: skip
     fingerprint = sha256_bytes(to_json({"config": config, "data": data_hash, "model": meta["sha256"], "images": images.paths}).encode())
     summary_file = out_dir / "summary.json"
     if summary_file.is_file() and read_record(summary_file).get("fingerprint") == fingerprint:
