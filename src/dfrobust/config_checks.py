@@ -98,6 +98,7 @@ def optional_name_list(v: Any) -> str | None:
 TRAIN_KEYS: dict[str, Check] = {
     "arch": text,
     "epochs": integer(1),
+    "patience": integer(0),
     "optimizer": choice("sgd", "adam"),
     "lr": number(0, lo_open=True),
     "momentum": number(0, 1, hi_open=True),

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from dfrobust.studies.masking_checks import gradient_checks, monotone_check, weaker_beats_stronger
-from dfrobust.studies.curves import robustness_curve, run_curves
+from dfrobust.studies.curves import chain_correct, robustness_curve, run_curves
 from dfrobust.data.dataset import load_split
 from dfrobust.models.checkpoint import load_detector
 from dfrobust.utils.io import read_csv, read_json
@@ -90,7 +90,9 @@ def test_run_curves_writes_rows_checks_and_resumes(toy_dataset: Path, toy_model:
     assert isinstance(summary["warnings"], list) and set(summary["checks"]) == {"gradients", "monotone", "fgsm_vs_apgd"}
     assert summary["checks"]["fgsm_vs_apgd"][0]["eps"] == 8 / 255
     assert read_json(out / "summary.json")["rows"] == summary["rows"]
-    (out / "parts" / "part-00003.csv").unlink()  # the last point (l2 0.5): redone on the rerun
+    work = summary["work"]  # 2 radii > 0 over 8 images: at most 16 attacked, fewer when any was fooled or wrong clean
+    assert work["all_images"] == 16 and work["attacked"] == sum(p["attacked"] for p in work["points"]) <= 16
+    (out / "parts" / "part-00003.csv").unlink()  # the last unit (l2, second batch of 4): redone on the rerun
     (out / "summary.json").unlink()
     again = run_curves(toy_dataset, toy_model, out, norms=norms, max_images=8, steps=3, batch_size=4, device="cpu")
     assert again["rows"] == summary["rows"]
@@ -125,3 +127,67 @@ def test_a_flip_that_8_bit_rounding_undoes_is_no_success(monkeypatch: pytest.Mon
     assert (model(x + 0.4 / 255).argmax(1) != y).all()  # the attack's own (float) verdict: every image fooled
     fooled = curves.attack_success(model, x, y, "fgsm", {"eps": 1 / 255})
     assert fooled.tolist() == [False, False, True]  # on the 8-bit images only the one far from the threshold
+
+
+class Linear(nn.Module):
+    """A linear 2-logit detector: APGD's first signed step reaches the optimum of the Linf ball, so success is
+    exactly ``margin < eps * ||w||_1`` and hence monotone in eps: reuse must give the all-images numbers."""
+
+    def __init__(self, size: int = 4) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.linspace(-1, 1, 3 * size * size).view(1, 3, size, size) + 0.05)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = ((x - 0.5) * self.w).flatten(1).sum(1)
+        return torch.stack([-s, s], dim=1)
+
+
+class Counting(nn.Module):
+    """Counts the images that go through ``inner`` with a gradient (attack steps), not the no-grad evaluations."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.graded = inner, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.graded += len(x) if x.requires_grad else 0
+        return self.inner(x)
+
+
+def _linear_problem() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    model = Linear()
+    gen = torch.Generator().manual_seed(0)
+    # images near mid-grey (no clipping by [0, 1]) along w: their margins spread over the radii of the curve
+    t = torch.linspace(-0.004, 0.004, 24)
+    x = (0.5 + t.view(-1, 1, 1, 1) * model.w.detach().sign() + 0.001 * torch.randn(24, 3, 4, 4, generator=gen)).clamp(0, 1)
+    y = (t > -0.0035).long()  # two images misclassified clean
+    return model, x, y
+
+
+def test_reuse_gives_the_all_images_curve_and_attacks_fewer_images() -> None:
+    model, x, y = _linear_problem()
+    eps = [0.0, 0.5 / 255, 1 / 255, 2 / 255, 4 / 255]
+    counted = Counting(model)
+    old = robustness_curve(counted, x, y, "linf", eps, steps=5, batch_size=8, reuse=False)
+    old_work = counted.graded
+    counted.graded = 0
+    new = robustness_curve(counted, x, y, "linf", eps, steps=5, batch_size=8)
+    assert [r["accuracy"] for r in new] == [r["accuracy"] for r in old]
+    acc = [r["accuracy"] for r in new]
+    assert acc[0] > acc[2] > acc[-1] == 0.0  # the radii matter: the test would see a wrong reuse
+    assert [r["attacked"] for r in old] == [0, 24, 24, 24, 24]
+    assert sum(r["attacked"] for r in new) < 96 and new[1]["attacked"] == int(old[0]["accuracy"] * 24)
+    assert 0 < counted.graded < old_work  # fewer gradient evaluations, not only fewer images on paper
+
+
+def test_chain_correct_matches_each_radius_per_image_and_never_revives_an_image() -> None:
+    model, x, y = _linear_problem()
+    radii = [0.0, 1 / 255, 3 / 255]
+    correct, attacked = chain_correct(model, x, y, "linf", radii, steps=5)
+    for i, eps in enumerate(radii):
+        alone = robustness_curve(model, x, y, "linf", [eps], steps=5, batch_size=24, reuse=False)[0]
+        assert int(correct[i].sum()) == round(alone["accuracy"] * 24)
+    assert not (correct[1:] & ~correct[:-1]).any()  # fooled once, fooled at every larger radius
+    assert torch.equal(attacked[1:], correct[:-1]) and not attacked[0].any()  # attacked exactly where still correct
+    with pytest.raises(Exception, match="increase"):
+        chain_correct(model, x, y, "linf", [0.0, 2 / 255, 1 / 255])

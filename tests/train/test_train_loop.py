@@ -183,3 +183,82 @@ def test_user_errors_are_one_line(tmp_path: Path) -> None:
                 w.add(torch.rand(3, 16, 16), label=1, split=split)
     with pytest.raises(DfrobustError, match="no fake images"):
         train_detector(only_real, TrainConfig(**QUICK), tmp_path / "m.safetensors")
+
+
+def _plateau_after(monkeypatch: pytest.MonkeyPatch, best: int) -> list[int]:
+    """Validation accuracy rises until epoch ``best``, then falls (the evaluation is faked per call); returns the
+    epochs trained, appended by the real ``train_one_epoch``."""
+    trained: list[int] = []
+    real_epoch, real_eval = loop.train_one_epoch, loop.evaluate_detector
+
+    def epoch(*args, **kwargs):
+        trained.append(args[4])
+        return real_epoch(*args, **kwargs)
+
+    def evaluate(model, images, *args, **kwargs):
+        out = real_eval(model, images, *args, **kwargs)
+        if kwargs.get("gradients") is False:  # the per-epoch validation only
+            e = trained[-1]
+            out = {**out, "accuracy": 0.5 + 0.1 * min(e, best) - 0.05 * max(e - best, 0), "loss": 1.0}
+        return out
+
+    monkeypatch.setattr(loop, "train_one_epoch", epoch)
+    monkeypatch.setattr(loop, "evaluate_detector", evaluate)
+    return trained
+
+
+def test_patience_stops_at_the_best_epoch_and_keeps_its_weights(small_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    trained = _plateau_after(monkeypatch, best=2)
+    kept: dict[int, dict[str, torch.Tensor]] = {}
+    real_save = loop.save_partial
+
+    def save(path, model, *args, **kwargs):  # the weights after every epoch, to compare with the saved model
+        kept[len(trained)] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return real_save(path, model, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "save_partial", save)
+    cfg = TrainConfig(**{**QUICK, "epochs": 8}, patience=2)
+    out = tmp_path / "m.safetensors"
+    meta = train_detector(small_data, cfg, out)
+    assert trained == [1, 2, 3, 4]  # epochs 3 and 4 did not beat epoch 2: 4 of 8 epochs saved
+    stopped = meta["metrics"]["stopped_early"]
+    assert stopped["epoch"] == 4 and stopped["best_epoch"] == 2 and stopped["patience"] == 2 and stopped["epochs_saved"] == 4
+    assert "patience 2" in stopped["reason"] and meta["metrics"]["selected_epoch"] == 2
+    assert [h["epoch"] for h in meta["history"]] == [1, 2, 3, 4]
+    saved = load_file(str(out))
+    assert all(torch.equal(saved[k], kept[2][k]) for k in saved) and not all(torch.equal(saved[k], kept[4][k]) for k in saved)
+    # patience 0 (the default) trains every epoch
+    trained.clear()
+    train_detector(small_data, TrainConfig(**{**QUICK, "epochs": 5}), tmp_path / "all.safetensors")
+    assert trained == [1, 2, 3, 4, 5]
+
+
+def test_a_run_interrupted_after_stopping_does_not_train_again(small_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    trained = _plateau_after(monkeypatch, best=1)
+    real_save = loop.save_detector
+
+    def crash(*args, **kwargs):  # killed after the stopping epoch's state, before the final files
+        raise KeyboardInterrupt
+
+    cfg = TrainConfig(**{**QUICK, "epochs": 6}, patience=1)
+    out = tmp_path / "m.safetensors"
+    monkeypatch.setattr(loop, "save_detector", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train_detector(small_data, cfg, out)
+    assert trained == [1, 2] and partial_path(out).is_file()
+    monkeypatch.setattr(loop, "save_detector", real_save)
+    meta = train_detector(small_data, cfg, out)
+    assert trained == [1, 2] and meta["metrics"]["stopped_early"]["epoch"] == 2 and meta["metrics"]["selected_epoch"] == 1
+
+
+def test_patience_is_checked_like_every_setting() -> None:
+    from dfrobust.config_checks import TRAIN_KEYS
+
+    for bad in (-1, 1.5, True):
+        with pytest.raises(DfrobustError, match="--patience must be a whole number"):
+            TrainConfig(patience=bad)
+    with pytest.raises(DfrobustError, match="--val-fraction"):
+        TrainConfig(patience=2, val_fraction=0.0)
+    assert TRAIN_KEYS["patience"](3) is None and TRAIN_KEYS["patience"](-1) is not None
+    # off (the default) keeps the identity of models and run records made before the setting existed
+    assert "patience" not in TrainConfig().identity() and TrainConfig(patience=2).identity()["patience"] == 2

@@ -197,6 +197,17 @@ def test_ddp_training_equals_one_process_at_the_same_global_batch(toy_dataset: P
     load_detector(tmp_path / "two.safetensors")
 
 
+def test_ddp_training_stops_early_on_every_rank_as_one_process(toy_dataset: Path, tmp_path: Path) -> None:
+    """Rank 0 decides to stop (patience) and the other rank leaves the loop with it: no hang, the same epochs."""
+    cfg = TrainConfig(**{**TRAIN, "epochs": 6}, patience=1)
+    one = loop.train_detector(toy_dataset, cfg, tmp_path / "one.safetensors")
+    torchrun(*_train_args(toy_dataset, tmp_path / "two.safetensors", cfg))
+    two = read_sidecar(tmp_path / "two.safetensors")
+    assert one["metrics"]["stopped_early"] is not None, "the toy run should stop before its 6 epochs"
+    assert [h["epoch"] for h in two["history"]] == [h["epoch"] for h in one["history"]]
+    assert two["metrics"]["stopped_early"]["epoch"] == one["metrics"]["stopped_early"]["epoch"]
+
+
 def test_ddp_adversarial_training_resumes_with_another_world_size(
     toy_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -13,6 +13,16 @@ Accuracy is measured as everywhere in dfrobust (one success definition, docs/arc
 on the attacked images rounded to 8 bits, what storing them as PNG gives, not on the attack's
 float images; eps 0 is clean accuracy and starts every curve.
 
+Within one norm the radii are visited in increasing order and only the images still correct are
+attacked at the next radius: an image fooled at radius r (or misclassified clean) is fooled at
+every larger radius, since the same perturbation lies inside the larger ball, so it is counted as
+fooled without attacking it again. Within one radius APGD stops on an image once it is fooled
+(:data:`STOP_MARGIN`), the others following the same trajectory as without stopping. A curve is therefore monotone by construction, and each
+point's per-image ``attacked`` flag (and ``summary.json``'s ``work``) says what was attacked.
+The unit of work (and of resume and sharding) is one norm over one batch of ``batch_size``
+images, attacked with seed ``seed + batch index`` at every radius, so rows do not depend on the
+number of processes.
+
 >>> rows = robustness_curve(model, x, y, "linf", [0, 2 / 255, 8 / 255], steps=20)  # doctest: +SKIP
 """
 
@@ -47,6 +57,9 @@ from dfrobust.utils.io import (
 from dfrobust.utils.parts import PartStore
 from dfrobust.utils.runtime import progress, resolve_device, seed_everything, versions
 
+#: The curves' APGD stops on an image once it is misclassified (also as stored in 8 bits): a curve counts
+#: fooled images, so further steps on one change nothing (the others follow the same trajectory).
+STOP_MARGIN = 0.0
 #: Budgets of the curves (the issue's: Linf {0, 1, 2, 4, 8, 16}/255, L2 {0.25, 0.5, 1, 2}); eps 0 is added to each.
 DEFAULT_NORMS: dict[str, tuple[float, ...]] = {
     "linf": (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255),
@@ -101,6 +114,37 @@ def rate_row(correct: torch.Tensor, **head: Any) -> dict[str, Any]:
     return {**head, "n": n, "accuracy": k / n if n else math.nan, "ci_low": lo, "ci_high": hi}
 
 
+def chain_correct(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps_list: Sequence[float], attack: str = "apgd",
+    steps: int = 100, seed: int = 0, stop_margin: float | None = STOP_MARGIN,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Per radius and image (CPU bool ``len(eps_list) x N``): still correct, and attacked at that radius.
+
+    ``eps_list`` must increase. Radius 0 is clean accuracy (every image evaluated, none attacked);
+    at each larger radius only the images still correct are attacked (one batch, ``seed``), and the
+    others stay fooled: a perturbation that fooled an image lies inside every larger ball.
+    ``stop_margin`` goes to attacks that take it (:mod:`dfrobust.attacks.early_stop`).
+    """
+    eps_values = [float(e) for e in eps_list]
+    if eps_values != sorted(eps_values):
+        raise DfrobustError(f"chained radii must increase, got {eps_values}")
+    n = len(x)
+    correct = torch.zeros(len(eps_values), n, dtype=torch.bool)
+    attacked = torch.zeros(len(eps_values), n, dtype=torch.bool)
+    still = torch.ones(n, dtype=torch.bool)
+    for i, eps in enumerate(eps_values):
+        if eps == 0:
+            still &= clean_correct(model, x, y, max(n, 1))
+        elif still.any():
+            rows = still.nonzero().squeeze(1)
+            attacked[i, rows] = True
+            params = {"eps": eps, "norm": norm, "steps": steps, "stop_margin": stop_margin}
+            fooled = attack_success(model, x[rows], y[rows], attack, params, seed, len(rows))
+            still[rows[fooled]] = False
+        correct[i] = still
+    return correct, attacked
+
+
 def robustness_curve(
     model: nn.Module,
     x: torch.Tensor,
@@ -111,18 +155,31 @@ def robustness_curve(
     steps: int = 100,
     seed: int = 0,
     batch_size: int = 32,
+    reuse: bool = True,
 ) -> list[dict[str, Any]]:
-    """Accuracy of ``model`` on ``x`` under ``attack`` at each budget: rows ``norm, eps, n, accuracy, ci_low, ci_high``.
+    """Accuracy of ``model`` on ``x`` under ``attack`` at each budget: rows ``norm, eps, n, accuracy, ci_low, ci_high, attacked``.
 
-    Every point attacks the same images afresh with the same seed (eps 0 is clean accuracy).
+    With ``reuse`` (the default) the budgets are visited in increasing order and batch ``k`` of
+    ``batch_size`` images (seed ``seed + k``) is attacked at a budget only where it survived the
+    smaller ones, and the attack stops on an image once it is fooled (:func:`chain_correct`); without
+    it, every budget attacks every image afresh for every step.
+    ``attacked`` counts the images attacked at the budget. Rows come in the order of ``eps_list``.
     """
     if norm not in ("linf", "l2"):
         raise DfrobustError(f"a curve's norm must be linf or l2, got {norm!r}")
-    rows = []
-    for eps in eps_list:
-        correct = point_correct(model, x, y, norm, float(eps), attack, steps, seed, batch_size)
-        rows.append(rate_row(correct, norm=norm, eps=float(eps)))
-    return rows
+    if not reuse:
+        rows = []
+        for eps in eps_list:
+            correct = point_correct(model, x, y, norm, float(eps), attack, steps, seed, batch_size)
+            rows.append(rate_row(correct, norm=norm, eps=float(eps), attacked=len(x) if eps > 0 else 0))
+        return rows
+    order = sorted({float(e) for e in eps_list})
+    parts = [chain_correct(model, x[s : s + batch_size], y[s : s + batch_size], norm, order, attack, steps, seed + k)
+             for k, s in enumerate(range(0, len(x), batch_size))]  # fmt: skip
+    correct = torch.cat([c for c, _ in parts], dim=1) if parts else torch.zeros(len(order), 0, dtype=torch.bool)
+    attacked = torch.cat([a for _, a in parts], dim=1) if parts else torch.zeros(len(order), 0, dtype=torch.bool)
+    at = {e: i for i, e in enumerate(order)}
+    return [rate_row(correct[at[float(e)]], norm=norm, eps=float(e), attacked=int(attacked[at[float(e)]].sum())) for e in eps_list]
 
 
 def _subsets(y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -135,16 +192,16 @@ def _subsets(y: torch.Tensor) -> dict[str, torch.Tensor]:
     return out
 
 
-def _plan(norms: Mapping[str, Sequence[float]]) -> list[tuple[str, float]]:
-    """Every point to compute: ``(norm, eps)``, eps 0 first in each norm, duplicates dropped."""
-    points = []
+def _plan(norms: Mapping[str, Sequence[float]]) -> dict[str, list[float]]:
+    """Every radius to compute per norm, increasing, eps 0 first, duplicates dropped."""
+    points = {}
     for norm, eps_list in norms.items():
         if norm not in ("linf", "l2"):
             raise DfrobustError(f"curve norms are linf and l2, got {norm!r}")
         values = sorted({0.0, *(float(e) for e in eps_list)})
         if values[0] < 0:
             raise DfrobustError(f"curve budgets must be >= 0, got {values[0]} for {norm}")
-        points += [(norm, e) for e in values]
+        points[norm] = values
     return points
 
 
@@ -177,7 +234,7 @@ def run_curves(
         steps: APGD iterations per point.
         batch_size: images attacked together.
         fgsm_check: also run FGSM at each Linf budget and warn where it fools an image APGD did not.
-        rank, world_size: this process's shard (the part store's seeded assignment of points).
+        rank, world_size: this process's shard (the part store's seeded assignment of units: one norm over one batch).
 
     Returns:
         ``summary.json``'s content (``rows``, ``checks``, ``warnings``) once every point is done,
@@ -189,7 +246,8 @@ def run_curves(
         raise DfrobustError(f"--classes must be one of {sorted(CLASS_CHOICES)}, got {classes!r}")
     if steps < 1 or batch_size < 1:
         raise DfrobustError(f"curves need steps >= 1 and batch_size >= 1, got {steps} and {batch_size}")
-    points = _plan(DEFAULT_NORMS if norms is None else norms)
+    radii = _plan(DEFAULT_NORMS if norms is None else norms)
+    points = [(norm, eps) for norm, values in radii.items() for eps in values]
     out_dir = require_own_folder(out_dir, "curves", legacy=["run.json"])
     dev = resolve_device(device)
     seed_everything(seed)
@@ -197,7 +255,7 @@ def run_curves(
     model, meta = load_model_arg(model_path, device=dev, expect_input_size=images.image_size)
     name = meta["name"]
     config = {"points": points, "classes": classes, "max_images": max_images, "seed": seed, "steps": steps,
-              "batch_size": batch_size, "fgsm_check": fgsm_check, "attack": "apgd"}  # fmt: skip
+              "batch_size": batch_size, "fgsm_check": fgsm_check, "attack": "apgd", "reuse": "smallest fooling radius", "stop_margin": STOP_MARGIN}  # fmt: skip
     fingerprint = sha256_bytes(to_json({"config": config, "data": data_hash, "model": meta["sha256"], "images": images.paths}).encode())
     summary_file = out_dir / "summary.json"
     if summary_file.is_file() and read_record(summary_file).get("fingerprint") == fingerprint:
@@ -210,29 +268,44 @@ def run_curves(
         write_json(run_file, {"fingerprint": fingerprint, "config": config})
 
     x, y = images.images(), images.y
-    # point i is unit i of the one sharded part store (its CSV, then its mark)
-    store = PartStore(out_dir / "parts", fingerprint, len(points), 1, seed=seed, payloads=(".csv",))
-    for unit in progress(store.todo(rank, world_size), desc=f"curves of {name}", unit="point"):
-        norm, eps = points[unit.index]
-        correct = point_correct(model, x, y, norm, eps, "apgd", steps, seed, batch_size)
-        part = [{"image": p, "label": int(y[j]), "norm": norm, "eps": eps, "correct": int(correct[j])} for j, p in enumerate(images.paths)]
-        if fgsm_check and norm == "linf" and eps > 0:
-            fooled = attack_success(model, x, y, "fgsm", {"eps": eps}, seed, batch_size)
-            for j, row in enumerate(part):
-                row["fgsm_success"] = int(fooled[j])
+    # unit k is norm k // n_batches over batch k % n_batches: its radii chained (CSV, then its mark)
+    norm_names = list(radii)
+    n_batches = max(math.ceil(len(x) / batch_size), 1)
+    store = PartStore(out_dir / "parts", fingerprint, len(norm_names) * n_batches, 1, seed=seed, payloads=(".csv",))
+    for unit in progress(store.todo(rank, world_size), desc=f"curves of {name}", unit="batch"):
+        norm, b = norm_names[unit.index // n_batches], unit.index % n_batches
+        sl = slice(b * batch_size, (b + 1) * batch_size)
+        correct, attacked = chain_correct(model, x[sl], y[sl], norm, radii[norm], "apgd", steps, seed + b)
+        part = []
+        for i, eps in enumerate(radii[norm]):
+            fooled = None
+            if fgsm_check and norm == "linf" and eps > 0:  # one gradient per image: cheap, kept on every image
+                fooled = attack_success(model, x[sl], y[sl], "fgsm", {"eps": eps}, seed + b, batch_size)
+            for j, p in enumerate(images.paths[sl]):
+                row = {"image": p, "label": int(y[sl][j]), "norm": norm, "eps": eps, "correct": int(correct[i, j]),
+                       "attacked": int(attacked[i, j])}  # fmt: skip
+                if fooled is not None:
+                    row["fgsm_success"] = int(fooled[j])
+                part.append(row)
         write_csv(store.path(unit, ".csv"), part)
         store.finish(unit, rank, world_size)  # the mark, last
     if not store.complete():
-        return {"complete": False, "points_done": len(store.done()), "points_total": len(points), "out_dir": str(out_dir)}
+        return {"complete": False, "units_done": len(store.done()), "units_total": len(store.units), "out_dir": str(out_dir)}
 
-    rows, weaker = [], []
+    by_point: dict[tuple[str, float], list[dict[str, Any]]] = {pt: [] for pt in points}
+    for unit in store.units:  # unit order: norms, then batches in image order
+        for r in read_csv(store.path(unit, ".csv")):
+            by_point[(r["norm"], float(r["eps"]))].append(r)
+    rows, weaker, work = [], [], []
     subsets = _subsets(y)
-    for unit, (norm, eps) in zip(store.units, points):
-        part = read_csv(store.path(unit, ".csv"))
+    for norm, eps in points:
+        part = by_point[(norm, eps)]
         correct = torch.tensor([int(r["correct"]) for r in part], dtype=torch.bool)
         for subset, mask in subsets.items():
             rows.append(rate_row(correct[mask], model=name, norm=norm, eps=eps, subset=subset))
-        if part and "fgsm_success" in part[0]:
+        if eps > 0:
+            work.append({"norm": norm, "eps": eps, "n": len(part), "attacked": sum(int(r["attacked"]) for r in part)})
+        if part and part[0].get("fgsm_success", "") != "":
             fgsm = torch.tensor([int(r["fgsm_success"]) for r in part], dtype=torch.bool)
             weaker.append({"norm": norm, "eps": eps, **weaker_beats_stronger(fgsm, ~correct, f"{name} {norm} eps {eps:.4g}")})
     write_csv(out_dir / "curves.csv", rows, CURVE_COLUMNS)
@@ -248,6 +321,8 @@ def run_curves(
         "config": config,
         "rows": rows,
         "checks": {"gradients": grads, "monotone": monotone, "fgsm_vs_apgd": weaker},
+        # images attacked per radius > 0 (the others were fooled at a smaller radius): n - attacked is the saving
+        "work": {"attacked": sum(w["attacked"] for w in work), "all_images": sum(w["n"] for w in work), "points": work},
         "warnings": warnings,
         "versions": versions(),
     }  # fmt: skip

@@ -42,6 +42,16 @@ class TrainConfig:
         },
     )
     epochs: int = field(default=5, metadata={"help": "epochs to train; with --resume-from, epochs added to that model"})
+    patience: int = field(
+        default=0,
+        metadata={
+            "metavar": "N",
+            "help": (
+                "stop after N epochs without a better validation score than the best epoch (whose weights are kept); "
+                "0: train every epoch (the default: a later epoch may still be the best). Needs --val-fraction > 0"
+            ),
+        },
+    )
     optimizer: str = field(
         default="sgd",
         metadata={
@@ -285,6 +295,10 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise DfrobustError(f"--{name.replace('_', '-')} must be a finite number, got {value!r}")
+        if isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 0:
+            raise DfrobustError(f"--patience must be a whole number >= 0, got {self.patience!r}")
+        if self.patience and self.val_fraction == 0:
+            raise DfrobustError("--patience needs a validation split to watch: set --val-fraction > 0 or --patience 0")
         for name in ("epochs", "batch_size", "eval_batch_size", "blur_reference_width"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -311,4 +325,7 @@ class TrainConfig:
 
     def identity(self) -> dict[str, Any]:
         """The settings that determine the result (without :data:`EXECUTION_FIELDS`)."""
-        return {k: v for k, v in self.to_dict().items() if k not in EXECUTION_FIELDS}
+        out = {k: v for k, v in self.to_dict().items() if k not in EXECUTION_FIELDS}
+        if not out["patience"]:  # off: the identity of models and stage records made before the setting existed
+            del out["patience"]
+        return out

@@ -5,6 +5,10 @@ sidecar, and returns the sidecar. It
 
 * carves a seeded, stratified validation split out of the training split and selects the epoch
   with the best validation accuracy (then loss); the test split is only evaluated, at the end;
+* with ``patience`` N > 0, stops once N epochs in a row brought no better selection score than
+  the best epoch (whose weights it keeps); the sidecar's ``metrics.stopped_early`` says at which
+  epoch, after which best epoch and why (``None``: every epoch ran), and a resumed run that had
+  stopped trains no further;
 * optionally adds the Lipschitz penalty of eq. (7) and the paper's blur augmentation, Gaussian
   noise augmentation (randomized smoothing), or trains adversarially (PGD-AT, fast AT, TRADES:
   :mod:`dfrobust.train.adversarial`), then selects on held-out PGD accuracy and watches for
@@ -172,6 +176,20 @@ def _check_epoch(
     return result
 
 
+def _early_stop(cfg: TrainConfig, info: dict[str, Any], epoch: int) -> dict[str, Any] | None:
+    """Where and why training stops after ``epoch`` (``cfg.patience`` epochs without a better selection score), else ``None``."""
+    best = info.get("best_epoch")
+    if not cfg.patience or best is None or epoch - best < cfg.patience or epoch >= cfg.epochs:
+        return None
+    return {
+        "epoch": epoch,
+        "best_epoch": best,
+        "patience": cfg.patience,
+        "epochs_saved": cfg.epochs - epoch,
+        "reason": f"no better validation score in {epoch - best} epoch(s) after epoch {best} (patience {cfg.patience})",
+    }
+
+
 def train_detector(
     data_dir: str | Path,
     cfg: TrainConfig,
@@ -193,7 +211,7 @@ def train_detector(
         The sidecar: ``arch``, ``input_size``, ``classes``, ``normalization``, ``activation``,
         ``training`` (the full config), ``data`` (manifest hash, split sizes), ``seed``,
         ``metrics`` (``val`` and ``test`` Table I rows with ``input_grad_norm``, the selected
-        epoch), ``history`` (per epoch), ``sources``, ``versions``, ``wall_seconds``.
+        epoch, ``stopped_early``), ``history`` (per epoch), ``sources``, ``versions``, ``wall_seconds``.
 
     >>> meta = train_detector("data/synth", TrainConfig(arch="resnet18"), "models/resnet18.safetensors")  # doctest: +SKIP
     >>> meta["metrics"]["test"]["accuracy"]  # doctest: +SKIP
@@ -241,7 +259,7 @@ def train_detector(
 
     partial = partial_path(out_path)
     key = _resume_key(cfg, data_hash, sources)
-    info: dict[str, Any] = {"key": key, "epoch": 0, "history": [], "best_epoch": None, "best": None, "elapsed": 0.0}
+    info: dict[str, Any] = {"key": key, "epoch": 0, "history": [], "best_epoch": None, "best": None, "elapsed": 0.0, "stopped": None}
     best_state: dict[str, torch.Tensor] | None = None
     loaded = None if force or not partial.is_file() else load_partial(partial)
     if loaded is not None and loaded[1].get("key") == key and loaded[1]["epoch"] <= cfg.epochs:
@@ -263,13 +281,17 @@ def train_detector(
     if ctx.group:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     session_epochs = 0.0
-    for epoch in range(info["epoch"] + 1, cfg.epochs + 1):
+    # a resumed run that had already stopped early trains no further epoch
+    first = cfg.epochs + 1 if info.get("stopped") else info["epoch"] + 1
+    for epoch in range(first, cfg.epochs + 1):
         t0 = time.time()
         row: dict[str, Any] = {
             "epoch": epoch,
             **train_one_epoch(net, optimizer, train, cfg, epoch, device, augment, amp_dtype, scaler, ctx),
         }
         if not ctx.is_main:
+            if distributed.broadcast(None, ctx):  # rank 0's early-stopping decision: every rank leaves together
+                break
             continue
         line = f"epoch {epoch}/{cfg.epochs}: loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f}"
         if val is not None:
@@ -297,8 +319,14 @@ def train_detector(
         info["epoch"] = epoch
         info["elapsed"] += row["seconds"]
         session_epochs += row["seconds"]
+        info["stopped"] = _early_stop(cfg, info, epoch)
         save_partial(partial, model, optimizer, best_state, {**info})
         log(f"{line}  [{row['seconds']:.1f} s]")
+        if ctx.group:
+            distributed.broadcast(info["stopped"], ctx)
+        if info["stopped"]:
+            log(f"stopping early: {info['stopped']['reason']}")
+            break
 
     if not ctx.is_main:
         distributed.barrier(ctx)  # rank 0 evaluates and writes the files
@@ -312,6 +340,7 @@ def train_detector(
     metrics: dict[str, Any] = {
         "selected_epoch": selected,
         "selection": selection,
+        "stopped_early": info.get("stopped"),
         "val": evaluate_detector(model, val, cfg.eval_batch_size, device) if val is not None else None,
         "test": evaluate_detector(model, test, cfg.eval_batch_size, device) if test is not None else None,
     }
