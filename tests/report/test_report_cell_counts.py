@@ -10,7 +10,7 @@ from dfrobust.evaluate.intervals import wilson_interval
 from dfrobust.report.by_group import group_rows, group_table
 from dfrobust.report.collected import CollectedRun
 from dfrobust.report.leaderboard import leaderboard_rows, leaderboard_table
-from dfrobust.report.study_tables import table2
+from dfrobust.report.study_tables import table2, table2_paper_rows
 from dfrobust.report.summary import summary_markdown
 
 #: (attack, setting, source, fakes attacked, of them still detected after the attack); every fake is detected clean
@@ -92,3 +92,21 @@ def test_results_json_rows_carry_each_rate_s_n_and_interval() -> None:
     row = leaderboard_rows(run, table2(run), None, {"norm": "linf", "eps": 0.02})[0]
     assert row["whitebox_ci"]["square-linf_whitebox"] == list(wilson_interval(5, 10))
     assert row["blackbox_ci"] == list(wilson_interval(3, 6)) and row["clean_accuracy_ci"] == list(wilson_interval(90, 100))
+
+
+def test_summary_cells_keep_their_n_beside_a_transfer_the_table_leaves_out() -> None:
+    """A role's extra transfer (its ``transfer_to``: to the transfer table, not Table II) must not cost Table II's
+    blackbox cell its n in summary.md (it did: the extra source renamed the column in results.json's long rows)."""
+    from dataclasses import replace
+
+    from dfrobust.studies.attack_tables import table2_counts
+
+    run = _run()
+    extra_role = {"name": "c", "group": "mine", "transfer_to": ["a"]}
+    run = replace(run, attack_rows=[*run.attack_rows, *_rows("fgsm", "blackbox", "c", 8, 4)], roles=[*run.roles, extra_role])
+    t2 = table2(run)
+    assert t2.wide["a"]["fgsm_blackbox"] == 0.75  # Table II keeps the paper's transfer (from b: 9 of 12) ...
+    assert "fgsm_blackbox" not in table2_counts(t2.rows)["a"]  # ... which the long rows alone name after their source
+    results = {"table2": t2.rows, "table2_wide": t2.wide, "table2_wide_n": table2_counts(table2_paper_rows(run, t2.rows))}
+    line = next(x for x in summary_markdown(run, results).splitlines() if x.startswith("| a |"))
+    assert _interval(9, 12) + " (n=12)" in line
