@@ -7,6 +7,7 @@ from dfrobust.report.collected import CollectedRun
 from dfrobust.report.leaderboard import leaderboard_rows, leaderboard_table
 from dfrobust.report.study_tables import Table2
 from dfrobust.report.tables import Table
+from dfrobust.studies.attack_tables import table2_counts
 
 
 def _robust(name: str, k: int, n: int) -> RobustAccuracy:
@@ -15,7 +16,7 @@ def _robust(name: str, k: int, n: int) -> RobustAccuracy:
 
 def _table2(rows: list[dict], wide: dict) -> Table2:
     """Table II as the report would pass it: only its long rows (the n per cell) and wide rows matter here."""
-    return Table2(Table("Table II", []), rows, wide)
+    return Table2(Table("Table II", []), rows, wide, table2_counts(rows))
 
 
 def test_a_detector_near_chance_ranks_last_and_says_so() -> None:

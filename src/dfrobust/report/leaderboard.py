@@ -24,7 +24,6 @@ from dfrobust.report.collected import CollectedRun
 from dfrobust.report.plotting import plt, save_figure
 from dfrobust.report.study_tables import Table2, own_n
 from dfrobust.report.tables import Table, interval, pct, rate
-from dfrobust.studies.attack_tables import table2_counts
 
 #: Groups of roles the paper itself tried (marked in the table).
 PAPER_GROUPS = ("paper", "lipschitz", "blur")
@@ -73,7 +72,7 @@ def leaderboard_rows(
     roles = {r["name"]: r for r in run.roles}
     models = run.models
     wide = table2.wide if table2 is not None else {}
-    counts = table2_counts(table2.rows if table2 is not None else [])  # an attack may run on fewer images than the others
+    counts = table2.counts if table2 is not None else {}  # an attack may run on fewer images than the others
     base_name = next((r["name"] for r in run.roles if r.get("sample_source")), None)
     rows = []
     for name, meta in models.items():

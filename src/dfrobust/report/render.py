@@ -40,14 +40,12 @@ from dfrobust.report.study_tables import (
     Table2,
     table2,
     table2_columns,
-    table2_paper_rows,
     table3,
     table4,
 )
 from dfrobust.report.summary import summary_markdown
 from dfrobust.report.tables import SUCCESS_DEFINITION, Table, interval, rate, with_intervals
 from dfrobust.report.transfer import transfer_rows, transfer_table
-from dfrobust.studies.attack_tables import table2_counts
 from dfrobust.utils.io import write_json
 
 # ---------------------------------------------------------------- collecting the run's files
@@ -149,7 +147,7 @@ def build_sections(run: CollectedRun, figs: Path) -> tuple[list[Section], dict[s
         results["table2"] = [long_row_intervals(r) for r in long_rows]
         results["table2_wide"] = wide
         # each cell's own n and Wilson interval, beside the wide table (same keys; the average and best rows have none)
-        counts = table2_counts(table2_paper_rows(run, long_rows))
+        counts = t2.counts
         results["table2_wide_n"] = {m: {k: counts[m].get(k) for k in row} for m, row in wide.items() if m in counts}
         results["table2_wide_ci"] = {
             m: {k: interval(v, n[k]) for k, v in row.items()} for m, row in wide.items() if (n := results["table2_wide_n"].get(m))

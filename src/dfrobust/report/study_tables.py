@@ -160,11 +160,14 @@ class Table2:
         table: the report's table.
         rows: one row per model, attack and setting (``results.json``'s ``table2``; its n per cell).
         wide: per model shown, in the table's order, each column's accuracy (``results.json``'s ``table2_wide``).
+        counts: per model, the n behind each of its cells in ``wide`` (``results.json``'s ``table2_wide_n``): from
+            Table II's own rows, whose column names a role's extra transfers (in ``rows``, not in the table) do not change.
     """
 
     table: Table
     rows: list[dict[str, Any]]
     wide: dict[str, dict[str, float | None]]
+    counts: dict[str, dict[str, int]]
 
 
 def table2(run: CollectedRun) -> Table2:
@@ -223,7 +226,7 @@ def table2(run: CollectedRun) -> Table2:
                 *(_both(wide[name].get(k), theirs[i], n.get(k)) + own_n(n.get(k), n.get("unperturbed")) for i, k in enumerate(columns)),
             ]
         )
-    return Table2(t, long_rows, {n: {k: wide[n].get(k) for k in columns} for n in names})
+    return Table2(t, long_rows, {n: {k: wide[n].get(k) for k in columns} for n in names}, counts)
 
 
 PERTURBATION_KEYS = ("l2", "linf", "psnr", "ssim")

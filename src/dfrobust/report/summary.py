@@ -34,11 +34,7 @@ def summary_markdown(run: CollectedRun, results: dict[str, Any]) -> str:
             or attack_info(c.split("_")[0]).paper
             or (c.endswith("_whitebox") and not attack_info(c.split("_")[0]).transfers)
         ]
-        from dfrobust.studies.attack_tables import table2_counts
-
-        # Table II's own counts: "table2" also holds the transfers a role adds beyond the paper's (the transfer table's),
-        # whose extra sources rename the blackbox columns there
-        counts = results.get("table2_wide_n") or table2_counts(results.get("table2", []))
+        counts = results.get("table2_wide_n", {})  # Table II's own n per cell (study_tables.Table2.counts)
         lines += ["| model | n | " + " | ".join(map(column_label, columns)) + " |", "|---" * (len(columns) + 2) + "|"]
         for name, row in wide.items():
             vals = paper_table2(_paper_row(run, name), columns)
