@@ -61,6 +61,8 @@ def test_evaluate_batch_size_zero(toy_dataset: Path, toy_model: Path, capsys: py
         ("dip.es_window=1", "dip.es_window = 1"),
         ("dip.es_patience=0", "dip.es_patience = 0"),
         ("dip.early_stop=1", "dip.early_stop expects bool"),
+        ("dip.levels=6", "dip.levels = 6 needs a whole number of levels from 1 to 5"),
+        ("dip.levels=0", "dip.levels = 0 needs a whole number of levels from 1 to 5"),
     ],
 )
 def test_study_config_is_checked_before_the_first_stage(

@@ -269,6 +269,9 @@ def validate_study_config(cfg: dict[str, Any], plugins: PluginSections | None = 
         if not _is_num(v):
             raise _fail(f"data.swap.{k}", v, "needs a finite number")
     dip = cfg["dip"]
+    levels = dip.get("levels", 5)
+    if isinstance(levels, bool) or not isinstance(levels, int) or not 1 <= levels <= 5:
+        raise _fail("dip.levels", levels, "needs a whole number of levels from 1 to 5 (the paper's generator has 5)")
     stop = dip.get("stop_at") or 0
     end = min(dip["iterations"], stop) if stop else dip["iterations"]
     if dip["classify_at"] > end:

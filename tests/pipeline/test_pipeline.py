@@ -7,6 +7,7 @@ import copy
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -103,6 +104,21 @@ def test_dip_early_stopping_is_a_preset_key_that_leaves_the_stage_key_alone_whil
     assert dip_on.config["dip"]["early_stop"] is True and dip_on.config["dip"]["es_patience"] == 50
     assert dip_on.config["dip"]["es_window"] == 100
     assert any("`dip.early_stop` = True (the paper: False)" in d for d in differences(CollectedRun(cfg=on, manifest={})))
+
+
+def test_dip_levels_reach_the_study_and_the_adaptive_purifier_and_five_add_no_key(tmp_path: Path) -> None:
+    def stages(*overrides: str) -> dict[str, Any]:
+        cfg = study_config("tiny", ['adaptive.purifiers=["dip"]', *overrides])
+        return {s.name: s for s in plan_study(cfg, tmp_path / "run", device="cpu").stages}
+
+    paper, four = stages(), stages("dip.levels=4")
+    assert list(paper["dip"].config["dip"]["channels_down"]) == [8, 16, 32, 64, 128]
+    assert list(four["dip"].config["dip"]["channels_down"]) == [8, 16, 32, 64]
+    assert list(four["dip"].config["dip"]["channels_skip"]) == [0, 0, 0, 4]
+    assert "channels_down" not in paper["adaptive/dip"].config["purifier_params"]  # earlier runs keep their key
+    assert list(four["adaptive/dip"].config["purifier_params"]["channels_up"]) == [8, 16, 32, 64]
+    cheap = four["adaptive/dip"].config["attack_purifier_params"]
+    assert not cheap or list(cheap["channels_down"]) == [8, 16, 32, 64]  # the attack's cheaper DIP: the same network
 
 
 def test_swap_knobs_reach_the_data_stage(tmp_path: Path) -> None:

@@ -103,6 +103,19 @@ class DipConfig:
         check_params("dip", DIP_PARAMS, asdict(self))
 
 
+def level_widths(levels: int) -> dict[str, tuple[int, ...]]:
+    """The channel widths of the paper's generator cut to its first ``levels`` levels (5: the paper's).
+
+    Each level halves the side, so the network runs at a multiple of ``2 ** levels`` pixels, at
+    least twice that (:func:`~dfrobust.defenses.dip_net.padded_size`): 5 levels pad a 32 px image
+    to 64 px (four times the pixels), 4 levels fit it as it is.
+    """
+    full = {name: getattr(DipConfig, name) for name in ("channels_down", "channels_up", "channels_skip")}
+    if not 1 <= levels <= len(DipConfig.channels_down):
+        raise DfrobustError(f"DIP levels must lie in 1..{len(DipConfig.channels_down)}, got {levels}")
+    return {name: widths[:levels] for name, widths in full.items()}
+
+
 def config_key(cfg: DipConfig) -> dict[str, Any]:
     """``cfg`` as a dict for stage keys and fingerprints: the early-stopping fields only when ``early_stop`` is on.
 

@@ -55,6 +55,7 @@ def adaptive_stage(plan: Plan, cfg: dict[str, Any], purifier: str, device: str) 
     from dfrobust.studies.adaptive_run import run_adaptive
     from dfrobust.defenses.adaptive import check_bpda
     from dfrobust.defenses.base import make_purifier
+    from dfrobust.defenses.dip import level_widths
     from dfrobust.defenses.transforms import default_blur_sigma
 
     if plan.dip is None:
@@ -65,10 +66,12 @@ def adaptive_stage(plan: Plan, cfg: dict[str, Any], purifier: str, device: str) 
     attack_params: dict[str, Any] = {}
     bpda = str(a["bpda"])
     if purifier == "dip":  # the study's DIP, classified at its T; the attack sees it too unless a cheaper one is asked for
-        params = {"iterations": int(d["classify_at"]), "classify_at": int(d["classify_at"])}
+        # the study's network; the paper's 5 levels add no key, so earlier runs keep theirs
+        net = level_widths(int(d["levels"])) if int(d.get("levels", 5)) != 5 else {}
+        params = {"iterations": int(d["classify_at"]), "classify_at": int(d["classify_at"]), **net}
         cheap = int(a.get("attack_iterations", a.get("dip_attack_iterations", 0)))
         if 0 < cheap < int(d["classify_at"]):
-            attack_params = {"iterations": cheap, "classify_at": cheap}
+            attack_params = {"iterations": cheap, "classify_at": cheap, **net}
     elif purifier == "blur":  # as scored beside DIP in Table III
         params = {"sigma": default_blur_sigma(int(cfg["data"]["size"]))}
     check_bpda(make_purifier(purifier, **params), bpda)  # a mode that does not apply fails before any stage runs

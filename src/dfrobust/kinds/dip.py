@@ -14,7 +14,7 @@ from dfrobust.stages import Stage
 def dip_stage(plan: Plan, cfg: dict[str, Any], device: str) -> Stage | None:
     from dataclasses import asdict
 
-    from dfrobust.defenses.dip import DipConfig, config_key
+    from dfrobust.defenses.dip import DipConfig, config_key, level_widths
     from dfrobust.studies.dip_study import DipStudyConfig, run_dip_study
 
     classifier = next((r for r in plan.roles if r.purifier_classifier), None)
@@ -28,6 +28,7 @@ def dip_stage(plan: Plan, cfg: dict[str, Any], device: str) -> Stage | None:
             early_stop=bool(d.get("early_stop", False)),  # runs recorded before early stopping have no such keys
             es_window=int(d.get("es_window", DipConfig.es_window)),
             es_patience=int(d.get("es_patience", DipConfig.es_patience)),
+            **level_widths(int(d.get("levels", len(DipConfig.channels_down)))),
         ),
         per_category=int(d["per_category"]),
         classify_at=int(d["classify_at"]),
