@@ -8,6 +8,7 @@ docs/scaling.md's cost model needs:
   (the paper classifies at 6,000 of 10,000; target <= 10 s per image on one H100 against the
   paper's ~30 min on a K80), peak memory; then the best setting with the study's recording (a
   ResNet-18 scoring the raw and averaged outputs every 10 iterations);
+* FGSM, PGD (10 steps) and APGD (100 steps): images per second at the same size and batch as CW;
 * CW at the paper's parameters (kappa 200, 5 search steps x 1,000 Adam steps, which kappa 200
   runs in full): seconds per optimisation step of a batch, hence images per second;
 * training throughput of VGG-16 and ResNet-18 at 256 px with AMP (and without, for the ratio);
@@ -117,6 +118,30 @@ def bench_cw(args: argparse.Namespace, device: torch.device, ctx: distributed.Co
         del model
 
 
+#: The gradient attacks timed beside CW: name -> (make_attack parameters, gradient steps per image).
+ATTACKS = {"fgsm": ({"eps": 0.02}, 1), "pgd": ({"eps": 0.02, "steps": 10}, 10), "apgd": ({"eps": 0.02, "steps": 100}, 100)}
+
+
+def bench_attacks(args: argparse.Namespace, device: torch.device, ctx: distributed.Context, rows: list) -> None:
+    """Images per second of FGSM, PGD (10 steps) and APGD (100 steps, every step run) at ``--size``."""
+    for arch in args.cw_archs:
+        model = build_detector(arch).to(device).eval()
+        x = torch.rand(args.cw_batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(ctx.rank)).to(device)
+        y = torch.zeros(args.cw_batch, dtype=torch.long, device=device)
+        for name, (params, steps) in ATTACKS.items():
+            attack = make_attack(name, **params)
+            attack(model, x[:2], y[:2])  # warm-up
+            distributed.barrier(ctx)
+            _sync(device)
+            start = time.perf_counter()
+            attack(model, x, y)
+            _sync(device)
+            worst = max(distributed.all_gather(time.perf_counter() - start, ctx))
+            emit({"bench": name, "world_size": ctx.world_size, "arch": arch, "batch": args.cw_batch, "size": args.size, "steps": steps,
+                  "seconds": worst, "images_per_second": ctx.world_size * args.cw_batch / worst}, rows, ctx)  # fmt: skip
+        del model
+
+
 def bench_train(args: argparse.Namespace, device: torch.device, ctx: distributed.Context, rows: list) -> None:
     """Training images per second (AMP on and off); under torchrun DDP at a global batch of N x ``--train-batch``."""
     for arch in args.train_archs:
@@ -172,6 +197,9 @@ def table(rows: list[dict[str, Any]]) -> str:
         elif r["bench"] == "cw":
             setting = f"{r['arch']} batch {r['batch']} {r['size']} px"
             result = f"{r['images_per_second']:.3f} images/s (paper params)"
+        elif r["bench"] in ATTACKS:
+            setting = f"{r['arch']} batch {r['batch']} {r['size']} px"
+            result = f"{r['images_per_second']:.2f} images/s ({r['steps']} steps)"
         else:
             setting = f"{r['arch']} {'amp ' + r['amp'] if r['amp'] else 'fp32'} batch {r['batch']} {r['size']} px"
             result = f"{r['images_per_second']:.1f} images/s"
@@ -193,6 +221,7 @@ def run_part(args: argparse.Namespace) -> list[dict[str, Any]]:
     if best is not None:
         args.dip_mode, args.dip_batch = best["mode"], best["batch"]
     bench_cw(args, device, ctx, rows)
+    bench_attacks(args, device, ctx, rows)
     bench_train(args, device, ctx, rows)
     return rows
 
@@ -227,8 +256,8 @@ def main() -> None:
     parser.add_argument("--dip-batch", type=int, default=32, help="DIP batch per GPU of the multi-GPU part")
     parser.add_argument("--warmup", type=int, default=5, help="DIP warm-up iterations")
     parser.add_argument("--timed", type=int, default=30, help="DIP timed iterations")
-    parser.add_argument("--cw-archs", nargs="+", default=["vgg16", "resnet18"])
-    parser.add_argument("--cw-batch", type=int, default=64)
+    parser.add_argument("--cw-archs", nargs="+", default=["vgg16", "resnet18"], help="architectures of the CW and attack timings")
+    parser.add_argument("--cw-batch", type=int, default=64, help="batch of the CW and attack timings")
     parser.add_argument("--cw-steps", type=int, default=20, help="CW steps timed (extrapolated to the paper's 5 x 1,000)")
     parser.add_argument("--train-archs", nargs="+", default=["vgg16", "resnet18"])
     parser.add_argument("--train-batch", type=int, default=64, help="training batch per GPU")

@@ -30,9 +30,9 @@ def main() -> None:
     parser.add_argument("--preset", default="quick")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
+    if args.run is not None and args.run.exists():  # a folder this script did not make is never deleted
+        parser.error(f"{args.run} exists; give a new --run folder (the timing is from scratch)")
     run = args.run or Path(tempfile.mkdtemp(prefix="dfrobust-bench-")) / "run"
-    if run.exists():
-        shutil.rmtree(run)
     t0 = time.perf_counter()
     reproduce(study_config(args.preset), run, device=args.device)
     total = time.perf_counter() - t0
