@@ -19,10 +19,11 @@ from dfrobust.studies.attack_tables import table2_counts, table2_rows, target_ag
 from dfrobust.utils.io import read_csv
 
 #: A radius at which the toy detector's APGD fools some of the 10 fakes, not all (checked by the first test).
-EPS = 0.03
+EPS = 0.08
 APGD = AttackConfig("apgd", {"eps": EPS, "steps": 3}, batch_size=4, max_images=10, device="cpu")
 SQUARE = AttackConfig("square", {"eps": EPS, "queries": 20}, batch_size=4, max_images=10, device="cpu")
 TM = ThreatModel("linf", EPS)
+BUDGETS = {"apgd-ce-linf": ("linf", EPS), "square-linf": ("linf", EPS)}
 
 
 def _rows_without_time(path: Path) -> list[dict]:
@@ -96,10 +97,24 @@ def test_the_survivors_column_has_its_own_n(chain: tuple[Path, Path]) -> None:
 def test_robust_accuracy_counts_skipped_images_as_fooled(chain: tuple[Path, Path]) -> None:
     apgd, square = chain
     rows = [r for f in chain for r in read_csv(f / "results.csv") if r["setting"] == "whitebox"]
-    ra = robust_accuracy_by_target(rows, TM)["tiny-a"]
+    ra = robust_accuracy_by_target(rows, TM, BUDGETS)["tiny-a"]
     earlier, later = _whitebox(apgd), _whitebox(square)
     robust = [i for i in earlier if earlier[i]["adv_pred"] == earlier[i]["label"] and later[i]["adv_pred"] == later[i]["label"]]
     assert ra.n == 10 and ra.k == len(robust) and ra.accuracy == pytest.approx(len(robust) / 10)
+
+
+def test_a_smaller_max_images_draws_from_the_earlier_runs_images(
+    chain: tuple[Path, Path], toy_dataset: Path, models: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Square on 6 fakes: 6 of APGD's 10 (not 6 of the split, which would share few with them); the other 4 of APGD's
+    fakes cannot be scored robust or not, as Square neither attacked nor skipped them."""
+    out = tmp_path / "square6"
+    run_attack(toy_dataset, models[0], [models[0]], dataclasses.replace(SQUARE, max_images=6), out, survivors_of=[chain[0]])
+    earlier, later = _whitebox(chain[0]), _whitebox(out)
+    assert len(later) == 6 and set(later) < set(earlier)
+    rows = [r for f in (chain[0], out) for r in read_csv(f / "results.csv") if r["setting"] == "whitebox"]
+    ra = robust_accuracy_by_target(rows, TM, BUDGETS)["tiny-a"]
+    assert ra.n == 6 and ra.k == sum(earlier[i]["success"] == "0" and later[i]["success"] == "0" for i in later)
 
 
 def _row(image: str, attack: str, adv: int | str, skipped: str = "", clean: int = 0) -> dict:
@@ -118,8 +133,9 @@ def test_robust_accuracy_leaves_out_an_image_beyond_max_images() -> None:
     ra = robust_accuracy(rows, TM)
     assert (ra.n, ra.k) == (3, 1)  # d is neither attacked nor skipped by Square: it cannot be scored
     assert ra.survivors == {"apgd": 2, "square": 1}
-    # a skipped row of an image APGD had left correct would still count as fooled: the row says so
-    assert robust_accuracy([*rows[:4], _row("d", "square", "", skipped="fooled by fgsm")], TM).k == 2
+    # a skipped row counts as fooled even where APGD left the image correct (the row says another attack fooled it)
+    ra = robust_accuracy([*rows, _row("d", "square", "", skipped="fooled by fgsm")], TM)
+    assert (ra.n, ra.k) == (4, 1)
 
 
 def test_masking_check_flags_only_a_certainly_stronger_square() -> None:
@@ -178,7 +194,7 @@ def test_presets_plan_square_on_apgds_survivors(tmp_path: Path) -> None:
     from dfrobust.pipeline import plan_study
 
     for preset in ("quick", "cpu", "paper", "tiny"):
-        assert study_config(preset)["attack"]["square"]["survivors_of"] == ["apgd"]
+        assert study_config(preset)["attack"]["square"]["survivors_of"] == ["apgd", "apgd-margin"]
     # listed before APGD, Square is still planned after it
     cfg = study_config("tiny", ['attack.attacks=["fgsm", "square", "apgd"]'], attack_section_defaults, ATTACKS.canonical)
     stages = [s for s in plan_study(cfg, tmp_path / "run", device="cpu").stages if s.name.startswith("attack/")]

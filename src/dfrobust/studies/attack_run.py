@@ -47,7 +47,7 @@ from dfrobust.attacks import robust as platform  # --robust-to: scores after the
 from dfrobust.studies.attack_batches import SUCCESS_FLOAT, attack_batch, rescore_part
 from dfrobust.studies.attack_config import AttackConfig
 from dfrobust.studies.attack_models import RunModel, load_models
-from dfrobust.studies.attack_survivors import Survivors, read_survivors
+from dfrobust.studies.attack_survivors import Survivors, chain_images, read_survivors
 from dfrobust.studies.attack_tables import RESULT_COLUMNS, attacked, table2_rows, target_aggregates
 from dfrobust.data.dataset import ImageSet
 from dfrobust.data.layouts import CLASS_CHOICES, load_images
@@ -163,9 +163,13 @@ def run_attack(
     device = distributed.device_for(cfg.device, ctx)
     seed_everything(cfg.seed)
     # a dfrobust dataset folder, or the user's folder/list read in place (data/layouts.py)
-    images, data_hash = load_images(data_dir, "test", CLASS_CHOICES[cfg.classes], limit=cfg.max_images, seed=cfg.seed)
+    # a survivors-only run draws its images from those the earlier runs saw (chain_images), not from the whole split
+    limit = None if survivors_of else cfg.max_images
+    images, data_hash = load_images(data_dir, "test", CLASS_CHOICES[cfg.classes], limit=limit, seed=cfg.seed)
     src, models = load_models(sources, [Path(t) for t in targets], device, images.image_size, source_name)
     survivors = read_survivors(survivors_of, src.name) if survivors_of else None
+    if survivors is not None:
+        images = chain_images(images, survivors, cfg.max_images, cfg.seed)
     craft = _craft_key(cfg, data_hash, src, images, survivors)
     fingerprint = _fingerprint(craft, models)
     summary_file = out_dir / "summary.json"
