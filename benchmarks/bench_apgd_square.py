@@ -21,6 +21,17 @@ Run::
 
 ``--smoke`` attacks 8 random 16-px images on an untrained ``tiny`` detector with 10 APGD steps,
 50 queries and eps 0.1: it shows the script works, its figures mean nothing.
+
+``--suite`` (issue 26, goal 5) measures robust accuracy the way the leaderboard computes it instead:
+dfrobust's chain (APGD-CE on every image, then APGD with the margin loss and Square on the
+survivors only, as the presets' ``survivors_of``) against torchattacks' APGD (CE), APGD (margin
+loss: its DLR needs 3 classes, so its ``dlr_loss`` is replaced by the margin) and Square run one after
+another on all images. An image is fooled when the model misclassifies its 8-bit rounding (the
+project's success definition), on both sides. Printed: seconds and images attacked per method,
+robust accuracy per image after each step of the chain, and the ratio of total seconds::
+
+    .venv/bin/python benchmarks/bench_apgd_square.py --suite --smoke
+    .venv/bin/python benchmarks/bench_apgd_square.py --suite --n-images 64 --queries 1000
 """
 
 from __future__ import annotations
@@ -124,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=5000, help="Square queries per image (default 5000)")
     parser.add_argument("--p-init", type=float, default=0.8)
     parser.add_argument("--batch-size", type=int, default=64, help="images per batch for every method")
+    parser.add_argument("--suite", action="store_true", help="robust accuracy of the chain (APGD-CE, APGD-margin, Square on survivors)")
     parser.add_argument("--smoke", action="store_true", help="8 random 16-px images, untrained tiny model, 10 steps, 50 queries, eps 0.1")
     parser.add_argument("--skip", nargs="*", default=[], choices=["apgd", "square", "torchattacks"], help="what to leave out")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
@@ -160,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         "device": str(device), "threads": args.threads, "torch": torch.__version__, "smoke": args.smoke,
     }  # fmt: skip
     print(json.dumps({"settings": settings}), flush=True)
+    if args.suite:
+        from bench_suite import run_suite  # beside this script
+
+        return run_suite(model, x, y, args)
 
     def batched(attack: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Callable[[], torch.Tensor]:
         bs = args.batch_size

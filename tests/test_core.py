@@ -86,7 +86,7 @@ COMMAND_FLAGS = {
     "data": ["synth", "faceswap", "import", "preview"],
     "train": ["--data", "--arch", "--out", "--epochs", "--lipschitz", "--blur-fraction", "--resume-from"],
     "evaluate": ["--data", "--model", "--split", "--json"],
-    "attack": ["--data", "--source", "--target", "--attack", "--eps", "--out"],
+    "attack": ["--data", "--source", "--target", "--attack", "--eps", "--out", "--survivors-of"],
     "purify": ["--data", "--model", "--adv", "--out", "--iterations", "--classify-at"],
     "report": ["run_dir"],
     "reproduce": ["--preset", "--data", "--run", "--set", "--force"],

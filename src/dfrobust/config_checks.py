@@ -132,7 +132,8 @@ ADAPTIVE_KEYS: dict[str, Check] = {
 }
 
 #: Keys an ``[attack.NAME]`` section may hold beside its attack's parameters (the attack stage reads them).
-ATTACK_STAGE_KEYS: dict[str, Check] = {"max_images": integer(0)}
+#: ``survivors_of``: earlier attacks of the list (AutoAttack's chain) whose survivors alone this attack attacks, per source.
+ATTACK_STAGE_KEYS: dict[str, Check] = {"max_images": integer(0), "survivors_of": optional_name_list}
 
 #: A plug-in's config section: ``{section: (parameter -> constraint, parameter -> default)}``, from the plug-in
 #: classes (``attacks.base.attack_param_checks``); the caller passes it, as this module knows no plug-in.

@@ -130,7 +130,7 @@ def test_an_attack_file_in_the_package_is_discovered(
     with pytest.raises(SystemExit):
         main(["attack", "--help"])
     out = " ".join(capsys.readouterr().out.split())  # argparse wraps help lines wherever the text falls
-    assert re.search(r"--attack \{[a-z,]*\bnoise\b", out) and "noise (Uniform random noise in the Linf ball" in out
+    assert re.search(r"--attack \{[a-z,-]*\bnoise\b", out) and "noise (Uniform random noise in the Linf ball" in out
     assert "noise: Linf radius" in out  # the shared --eps flag explains itself per attack
 
 

@@ -382,11 +382,12 @@ def attack_defaults(name: str) -> dict[str, Any]:
 def attack_section_defaults(path: list[str]) -> dict[str, Any] | None:
     """The parameters of ``[attack.NAME]`` for ``path == ["attack", NAME]`` of a registered attack (else ``None``).
 
-    ``--set attack.NAME.key=value`` accepts each of them (and ``max_images``, which the attack stage reads).
+    ``--set attack.NAME.key=value`` accepts each of them (and ``max_images`` and ``survivors_of``, which the attack
+    stage reads).
     """
     if len(path) != 2 or path[0] != "attack" or path[1] not in attack_classes():
         return None
-    return {**attack_defaults(path[1]), "max_images": 0}
+    return {**attack_defaults(path[1]), "max_images": 0, "survivors_of": []}
 
 
 def check_attack_params(name: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,9 @@ def register(subparsers: Any) -> None:
             "dfrobust attack --data data/synth --source models/resnet18.safetensors --attack cw --search-steps 2 "
             "--max-steps 100 --max-images 32 --out attacks/cw-explore   # fast, for exploration",
             "dfrobust attack --data data/synth --source models/resnet18.safetensors --attack pgd --norm l2 --eps 1.0 --out attacks/pgd-l2",
+            "dfrobust attack --data data/synth --source models/resnet18.safetensors --attack apgd --out attacks/apgd-resnet18",
+            "dfrobust attack --data data/synth --source models/resnet18.safetensors --attack square "
+            "--survivors-of attacks/apgd-resnet18 --out attacks/square-resnet18   # then, AutoAttack's chain: Square on APGD's survivors",
             "dfrobust attack --data data/synth --source models/vgg16.safetensors --source models/resnet18.safetensors "
             "--target models/resnet18-blur.safetensors --attack dimifgsm --out attacks/dimifgsm-ens",
             "dfrobust attack --data data/synth --source models/resnet18-blur.safetensors --attack apgd --steps 50 "
@@ -88,6 +91,11 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     opts = parser.add_argument_group("run")
     opts.add_argument("--classes", choices=["fake", "real", "both"], default="fake", help="test images to attack (default: fake)")
     opts.add_argument("--max-images", type=int, metavar="N", help="attack a seeded subset of N images")
+    opts.add_argument(
+        "--survivors-of", nargs="+", type=Path, default=[], metavar="DIR",
+        help="finished attack runs on the same --source, in chain order (AutoAttack's): attack only the images none of "
+             "them fooled; the others get a row with skipped = 'fooled by <attack>' and count as fooled in robust accuracy",
+    )  # fmt: skip
     from dfrobust.studies.attack_run import AttackConfig
     from dfrobust.studies.adaptive_run import run_adaptive
 
@@ -264,6 +272,8 @@ def run_command(args: argparse.Namespace) -> int:
     from dfrobust.studies.attack_run import AttackConfig, run_attack
     from dfrobust.errors import DfrobustError
 
+    if args.survivors_of and (args.through is not None or args.robust_to):
+        raise DfrobustError("--survivors-of chains plain attack runs; it does not combine with --through or --robust-to")
     if args.through is not None:
         if args.robust_to or args.heldout:
             raise DfrobustError("--robust-to and --heldout do not combine with --through (the purifier is the transformation there)")
@@ -277,6 +287,8 @@ def run_command(args: argparse.Namespace) -> int:
     from dfrobust.data.video import has_videos
 
     if has_videos(args.data):
+        if args.survivors_of:
+            raise DfrobustError("--survivors-of chains image attack runs; a folder of videos has none to chain")
         return run_attack_videos(args, attack_params(args))
     check_image_platform_args(args)
 
@@ -294,7 +306,15 @@ def run_command(args: argparse.Namespace) -> int:
         **({"batch_size": args.batch_size} if args.batch_size is not None else {}),
     )
     summary = run_attack(
-        args.data, args.source, args.target, cfg, args.out, rank=args.rank, world_size=args.world_size, source_name=args.source_name
+        args.data,
+        args.source,
+        args.target,
+        cfg,
+        args.out,
+        rank=args.rank,
+        world_size=args.world_size,
+        source_name=args.source_name,
+        survivors_of=args.survivors_of,
     )
     if not summary.get("complete"):
         print(
@@ -309,7 +329,13 @@ def run_command(args: argparse.Namespace) -> int:
 
     plot_fig3(read_csv(args.out / "table2.csv"), args.out / "fig3.png")
     print(f"{summary['attack']['label']} crafted on {next(iter(summary['source']))}, {summary['dataset']['n_images']} images:")
+    if "survivors" in summary:
+        chain = summary["survivors"]
+        print(f"  on survivors of {' + '.join(chain['of'])}: {chain['n_attacked']} attacked, {chain['n_skipped']} skipped (already fooled)")
     for name, res in summary["results"].items():
+        if not res["n"]:
+            print(f"  {name:<20} {res['setting']:<9} no image attacked (every one was fooled earlier in the chain)")
+            continue
         line = (
             f"  {name:<20} {res['setting']:<9} accuracy {res['clean_accuracy']:6.1%} clean -> "
             f"{res['perturbed_accuracy']:6.1%} perturbed  (PSNR {res['mean_psnr'] or float('inf'):.1f} dB)"

@@ -95,7 +95,7 @@ def read_attack_folder(
     if not results.is_file():
         raise DfrobustError(f"{adv_dir} is not an attack output folder (no results.csv); make one with `dfrobust attack --out {adv_dir}`")
     summary = read_record(adv_dir / "summary.json") if (adv_dir / "summary.json").is_file() else {}
-    rows = read_csv(results)
+    rows = [r for r in read_csv(results) if not r.get("skipped")]  # a survivors-only run's skipped images have no PNG
     if manifest is not None:
         dataset = summary.get("dataset") if isinstance(summary.get("dataset"), Mapping) else {}
         theirs = dataset.get("manifest_hash") or summary.get("manifest_hash")

@@ -110,11 +110,22 @@ def check_gradient_free_vs_gradient(
 
     Whitebox rows only; both on the images both attacked. Square leaving fewer images correct
     than APGD means the gradients mislead APGD: masking.
+
+    A survivors-only Square (AutoAttack's chain) never ran on the images APGD fooled: its skipped rows count
+    here as images it left correct, the most it could have left, so the check fails only when Square is
+    certainly stronger (it fooled more of APGD's survivors than APGD fooled images).
     """
     rows = [r for r in rows if r.get("setting") != "blackbox"]
-    free = [r for r in rows if str(r["attack"]).startswith(tuple(gradient_free))]
+    free = [_optimistic(r) for r in rows if str(r["attack"]).startswith(tuple(gradient_free))]
     grad = [r for r in rows if str(r["attack"]).startswith(tuple(gradient))]
     return _compare("gradient-free <= gradient", grad, free, threat_model, budgets, "gradient", "gradient-free", tolerance)
+
+
+def _optimistic(row: Row) -> Row:
+    """A skipped row (a survivors-only attack's) as if the attack had left the image correct; other rows unchanged."""
+    if row.get("skipped") in (None, ""):
+        return row
+    return {**row, "skipped": "", "adv_pred": row["label"]}
 
 
 def masking_checks(rows: Iterable[Row], threat_model: ThreatModel, budgets: Mapping[str, Budget] | None = None) -> list[MaskingCheck]:

@@ -149,6 +149,11 @@ class RobustAccuracy:
         return out
 
 
+def _skipped(row: Row) -> bool:
+    """A survivors-only attack's row of an image it did not attack (``skipped``: ``fooled by <earlier attack>``)."""
+    return row.get("skipped") not in (None, "")
+
+
 def _targets(rows: Iterable[Row]) -> dict[str, list[Row]]:
     out: dict[str, list[Row]] = {}
     for r in rows:
@@ -169,7 +174,10 @@ def robust_accuracy(
 
     * ``cascade=False`` (each attack on its own, possibly seeded, subset): the images every attack
       of the suite saw, so that an attack run on fewer images (Square) cannot leave unattacked
-      survivors counted as robust;
+      survivors counted as robust. A survivors-only attack (AutoAttack's chain,
+      :mod:`dfrobust.studies.attack_survivors`) "sees" an image it skipped because an earlier attack
+      fooled it: its row says so (``skipped``) and counts as fooled; an image beyond its own
+      ``max_images`` has no row and is left out;
     * ``cascade=True`` (AutoAttack: later attacks run only on earlier survivors): every image some
       attack saw; one that a later attack never saw must have been broken already, else it is
       ``undecided`` and left out.
@@ -199,7 +207,8 @@ def robust_accuracy(
 
     def survives(key: str, image: str) -> bool:
         r = suite[key][image]
-        return _i(r["adv_pred"]) == _i(r["label"])
+        # a row skipped by a survivors-only attack: an earlier attack of its chain already fooled the image
+        return not _skipped(r) and _i(r["adv_pred"]) == _i(r["label"])
 
     seen = set().union(*(s.keys() for s in suite.values()))
     everywhere = set.intersection(*(set(s) for s in suite.values()))

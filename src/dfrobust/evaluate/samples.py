@@ -44,7 +44,8 @@ def write_samples(
         device: where the real images are scored.
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    rows_of = {a: read_csv(Path(d) / "results.csv") for a, d in attack_dirs.items()}
+    # a survivors-only run's skipped images have no adversarial PNG: only attacked rows can be shown
+    rows_of = {a: [r for r in read_csv(Path(d) / "results.csv") if not r.get("skipped")] for a, d in attack_dirs.items()}
     by_image: dict[str, dict[tuple[str, str], dict[str, str]]] = {}
     for a, rows in rows_of.items():
         for r in rows:

@@ -75,7 +75,9 @@ def adaptive_stage(plan: Plan, cfg: dict[str, Any], purifier: str, device: str) 
     elif purifier == "blur":  # as scored beside DIP in Table III
         params = {"sigma": default_blur_sigma(int(cfg["data"]["size"]))}
     check_bpda(make_purifier(purifier, **params), bpda)  # a mode that does not apply fails before any stage runs
-    atk = {"steps": int(a["steps"])} | {k: v for k, v in cfg["attack"].get(a["attack"], {}).items() if k not in ("steps", "max_images")}
+    atk = {"steps": int(a["steps"])} | {
+        k: v for k, v in cfg["attack"].get(a["attack"], {}).items() if k not in ("steps", "max_images", "survivors_of")
+    }
     out = safe_join(plan.run_dir / "adaptive", purifier)
     dip_dir = plan.run_dir / plan.dip["dir"]
     kw = {

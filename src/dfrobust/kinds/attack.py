@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dfrobust.errors import DfrobustError
 from dfrobust.kinds.base import AttackRun, Plan, StageKind, register_stage_kind
 from dfrobust.roles import Role, study_roles
 from dfrobust.stages import Stage
@@ -23,9 +24,11 @@ def attack_stage(plan: Plan, cfg: dict[str, Any], run: AttackRun, device: str) -
 
     a = cfg["attack"]
     attack = run.attack
-    params = dict(a.get(attack, {}))
+    params = {k: v for k, v in a.get(attack, {}).items() if k != "survivors_of"}
     # an attack's own section may attack fewer images than the rest (Square's queries are costly)
     max_images = int(params.pop("max_images", a["max_images"])) or None
+    # AutoAttack's chain: attack only the images the earlier runs of the same source left correct
+    earlier = [AttackRun(e, run.source, [], run.members) for e in chain_of(cfg, attack)] if not run.members else []
     # TOML has no tuples: a parameter whose default is a tuple gets one (CW's c_range)
     tuples = {k for k, p in constructor_parameters(attack_class(attack)).items() if isinstance(p.default, tuple)}
     params = {k: tuple(v) if k in tuples and isinstance(v, list) else v for k, v in params.items()}
@@ -41,6 +44,9 @@ def attack_stage(plan: Plan, cfg: dict[str, Any], run: AttackRun, device: str) -
     )
     out = safe_join(plan.run_dir / "attacks", run.folder)
     conf = {k: v for k, v in ac.__dict__.items() if k != "device"} | {"source": run.source, "targets": run.targets}
+    if earlier:  # a stage without a chain keeps the key it had before chains existed
+        conf["survivors_of"] = [e.attack for e in earlier]
+    survivors_of = [safe_join(plan.run_dir / "attacks", e.folder) for e in earlier]
     if run.members:
         conf["members"] = list(run.members)
     sources = [plan.model_path(m) for m in run.members] if run.members else plan.model_path(run.source)
@@ -49,11 +55,60 @@ def attack_stage(plan: Plan, cfg: dict[str, Any], run: AttackRun, device: str) -
     name = run.source if run.members else None
 
     def work() -> None:
-        run_attack(plan.data_dir, sources, [plan.model_path(t) for t in targets], ac, out, replace=True, source_name=name)
+        run_attack(
+            plan.data_dir,
+            sources,
+            [plan.model_path(t) for t in targets],
+            ac,
+            out,
+            replace=True,
+            source_name=name,
+            survivors_of=survivors_of,
+        )
 
-    deps = ["data", *sorted({plan.model_stage(m) for m in [*run.members, *targets]})]
+    # a redone earlier attack changes this stage's key: run_attack then re-crafts only if the survivors changed
+    deps = ["data", *sorted({plan.model_stage(m) for m in [*run.members, *targets]}), *(f"attack/{e.folder}" for e in earlier)]
     # keep_output: a retrained target only re-scores the stored images (run_attack checks the crafting)
     return Stage(f"attack/{run.folder}", conf, out, work, deps=deps, keep_output=True, device=device, sharded=True)
+
+
+def chain_of(cfg: dict[str, Any], attack: str) -> list[str]:
+    """The earlier attacks whose survivors ``attack`` attacks: its section's ``survivors_of``, in chain order, less those
+    the study does not run (the paper preset's Square names ``apgd-margin``, which a study adds to ``attack.attacks``
+    to join the chain). A name that is no registered attack, or a chain that loops, is a one-line error at planning."""
+    from dfrobust.attacks.base import attack_classes
+
+    attacks = list(cfg["attack"]["attacks"])
+
+    def direct(name: str) -> list[str]:
+        named = list((cfg["attack"].get(name) or {}).get("survivors_of") or [])
+        unknown = [e for e in named if e not in attack_classes()]
+        if unknown:
+            raise DfrobustError(f"attack.{name}.survivors_of names {unknown[0]!r}, which is no attack ({', '.join(attack_classes())})")
+        return [e for e in named if e in attacks]
+
+    seen, todo = [attack], direct(attack)
+    for earlier in todo:
+        if earlier in seen:
+            raise DfrobustError(f"attack.{attack}.survivors_of: {earlier!r} would attack its own survivors (a loop of survivors_of)")
+        seen.append(earlier)
+        todo += [e for e in direct(earlier) if e not in todo]
+    return direct(attack)
+
+
+def _chain_order(cfg: dict[str, Any]) -> list[str]:
+    """``attack.attacks`` with every attack after the attacks whose survivors it attacks (else in the listed order)."""
+    out: list[str] = []
+
+    def place(attack: str) -> None:
+        if attack not in out:
+            for earlier in chain_of(cfg, attack):
+                place(earlier)
+            out.append(attack)
+
+    for attack in cfg["attack"]["attacks"]:
+        place(attack)
+    return out
 
 
 def attack_plan(cfg: dict[str, Any], roles: list[Role] | None = None) -> list[AttackRun]:
@@ -74,10 +129,12 @@ def attack_plan(cfg: dict[str, Any], roles: list[Role] | None = None) -> list[At
 
     runs = []
     transfer_only = set(cfg["attack"].get("transfer_only") or [])
-    for attack in cfg["attack"]["attacks"]:
+    for attack in _chain_order(cfg):
         for src in roles:
             if attack in transfer_only and not any(blackbox(src, r) for r in roles):
                 continue  # a transfer attack crafted where nothing transfers would be one more whitebox attack
+            if set(chain_of(cfg, attack)) & transfer_only and not any(blackbox(src, r) for r in roles):
+                raise DfrobustError(f"attack.{attack}.survivors_of names a transfer-only attack, which does not run on {src.name}")
             runs.append(AttackRun(attack, src.name, [src.name, *(r.name for r in roles if blackbox(src, r))]))
     # Only transfer groups (the user's cards) get ensembles: the paper's roles each transfer from one
     # source (transfer_from), as in the paper, so they have no "other members" to ensemble.

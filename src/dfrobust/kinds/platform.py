@@ -45,7 +45,7 @@ class PlatformKind(StageKind):
         stages = []
         for attack in p["attacks"]:
             attack_class(check_name(attack, "platform.attacks entry"))  # an unknown attack: one line now
-            params = {k: v for k, v in (cfg.get("attack", {}).get(attack) or {}).items() if k != "max_images"}
+            params = {k: v for k, v in (cfg.get("attack", {}).get(attack) or {}).items() if k not in ("max_images", "survivors_of")}
             out = safe_join(plan.run_dir / "platform", f"{attack}-{role.name}")
             kw = {"attack": attack, "params": params, "robust_to": str(p["robust_to"]), "heldout": p.get("heldout") or None,
                   "images": int(p.get("max_images", 0)) or None, "eot": int(p.get("eot", 8)), "seed": int(cfg["run"]["seed"])}  # fmt: skip

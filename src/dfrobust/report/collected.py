@@ -69,7 +69,8 @@ class CollectedRun:
         stages: each planned stage's record (``name``, ``state``, ``seconds``, ``host``), in the plan's order.
         manifest: the data manifest the plan recorded (``None`` when it has none).
         models: each trained (or carded) role's sidecar, by role name.
-        attack_rows: every finished attack's ``results.csv`` rows (one per image, attack and target).
+        attack_rows: every finished attack's ``results.csv`` rows of the images it attacked (one per image, attack and target).
+        skipped_rows: the rows of images a survivors-only attack skipped (``skipped``: ``fooled by <earlier attack>``).
         attack_dirs: each finished attack's folder, by (attack, source model).
         attack_budgets: the radius each attack label was crafted at (``None``: an unbounded attack).
         samples: the samples stage (Fig 2), ``None`` before it ran.
@@ -89,6 +90,7 @@ class CollectedRun:
     manifest: dict[str, Any] | None = None
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     attack_rows: list[CsvRow] = field(default_factory=list)
+    skipped_rows: list[CsvRow] = field(default_factory=list)
     attack_dirs: dict[tuple[str, str], Path] = field(default_factory=dict)
     attack_budgets: dict[str, Budget] = field(default_factory=dict)
     samples: Samples | None = None

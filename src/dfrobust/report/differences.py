@@ -41,6 +41,7 @@ NOT_SCIENCE = (
     "robustness.",
     "adaptive.",
     "attack.apgd.",
+    "attack.apgd-margin.",
     "attack.square.",
     "attack.ensemble",
     "attack.transfer_only",

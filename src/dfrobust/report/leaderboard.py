@@ -22,7 +22,7 @@ from dfrobust.evaluate.robustness import RobustAccuracy
 from dfrobust.report.attack_figures import setting_label
 from dfrobust.report.collected import CollectedRun
 from dfrobust.report.plotting import plt, save_figure
-from dfrobust.report.study_tables import Table2, own_n
+from dfrobust.report.study_tables import Table2, chained_attacks, own_n
 from dfrobust.report.tables import Table, interval, pct, rate
 
 #: Groups of roles the paper itself tried (marked in the table).
@@ -73,6 +73,7 @@ def leaderboard_rows(
     models = run.models
     wide = table2.wide if table2 is not None else {}
     counts = table2.counts if table2 is not None else {}  # an attack may run on fewer images than the others
+    chained = chained_attacks(table2.rows) if table2 is not None else {}  # survivors-only attacks: their cells' n are survivors
     base_name = next((r["name"] for r in run.roles if r.get("sample_source")), None)
     rows = []
     for name, meta in models.items():
@@ -96,6 +97,7 @@ def leaderboard_rows(
             "n_attacked": counts.get(name, {}).get("unperturbed"),
             "n_whitebox": {k: counts.get(name, {}).get(k) for k in white},
             "whitebox": white,
+            "survivors_of": {k: chained[a] for k in white if (a := k.removesuffix("_whitebox")) in chained},
             "threat_model": dict(threat_model or {}),
             "robust_accuracy": robust[name].accuracy if name in robust else None,
             "n_robust": robust[name].n if name in robust else None,
@@ -182,6 +184,7 @@ def leaderboard_rows(
 def leaderboard_table(rows: list[dict[str, Any]]) -> Table:
     """The leaderboard as a report table."""
     attacks = sorted({k.removesuffix("_whitebox") for r in rows for k in r["whitebox"]})
+    chained = {k.removesuffix("_whitebox"): v for r in rows for k, v in (r.get("survivors_of") or {}).items()}
     tm = next((r["threat_model"] for r in rows if r.get("threat_model")), {})
     radius = f"{tm['norm'].replace('linf', 'Linf').replace('l2', 'L2')} {tm['eps']:g}" if tm else "the study's radius"
     t = Table(
@@ -191,7 +194,11 @@ def leaderboard_table(rows: list[dict[str, Any]]) -> Table:
             "paper's",
             "clean accuracy (n)",
             "AUROC",
-            *(f"{attack_display(a)} {setting_label(a, 'whitebox')}" for a in attacks),
+            *(
+                f"{attack_display(a)} {setting_label(a, 'whitebox')}"
+                + (f" on survivors of {' + '.join(attack_display(e) for e in chained[a].split('+'))}" if a in chained else "")
+                for a in attacks
+            ),
             f"robust accuracy @ {radius}",
             "best blackbox transfer",
             "adaptive (purifier)",
@@ -201,7 +208,9 @@ def leaderboard_table(rows: list[dict[str, Any]]) -> Table:
         note="Accuracy on attacked fake test images unless stated (the DIP row's clean accuracy is on its study's clean images); "
         f"robust accuracy = AutoAttack's definition at {radius}: an attacked fake counts only if it is detected clean and after "
         "every bounded attack on the detector itself at that radius (gradient and score-based; n = the fakes every such attack saw); "
-        "CW-L2's unbounded search never enters it (see the minimal-perturbation table). For the DIP purifier: the lower of "
+        "CW-L2's unbounded search never enters it (see the minimal-perturbation table). As in AutoAttack, an attack "
+        "'on survivors' ran only on the fakes the earlier attacks of its chain left correct (its cell: accuracy on those, "
+        "with their n); a fake it skipped counts as fooled. For the DIP purifier: the lower of "
         "its accuracy under the adaptive attack through it (Table V, worst of its evaluation draws) and the DIP study's "
         "non-adaptive accuracy on its perturbed fakes (two different sets of fakes: the rates, not the images, are compared); "
         "without an adaptive attack, the non-adaptive one, labelled. "

@@ -284,7 +284,12 @@ def adaptive_section(run: CollectedRun, results: dict[str, Any], figs: Path) -> 
                 Figure(
                     path,
                     "Square attack (score-based black-box: it queries the detector's scores only, no gradients): "
-                    "share of fakes passed as real within a query budget.",
+                    "share of fakes passed as real within a query budget"
+                    + (
+                        ", on the fakes the earlier attacks of its chain left correct (survivors; n = their number)."
+                        if any(r.get("survivors_of") for r in run.attack_rows if r["attack"].startswith("square"))
+                        else "."
+                    ),
                 )
             )
         results["square"] = {

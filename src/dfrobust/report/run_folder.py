@@ -21,13 +21,17 @@ def collect(run_dir: Path) -> CollectedRun:
         if side.is_file():
             models[role["name"]] = read_json(side)
     rows: list[CsvRow] = []
+    skipped: list[CsvRow] = []
     attack_dirs: dict[tuple[str, str], Path] = {}
     budgets: dict[str, Budget] = {}
     for a in plan["attacks"]:
         folder = resolve(run_dir, a["dir"])
         if (folder / "results.csv").is_file():
             attack_dirs[(a["attack"], a["source"])] = folder
-            rows += read_csv(folder / "results.csv")
+            for r in read_csv(folder / "results.csv"):
+                # an image a survivors-only attack skipped (fooled earlier in its chain) has no verdict of its own:
+                # robust accuracy and the masking checks read it, every table of rates reads the attacked rows
+                (skipped if r.get("skipped") else rows).append(r)
             summary = read_record(folder / "summary.json") if (folder / "summary.json").is_file() else {}
             settings = summary.get("attack") or {}
             if settings.get("label"):  # the radius each result label was crafted at (None: a minimal-norm attack)
@@ -45,6 +49,7 @@ def collect(run_dir: Path) -> CollectedRun:
         manifest=plan.get("data") or None,
         models=models,
         attack_rows=rows,
+        skipped_rows=skipped,
         attack_dirs=attack_dirs,
         attack_budgets=budgets,
         samples=_samples(run_dir, plan),

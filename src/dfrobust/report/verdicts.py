@@ -31,7 +31,9 @@ def robust_by_target(run: CollectedRun) -> dict[str, RobustAccuracy]:
     """Robust accuracy of every attacked detector at the study's threat model."""
     budgets = run.attack_budgets
     # the attacks on the detector itself (gradient and score-based), as AutoAttack's suite; transfers are reported apart
-    rows = [r for r in run.attack_rows if r["attack"] in budgets and r.get("setting") == "whitebox"]
+    # with the rows of images a survivors-only attack skipped: they count as fooled (by the earlier attack of the chain)
+    every = [*run.attack_rows, *run.skipped_rows]
+    rows = [r for r in every if r["attack"] in budgets and r.get("setting") == "whitebox"]
     return robust_accuracy_by_target(rows, threat_model_of(run.cfg), budgets) if rows else {}
 
 
@@ -40,7 +42,7 @@ def masking_by_target(run: CollectedRun) -> dict[str, list[str]]:
     and the failed checks of :mod:`dfrobust.evaluate.masking` over its attack rows (Carlini et al. 2019)."""
     out: dict[str, list[str]] = {name: list(ws) for name, ws in run.curve_warnings.items() if ws}
     budgets = run.attack_budgets
-    rows = [r for r in run.attack_rows if r["attack"] in budgets]
+    rows = [r for r in [*run.attack_rows, *run.skipped_rows] if r["attack"] in budgets]
     by_target: dict[str, list[Any]] = {}
     for r in rows:
         by_target.setdefault(str(r["target"]), []).append(r)

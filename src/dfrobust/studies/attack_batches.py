@@ -9,13 +9,15 @@ from typing import Any
 import torch
 
 from dfrobust.attacks import robust as platform  # --robust-to: EOT crafting, scores after the chains
-from dfrobust.attacks.base import perturbation_norms
+from dfrobust.attacks.base import Attack, perturbation_norms
 from dfrobust.data.dataset import ImageSet
 from dfrobust.errors import DfrobustError
 from dfrobust.evaluate.image_metrics import psnr, ssim
 from dfrobust.models.inference import p_real
 from dfrobust.studies.attack_config import AttackConfig
 from dfrobust.studies.attack_models import RunModel
+from dfrobust.studies.attack_survivors import Survivors, skipped_row
+from dfrobust.studies.attack_tables import SURVIVORS_OF, is_attacked
 from dfrobust.utils.imageops import jpeg_round_trip
 from dfrobust.utils.io import load_image, quantize, read_csv, save_png
 from dfrobust.utils.parts import Unit
@@ -56,12 +58,74 @@ def _batch_slice(cfg: AttackConfig, batch: int) -> slice:
 
 
 def attack_batch(
-    cfg: AttackConfig, batch: int, images: ImageSet, src: RunModel, models: list[RunModel], device: torch.device, out_dir: Path
+    cfg: AttackConfig,
+    batch: int,
+    images: ImageSet,
+    src: RunModel,
+    models: list[RunModel],
+    device: torch.device,
+    out_dir: Path,
+    survivors: Survivors | None = None,
 ) -> list[dict[str, Any]]:
-    """Attack one batch, save its PNGs, evaluate every model; returns its result rows."""
+    """Attack one batch, save its PNGs, evaluate every model; returns its result rows.
+
+    With ``survivors`` (a survivors-only run) the images an earlier attack fooled are not attacked: each gets
+    one skipped row (:func:`~dfrobust.studies.attack_survivors.skipped_row`) in its place among the rows.
+    """
     sl = _batch_slice(cfg, batch)
-    x, y, paths = images.images(sl), images.y[sl], images.paths[sl]
-    attack = cfg.make(batch)
+    paths, groups = images.paths[sl], [r.get("group") for r in images.records[sl]]
+    fooled = survivors.fooled if survivors is not None else {}
+    keep = [i for i, rel in enumerate(paths) if rel not in fooled]
+    attack = cfg.make(batch)  # the batch's seed whatever its survivors: the same batch always gets the same draws
+    rows: list[dict[str, Any]] = []
+    if keep:
+        x_all, y_all = images.images(sl), images.y[sl]
+        x, y = x_all[keep], y_all[keep]
+        rows = _craft(cfg, attack, batch, x, y, [paths[i] for i in keep], [groups[i] for i in keep], src, models, device, out_dir)
+    if survivors is None:
+        return rows
+    for r in rows:
+        r[SURVIVORS_OF] = survivors.column
+    extra = {"source_members": "+".join(m.name for m in src.members)} if src.members else {}
+    return _in_image_order(paths, rows, survivors, attack.label, src, groups, extra)
+
+
+def _in_image_order(
+    paths: list[str],
+    rows: list[dict[str, Any]],
+    survivors: Survivors,
+    label: str,
+    src: RunModel,
+    groups: list[Any],
+    extra: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """The batch's rows in its image order: each attacked image's rows, or a skipped image's one row."""
+    by_image: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_image.setdefault(str(r["image"]), []).append(r)
+    out: list[dict[str, Any]] = []
+    for rel, group in zip(paths, groups):
+        if rel in survivors.fooled:
+            out.append(skipped_row(rel, survivors, label, src.name, src.setting(src), {**extra, **({"group": group} if group else {})}))
+        else:
+            out += by_image[rel]
+    return out
+
+
+def _craft(
+    cfg: AttackConfig,
+    attack: Attack,
+    batch: int,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    paths: list[str],
+    groups: list[Any],
+    src: RunModel,
+    models: list[RunModel],
+    device: torch.device,
+    out_dir: Path,
+) -> list[dict[str, Any]]:
+    """Craft ``x`` on the source, save the PNGs and score every model: the rows of these images."""
     start = time.perf_counter()
     result = attack(platform.robust_source(src.model, cfg.robust_to, cfg.robust_eot, cfg.seed + batch), x.to(device), y.to(device))
     if device.type == "cuda":
@@ -75,8 +139,7 @@ def attack_batch(
     l2, linf = perturbation_norms(x_adv, x)
     per_image = {"l2": l2.tolist(), "linf": linf.tolist(), "psnr": psnr(x_adv, x).tolist(), "ssim": ssim(x_adv, x)}
     extras = {k: result.extras[k].tolist() for k in EXTRA_COLUMNS if k in result.extras and result.extras[k].ndim == 1}
-    groups = [r.get("group") for r in images.records[sl]]  # the generator of a nested in-place folder
-    if any(groups):
+    if any(groups):  # the generator of a nested in-place folder
         extras["group"] = groups
     crafted = []
     for i, rel in enumerate(paths):
@@ -149,13 +212,24 @@ def _target_rows(
 def rescore_part(
     cfg: AttackConfig, unit: Unit, part: Path, images: ImageSet, src: RunModel, models: list[RunModel], device: torch.device, out_dir: Path
 ) -> list[dict[str, Any]]:
-    """Re-evaluate a finished batch on a new set of targets from its stored PNGs (no crafting); its new rows."""
+    """Re-evaluate a finished batch on a new set of targets from its stored PNGs (no crafting); its new rows.
+
+    A skipped image's row (a survivors-only run) is the source's alone and has no PNG: it is kept as it is.
+    """
     rows = read_csv(part)
-    crafted = [{k: v for k, v in r.items() if k not in TARGET_COLUMNS} for r in rows if r["setting"] == "whitebox"]
+    whitebox = [r for r in rows if r["setting"] == "whitebox"]
+    if [r["image"] for r in whitebox] != images.paths[unit.slice]:
+        raise DfrobustError(f"{part} does not hold this run's images; delete {out_dir} and rerun")
+    crafted = [{k: v for k, v in r.items() if k not in TARGET_COLUMNS} for r in whitebox if is_attacked(r)]
     for c in crafted:  # a part written before the rename carries the float success under its old name
         if LEGACY_SUCCESS_FLOAT in c:
             c[SUCCESS_FLOAT] = c.pop(LEGACY_SUCCESS_FLOAT)
-    if [c["image"] for c in crafted] != images.paths[unit.slice]:
-        raise DfrobustError(f"{part} does not hold this run's images; delete {out_dir} and rerun")
-    x_adv = torch.stack([load_image(out_dir / "images" / png_name(c["image"])) for c in crafted])
-    return _target_rows(cfg, crafted, images.images(unit.slice), x_adv, src, models, device)
+    keep = [i for i, r in enumerate(whitebox) if is_attacked(r)]
+    fresh: list[dict[str, Any]] = []
+    if crafted:
+        x_adv = torch.stack([load_image(out_dir / "images" / png_name(c["image"])) for c in crafted])
+        fresh = _target_rows(cfg, crafted, images.images(unit.slice)[keep], x_adv, src, models, device)
+    by_image: dict[str, list[dict[str, Any]]] = {}
+    for r in fresh:
+        by_image.setdefault(str(r["image"]), []).append(r)
+    return [row for r in whitebox for row in (by_image[r["image"]] if is_attacked(r) else [r])]

@@ -47,7 +47,8 @@ from dfrobust.attacks import robust as platform  # --robust-to: scores after the
 from dfrobust.studies.attack_batches import SUCCESS_FLOAT, attack_batch, rescore_part
 from dfrobust.studies.attack_config import AttackConfig
 from dfrobust.studies.attack_models import RunModel, load_models
-from dfrobust.studies.attack_tables import RESULT_COLUMNS, table2_rows, target_aggregates
+from dfrobust.studies.attack_survivors import Survivors, chain_images, read_survivors
+from dfrobust.studies.attack_tables import RESULT_COLUMNS, attacked, table2_rows, target_aggregates
 from dfrobust.data.dataset import ImageSet
 from dfrobust.data.layouts import CLASS_CHOICES, load_images
 from dfrobust.errors import DfrobustError
@@ -66,11 +67,14 @@ from dfrobust.utils.parts import PartStore
 from dfrobust.utils.runtime import progress, progress_note, seed_everything, versions
 
 
-def _craft_key(cfg: AttackConfig, data_hash: str, src: RunModel, images: ImageSet) -> str:
-    """What the crafted images depend on: config (minus device), data, source model and chosen images."""
+def _craft_key(cfg: AttackConfig, data_hash: str, src: RunModel, images: ImageSet, survivors: Survivors | None = None) -> str:
+    """What the crafted images depend on: config (minus device), data, source model, chosen images and, in a
+    survivors-only run, the earlier runs and which images they fooled (a changed earlier attack re-crafts)."""
     # a run without a chain keeps the key it had before chains existed
     cfg_key = {k: v for k, v in asdict(cfg).items() if k != "device" and (cfg.robust_to or k not in platform.PLATFORM_FIELDS)}
-    key = {"config": cfg_key, "data": data_hash, "source": src.sha256, "images": images.paths}
+    key: dict[str, Any] = {"config": cfg_key, "data": data_hash, "source": src.sha256, "images": images.paths}
+    if survivors is not None:  # a run without earlier attacks keeps the key it had before survivors-only runs existed
+        key["survivors_of"] = survivors.key(images.paths)
     return sha256_bytes(to_json(key).encode())
 
 
@@ -119,6 +123,7 @@ def run_attack(
     world_size: int | None = None,
     replace: bool = False,
     source_name: str | None = None,
+    survivors_of: Sequence[str | Path] = (),
 ) -> dict[str, Any]:
     """Craft adversarial test images on ``source`` and evaluate ``targets`` on them.
 
@@ -137,6 +142,8 @@ def run_attack(
             A run with the same crafting and other targets is always continued: its stored
             images are re-scored on the new targets.
         source_name: the ensemble's name in the results (default ``ensemble(a+b)``); only with several sources.
+        survivors_of: finished attack runs on the same source, in chain order (AutoAttack's): attack only the images
+            none of them fooled; the others get a skipped row (:mod:`dfrobust.studies.attack_survivors`).
 
     Returns:
         ``summary.json``'s content once every batch is done, else
@@ -145,6 +152,8 @@ def run_attack(
     >>> run_attack("data/synth", "models/vgg16.safetensors",
     ...            ["models/vgg16.safetensors", "models/resnet18.safetensors"],
     ...            AttackConfig("fgsm"), "attacks/fgsm-vgg16")  # doctest: +SKIP
+    >>> run_attack("data/synth", "models/vgg16.safetensors", [], AttackConfig("square"), "attacks/square-vgg16",
+    ...            survivors_of=["attacks/apgd-vgg16"])  # doctest: +SKIP
     >>> run_attack("data/synth", ["models/vgg16.safetensors", "models/resnet18.safetensors"],
     ...            ["models/resnet18-blur.safetensors"], AttackConfig("dimifgsm"), "attacks/dimifgsm-ens")  # doctest: +SKIP
     """
@@ -154,9 +163,14 @@ def run_attack(
     device = distributed.device_for(cfg.device, ctx)
     seed_everything(cfg.seed)
     # a dfrobust dataset folder, or the user's folder/list read in place (data/layouts.py)
-    images, data_hash = load_images(data_dir, "test", CLASS_CHOICES[cfg.classes], limit=cfg.max_images, seed=cfg.seed)
+    # a survivors-only run draws its images from those the earlier runs saw (chain_images), not from the whole split
+    limit = None if survivors_of else cfg.max_images
+    images, data_hash = load_images(data_dir, "test", CLASS_CHOICES[cfg.classes], limit=limit, seed=cfg.seed)
     src, models = load_models(sources, [Path(t) for t in targets], device, images.image_size, source_name)
-    craft = _craft_key(cfg, data_hash, src, images)
+    survivors = read_survivors(survivors_of, src.name) if survivors_of else None
+    if survivors is not None:
+        images = chain_images(images, survivors, cfg.max_images, cfg.seed)
+    craft = _craft_key(cfg, data_hash, src, images, survivors)
     fingerprint = _fingerprint(craft, models)
     summary_file = out_dir / "summary.json"
 
@@ -174,8 +188,10 @@ def run_attack(
     mine, todo = store.mine(ctx.rank, ctx.world_size), store.todo(ctx.rank, ctx.world_size)
     done_ok = done_n = 0
     if todo:  # the cost said up front: a long attack (the paper's CW, Square) is no surprise
-        left = sum(unit.stop - unit.start for unit in todo)
-        progress_note(f"{cfg.attack} on {src.name}: budget {cfg.make().budget().describe(left)} (at most; {len(todo)} batches)")
+        todo_images = [p for unit in todo for p in images.paths[unit.slice]]
+        left = sum(1 for p in todo_images if survivors is None or p not in survivors.fooled)
+        chained = f"; {len(todo_images) - left} skipped, fooled by {survivors.column}" if survivors is not None else ""
+        progress_note(f"{cfg.attack} on {src.name}: budget {cfg.make().budget().describe(left)} (at most; {len(todo)} batches{chained})")
     started = time.monotonic()
     bar = progress(total=len(mine), initial=len(mine) - len(todo), desc=f"{cfg.attack} on {src.name}", unit="batch")
     for unit in todo:
@@ -183,10 +199,10 @@ def run_attack(
         if mark is not None and mark.get("craft") == craft and part.is_file():
             rows = rescore_part(cfg, unit, part, images, src, models, device, out_dir)
         else:
-            rows = attack_batch(cfg, unit.index, images, src, models, device, out_dir)
+            rows = attack_batch(cfg, unit.index, images, src, models, device, out_dir, survivors)
         write_csv(part, rows, RESULT_COLUMNS)
         store.finish(unit, ctx.rank, ctx.world_size, craft=craft)  # the mark, last
-        whitebox = [r for r in rows if r["target"] == src.name]
+        whitebox = attacked(r for r in rows if r["target"] == src.name)
         done_ok += sum(int(r["success"]) for r in whitebox)
         done_n += len(whitebox)
         bar.set_postfix({"success (8-bit PNGs)": f"{done_ok}/{done_n}"})  # the rate every table counts
@@ -198,7 +214,10 @@ def run_attack(
     bar.close()
 
     summary = distributed.merge_once(
-        ctx, store.complete, lambda: _merge(out_dir, store, cfg, fingerprint, data_dir, data_hash, images, src, models, ctx), merged
+        ctx,
+        store.complete,
+        lambda: _merge(out_dir, store, cfg, fingerprint, data_dir, data_hash, images, src, models, ctx, survivors, survivors_of),
+        merged,
     )
     if summary is None:
         return {"complete": False, "batches_done": len(store.done()), "batches_total": len(store.units), "out_dir": str(out_dir),
@@ -217,25 +236,29 @@ def _merge(
     src: RunModel,
     models: list[RunModel],
     ctx: distributed.Context,
+    survivors: Survivors | None = None,
+    survivors_of: Sequence[str | Path] = (),
 ) -> dict[str, Any]:
     """Join the parts (in the global image order) into results.csv, table2.csv and summary.json (written last)."""
     rows = store.merge(lambda unit: read_csv(store.path(unit, ".csv")))
     write_csv(out_dir / "results.csv", rows, RESULT_COLUMNS)
     table = table2_rows(rows)
     write_csv(out_dir / "table2.csv", table)
-    whitebox = [r for r in rows if r["setting"] == "whitebox"]
+    whitebox = attacked(r for r in rows if r["setting"] == "whitebox")
+    n = len(whitebox)  # the images crafted on: a survivors-only run's rates are on its survivors (None when there were none)
     crafting: dict[str, Any] = {
+        "n": n,
         # the success counted everywhere: the source's verdict on the stored 8-bit PNGs
-        "success_rate": sum(int(r["success"]) for r in whitebox) / len(whitebox),
+        "success_rate": sum(int(r["success"]) for r in whitebox) / n if n else None,
         # the attack's own verdict on its float images (quantisation can undo a flip): diagnostics, never a table's rate
-        "success_float_rate": sum(int(r[SUCCESS_FLOAT]) for r in whitebox) / len(whitebox),
-        "seconds_per_image": sum(float(r["seconds"]) for r in whitebox) / len(whitebox),
+        "success_float_rate": sum(int(r[SUCCESS_FLOAT]) for r in whitebox) / n if n else None,
+        "seconds_per_image": sum(float(r["seconds"]) for r in whitebox) / n if n else None,
     }
-    if whitebox and "kappa_reached" in whitebox[0]:
+    if whitebox and whitebox[0].get("kappa_reached") not in (None, ""):
         crafting["kappa_reached_rate"] = sum(int(float(r["kappa_reached"])) for r in whitebox) / len(whitebox)
     attack = cfg.make()
     results = target_aggregates(rows)
-    platform.add_platform_results(results, rows)  # after --robust-to: accuracy after the chain and the held-out chain
+    platform.add_platform_results(results, attacked(rows))  # after --robust-to: accuracy after the chain and the held-out chain
     summary = {
         "complete": True,
         "fingerprint": fingerprint,
@@ -252,6 +275,7 @@ def _merge(
         "source": {src.name: src.record()},
         "targets": {m.name: m.record() for m in models},
         "crafting": crafting,
+        **({"survivors": _survivors_record(rows, survivors, survivors_of)} if survivors is not None else {}),
         "results": results,
         "world_size": ctx.world_size,
         "ranks": store.ranks(),
@@ -259,3 +283,10 @@ def _merge(
     }
     write_json(out_dir / "summary.json", summary)
     return summary
+
+
+def _survivors_record(rows: list[dict[str, Any]], survivors: Survivors, folders: Sequence[str | Path]) -> dict[str, Any]:
+    """summary.json's ``survivors``: which earlier runs, and how many of the run's images were attacked or skipped."""
+    whitebox = [r for r in rows if r["setting"] == "whitebox"]
+    n_attacked = len(attacked(whitebox))
+    return {"of": survivors.labels, "dirs": [str(f) for f in folders], "n_attacked": n_attacked, "n_skipped": len(whitebox) - n_attacked}

@@ -25,6 +25,12 @@ RESULT_COLUMNS = (
     "l2", "linf", "psnr", "ssim", "success", "seconds",
 )  # fmt: skip
 
+#: Why an image was not attacked (``""``: attacked): ``fooled by apgd-ce-linf`` in a survivors-only run
+#: (:mod:`dfrobust.studies.attack_survivors`), whose skipped rows have no adversarial columns.
+SKIPPED = "skipped"
+#: The earlier attacks (result labels, ``+``-joined) whose survivors a survivors-only run attacked.
+SURVIVORS_OF = "survivors_of"
+
 #: Order of settings in tables and figures (the paper: blackbox before whitebox).
 SETTINGS = ("blackbox", "whitebox")
 
@@ -41,6 +47,16 @@ def _i(value: Any) -> int:
 
 def _has(row: Row, key: str) -> bool:
     return key in row and row[key] not in ("", None)
+
+
+def is_attacked(row: Row) -> bool:
+    """Whether a result row is of an image the attack crafted on (not one skipped because already fooled)."""
+    return not _has(row, SKIPPED)
+
+
+def attacked(rows: Iterable[Row]) -> list[Row]:
+    """The rows of crafted images: every rate of a table counts only these (a skipped image has no verdict of its own)."""
+    return [r for r in rows if is_attacked(r)]
 
 
 def _finite_mean(values: Iterable[float]) -> float | None:
@@ -100,10 +116,18 @@ def group_stats(rows: Sequence[Row]) -> dict[str, Any]:
 
 
 def target_aggregates(result_rows: Iterable[Row]) -> dict[str, dict[str, Any]]:
-    """Per target model name: its setting and :func:`group_stats` (one attack folder's rows)."""
+    """Per target model name: its setting and :func:`group_stats` (one attack folder's rows).
+
+    The statistics count the attacked images only; a survivors-only run adds ``n_skipped`` (images an
+    earlier attack had already fooled) and ``survivors_of``. A target whose images were all skipped has
+    ``n = 0`` and no rates.
+    """
     out: dict[str, dict[str, Any]] = {}
     for (target, setting), rows in _group(result_rows, ("target", "setting")).items():
-        out[target] = {"setting": setting, **group_stats(rows)}
+        done = attacked(rows)
+        out[target] = {"setting": setting, **(group_stats(done) if done else {"n": 0})}
+        if _has(rows[0], SURVIVORS_OF):
+            out[target].update(n_skipped=len(rows) - len(done), survivors_of=str(rows[0][SURVIVORS_OF]))
     return out
 
 
@@ -115,10 +139,14 @@ def table2_rows(result_rows: Iterable[Row]) -> list[dict[str, Any]]:
     rate on the ``n_correct`` images classified correctly before the attack, empty when none),
     then ``jpeg_quality, jpeg_accuracy`` when the run asked for a JPEG round trip, and
     ``source_members`` (``a+b``) when the source is an ensemble. ``images`` says which classes
-    were attacked (the paper: ``fake``).
+    were attacked (the paper: ``fake``). A survivors-only attack's row counts the images it attacked
+    (``n``: the survivors of ``survivors_of``, which it names) and ``n_skipped``, those already fooled.
     """
     table = []
-    for (model, attack, setting, source), rows in _group(result_rows, ("target", "attack", "setting", "source")).items():
+    for (model, attack, setting, source), every in _group(result_rows, ("target", "attack", "setting", "source")).items():
+        rows = attacked(every)
+        if not rows:
+            continue  # every image was fooled before this attack: it has no rate of its own
         stats = group_stats(rows)
         row = {
             "model": model,
@@ -136,6 +164,8 @@ def table2_rows(result_rows: Iterable[Row]) -> list[dict[str, Any]]:
             row.update(jpeg_quality=stats["jpeg_quality"], jpeg_accuracy=stats["jpeg_accuracy"])
         if _has(rows[0], "source_members"):
             row["source_members"] = rows[0]["source_members"]
+        if _has(rows[0], SURVIVORS_OF):
+            row.update(survivors_of=rows[0][SURVIVORS_OF], n_skipped=len(every) - len(rows))
         table.append(row)
     order = {s: i for i, s in enumerate(SETTINGS)}
     table.sort(key=lambda r: (r["model"], r["attack"], order.get(r["setting"], len(order)), r["source"]))
