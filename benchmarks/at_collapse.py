@@ -85,6 +85,9 @@ def epoch_record(model: torch.nn.Module, val: ImageSet, check: tuple[torch.Tenso
     tau = margin_threshold(val_logits, val.y)
     out: dict[str, Any] = {"tau": tau, "p_real_threshold": p_real_threshold(tau)}
     for name, shift in (("raw", 0.0), ("cal", tau)):
+        if name == "cal" and tau == 0:  # nothing moved: the same model
+            out["cal"] = out["raw"]
+            continue
         with shifted_head(model, shift):
             out[name] = {
                 "val": _metrics(logits_of(model, val.images()), val.y),
@@ -191,10 +194,13 @@ def main() -> None:
         base = replace(base, trades_beta=args.trades_beta)
     plain, _ = load_detector(model_path)
     start_attack: dict[str, dict[str, float]] = {}
+    by_shift: dict[float, dict[str, float]] = {}
     for thr in args.thresholds:
         tau = margin_threshold(logits_of(plain, val.images()), val.y) if thr == "cal" else 0.0
-        with shifted_head(plain, tau):
-            start_attack[thr] = attack_accuracy(plain, xa, ya, args.eps, args.pgd_steps, args.apgd_steps, args.seed)
+        if tau not in by_shift:
+            with shifted_head(plain, tau):
+                by_shift[tau] = attack_accuracy(plain, xa, ya, args.eps, args.pgd_steps, args.apgd_steps, args.seed)
+        start_attack[thr] = by_shift[tau]
         emit({"kind": "start", "threshold": thr, "tau": tau, "attack_n": len(ya), **start_attack[thr]})
     for name in args.setups:
         overrides = dict(SETUPS[name])
@@ -220,21 +226,22 @@ def main() -> None:
 
         after(0, model)
         fine_tune(model, cfg, x, y, build_augment(cfg, x.shape[-1]), after)
-        attacked: dict[tuple[int, str], dict[str, float]] = {}
+        attacked: dict[tuple[int, float], dict[str, float]] = {}  # by (epoch, threshold shift): each model attacked once
         for rule in args.selections:
             for thr in args.thresholds:
                 epoch = select(records, rule, thr, args.max_clean_drop)
                 rec = next(r for r in records if r["epoch"] == epoch)
-                if (epoch, thr) not in attacked:
+                shift = rec["tau"] if thr == "cal" else 0.0
+                if (epoch, shift) not in attacked:
                     model.load_state_dict(states[epoch])
-                    with shifted_head(model, rec["tau"] if thr == "cal" else 0.0):
-                        attacked[epoch, thr] = attack_accuracy(model, xa, ya, args.eps, args.pgd_steps, args.apgd_steps, args.seed)
+                    with shifted_head(model, shift):
+                        attacked[epoch, shift] = attack_accuracy(model, xa, ya, args.eps, args.pgd_steps, args.apgd_steps, args.seed)
                 test_m = rec[thr]["test"]
                 emit({
-                    "kind": "selection", **head, "selection": rule, "threshold": thr, "epoch": epoch, "tau": rec["tau"] if thr == "cal" else 0.0,
+                    "kind": "selection", **head, "selection": rule, "threshold": thr, "epoch": epoch, "tau": shift,
                     "val_accuracy": rec[thr]["val"]["accuracy"], "heldout_pgd": rec[thr]["check"]["pgd_accuracy"],
                     "test_n": len(test.y), **{f"test_{k}": v for k, v in test_m.items()},
-                    "collapsed": collapsed(test_m).reason or False, "attack_n": len(ya), **attacked[epoch, thr],
+                    "collapsed": collapsed(test_m).reason or False, "attack_n": len(ya), **attacked[epoch, shift],
                     "start": start_attack[thr],
                 })  # fmt: skip
 
