@@ -15,6 +15,18 @@ from dfrobust.train.lipschitz import BATCHNORM_MODES, ESTIMATORS
 #: whether a finished model or a partial run belongs to this config).
 EXECUTION_FIELDS = ("device", "eval_batch_size")
 
+#: The fields of adversarial training: the method, then the settings that only apply with one.
+ADVERSARIAL_FIELDS = (
+    "adversarial",
+    "adv_eps",
+    "adv_steps",
+    "trades_beta",
+    "adv_ramp_epochs",
+    "adv_clean_weight",
+    "adv_max_clean_drop",
+    "adv_calibrate",
+)
+
 #: Optimizers a detector can train with (the paper: SGD with momentum).
 OPTIMIZERS = ("sgd", "adam")
 
@@ -294,19 +306,7 @@ class TrainConfig:
         """Settings of a recipe that is not used are an error (they would change the model's identity for nothing)."""
         defaults = {f.name: f.default for f in fields(self)}
         if self.adversarial is None:
-            unused = [
-                k
-                for k in (
-                    "adv_eps",
-                    "adv_steps",
-                    "trades_beta",
-                    "adv_ramp_epochs",
-                    "adv_clean_weight",
-                    "adv_max_clean_drop",
-                    "adv_calibrate",
-                )
-                if getattr(self, k) != defaults[k]
-            ]
+            unused = [k for k in ADVERSARIAL_FIELDS[1:] if getattr(self, k) != defaults[k]]
             if unused:
                 flags = ", ".join("--" + k.replace("_", "-") for k in unused)
                 raise DfrobustError(f"{flags} only apply to adversarial training; add --adversarial pgd|fast|trades or drop them")
