@@ -165,6 +165,7 @@ def main() -> None:
     ap.add_argument("--pgd-steps", type=int, default=10)
     ap.add_argument("--apgd-steps", type=int, default=20)
     ap.add_argument("--setups", nargs="+", default=["before", "after"], choices=list(SETUPS))
+    ap.add_argument("--no-start-attack", action="store_true", help="skip attacking the start model (measured by an earlier run)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, help="also append the JSON lines to this file")
     args = ap.parse_args()
@@ -195,7 +196,7 @@ def main() -> None:
     plain, _ = load_detector(model_path)
     start_attack: dict[str, dict[str, float]] = {}
     by_shift: dict[float, dict[str, float]] = {}
-    for thr in args.thresholds:
+    for thr in args.thresholds if not args.no_start_attack else []:
         tau = margin_threshold(logits_of(plain, val.images()), val.y) if thr == "cal" else 0.0
         if tau not in by_shift:
             with shifted_head(plain, tau):
@@ -242,7 +243,7 @@ def main() -> None:
                     "val_accuracy": rec[thr]["val"]["accuracy"], "heldout_pgd": rec[thr]["check"]["pgd_accuracy"],
                     "test_n": len(test.y), **{f"test_{k}": v for k, v in test_m.items()},
                     "collapsed": collapsed(test_m).reason or False, "attack_n": len(ya), **attacked[epoch, shift],
-                    "start": start_attack[thr],
+                    "start": start_attack.get(thr),
                 })  # fmt: skip
 
 
