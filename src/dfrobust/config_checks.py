@@ -174,6 +174,8 @@ SCHEMA: dict[str, tuple[Check, bool]] = {
     "train.hardened.epochs": (integer(1), False),
     "train.hardened.eps": (number(0, 1), False),
     "train.hardened.steps": (integer(1), False),
+    "train.hardened.max_clean_drop": (number(0, 1), False),
+    "train.hardened.calibrate": (boolean, False),
     "platform.attacks": (optional_name_list, False),
     "platform.robust_to": (text, False),
     "platform.heldout": (text, False),

@@ -29,6 +29,13 @@ def hardened_roles(cfg: dict[str, Any]) -> list[Role]:
     epochs = int(h.get("epochs", 5))
     eps = float(h.get("eps", 0.0)) or None  # 0: by image size (4/255 from 128 px, 8/255 below)
     steps = int(h.get("steps", 7))
+    # selection bounded against the plain ResNet and a threshold calibrated on validation (issue 23: PGD-AT kept
+    # 24 points below the plain detector without them); absent: the library's defaults, so older runs keep their keys
+    guards: dict[str, Any] = {}
+    if "max_clean_drop" in h:
+        guards["adv_max_clean_drop"] = float(h["max_clean_drop"])
+    if h.get("calibrate", False):
+        guards["adv_calibrate"] = True
     roles = []
     if "at" in wanted:
         method = str(h.get("at_method", "pgd"))
@@ -40,7 +47,7 @@ def hardened_roles(cfg: dict[str, Any]) -> list[Role]:
                 "adversarial",
                 f"ResNet-18, {name}",
                 start_from=RESNET,
-                recipe={"adversarial": method, "adv_eps": eps, "adv_steps": steps, "epochs": epochs},
+                recipe={"adversarial": method, "adv_eps": eps, "adv_steps": steps, "epochs": epochs, **guards},
                 transfer_from=VGG,
                 order=10,
             )
@@ -59,6 +66,7 @@ def hardened_roles(cfg: dict[str, Any]) -> list[Role]:
                     "adv_steps": int(h.get("trades_steps", steps)),
                     "trades_beta": float(h.get("trades_beta", 6.0)),
                     "epochs": int(h.get("trades_epochs", epochs)),
+                    **guards,
                 },
                 transfer_from=VGG,
                 order=11,

@@ -23,7 +23,10 @@ from 0 over the first epochs (:meth:`AdversarialRecipe.at_progress`), and ``adv_
 mixes the clean cross-entropy into ``pgd``/``fast``'s loss (one forward pass over the clean and
 adversarial batch). Model selection puts a collapsed epoch last
 (:func:`dfrobust.evaluate.collapse.collapsed` on the validation metrics), since a constant
-predictor has the best held-out PGD accuracy of all.
+predictor has the best held-out PGD accuracy of all. Two more guards act on selection
+(:mod:`dfrobust.train.selection`): ``adv_max_clean_drop`` keeps only epochs within that much
+validation accuracy of the start model, and ``adv_calibrate`` judges (and keeps) each epoch at the
+threshold of best validation accuracy (:mod:`dfrobust.train.calibration`).
 
 The per-batch randomness (random starts) is drawn from the epoch's CPU generator, so a resumed run
 draws what an uninterrupted one would.

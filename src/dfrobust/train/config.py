@@ -15,6 +15,18 @@ from dfrobust.train.lipschitz import BATCHNORM_MODES, ESTIMATORS
 #: whether a finished model or a partial run belongs to this config).
 EXECUTION_FIELDS = ("device", "eval_batch_size")
 
+#: The fields of adversarial training: the method, then the settings that only apply with one.
+ADVERSARIAL_FIELDS = (
+    "adversarial",
+    "adv_eps",
+    "adv_steps",
+    "trades_beta",
+    "adv_ramp_epochs",
+    "adv_clean_weight",
+    "adv_max_clean_drop",
+    "adv_calibrate",
+)
+
 #: Optimizers a detector can train with (the paper: SGD with momentum).
 OPTIMIZERS = ("sgd", "adam")
 
@@ -195,6 +207,29 @@ class TrainConfig:
             ),
         },
     )
+    adv_max_clean_drop: float | None = field(
+        default=None,
+        metadata={
+            "metavar": "DROP",
+            "help": (
+                "adversarial fine-tuning (--resume-from): keep, among the epochs whose validation accuracy is at most DROP "
+                "(a fraction: 0.1 = 10 points) below the start model's, the one of best held-out PGD accuracy; none such: "
+                "the epoch of best validation accuracy. Omitted: best held-out PGD accuracy (collapsed epochs last), which "
+                "may keep an epoch that gave up most of its clean accuracy"
+            ),
+        },
+    )
+    adv_calibrate: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "adversarial training: after every epoch choose the decision threshold of best validation accuracy and "
+                "fold it into the last layer's bias (the model still decides by its larger logit, and attacks see it); "
+                "selection then compares calibrated epochs. Adversarial fine-tuning keeps the ranking of the scores but "
+                "moves them towards one class"
+            ),
+        },
+    )
     noise_sigma: float = field(
         default=0.0,
         metadata={
@@ -253,6 +288,14 @@ class TrainConfig:
             raise DfrobustError(f"--adv-ramp-epochs must be a finite number >= 0, got {self.adv_ramp_epochs!r}")
         if not (isinstance(self.adv_clean_weight, (int, float)) and 0 <= self.adv_clean_weight < 1):
             raise DfrobustError(f"--adv-clean-weight must lie in [0, 1), got {self.adv_clean_weight!r}")
+        if self.adv_max_clean_drop is not None and not (
+            isinstance(self.adv_max_clean_drop, (int, float))
+            and not isinstance(self.adv_max_clean_drop, bool)
+            and 0 <= self.adv_max_clean_drop <= 1
+        ):
+            raise DfrobustError(f"--adv-max-clean-drop must lie in [0, 1] (a fraction of accuracy), got {self.adv_max_clean_drop!r}")
+        if not isinstance(self.adv_calibrate, bool):
+            raise DfrobustError(f"--adv-calibrate must be true or false, got {self.adv_calibrate!r}")
         if self.trades_beta <= 0:
             raise DfrobustError(f"--trades-beta must be positive, got {self.trades_beta}")
         if self.noise_sigma < 0:
@@ -263,9 +306,7 @@ class TrainConfig:
         """Settings of a recipe that is not used are an error (they would change the model's identity for nothing)."""
         defaults = {f.name: f.default for f in fields(self)}
         if self.adversarial is None:
-            unused = [
-                k for k in ("adv_eps", "adv_steps", "trades_beta", "adv_ramp_epochs", "adv_clean_weight") if getattr(self, k) != defaults[k]
-            ]
+            unused = [k for k in ADVERSARIAL_FIELDS[1:] if getattr(self, k) != defaults[k]]
             if unused:
                 flags = ", ".join("--" + k.replace("_", "-") for k in unused)
                 raise DfrobustError(f"{flags} only apply to adversarial training; add --adversarial pgd|fast|trades or drop them")
@@ -274,6 +315,12 @@ class TrainConfig:
             raise DfrobustError(f"--trades-beta applies to --adversarial trades, not {self.adversarial}; drop it")
         if self.adversarial == "trades" and self.adv_clean_weight != defaults["adv_clean_weight"]:
             raise DfrobustError("--adv-clean-weight applies to --adversarial pgd|fast (TRADES has its own clean term); drop it")
+        # both read the validation split after every epoch: without one they would do nothing
+        for name, on in (("adv_max_clean_drop", self.adv_max_clean_drop is not None), ("adv_calibrate", self.adv_calibrate)):
+            if on and self.val_fraction == 0:
+                raise DfrobustError(f"--{name.replace('_', '-')} needs a validation split: set --val-fraction > 0 or drop it")
+        if self.adv_max_clean_drop is not None and self.resume_from is None:
+            raise DfrobustError("--adv-max-clean-drop bounds the accuracy lost against the --resume-from model; give one or drop it")
         if self.lipschitz > 0:
             raise DfrobustError("--adversarial and --lipschitz cannot be combined; train one defense per model")
         if self.noise_sigma > 0:
@@ -326,6 +373,8 @@ class TrainConfig:
     def identity(self) -> dict[str, Any]:
         """The settings that determine the result (without :data:`EXECUTION_FIELDS`)."""
         out = {k: v for k, v in self.to_dict().items() if k not in EXECUTION_FIELDS}
-        if not out["patience"]:  # off: the identity of models and stage records made before the setting existed
-            del out["patience"]
+        # off: the identity of models and stage records made before these settings existed
+        for name, off in (("patience", 0), ("adv_max_clean_drop", None), ("adv_calibrate", False)):
+            if out[name] == off:
+                del out[name]
         return out

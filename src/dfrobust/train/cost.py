@@ -10,7 +10,7 @@ import torch
 
 from dfrobust.data.augment import Augment
 from dfrobust.data.dataset import ImageSet
-from dfrobust.train.config import TrainConfig
+from dfrobust.train.config import ADVERSARIAL_FIELDS, TrainConfig
 from dfrobust.train.steps import make_optimizer, train_step
 
 #: Batches timed per setup (after one warm-up each) to measure an adversarial step's cost against a plain one.
@@ -20,7 +20,8 @@ COST_BATCHES = 3
 def _without_adversarial(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` with plain training instead of its adversarial recipe (the baseline of the cost measurement)."""
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    return dataclasses.replace(cfg, **{k: defaults[k] for k in ("adversarial", "adv_eps", "adv_steps", "trades_beta")})
+    # every adversarial setting back to its default: a plain config with one left set is an error
+    return dataclasses.replace(cfg, **{k: defaults[k] for k in ADVERSARIAL_FIELDS})
 
 
 def measure_cost(

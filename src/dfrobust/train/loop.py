@@ -12,7 +12,10 @@ sidecar, and returns the sidecar. It
 * optionally adds the Lipschitz penalty of eq. (7) and the paper's blur augmentation, Gaussian
   noise augmentation (randomized smoothing), or trains adversarially (PGD-AT, fast AT, TRADES:
   :mod:`dfrobust.train.adversarial`), then selects on held-out PGD accuracy and watches for
-  catastrophic overfitting;
+  catastrophic overfitting; with ``adv_max_clean_drop`` only among the epochs that kept their clean
+  accuracy within that much of the start model's, and with ``adv_calibrate`` each epoch at the
+  threshold of best validation accuracy, folded into its head (:mod:`dfrobust.train.selection`,
+  :mod:`dfrobust.train.calibration`);
 * saves its state after every epoch (``x.partial.safetensors``) and resumes from it when run
   again with the same settings; the final files appear only when training is done;
 * returns at once when ``out_path`` already holds a model trained with the same settings on the
@@ -48,10 +51,13 @@ from dfrobust.evaluate.collapse import collapsed as collapsed_detector
 from dfrobust.evaluate.evaluation import evaluate_detector
 from dfrobust.models.checkpoint import load_detector, read_sidecar, save_detector, sidecar_path
 from dfrobust.models.detectors import IMAGENET, Detector, build_detector
+from dfrobust.models.inference import predict_logits
 from dfrobust.models.efficientnet_lite import is_lite, lite_source
 from dfrobust.train.adversarial import AdversarialRecipe, check_batch, collapsed, recipe_for, robustness_check
+from dfrobust.train.calibration import margin_threshold, p_real_threshold, shifted_head
 from dfrobust.train.config import TrainConfig
 from dfrobust.train.cost import measure_cost
+from dfrobust.train.selection import epoch_score, selection_text, start_reference
 from dfrobust.train.state import load_partial, partial_path, restore_optimizer, restore_rng, save_partial
 from dfrobust.train.steps import build_augment, make_optimizer, train_one_epoch
 from dfrobust.utils import distributed
@@ -176,6 +182,17 @@ def _check_epoch(
     return result
 
 
+def _epoch_threshold(model: torch.nn.Module, val: ImageSet, cfg: TrainConfig, device: torch.device) -> float:
+    """The margin cut of best validation accuracy of the model as trained so far (:func:`~dfrobust.train.calibration.margin_threshold`)."""
+    was_training = model.training
+    model.eval()
+    try:
+        logits = predict_logits(model, val.images(), cfg.eval_batch_size, device)
+    finally:
+        model.train(was_training)
+    return margin_threshold(logits, val.y)
+
+
 def _early_stop(cfg: TrainConfig, info: dict[str, Any], epoch: int) -> dict[str, Any] | None:
     """Where and why training stops after ``epoch`` (``cfg.patience`` epochs without a better selection score), else ``None``."""
     best = info.get("best_epoch")
@@ -275,6 +292,13 @@ def train_detector(
             f"{recipe.method} adversarial training, eps {recipe.eps:.5f} ({recipe.eps_source}): "
             f"{info['cost']['cost_multiplier']:.2f}x the time of a plain step"
         )
+    # adversarial fine-tuning held against its start: how accurate the start model was on the validation split
+    calibrate = recipe is not None and cfg.adv_calibrate and val is not None
+    if recipe is not None and val is not None and "start" not in info and ctx.is_main and (calibrate or cfg.adv_max_clean_drop is not None):
+        info["start"] = start_reference(model, val, cfg.eval_batch_size, device, calibrate)
+    floor = None
+    if recipe is not None and cfg.adv_max_clean_drop is not None and info.get("start") is not None:
+        floor = info["start"]["val_accuracy"] - cfg.adv_max_clean_drop
 
     # the optimizer holds the module's parameters, which DDP shares; rank 0 validates and saves on the bare module
     net = model
@@ -295,25 +319,28 @@ def train_detector(
             continue
         line = f"epoch {epoch}/{cfg.epochs}: loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f}"
         if val is not None:
-            val_metrics = evaluate_detector(model, val, cfg.eval_batch_size, device, gradients=False)
-            row.update(val_accuracy=val_metrics["accuracy"], val_loss=val_metrics["loss"])
-            line += f" | val acc {val_metrics['accuracy']:.3f} loss {val_metrics['loss']:.4f}"
-            score = [val_metrics["accuracy"], -val_metrics["loss"]]
-            if recipe is not None and check is not None:
-                robust = _check_epoch(model, check, recipe, info, epoch, cfg.seed, log)
-                row.update(heldout_pgd_accuracy=robust["pgd_accuracy"], heldout_fgsm_accuracy=robust["fgsm_accuracy"])
-                line += f" | held-out pgd {robust['pgd_accuracy']:.3f} fgsm {robust['fgsm_accuracy']:.3f}"
-                score.insert(0, robust["pgd_accuracy"])  # robust selection, as Madry et al.'s robustness library
-                # ... but never a collapsed epoch first: a constant predictor has the best PGD accuracy of all
-                diagnosis = collapsed_detector(val_metrics)
-                score.insert(0, not diagnosis.collapsed)
-                if diagnosis:
-                    row["collapsed"] = diagnosis.reason
-                    line += f" | collapsed: {diagnosis.reason}"
-            if info["best"] is None or score > info["best"]:
-                info["best"], info["best_epoch"] = score, epoch
-                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                line += " (best)"
+            tau = _epoch_threshold(model, val, cfg, device) if calibrate else 0.0
+            # the epoch is judged (and kept) at its calibrated threshold; training goes on from the unshifted head
+            with shifted_head(model, tau) if calibrate else contextlib.nullcontext():
+                val_metrics = evaluate_detector(model, val, cfg.eval_batch_size, device, gradients=False)
+                row.update(val_accuracy=val_metrics["accuracy"], val_loss=val_metrics["loss"])
+                line += f" | val acc {val_metrics['accuracy']:.3f} loss {val_metrics['loss']:.4f}"
+                if calibrate:
+                    row.update(threshold_tau=tau, p_real_threshold=p_real_threshold(tau))
+                    line += f" (threshold P(real) {p_real_threshold(tau):.3f})"
+                robust = None
+                if recipe is not None and check is not None:
+                    robust = _check_epoch(model, check, recipe, info, epoch, cfg.seed, log)
+                    row.update(heldout_pgd_accuracy=robust["pgd_accuracy"], heldout_fgsm_accuracy=robust["fgsm_accuracy"])
+                    line += f" | held-out pgd {robust['pgd_accuracy']:.3f} fgsm {robust['fgsm_accuracy']:.3f}"
+                    if diagnosis := collapsed_detector(val_metrics):
+                        row["collapsed"] = diagnosis.reason
+                        line += f" | collapsed: {diagnosis.reason}"
+                score = epoch_score(val_metrics, robust, floor)
+                if info["best"] is None or score > info["best"]:
+                    info["best"], info["best_epoch"] = score, epoch
+                    best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                    line += " (best)"
         row["seconds"] = time.time() - t0
         info["history"].append(row)
         info["epoch"] = epoch
@@ -334,13 +361,17 @@ def train_detector(
     if best_state is not None:
         model.load_state_dict(best_state)
     selected = info["best_epoch"] if val is not None else cfg.epochs
-    selection = "best validation accuracy, then loss" if val is not None else "last epoch (no validation split)"
-    if check is not None:
-        selection = "best held-out PGD accuracy, then validation accuracy, then loss"
+    selection = selection_text(val is not None, check is not None, cfg.adv_max_clean_drop, info.get("start"), calibrate)
+    calibration = None
+    if calibrate and selected is not None:  # the kept weights hold the selected epoch's threshold in their head
+        kept = next(r for r in info["history"] if r["epoch"] == selected)
+        calibration = {"epoch": selected, "split": "validation", "tau": kept["threshold_tau"], "p_real_threshold": kept["p_real_threshold"]}
     metrics: dict[str, Any] = {
         "selected_epoch": selected,
         "selection": selection,
         "stopped_early": info.get("stopped"),
+        **({"start": info["start"]} if info.get("start") else {}),
+        **({"calibration": calibration} if calibration else {}),
         "val": evaluate_detector(model, val, cfg.eval_batch_size, device) if val is not None else None,
         "test": evaluate_detector(model, test, cfg.eval_batch_size, device) if test is not None else None,
     }
