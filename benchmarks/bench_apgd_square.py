@@ -165,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     model, x, y = model.to(device).eval(), x.to(device), y.to(device)
     for param in model.parameters():  # input gradients only, for every method alike
         param.requires_grad_(False)
-    counter = QueryCounter(model)
+    # eval(): a new Module starts in train mode, and torchattacks restores the mode it found afterwards,
+    # which put the detector's BatchNorm in train mode for every later measurement
+    counter = QueryCounter(model).eval()
     settings = {
         **meta, "image_size": list(x.shape[2:]), "n_images": len(x), "norm": args.norm, "eps": args.eps,
         "steps": args.steps, "queries": args.queries, "p_init": args.p_init, "batch_size": args.batch_size,
