@@ -97,6 +97,19 @@ def bench_dip(args: argparse.Namespace, device: torch.device, ctx: distributed.C
     return best
 
 
+def time_attack(
+    attack: Any, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, ctx: distributed.Context
+) -> float:
+    """Seconds of one call of ``attack`` on ``(x, y)`` after a warm-up, the slowest rank's (every rank at once)."""
+    attack(model, x[:2], y[:2])  # warm-up
+    distributed.barrier(ctx)
+    _sync(device)
+    start = time.perf_counter()
+    attack(model, x, y)
+    _sync(device)
+    return max(distributed.all_gather(time.perf_counter() - start, ctx))
+
+
 def bench_cw(args: argparse.Namespace, device: torch.device, ctx: distributed.Context, rows: list) -> None:
     """Seconds per CW optimisation step of a batch; images per second at the paper's 5 x 1,000 steps."""
     for arch in args.cw_archs:
@@ -104,14 +117,7 @@ def bench_cw(args: argparse.Namespace, device: torch.device, ctx: distributed.Co
         x = torch.rand(args.cw_batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(ctx.rank)).to(device)
         y = torch.zeros(args.cw_batch, dtype=torch.long, device=device)
         attack = make_attack("cw", kappa=200.0, search_steps=1, max_steps=args.cw_steps, abort_early=False)
-        attack(model, x[:2], y[:2])  # warm-up
-        distributed.barrier(ctx)
-        _sync(device)
-        start = time.perf_counter()
-        attack(model, x, y)
-        _sync(device)
-        per_step = (time.perf_counter() - start) / args.cw_steps
-        worst = max(distributed.all_gather(per_step, ctx))
+        worst = time_attack(attack, model, x, y, device, ctx) / args.cw_steps
         emit({"bench": "cw", "world_size": ctx.world_size, "arch": arch, "batch": args.cw_batch, "size": args.size,
               "sec_per_step": worst, "paper_steps": CW_PAPER_STEPS,
               "images_per_second": ctx.world_size * args.cw_batch / (worst * CW_PAPER_STEPS)}, rows, ctx)  # fmt: skip
@@ -129,14 +135,7 @@ def bench_attacks(args: argparse.Namespace, device: torch.device, ctx: distribut
         x = torch.rand(args.cw_batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(ctx.rank)).to(device)
         y = torch.zeros(args.cw_batch, dtype=torch.long, device=device)
         for name, (params, steps) in ATTACKS.items():
-            attack = make_attack(name, **params)
-            attack(model, x[:2], y[:2])  # warm-up
-            distributed.barrier(ctx)
-            _sync(device)
-            start = time.perf_counter()
-            attack(model, x, y)
-            _sync(device)
-            worst = max(distributed.all_gather(time.perf_counter() - start, ctx))
+            worst = time_attack(make_attack(name, **params), model, x, y, device, ctx)
             emit({"bench": name, "world_size": ctx.world_size, "arch": arch, "batch": args.cw_batch, "size": args.size, "steps": steps,
                   "seconds": worst, "images_per_second": ctx.world_size * args.cw_batch / worst}, rows, ctx)  # fmt: skip
         del model
