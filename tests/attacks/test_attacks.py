@@ -212,3 +212,26 @@ def test_a_bad_parameter_flag_is_the_constructor_s_one_line_error_before_any_dat
     assert says in err and "no-data" not in err and not out.exists()
     with pytest.raises(DfrobustError, match=re.escape(says)):
         make_attack(flags[1], **{flags[2][2:]: {"0": 0, "-1": -1.0, "8": 8.0}[flags[3]]})
+
+
+def test_an_attack_through_a_wrapper_leaves_the_wrapped_detector_in_eval_mode() -> None:
+    from dfrobust.models.detectors import build_detector
+
+    class Wrapper(nn.Module):  # a new Module starts in train mode, as the adaptive stage's PurifiedModel did
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x)
+
+    torch.manual_seed(0)
+    detector = build_detector("resnet18").eval()
+    wrapper = Wrapper(detector)
+    assert wrapper.training and not detector.training
+    x, y = torch.rand(3, 3, 32, 32), torch.tensor([0, 1, 0])
+    make_attack("fgsm", eps=0.02)(wrapper, x, y)
+    assert wrapper.training  # each module gets its own mode back
+    assert not any(m.training for m in detector.modules())  # BatchNorm still uses its running statistics
+    with torch.no_grad():
+        detector(x[:1])  # one image: in train mode BatchNorm raises here

@@ -31,6 +31,7 @@ from torch import nn
 from dfrobust.config_checks import budget
 from dfrobust.constants import PAPER_EPS
 from dfrobust.errors import DfrobustError
+from dfrobust.models.inference import eval_mode
 from dfrobust.utils.labels import DFROBUST_LABELS, label_convention_flips, to_dfrobust_labels
 from dfrobust.utils.params import check_params
 from dfrobust.utils.plugins import Plugin, Registry, constructor_defaults, constructor_settings, declared_params
@@ -164,17 +165,15 @@ def logit_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 @contextlib.contextmanager
 def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
     """Eval mode and no weight gradients inside the block; the model's previous state comes back after."""
-    was_training = model.training
     flags = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
     for p, _ in flags:
         p.requires_grad_(False)
     try:
-        yield model
+        with eval_mode(model):
+            yield model
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
-        model.train(was_training)
 
 
 def model_device(model: nn.Module) -> torch.device:

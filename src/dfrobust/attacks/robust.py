@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from dfrobust.attacks.base import make_attack, model_device
+from dfrobust.models.inference import eval_mode
 from dfrobust.attacks.chain import Chain, apply_chain, apply_drawn, draw_params, format_chain, parse_chain
 from dfrobust.constants import REAL
 from dfrobust.errors import DfrobustError
@@ -79,17 +80,13 @@ def image_seeds(names: Sequence[str], seed: int) -> list[int]:
 def platform_scores(model: nn.Module, x: torch.Tensor, chain: Chain | None, seeds: Sequence[int], batch_size: int = 32) -> torch.Tensor:
     """``P(real)`` of ``model`` on ``x`` after the real ``chain`` (``None``: lossless), one seeded draw per image (CPU)."""
     device = model_device(model)
-    was = model.training
-    model.eval()
     out = []
-    try:
+    with eval_mode(model):
         for start in range(0, len(x), batch_size):
             xb = x[start : start + batch_size]
             if chain:
                 xb = apply_chain(xb, chain, seeds[start : start + batch_size])
             out.append(model(xb.to(device)).float().softmax(1)[:, REAL].cpu())
-    finally:
-        model.train(was)
     return torch.cat(out) if out else torch.empty(0)
 
 

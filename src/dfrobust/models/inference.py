@@ -1,6 +1,9 @@
-"""Batched inference helpers: logits and P(real) for any number of images."""
+"""Batched inference helpers: logits and P(real) for any number of images, and eval mode for a block."""
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -34,3 +37,20 @@ def p_real(
 ) -> torch.Tensor:
     """``P(real)`` (softmax of the logits, class 1) for each image, on the CPU."""
     return predict_logits(model, x, batch_size, device).softmax(1)[:, REAL]
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode inside the block; afterwards every submodule gets its own previous mode back.
+
+    Not ``model.train(was)``: that sets the mode of every submodule, so a wrapper made in train mode
+    (a new ``nn.Module`` is) around a detector in eval mode would leave the detector's BatchNorm in
+    train mode, scoring later batches with their own statistics.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
