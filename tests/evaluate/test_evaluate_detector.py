@@ -61,6 +61,15 @@ def test_single_class_set_has_no_auroc_and_model_mode_is_restored() -> None:
     assert m["auroc"] is None and m["accuracy"] == 1.0 and model.training
 
 
+def test_a_wrapper_in_train_mode_leaves_the_wrapped_detector_in_eval_mode() -> None:
+    """Each submodule gets its own mode back: ``model.train(was)`` on the wrapper put the inner BatchNorm in train mode."""
+    inner = nn.Sequential(nn.Conv2d(3, 2, 1), nn.BatchNorm2d(2), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    wrapper = nn.Sequential(inner)  # a new Module starts in train mode
+    assert wrapper.training and not inner.training
+    evaluate_detector(wrapper, constant_images([40, 200], [0, 1]), gradients=False)
+    assert wrapper.training and not any(m.training for m in inner.modules())
+
+
 def test_table_lists_metrics_per_column() -> None:
     text = format_metrics_table({"a": {"n": 4, "accuracy": 0.75, "confusion": [[1, 1], [0, 2]]}, "b": {"n": 2, "accuracy": 1.0}})
     lines = text.splitlines()

@@ -25,7 +25,7 @@ from dfrobust.data.tensors import image_tensors
 from dfrobust.errors import DfrobustError
 from dfrobust.evaluate.metrics import detection_metrics
 from dfrobust.models.gradients import input_gradient_norms
-from dfrobust.models.inference import predict_logits
+from dfrobust.models.inference import eval_mode, predict_logits
 from dfrobust.utils import distributed
 from dfrobust.utils.labels import DFROBUST_LABELS, label_convention_flips
 from dfrobust.utils.parts import assign, plan_units
@@ -91,9 +91,7 @@ def evaluate_detector(
     x, y = _images_and_labels(imageset, y, labels, split)
     if not isinstance(model, nn.Module):
         raise DfrobustError(f"model must be a torch nn.Module (pixels in [0, 1] -> 2 logits), got a {type(model).__name__}")
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):  # every submodule gets its own mode back (a wrapper may be in train mode)
         logits = predict_logits(model, x, batch_size, device)
         if logits.ndim != 2 or logits.shape[1] != 2:
             raise DfrobustError(
@@ -101,8 +99,6 @@ def evaluate_detector(
                 "wrap it with dfrobust.wrap_detector (output kind, fake index)"
             )
         norms = input_gradient_norms(model, x, batch_size, device) if gradients else None
-    finally:
-        model.train(was_training)
     return metrics_from_logits(logits, y.to(logits.device), threshold, norms)
 
 
@@ -181,9 +177,7 @@ def evaluate_items(
     grad_norms = torch.zeros(len(items)) if gradients else None
     scored = torch.zeros(len(items), dtype=torch.bool)
     skipped: list[dict[str, str]] = []
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for batch in loader:
             skipped += [{"path": items[i].rel, "reason": reason} for i, reason in batch["skipped"]]
             if batch["x"] is None:
@@ -200,8 +194,6 @@ def evaluate_items(
                 grad_norms[rows] = input_gradient_norms(model, x, batch_size, device)
             scored[rows] = True
             del x, z, rows  # free this batch's tensors before the loader hands over the next one
-    finally:
-        model.train(was_training)
     kept = scored.nonzero().squeeze(1)  # the images read (by this rank), in item order
     logits: list[torch.Tensor] = []
     labels: list[torch.Tensor] = []
