@@ -20,10 +20,11 @@ calibrated on the validation split (:mod:`dfrobust.train.calibration`, folded in
 per model selection (``--selections``) and threshold (``--thresholds``), the epoch it keeps:
 
 * ``last``: the last epoch;
-* ``robust``: the library's rule before ``adv_max_clean_drop``: not collapsed, then the best held-out
-  PGD accuracy, then validation accuracy, then loss;
+* ``robust``: the library's rule without ``adv_max_clean_drop``: not collapsed, then the best held-out
+  robust accuracy (PGD, APGD-CE and FGSM all fail; before session 12: PGD accuracy), then validation
+  accuracy, then loss;
 * ``bounded``: among epochs whose validation accuracy is at most ``--max-clean-drop`` below the
-  start model's, the best held-out PGD accuracy (then validation accuracy); none: the best
+  start model's, the best held-out robust accuracy (then validation accuracy); none: the best
   validation accuracy;
 
 and its whole-test accuracy, AUROC, per-class recall, collapse diagnosis, and PGD (``--pgd-steps``)
@@ -114,18 +115,23 @@ def fine_tune(model: torch.nn.Module, cfg: TrainConfig, x: torch.Tensor, y: torc
             after_epoch(epoch, model)
 
 
+def held_out(check: dict[str, float]) -> float:
+    """The held-out score the library ranks epochs by (``robust_accuracy``; a check without it: PGD accuracy)."""
+    return check.get("robust_accuracy", check["pgd_accuracy"])
+
+
 def select(records: list[dict[str, Any]], rule: str, thr: str, max_drop: float) -> int:
     """The epoch (>= 1) that ``rule`` keeps, reading the ``thr`` (``raw``/``cal``) metrics of each epoch (0: the start)."""
     rows = [(r["epoch"], r[thr]) for r in records if r["epoch"] >= 1]
     if rule == "last":
         return rows[-1][0]
     if rule == "robust":
-        key = lambda e: (not e[1]["collapsed"], e[1]["check"]["pgd_accuracy"], e[1]["val"]["accuracy"], -e[1]["val"]["loss"])
+        key = lambda e: (not e[1]["collapsed"], held_out(e[1]["check"]), e[1]["val"]["accuracy"], -e[1]["val"]["loss"])
         return max(rows, key=key)[0]
     floor = records[0][thr]["val"]["accuracy"] - max_drop
     eligible = [e for e in rows if e[1]["val"]["accuracy"] >= floor - 1e-9 and not e[1]["collapsed"]]
     if eligible:
-        return max(eligible, key=lambda e: (e[1]["check"]["pgd_accuracy"], e[1]["val"]["accuracy"]))[0]
+        return max(eligible, key=lambda e: (held_out(e[1]["check"]), e[1]["val"]["accuracy"]))[0]
     return max(rows, key=lambda e: (e[1]["val"]["accuracy"], -e[1]["val"]["loss"]))[0]
 
 

@@ -143,15 +143,17 @@ def test_every_stage_and_artifact(built_run: Path) -> None:
         folder = tiny_run / "attacks" / f"{run.attack}-{run.source}"
         rows = read_csv(folder / "results.csv")
         assert list(rows[0])[: len(RESULT_COLUMNS)] == RESULT_COLUMNS
-        attacked = [r for r in rows if not r.get("skipped")]  # Square skips the fakes APGD fooled (survivors_of)
+        attacked = [r for r in rows if not r.get("skipped")]  # a chained attack skips the fakes earlier ones fooled
         assert {r["target"] for r in attacked} == set(run.targets) or not attacked
         assert all((folder / "images" / r["image"]).with_suffix(".png").is_file() for r in attacked)
         skipped = {r["image"] for r in rows if r.get("skipped")}
-        if run.attack == "square":  # exactly the fakes APGD fooled on the same source
-            apgd = read_csv(tiny_run / "attacks" / f"apgd-{run.source}" / "results.csv")
-            assert skipped == {r["image"] for r in apgd if r["setting"] == "whitebox" and r["success"] == "1"}
-        else:
-            assert not skipped
+        # APGD-margin skips exactly the fakes APGD fooled on the same source, Square those APGD or APGD-margin fooled
+        chain = [a for a in cfg["attack"].get(run.attack, {}).get("survivors_of", []) if a in cfg["attack"]["attacks"]]
+        fooled: set[str] = set()
+        for earlier in chain:
+            earlier_rows = read_csv(tiny_run / "attacks" / f"{earlier}-{run.source}" / "results.csv")
+            fooled |= {r["image"] for r in earlier_rows if r["setting"] == "whitebox" and r["success"] == "1" and not r.get("skipped")}
+        assert skipped == fooled
     for name in ("trajectories.csv", "table3.csv", "table4.csv", "sweep.csv", "figures.json", "summary.json"):
         assert (tiny_run / "dip" / name).is_file(), name
     runner = StageRunner(tiny_run, log=lambda s: None)

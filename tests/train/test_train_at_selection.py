@@ -77,6 +77,15 @@ def test_the_floor_keeps_the_robust_epoch_that_is_still_a_detector() -> None:
     assert epoch_score(near) == [0.85, -0.3]  # plain training: accuracy, then loss
 
 
+def test_selection_ranks_by_every_attack_not_by_pgd_alone() -> None:
+    """A gradient-masked epoch (PGD fails, APGD succeeds) loses to one robust to all attacks: the quick preset's seed 0."""
+    val = {"real_recall": 0.9, "fake_recall": 0.9, "auroc": 0.95, "accuracy": 0.92, "loss": 0.3}
+    masked = {"pgd_accuracy": 0.84, "apgd_accuracy": 0.06, "fgsm_accuracy": 0.42, "robust_accuracy": 0.06}
+    robust = {"pgd_accuracy": 0.26, "apgd_accuracy": 0.22, "fgsm_accuracy": 0.30, "robust_accuracy": 0.22}
+    assert epoch_score(val, robust) > epoch_score(val, masked)
+    assert epoch_score(val, robust, 0.8) > epoch_score(val, masked, 0.8)
+
+
 def test_settings_are_checked_and_stay_out_of_old_identities(toy_model: Path) -> None:
     start = str(toy_model)
     with pytest.raises(DfrobustError, match="only apply to adversarial"):

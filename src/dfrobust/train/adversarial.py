@@ -23,7 +23,7 @@ from 0 over the first epochs (:meth:`AdversarialRecipe.at_progress`), and ``adv_
 mixes the clean cross-entropy into ``pgd``/``fast``'s loss (one forward pass over the clean and
 adversarial batch). Model selection puts a collapsed epoch last
 (:func:`dfrobust.evaluate.collapse.collapsed` on the validation metrics), since a constant
-predictor has the best held-out PGD accuracy of all. Two more guards act on selection
+predictor has the best held-out robust accuracy of all. Two more guards act on selection
 (:mod:`dfrobust.train.selection`): ``adv_max_clean_drop`` keeps only epochs within that much
 validation accuracy of the start model, and ``adv_calibrate`` judges (and keeps) each epoch at the
 threshold of best validation accuracy (:mod:`dfrobust.train.calibration`).
@@ -238,15 +238,21 @@ def check_batch(n_images: int, seed: int) -> torch.Tensor:
 
 
 def robustness_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: AdversarialRecipe, seed: int) -> dict[str, float]:
-    """Accuracy of ``model`` under PGD and under FGSM at the recipe's eps on one batch (eval mode, registered attacks)."""
+    """Accuracy of ``model`` on one batch at the recipe's eps under PGD, APGD-CE and FGSM, and under all three at once.
+
+    ``robust_accuracy`` counts an image only if every attack failed on it (the leaderboard's definition):
+    selection by PGD accuracy alone kept a gradient-masked epoch that resisted PGD on 84% of fakes and
+    APGD on 6% (benchmarks/RESULTS.md). Eval mode, registered attacks, APGD with PGD's step count.
+    """
     pgd = make_attack(
         "pgd", eps=recipe.radius, norm="linf", steps=recipe.check_steps, step_size=recipe.radius / 4, random_start=True, seed=seed
     )
+    apgd = make_attack("apgd", eps=recipe.radius, norm="linf", steps=recipe.check_steps, seed=seed)
     fgsm = make_attack("fgsm", eps=recipe.radius)
-    return {
-        "pgd_accuracy": 1.0 - pgd(model, x, y).success.float().mean().item(),
-        "fgsm_accuracy": 1.0 - fgsm(model, x, y).success.float().mean().item(),
-    }
+    fooled = {name: attack(model, x, y).success for name, attack in (("pgd", pgd), ("apgd", apgd), ("fgsm", fgsm))}
+    result = {f"{name}_accuracy": 1.0 - hit.float().mean().item() for name, hit in fooled.items()}
+    result["robust_accuracy"] = 1.0 - torch.stack(list(fooled.values())).any(0).float().mean().item()
+    return result
 
 
 def collapsed(check: dict[str, float], best: dict[str, float] | None) -> bool:

@@ -213,8 +213,8 @@ class TrainConfig:
             "metavar": "DROP",
             "help": (
                 "adversarial fine-tuning (--resume-from): keep, among the epochs whose validation accuracy is at most DROP "
-                "(a fraction: 0.1 = 10 points) below the start model's, the one of best held-out PGD accuracy; none such: "
-                "the epoch of best validation accuracy. Omitted: best held-out PGD accuracy (collapsed epochs last), which "
+                "(a fraction: 0.1 = 10 points) below the start model's, the one of best held-out robust accuracy; none such: "
+                "the epoch of best validation accuracy. Omitted: best held-out robust accuracy (collapsed epochs last), which "
                 "may keep an epoch that gave up most of its clean accuracy"
             ),
         },

@@ -11,7 +11,7 @@ sidecar, and returns the sidecar. It
   stopped trains no further;
 * optionally adds the Lipschitz penalty of eq. (7) and the paper's blur augmentation, Gaussian
   noise augmentation (randomized smoothing), or trains adversarially (PGD-AT, fast AT, TRADES:
-  :mod:`dfrobust.train.adversarial`), then selects on held-out PGD accuracy and watches for
+  :mod:`dfrobust.train.adversarial`), then selects on held-out robust accuracy (PGD, APGD-CE, FGSM) and watches for
   catastrophic overfitting; with ``adv_max_clean_drop`` only among the epochs that kept their clean
   accuracy within that much of the start model's, and with ``adv_calibrate`` each epoch at the
   threshold of best validation accuracy, folded into its head (:mod:`dfrobust.train.selection`,
@@ -51,7 +51,7 @@ from dfrobust.evaluate.collapse import collapsed as collapsed_detector
 from dfrobust.evaluate.evaluation import evaluate_detector
 from dfrobust.models.checkpoint import load_detector, read_sidecar, save_detector, sidecar_path
 from dfrobust.models.detectors import IMAGENET, Detector, build_detector
-from dfrobust.models.inference import predict_logits
+from dfrobust.models.inference import eval_mode, predict_logits
 from dfrobust.models.efficientnet_lite import is_lite, lite_source
 from dfrobust.train.adversarial import AdversarialRecipe, check_batch, collapsed, recipe_for, robustness_check
 from dfrobust.train.calibration import margin_threshold, p_real_threshold, shifted_head
@@ -184,12 +184,8 @@ def _check_epoch(
 
 def _epoch_threshold(model: torch.nn.Module, val: ImageSet, cfg: TrainConfig, device: torch.device) -> float:
     """The margin cut of best validation accuracy of the model as trained so far (:func:`~dfrobust.train.calibration.margin_threshold`)."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         logits = predict_logits(model, val.images(), cfg.eval_batch_size, device)
-    finally:
-        model.train(was_training)
     return margin_threshold(logits, val.y)
 
 
@@ -331,8 +327,8 @@ def train_detector(
                 robust = None
                 if recipe is not None and check is not None:
                     robust = _check_epoch(model, check, recipe, info, epoch, cfg.seed, log)
-                    row.update(heldout_pgd_accuracy=robust["pgd_accuracy"], heldout_fgsm_accuracy=robust["fgsm_accuracy"])
-                    line += f" | held-out pgd {robust['pgd_accuracy']:.3f} fgsm {robust['fgsm_accuracy']:.3f}"
+                    row.update({f"heldout_{k}": v for k, v in robust.items()})
+                    line += " | held-out " + " ".join(f"{k.removesuffix('_accuracy')} {v:.3f}" for k, v in robust.items())
                     if diagnosis := collapsed_detector(val_metrics):
                         row["collapsed"] = diagnosis.reason
                         line += f" | collapsed: {diagnosis.reason}"

@@ -3,12 +3,13 @@
 :func:`epoch_score` ranks epochs (larger is better, compared as lists):
 
 * plain training: validation accuracy, then loss;
-* adversarial training with a held-out robustness check: not collapsed, then held-out PGD accuracy,
-  then validation accuracy, then loss (robust selection, as Madry et al.'s ``robustness`` library;
-  a collapsed epoch last, since a constant predictor has the best PGD accuracy of all);
+* adversarial training with a held-out robustness check: not collapsed, then held-out robust accuracy
+  (per image, PGD, APGD-CE and FGSM all failed: :func:`~dfrobust.train.adversarial.robustness_check`),
+  then validation accuracy, then loss (robust selection, as Madry et al.'s ``robustness`` library,
+  which ranks by PGD alone; a collapsed epoch last, since a constant predictor is the most robust);
 * adversarial fine-tuning with ``adv_max_clean_drop``: first the epochs that are not collapsed and
   lost at most that much validation accuracy against the start model, among them the best held-out
-  PGD accuracy; when no epoch qualifies, the best validation accuracy. Robust selection alone kept
+  robust accuracy; when no epoch qualifies, the best validation accuracy. Robust selection alone kept
   the epoch of the cpu preset's PGD-AT that gave up 24 points of clean accuracy for 34% held-out
   PGD accuracy (benchmarks/RESULTS.md), which no user of a detector would choose.
 
@@ -27,7 +28,7 @@ from torch import nn
 from dfrobust.data.dataset import ImageSet
 from dfrobust.evaluate.collapse import collapsed
 from dfrobust.evaluate.evaluation import metrics_from_logits
-from dfrobust.models.inference import predict_logits
+from dfrobust.models.inference import eval_mode, predict_logits
 from dfrobust.train.calibration import margin_threshold, p_real_threshold, shift_logits
 
 #: Accuracies are fractions of a small validation split: a floor equal to an accuracy up to rounding is met.
@@ -40,21 +41,18 @@ def epoch_score(val_metrics: Mapping[str, Any], robust: Mapping[str, float] | No
     if robust is None:
         return [acc, -loss]
     healthy = not collapsed(val_metrics)
+    held_out = robust.get("robust_accuracy", robust["pgd_accuracy"])  # a check of PGD alone (no APGD) ranks by PGD
     if floor is None:
-        return [float(healthy), robust["pgd_accuracy"], acc, -loss]
+        return [float(healthy), held_out, acc, -loss]
     if healthy and acc >= floor - TOLERANCE:
-        return [1.0, robust["pgd_accuracy"], acc, -loss]
+        return [1.0, held_out, acc, -loss]
     return [0.0, acc, -loss, 0.0]  # no epoch within the floor: the most accurate one
 
 
 def start_reference(model: nn.Module, val: ImageSet, batch_size: int, device: torch.device, calibrate: bool) -> dict[str, float]:
     """The start model's validation accuracy (at its own calibrated threshold when ``calibrate``), before any epoch."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         logits = predict_logits(model, val.images(), batch_size, device)
-    finally:
-        model.train(was_training)
     y = val.y.to(logits.device)
     tau = margin_threshold(logits, y) if calibrate else 0.0
     metrics = metrics_from_logits(shift_logits(logits, tau), y)
@@ -68,10 +66,11 @@ def selection_text(has_val: bool, has_check: bool, max_drop: float | None, start
     if not has_check:
         return "best validation accuracy, then loss"
     if max_drop is None or start is None:
-        text = "best held-out PGD accuracy, then validation accuracy, then loss"
+        text = "best held-out robust accuracy (PGD, APGD-CE and FGSM all fail), then validation accuracy, then loss"
     else:
         text = (
             f"among the epochs not collapsed and at most {max_drop:g} below the start model's validation accuracy "
-            f"({start['val_accuracy']:.3f}), best held-out PGD accuracy, then validation accuracy; none: best validation accuracy"
+            f"({start['val_accuracy']:.3f}), best held-out robust accuracy (PGD, APGD-CE and FGSM all fail), then validation accuracy; "
+            "none: best validation accuracy"
         )
     return text + ("; every epoch at its validation-calibrated threshold" if calibrated else "")
