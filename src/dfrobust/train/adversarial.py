@@ -241,8 +241,8 @@ def robustness_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe:
     """Accuracy of ``model`` on one batch at the recipe's eps under PGD, APGD-CE and FGSM, and under all three at once.
 
     ``robust_accuracy`` counts an image only if every attack failed on it (the leaderboard's definition):
-    selection by PGD accuracy alone kept a gradient-masked epoch that resisted PGD on 84% of fakes and
-    APGD on 6% (benchmarks/RESULTS.md). Eval mode, registered attacks, APGD with PGD's step count.
+    selection by PGD accuracy alone can keep a gradient-masked epoch that PGD cannot flip and APGD can
+    (benchmarks/RESULTS.md). Eval mode, registered attacks, APGD with PGD's step count.
     """
     pgd = make_attack(
         "pgd", eps=recipe.radius, norm="linf", steps=recipe.check_steps, step_size=recipe.radius / 4, random_start=True, seed=seed
