@@ -14,15 +14,14 @@ library's (:func:`dfrobust.train.loop.carve_validation` of the whole training sp
 the plain detector was selected on); the fine-tune draws ``--images`` of the rest.
 
 After every epoch (and for the start model, epoch 0) it records the validation metrics, the
-library's held-out robustness check (PGD and FGSM at the training radius on the validation
-split's fixed batch) and the test metrics, each at the 0.5 threshold and at the threshold
+library's held-out robustness check (PGD, APGD-CE and FGSM at the training radius on the
+validation split's fixed batch) and the test metrics, each at the 0.5 threshold and at the threshold
 calibrated on the validation split (:mod:`dfrobust.train.calibration`, folded into the head). Then,
 per model selection (``--selections``) and threshold (``--thresholds``), the epoch it keeps:
 
 * ``last``: the last epoch;
 * ``robust``: the library's rule without ``adv_max_clean_drop``: not collapsed, then the best held-out
-  robust accuracy (PGD, APGD-CE and FGSM all fail; before session 12: PGD accuracy), then validation
-  accuracy, then loss;
+  robust accuracy (PGD, APGD-CE and FGSM all fail), then validation accuracy, then loss;
 * ``bounded``: among epochs whose validation accuracy is at most ``--max-clean-drop`` below the
   start model's, the best held-out robust accuracy (then validation accuracy); none: the best
   validation accuracy;
@@ -55,6 +54,7 @@ from dfrobust.train.adversarial import check_batch, recipe_for, robustness_check
 from dfrobust.train.calibration import margin_threshold, p_real_threshold, shifted_head
 from dfrobust.train.config import TrainConfig
 from dfrobust.train.loop import carve_validation
+from dfrobust.train.selection import epoch_score
 from dfrobust.train.steps import build_augment, epoch_generator, make_optimizer, train_step
 
 SETUPS = {
@@ -115,24 +115,16 @@ def fine_tune(model: torch.nn.Module, cfg: TrainConfig, x: torch.Tensor, y: torc
             after_epoch(epoch, model)
 
 
-def held_out(check: dict[str, float]) -> float:
-    """The held-out score the library ranks epochs by (``robust_accuracy``; a check without it: PGD accuracy)."""
-    return check.get("robust_accuracy", check["pgd_accuracy"])
-
-
 def select(records: list[dict[str, Any]], rule: str, thr: str, max_drop: float) -> int:
-    """The epoch (>= 1) that ``rule`` keeps, reading the ``thr`` (``raw``/``cal``) metrics of each epoch (0: the start)."""
+    """The epoch (>= 1) that ``rule`` keeps, reading the ``thr`` (``raw``/``cal``) metrics of each epoch (0: the start).
+
+    ``robust`` and ``bounded`` rank by the library's own :func:`~dfrobust.train.selection.epoch_score`.
+    """
     rows = [(r["epoch"], r[thr]) for r in records if r["epoch"] >= 1]
     if rule == "last":
         return rows[-1][0]
-    if rule == "robust":
-        key = lambda e: (not e[1]["collapsed"], held_out(e[1]["check"]), e[1]["val"]["accuracy"], -e[1]["val"]["loss"])
-        return max(rows, key=key)[0]
-    floor = records[0][thr]["val"]["accuracy"] - max_drop
-    eligible = [e for e in rows if e[1]["val"]["accuracy"] >= floor - 1e-9 and not e[1]["collapsed"]]
-    if eligible:
-        return max(eligible, key=lambda e: (held_out(e[1]["check"]), e[1]["val"]["accuracy"]))[0]
-    return max(rows, key=lambda e: (e[1]["val"]["accuracy"], -e[1]["val"]["loss"]))[0]
+    floor = None if rule == "robust" else records[0][thr]["val"]["accuracy"] - max_drop
+    return max(rows, key=lambda e: epoch_score(e[1]["val"], e[1]["check"], floor))[0]
 
 
 def attack_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, pgd_steps: int, apgd_steps: int,

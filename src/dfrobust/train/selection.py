@@ -35,13 +35,22 @@ from dfrobust.train.calibration import margin_threshold, p_real_threshold, shift
 TOLERANCE = 1e-9
 
 
+#: The held-out number epochs are ranked by, in words (the sidecar's ``metrics.selection``).
+HELD_OUT = "best held-out robust accuracy (PGD, APGD-CE and FGSM all fail)"
+
+
+def held_out_score(robust: Mapping[str, float]) -> float:
+    """The held-out number an epoch is ranked by: robust accuracy (every attack failed); a check of PGD alone: its accuracy."""
+    return float(robust.get("robust_accuracy", robust["pgd_accuracy"]))
+
+
 def epoch_score(val_metrics: Mapping[str, Any], robust: Mapping[str, float] | None = None, floor: float | None = None) -> list[float]:
     """The selection score of an epoch from its validation metrics, held-out check (adversarial) and clean-accuracy floor."""
     acc, loss = float(val_metrics["accuracy"]), float(val_metrics["loss"])
     if robust is None:
         return [acc, -loss]
     healthy = not collapsed(val_metrics)
-    held_out = robust.get("robust_accuracy", robust["pgd_accuracy"])  # a check of PGD alone (no APGD) ranks by PGD
+    held_out = held_out_score(robust)
     if floor is None:
         return [float(healthy), held_out, acc, -loss]
     if healthy and acc >= floor - TOLERANCE:
@@ -66,11 +75,11 @@ def selection_text(has_val: bool, has_check: bool, max_drop: float | None, start
     if not has_check:
         return "best validation accuracy, then loss"
     if max_drop is None or start is None:
-        text = "best held-out robust accuracy (PGD, APGD-CE and FGSM all fail), then validation accuracy, then loss"
+        text = f"{HELD_OUT}, then validation accuracy, then loss"
     else:
         text = (
             f"among the epochs not collapsed and at most {max_drop:g} below the start model's validation accuracy "
-            f"({start['val_accuracy']:.3f}), best held-out robust accuracy (PGD, APGD-CE and FGSM all fail), then validation accuracy; "
+            f"({start['val_accuracy']:.3f}), {HELD_OUT}, then validation accuracy; "
             "none: best validation accuracy"
         )
     return text + ("; every epoch at its validation-calibrated threshold" if calibrated else "")
